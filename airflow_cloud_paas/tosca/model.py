@@ -127,3 +127,13 @@ class Topology:
     imports: tuple[str, ...] = ()
     template_text: str = ""  # the template's own text (stored with each deployment)
     plan: tuple[str, ...] = ()  # node names in deployment order (requirements first)
+
+    def resolve(self, inputs: Mapping[str, Any] | None = None) -> dict[str, NodeTemplate]:
+        """Return every node, in plan order, with the run's inputs checked and ``get_input`` resolved.
+
+        :param inputs: input name -> value; defaults fill the rest
+        """
+        from airflow_cloud_paas.tosca.resolve import resolved_node, validate_inputs
+
+        values = validate_inputs(self, inputs)
+        return {name: resolved_node(self, name, values) for name in self.plan}

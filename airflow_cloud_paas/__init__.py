@@ -1,0 +1,85 @@
+"""airflow_cloud_paas: the INDIGO-DataCloud PaaS for Apache Airflow 3.
+
+Deploy, scale and tear down TOSCA-described services on any cloud as Airflow DAGs. Heavy modules
+(the converter, tosca-parser, cloud SDKs) are imported lazily so that provider discovery and DAG
+parsing stay fast.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "ToscaDag": "airflow_cloud_paas.converter",
+    "ToscaTaskGroup": "airflow_cloud_paas.converter",
+    "NodeConverterRegistry": "airflow_cloud_paas.converter",
+    "packaged_template": "airflow_cloud_paas.converter",
+    "load_topology": "airflow_cloud_paas.tosca",
+}
+
+__all__ = ["__version__", "get_provider_info", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'airflow_cloud_paas' has no attribute {name!r}")
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Return the provider metadata Airflow reads through the ``apache_airflow_provider`` entry point."""
+    return {
+        "package-name": "airflow-cloud-paas",
+        "name": "Cloud PaaS (INDIGO-DataCloud)",
+        "description": "Deploy TOSCA-described scientific services on any cloud as Airflow DAGs.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Cloud PaaS",
+                "external-doc-url": "https://github.com/indigo-dc/tosca-types",
+                "tags": ["service"],
+            }
+        ],
+        "operators": [
+            {"integration-name": "Cloud PaaS", "python-modules": ["airflow_cloud_paas.operators.deployment"]}
+        ],
+        "sensors": [{"integration-name": "Cloud PaaS", "python-modules": ["airflow_cloud_paas.sensors.deployment"]}],
+        "hooks": [{"integration-name": "Cloud PaaS", "python-modules": ["airflow_cloud_paas.hooks.store"]}],
+        "triggers": [
+            {"integration-name": "Cloud PaaS", "python-modules": ["airflow_cloud_paas.triggers.deployment"]}
+        ],
+        "connection-types": [
+            {
+                "hook-class-name": "airflow_cloud_paas.hooks.store.CloudPaaSStoreHook",
+                "hook-name": "Cloud PaaS deployment store",
+                "connection-type": "cloud_paas",
+                "conn-fields": {
+                    "store_url": {
+                        "label": "Store URL (SQLAlchemy)",
+                        "schema": {"type": ["string", "null"]},
+                        "description": "e.g. postgresql+psycopg2://user@host/db; the password goes in the "
+                        "Password field. Empty: a SQLite file under $AIRFLOW_HOME/cloud_paas.",
+                    },
+                    "backend": {
+                        "label": "Default backend",
+                        "schema": {"type": ["string", "null"], "default": "local"},
+                        "description": "Where deployments run unless a DAG says otherwise (local, aws, ...).",
+                    },
+                    "work_root": {
+                        "label": "Local backend work directory",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                },
+                "ui-field-behaviour": {
+                    "hidden-fields": ["extra"],
+                    "relabeling": {"schema": "Database", "login": "User"},
+                    "placeholders": {"host": "empty for a local SQLite store", "port": "5432"},
+                },
+            }
+        ],
+        "plugins": [{"name": "cloud_paas", "plugin-class": "airflow_cloud_paas.plugin.CloudPaaSPlugin"}],
+    }

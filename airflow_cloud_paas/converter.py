@@ -1,0 +1,342 @@
+"""Render a TOSCA topology as Airflow tasks: ToscaTaskGroup and ToscaDag (the cosmos pattern).
+
+One task per node template, dependencies from requirements. Deployment tasks are Airflow setup
+tasks and deletion tasks are teardown tasks, so the deployment is torn down even when the work
+in between fails (unless ``teardown=False`` or the run's ``keep_deployment`` param is set).
+The topology is parsed once per content hash (cached on disk): DAG parsing does no network I/O
+and no TOSCA re-parse.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
+
+from airflow_cloud_paas.exceptions import ToscaInputError
+from airflow_cloud_paas.operators.deployment import (
+    RESERVED_PARAMS,
+    CloudPaaSCompleteDeploymentOperator,
+    CloudPaaSCreateDeploymentOperator,
+    CloudPaaSDeleteDeploymentOperator,
+    CloudPaaSDeleteNodeOperator,
+    CloudPaaSDeployNodeOperator,
+)
+from airflow_cloud_paas.tosca import load_topology
+from airflow_cloud_paas.tosca.model import InputDef, NodeTemplate, Topology
+
+#: builds the task for one node: (node, task_id, common operator kwargs) -> operator
+OperatorFactory = Callable[[NodeTemplate, str, dict[str, Any]], BaseOperator]
+
+
+def _factory(target: type[BaseOperator] | OperatorFactory) -> OperatorFactory:
+    if isinstance(target, type):
+        return lambda node, task_id, common: target(task_id=task_id, node_name=node.name, **common)
+    return target
+
+
+class NodeConverterRegistry:
+    """Map TOSCA node types to the operators that deploy and delete them; users override entries.
+
+    Lookup walks the node's type hierarchy, most specific first, so an entry for
+    ``tosca.nodes.Compute`` applies to every compute node not matched by a more specific entry.
+
+    :param deploy: node type -> operator class (taking ``node_name``) or factory, for deployment
+    :param delete: node type -> operator class or factory, for teardown
+    """
+
+    def __init__(
+        self,
+        deploy: Mapping[str, type[BaseOperator] | OperatorFactory] | None = None,
+        delete: Mapping[str, type[BaseOperator] | OperatorFactory] | None = None,
+    ) -> None:
+        self._deploy = {"tosca.nodes.Root": _factory(CloudPaaSDeployNodeOperator)}
+        self._delete = {"tosca.nodes.Root": _factory(CloudPaaSDeleteNodeOperator)}
+        for type_name, target in (deploy or {}).items():
+            self._deploy[type_name] = _factory(target)
+        for type_name, target in (delete or {}).items():
+            self._delete[type_name] = _factory(target)
+
+    @staticmethod
+    def _lookup(table: Mapping[str, OperatorFactory], node: NodeTemplate) -> OperatorFactory:
+        for type_name in (node.type, *node.type_hierarchy):
+            if type_name in table:
+                return table[type_name]
+        return table["tosca.nodes.Root"]
+
+    def deploy_task(self, node: NodeTemplate, task_id: str, common: dict[str, Any]) -> BaseOperator:
+        """Return the deployment task of a node.
+
+        :param node: the node template
+        :param task_id: the task's id
+        :param common: keyword arguments shared by every task of the group
+        """
+        return self._lookup(self._deploy, node)(node, task_id, common)
+
+    def delete_task(self, node: NodeTemplate, task_id: str, common: dict[str, Any]) -> BaseOperator:
+        """Return the teardown task of a node.
+
+        :param node: the node template
+        :param task_id: the task's id
+        :param common: keyword arguments shared by every task of the group
+        """
+        return self._lookup(self._delete, node)(node, task_id, common)
+
+
+_JSON_TYPES = {
+    "string": "string",
+    "integer": "integer",
+    "float": "number",
+    "boolean": "boolean",
+    "list": "array",
+    "map": "object",
+    "version": "string",
+    "timestamp": "string",
+    "scalar-unit.size": "string",
+    "scalar-unit.time": "string",
+    "scalar-unit.frequency": "string",
+    "range": "array",
+}
+
+
+def input_param(spec: InputDef) -> Param:
+    """Return the DAG Param for a TOSCA input: its type, default, description and constraints.
+
+    :param spec: the input definition
+    """
+    schema: dict[str, Any] = {"type": _JSON_TYPES.get(spec.type, "string"), "title": spec.name}
+    for constraint in spec.constraints:
+        for op, arg in constraint.items():
+            if op == "valid_values":
+                schema["enum"] = list(arg)
+            elif op == "in_range" and schema["type"] in ("integer", "number"):
+                schema["minimum"], schema["maximum"] = arg
+            elif op in ("greater_or_equal",) and schema["type"] in ("integer", "number"):
+                schema["minimum"] = arg
+            elif op in ("less_or_equal",) and schema["type"] in ("integer", "number"):
+                schema["maximum"] = arg
+            elif op == "min_length":
+                schema["minLength"] = arg
+            elif op == "max_length":
+                schema["maxLength"] = arg
+            elif op == "pattern":
+                schema["pattern"] = arg
+    if spec.is_secret:
+        schema["format"] = "password"
+    description = spec.description or None
+    if spec.has_default:
+        return Param(spec.default, description=description, **schema)
+    return Param(description=description, **schema)
+
+
+def topology_params(topology: Topology) -> dict[str, Param]:
+    """Return the DAG params of a topology: one per TOSCA input plus the reserved run options.
+
+    :param topology: the parsed template
+    """
+    clash = [name for name in topology.inputs if name in RESERVED_PARAMS]
+    if clash:
+        raise ToscaInputError(
+            f"input name(s) {clash} are reserved by airflow_cloud_paas; rename them",
+            file=topology.source,
+            field="topology_template.inputs",
+        )
+    params = {name: input_param(spec) for name, spec in topology.inputs.items()}
+    params["deployment_id"] = Param(
+        None, type=["null", "string"], description="Use this deployment id (default: derived from the run)"
+    )
+    params["keep_deployment"] = Param(
+        False, type="boolean", description="Skip the teardown and leave the deployment running"
+    )
+    return params
+
+
+class ToscaTaskGroup(TaskGroup):
+    """A TaskGroup that deploys a TOSCA template (setup tasks) and tears it down (teardown tasks).
+
+    Put the work that uses the deployment between the two with :meth:`wrap`; outputs are in XCom
+    of the ``outputs`` task (one key per output, see :meth:`output`).
+
+    :param template: the TOSCA template file (relative paths: from the calling DAG file's folder)
+    :param group_id: the group's id
+    :param import_map: TOSCA import URL -> local file
+    :param backend: backend name; ``None`` uses the store connection's default
+    :param cloud_paas_conn_id: the deployment store connection
+    :param teardown: add teardown tasks (``False`` keeps the deployment after the run)
+    :param node_converters: node type -> operator class or factory for deployment (overrides)
+    :param node_delete_converters: node type -> operator class or factory for teardown (overrides)
+    :param operator_args: extra keyword arguments for every task (retries, pool, ...)
+    """
+
+    def __init__(
+        self,
+        template: str | Path,
+        *,
+        group_id: str = "deployment",
+        import_map: Mapping[str, str] | None = None,
+        backend: str | None = None,
+        cloud_paas_conn_id: str = "cloud_paas_default",
+        teardown: bool = True,
+        node_converters: Mapping[str, Any] | None = None,
+        node_delete_converters: Mapping[str, Any] | None = None,
+        operator_args: Mapping[str, Any] | None = None,
+        _caller_file: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(group_id=group_id, **kwargs)
+        caller = _caller_file or sys._getframe(1).f_globals.get("__file__")
+        path = Path(template)
+        if not path.is_absolute() and caller:
+            path = Path(caller).parent / path
+        self.template = str(path)
+        self.topology: Topology = load_topology(self.template, import_map=import_map)
+        self.registry = NodeConverterRegistry(node_converters, node_delete_converters)
+        common: dict[str, Any] = {
+            "template": self.template,
+            "import_map": dict(import_map) if import_map else None,
+            "backend": backend,
+            "cloud_paas_conn_id": cloud_paas_conn_id,
+            **(operator_args or {}),
+        }
+        self._build(common, teardown)
+
+    def _build(self, common: dict[str, Any], teardown: bool) -> None:
+        topo = self.topology
+        with self:
+            self.create_task = CloudPaaSCreateDeploymentOperator(task_id="create", nodes=[], **common).as_setup()
+            self.node_tasks: dict[str, BaseOperator] = {}
+            for name in topo.plan:
+                task = self.registry.deploy_task(topo.nodes[name], f"deploy_{name}", dict(common)).as_setup()
+                self.node_tasks[name] = task
+            self.outputs_task = CloudPaaSCompleteDeploymentOperator(task_id="outputs", **common).as_setup()
+            for name, task in self.node_tasks.items():
+                targets = [r.node for r in topo.nodes[name].requirements if r.node in self.node_tasks]
+                for target in targets:
+                    self.node_tasks[target] >> task
+                if not targets:
+                    self.create_task >> task
+            required = {r.node for n in topo.nodes.values() for r in n.requirements}
+            for name, task in self.node_tasks.items():
+                if name not in required:
+                    task >> self.outputs_task
+            if not self.node_tasks:
+                self.create_task >> self.outputs_task
+
+            self.delete_tasks: dict[str, BaseOperator] = {}
+            self.teardown_roots: list[BaseOperator] = []
+            self.delete_task: BaseOperator | None = None
+            if not teardown:
+                return
+            for name in reversed(topo.plan):
+                task = self.registry.delete_task(topo.nodes[name], f"delete_{name}", dict(common))
+                self.delete_tasks[name] = task.as_teardown(setups=self.node_tasks[name])
+            self.delete_task = CloudPaaSDeleteDeploymentOperator(task_id="delete", **common).as_teardown(
+                setups=self.create_task
+            )
+            for name, task in self.delete_tasks.items():
+                # dependents are deleted before what they require (workers before their master)
+                for req in topo.nodes[name].requirements:
+                    if req.node in self.delete_tasks:
+                        task >> self.delete_tasks[req.node]
+                if name not in required:
+                    self.teardown_roots.append(task)
+                task >> self.delete_task
+            if not self.delete_tasks:
+                self.teardown_roots.append(self.delete_task)
+            self.outputs_task >> self.teardown_roots
+
+    def wrap(self, *tasks: Any) -> ToscaTaskGroup:
+        """Run these tasks after the deployment is complete and before its teardown.
+
+        :param tasks: operators, XComArgs or task groups using the deployment
+        """
+        for task in tasks:
+            self.outputs_task >> task
+            if self.teardown_roots:
+                task >> self.teardown_roots
+        return self
+
+    def output(self, name: str) -> Any:
+        """Return an XComArg for one TOSCA output of the deployment.
+
+        :param name: the output name
+        """
+        if name not in self.topology.outputs:
+            raise ToscaInputError(
+                f"no such output; known: {', '.join(sorted(self.topology.outputs)) or 'none'}",
+                file=self.topology.source,
+                field=f"outputs.{name}",
+            )
+        return self.outputs_task.output[name]
+
+
+class ToscaDag(DAG):
+    """A DAG that deploys one TOSCA template, with its inputs as Params (the UI trigger form).
+
+    Takes every :class:`ToscaTaskGroup` argument plus the DAG's own; the group is ``self.tosca``.
+
+    :param template: the TOSCA template file (relative paths: from the DAG file's folder)
+    :param group_id: the task group's id
+    :param import_map: TOSCA import URL -> local file
+    :param backend: backend name; ``None`` uses the store connection's default
+    :param cloud_paas_conn_id: the deployment store connection
+    :param teardown: add teardown tasks
+    :param node_converters: node type -> operator (overrides)
+    :param node_delete_converters: node type -> teardown operator (overrides)
+    :param operator_args: extra keyword arguments for every task
+    """
+
+    def __init__(
+        self,
+        template: str | Path,
+        *,
+        group_id: str = "deployment",
+        import_map: Mapping[str, str] | None = None,
+        backend: str | None = None,
+        cloud_paas_conn_id: str = "cloud_paas_default",
+        teardown: bool = True,
+        node_converters: Mapping[str, Any] | None = None,
+        node_delete_converters: Mapping[str, Any] | None = None,
+        operator_args: Mapping[str, Any] | None = None,
+        **dag_kwargs: Any,
+    ) -> None:
+        caller = sys._getframe(1).f_globals.get("__file__")
+        path = Path(template)
+        if not path.is_absolute() and caller:
+            path = Path(caller).parent / path
+        topology = load_topology(path, import_map=import_map)
+        params = {**topology_params(topology), **(dag_kwargs.pop("params", None) or {})}
+        first_line = next(iter((topology.description or "").strip().splitlines()), "")
+        dag_kwargs.setdefault("description", first_line[:200] or None)
+        dag_kwargs.setdefault("tags", ["cloud-paas", "tosca"])
+        dag_kwargs.setdefault("render_template_as_native_obj", True)
+        super().__init__(params=params, **dag_kwargs)
+        with self:
+            self.tosca = ToscaTaskGroup(
+                path,
+                group_id=group_id,
+                import_map=import_map,
+                backend=backend,
+                cloud_paas_conn_id=cloud_paas_conn_id,
+                teardown=teardown,
+                node_converters=node_converters,
+                node_delete_converters=node_delete_converters,
+                operator_args=operator_args,
+                _caller_file=caller,
+            )
+
+
+def packaged_template(name: str) -> str:
+    """Return the path of a template shipped with the package (e.g. ``spark_cluster``).
+
+    :param name: the template's file name, with or without ``.yaml``
+    """
+    folder = Path(__file__).parent / "templates"
+    path = folder / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
+        raise FileNotFoundError(f"no packaged template {name!r}; known: {known}")
+    return str(path)

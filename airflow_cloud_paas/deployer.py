@@ -1,0 +1,280 @@
+"""The deployment engine shared by the operators, the CLI and the scaling jobs.
+
+It joins a parsed :class:`~airflow_cloud_paas.tosca.model.Topology`, a deployment store and a
+backend. Operators are thin wrappers around it; it holds no Airflow code, so the same path is
+used from a task, from ``cloud-paas`` and from tests.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_cloud_paas.backends.base import Backend, Resource, ResourceSpec, ResourceState
+from airflow_cloud_paas.exceptions import ToscaInputError, ToscaValidationError
+from airflow_cloud_paas.store import DeploymentStatus, DeploymentStore
+from airflow_cloud_paas.tosca import (
+    instance_count,
+    resolve_outputs,
+    resolve_value,
+    resolved_node,
+    scaling_group,
+    validate_inputs,
+)
+from airflow_cloud_paas.tosca.model import Topology
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Deployer:
+    """Deploy, scale and delete one deployment of one topology on one backend.
+
+    :param topology: the parsed template
+    :param store: the deployment store
+    :param backend: where resources are made
+    :param deployment_id: the deployment's id
+    :param inputs: the run's TOSCA input values (validated here, defaults filled)
+    :param actor: who acts (e.g. ``dag_id/run_id``): a retry by the same actor is not a conflict
+    """
+
+    topology: Topology
+    store: DeploymentStore
+    backend: Backend
+    deployment_id: str
+    inputs: Mapping[str, Any] | None = None
+    actor: str | None = None
+
+    def __post_init__(self) -> None:
+        self.inputs = validate_inputs(self.topology, self.inputs or {})
+
+    # ---------------------------------------------------------------- validation
+    def check(self) -> None:
+        """Raise a typed error if any node cannot be deployed on this backend; touch nothing."""
+        for name in self.topology.plan:
+            self.backend.check(self.spec(name, 0, with_requirements=False))
+
+    def spec(self, node_name: str, index: int, *, with_requirements: bool = True) -> ResourceSpec:
+        """Build the backend spec of one instance of a node, requirements taken from live resources.
+
+        :param node_name: the node template
+        :param index: the instance index
+        :param with_requirements: look up the resources of the nodes it requires
+        """
+        node = resolved_node(self.topology, node_name, self.inputs)
+        requirements: dict[str, tuple[Resource, ...]] = {}
+        if with_requirements:
+            for req in node.requirements:
+                found = self.backend.describe(self.deployment_id, req.node)
+                if req.name == "host":
+                    found = [r for r in found if r.index == index] or found[:1]
+                requirements[req.name] = tuple(found)
+        return ResourceSpec(
+            deployment_id=self.deployment_id,
+            node_name=node_name,
+            index=index,
+            node_type=node.type,
+            type_hierarchy=node.type_hierarchy,
+            properties=dict(node.properties),
+            capabilities={k: dict(v) for k, v in node.capabilities.items()},
+            requirements=requirements,
+        )
+
+    # ---------------------------------------------------------------- create
+    def begin_create(self, owner: str = "airflow", secret_inputs: tuple[str, ...] = ()) -> None:
+        """Register the deployment (idempotently) and mark it CREATE_IN_PROGRESS.
+
+        :param owner: who owns the deployment
+        :param secret_inputs: extra input names whose values must never be stored
+        """
+        self.check()
+        secrets = tuple(n for n, d in self.topology.inputs.items() if d.is_secret) + tuple(secret_inputs)
+        dag_id, _, run_id = (self.actor or "").partition("/")
+        self.store.create_deployment(
+            self.deployment_id,
+            template=self.topology.template_text,
+            template_hash=self.topology.content_hash,
+            inputs=dict(self.inputs),
+            owner=owner,
+            backend=self.backend.name,
+            dag_id=dag_id or None,
+            run_id=run_id or None,
+            secret_inputs=secrets,
+        )
+        # claims the new record, recognizes a retry by the same run, or moves CREATE_FAILED back to
+        # CREATE_IN_PROGRESS; another run's action in progress is refused (DeploymentBusyError)
+        self.store.begin(self.deployment_id, "CREATE", reason="deployment requested", actor=self.actor)
+
+    def deploy_node(self, node_name: str) -> list[Resource]:
+        """Create every instance of one node (idempotent) and record them.
+
+        :param node_name: the node template
+        """
+        self._node(node_name)
+        count = instance_count(self.topology, node_name, self.inputs)
+        made = []
+        try:
+            for index in range(count):
+                resource = self.backend.create(self.spec(node_name, index))
+                self._record(resource)
+                made.append(resource)
+        except Exception as err:
+            self._fail("CREATE", f"node '{node_name}': {err}")
+            raise
+        self.store.add_event(self.deployment_id, "node_created", f"{node_name}: {count} instance(s)")
+        return made
+
+    def complete_create(self) -> dict[str, Any]:
+        """Evaluate the outputs, store them and mark the deployment CREATE_COMPLETE."""
+        outputs = self.outputs()
+        self.store.set_outputs(self.deployment_id, outputs)
+        self.store.finish(self.deployment_id, "CREATE", ok=True, reason="all nodes deployed")
+        return outputs
+
+    def create_all(self, owner: str = "airflow") -> dict[str, Any]:
+        """Register, deploy every node in plan order and complete; return the outputs.
+
+        :param owner: who owns the deployment
+        """
+        self.begin_create(owner=owner)
+        for name in self.topology.plan:
+            self.deploy_node(name)
+        return self.complete_create()
+
+    def outputs(self) -> dict[str, Any]:
+        """Evaluate the topology outputs from the live resources' attributes."""
+        attributes = {
+            name: [dict(r.attributes) for r in self.backend.describe(self.deployment_id, name)]
+            for name in self.topology.plan
+        }
+        return resolve_outputs(self.topology, self.inputs, attributes)
+
+    # ---------------------------------------------------------------- scale
+    def scale(self, node_name: str, count: int) -> list[Resource]:
+        """Scale a node group (the node and everything hosted on it) to ``count`` instances.
+
+        One update at a time per deployment: a concurrent update raises DeploymentBusyError.
+
+        :param node_name: a node with the scalable capability (or hosted on one)
+        :param count: the wanted number of instances
+        """
+        group_root = self._group_root(node_name)
+        self._check_bounds(group_root, count)
+        members = scaling_group(self.topology, group_root)
+        self.store.begin(self.deployment_id, "UPDATE", reason=f"scale {group_root} to {count}", actor=self.actor)
+        try:
+            current = {r.index for r in self.backend.describe(self.deployment_id, group_root)}
+            for index in sorted((i for i in current if i >= count), reverse=True):
+                for member in reversed(members):
+                    for res in self.backend.delete(self.deployment_id, member, index):
+                        self.store.remove_resource(self.deployment_id, member, res.index)
+            for index in range(count):
+                for member in members:
+                    self._record(self.backend.create(self.spec(member, index)))
+            outputs = self.outputs()
+            self.store.set_outputs(self.deployment_id, outputs)
+        except Exception as err:
+            self._fail("UPDATE", f"scaling '{group_root}' to {count}: {err}")
+            raise
+        self.store.add_event(
+            self.deployment_id, "scaled", f"{group_root} -> {count}", {"node": group_root, "count": count}
+        )
+        self.store.finish(self.deployment_id, "UPDATE", ok=True, reason=f"{group_root} scaled to {count}")
+        return self.backend.describe(self.deployment_id, group_root)
+
+    def _group_root(self, node_name: str) -> str:
+        node = self._node(node_name)
+        seen = set()
+        while node.scalable is None and node.host and node.name not in seen:
+            seen.add(node.name)
+            node = self._node(node.host)
+        if node.scalable is None:
+            raise ToscaValidationError(
+                "is not scalable: neither it nor its host has a 'scalable' capability",
+                file=self.topology.source,
+                node=node_name,
+                field="capabilities.scalable",
+            )
+        return node.name
+
+    def _check_bounds(self, node_name: str, count: int) -> None:
+        scalable = self._node(node_name).scalable
+        low = resolve_value(scalable.min_instances, self.inputs) if scalable else 0
+        high = resolve_value(scalable.max_instances, self.inputs) if scalable else None
+        if not isinstance(count, int) or count < (low or 0) or (high is not None and count > high):
+            raise ToscaInputError(
+                f"count {count!r} is outside the allowed range [{low or 0}, {high if high is not None else 'inf'}]",
+                file=self.topology.source,
+                node=node_name,
+                field="capabilities.scalable.count",
+            )
+
+    # ---------------------------------------------------------------- delete
+    def begin_delete(self) -> None:
+        """Mark the deployment DELETE_IN_PROGRESS (a retry by the same actor is fine)."""
+        self.store.begin(self.deployment_id, "DELETE", reason="deletion requested", actor=self.actor)
+
+    def delete_node(self, node_name: str) -> list[Resource]:
+        """Delete every instance of one node (what does not exist is skipped).
+
+        :param node_name: the node template
+        """
+        try:
+            deleted = self.backend.delete(self.deployment_id, node_name)
+        except Exception as err:
+            self._fail("DELETE", f"node '{node_name}': {err}")
+            raise
+        for res in deleted:
+            self.store.remove_resource(self.deployment_id, node_name, res.index)
+        if deleted:
+            self.store.add_event(self.deployment_id, "node_deleted", f"{node_name}: {len(deleted)} instance(s)")
+        return deleted
+
+    def delete_all(self) -> list[Resource]:
+        """Delete every resource of the deployment, dependents first, then sweep what is left."""
+        deleted: list[Resource] = []
+        for name in reversed(self.topology.plan):
+            deleted += self.delete_node(name)
+        leftovers = self.backend.delete(self.deployment_id)  # anything not in the plan (tag sweep)
+        for res in leftovers:
+            self.store.remove_resource(self.deployment_id, res.node_name, res.index)
+        return deleted + leftovers
+
+    def complete_delete(self) -> None:
+        """Check nothing is left and mark the deployment DELETE_COMPLETE."""
+        left = [r for r in self.backend.describe(self.deployment_id) if r.state != ResourceState.DELETED]
+        if left:
+            names = ", ".join(f"{r.node_name}[{r.index}]" for r in left)
+            self._fail("DELETE", f"resources still present: {names}")
+            raise ToscaValidationError(f"deletion left resources behind: {names}", node=self.deployment_id)
+        self.store.finish(self.deployment_id, "DELETE", ok=True, reason="all resources deleted")
+
+    # ---------------------------------------------------------------- helpers
+    def _node(self, node_name: str):
+        try:
+            return self.topology.nodes[node_name]
+        except KeyError:
+            raise ToscaValidationError(
+                f"no such node template; known: {', '.join(sorted(self.topology.nodes))}",
+                file=self.topology.source,
+                node=node_name,
+            ) from None
+
+    def _record(self, resource: Resource) -> None:
+        self.store.upsert_resource(
+            self.deployment_id,
+            resource.node_name,
+            resource.index,
+            resource_id=resource.resource_id,
+            state=resource.state.value,
+            attributes=dict(resource.attributes),
+        )
+
+    def _fail(self, action: str, reason: str) -> None:
+        """Mark the action failed; never let a store error mask the original one."""
+        try:
+            self.store.finish(self.deployment_id, action, ok=False, reason=reason)
+        except Exception:  # the original error is re-raised by the caller
+            log.exception("Could not mark deployment %s %s_FAILED", self.deployment_id, action)

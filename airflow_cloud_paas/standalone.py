@@ -1,0 +1,176 @@
+"""``make run``: Airflow standalone on this machine with the example DAGs and the local backend.
+
+SQLite metadata, LocalExecutor, examples off, API/UI on 127.0.0.1. Airflow runs in its own
+process group; Ctrl-C stops that group and every local-backend service its runs left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def environment(home: Path, port: int = 8080) -> dict[str, str]:
+    """Return the environment for a local Airflow with this package's DAGs and the local backend.
+
+    :param home: AIRFLOW_HOME
+    :param port: the API server's port
+    """
+    work_root = home / "cloud_paas" / "work"
+    store = home / "cloud_paas" / "deployments.db"
+    conn = {"conn_type": "cloud_paas", "extra": {"store_url": f"sqlite:///{store}", "backend": "local",
+                                                  "work_root": str(work_root)}}
+    env = dict(os.environ)
+    env.update({
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        "AIRFLOW_CONN_CLOUD_PAAS_DEFAULT": json.dumps(conn),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    })
+    return env
+
+
+class LocalAirflow:
+    """Run Airflow standalone in the background (tests, benchmarks); stop its whole process group.
+
+    :param home: AIRFLOW_HOME (created)
+    :param port: the API server's port on 127.0.0.1
+    :param dags_folder: the DAGs folder (default: this repository's dags/)
+    :param start_timeout: seconds to wait for the API server
+    """
+
+    def __init__(self, home: Path, port: int, dags_folder: Path | None = None, start_timeout: float = 180) -> None:
+        self.home = Path(home)
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.env = environment(self.home, port)
+        if dags_folder is not None:
+            self.env["AIRFLOW__CORE__DAGS_FOLDER"] = str(dags_folder)
+        self.env["AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL"] = "5"
+        self.env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
+        self.start_timeout = start_timeout
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> LocalAirflow:
+        import requests
+
+        self.home.mkdir(parents=True, exist_ok=True)
+        log = open(self.home / "standalone.log", "ab")  # noqa: SIM115 - closed by the child's exit
+        self.proc = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=self.env,
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"airflow standalone exited early; see {self.home / 'standalone.log'}")
+            try:
+                if requests.get(f"{self.url}/api/v2/monitor/health", timeout=2).status_code == 200 and \
+                        self.password_file.exists():
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(1)
+        self.__exit__(None, None, None)
+        raise TimeoutError(f"airflow standalone did not answer on {self.url} in {self.start_timeout} s")
+
+    @property
+    def password_file(self) -> Path:
+        """Return the file where standalone writes the generated admin password."""
+        return self.home / "simple_auth_manager_passwords.json.generated"
+
+    def credentials(self) -> tuple[str, str]:
+        """Return the admin user and its generated password."""
+        users = json.loads(self.password_file.read_text())
+        user = "admin" if "admin" in users else next(iter(users))
+        return user, users[user]
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is None:
+            return
+        for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                time.sleep(0.2)
+        try:  # children may outlive the leader
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc = None
+
+
+def stop_local_services(home: Path) -> int:
+    """Delete every local-backend deployment under this AIRFLOW_HOME; return how many were stopped.
+
+    :param home: AIRFLOW_HOME
+    """
+    from airflow_cloud_paas.backends import get_backend
+
+    work_root = home / "cloud_paas" / "work"
+    if not work_root.is_dir():
+        return 0
+    backend = get_backend("local", work_root=str(work_root))
+    stopped = 0
+    for folder in sorted(p for p in work_root.iterdir() if p.is_dir()):
+        if backend.delete(folder.name):
+            stopped += 1
+    return stopped
+
+
+def main() -> int:
+    """Start Airflow standalone and stop everything on Ctrl-C."""
+    home = Path(os.environ.get("AIRFLOW_HOME") or ROOT / ".airflow").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    port = int(os.environ.get("CLOUD_PAAS_PORT", "8080"))
+    env = environment(home, port)
+    print(f"Airflow home {home}; UI on http://127.0.0.1:{port} (user admin, password in "
+          f"{home}/simple_auth_manager_passwords.json.generated). Ctrl-C stops everything.", flush=True)
+    proc = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=env, start_new_session=True)
+
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        print("\nStopping Airflow and local services...", flush=True)
+        return 0
+    finally:
+        for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.2)
+            if proc.poll() is not None:
+                try:  # children may outlive the leader; sweep the group once more
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                break
+        os.environ.update({k: v for k, v in env.items() if k.startswith("AIRFLOW")})
+        n = stop_local_services(home)
+        if n:
+            print(f"Stopped {n} local deployment(s).", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

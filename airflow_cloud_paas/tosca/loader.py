@@ -1,0 +1,837 @@
+"""Load a TOSCA service template once into a :class:`~airflow_cloud_paas.tosca.model.Topology`.
+
+The template is read as YAML (values kept as written, intrinsic functions included), its imports
+resolved offline (:mod:`airflow_cloud_paas.tosca.imports`), checked here for what tosca-parser
+misses or crashes on (unknown types, requirement targets, cycles, undeclared inputs), then
+validated by tosca-parser 2.12 (types and property values). tosca-parser's collected errors are
+translated into the typed errors of :mod:`airflow_cloud_paas.exceptions`, each naming the file
+and, where known, the node and field.
+
+The result is cached by content hash (:mod:`airflow_cloud_paas.tosca.cache`): a hit costs a few
+file hashes and never imports tosca-parser, so DAG files may call :func:`load_topology` freely.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import hashlib
+import heapq
+import logging
+import os
+import re
+import sys
+import threading
+import traceback
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from airflow_cloud_paas.exceptions import (
+    ToscaCycleError,
+    ToscaError,
+    ToscaImportError,
+    ToscaSyntaxError,
+    ToscaUnknownTypeError,
+    ToscaValidationError,
+)
+from airflow_cloud_paas.tosca._yaml import decode, load_yaml
+from airflow_cloud_paas.tosca.cache import TopologyCache
+from airflow_cloud_paas.tosca.imports import ImportedFile, ImportResolver, ResolvedImports
+from airflow_cloud_paas.tosca.model import (
+    Endpoint,
+    InputDef,
+    NodeTemplate,
+    OutputDef,
+    Policy,
+    Requirement,
+    Scalable,
+    Topology,
+)
+from airflow_cloud_paas.tosca.resolve import _BadValue, check_input_value, is_function
+from airflow_cloud_paas.tosca.typedefs import TypeRegistry, UnknownParentError
+
+log = logging.getLogger(__name__)
+
+# Part of every content hash: bump it when what a Topology holds, or how it is built, changes.
+LAYER_VERSION = "airflow_cloud_paas.tosca/1 tosca-parser==2.12.0"
+TOSCA_VERSIONS = ("tosca_simple_yaml_1_0", "tosca_simple_yaml_1_2", "tosca_simple_yaml_1_3")
+
+_PARSER_LOCK = threading.Lock()  # tosca-parser collects errors in a process-wide list
+_ENDPOINT = "tosca.capabilities.Endpoint"
+_RUNTIME_NODES = frozenset({"SELF", "HOST", "SOURCE", "TARGET"})
+
+
+def load_topology(
+    source: str | os.PathLike,
+    *,
+    import_map: Mapping[str, str] | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+) -> Topology:
+    """Load a TOSCA service template into a Topology, from the cache when its content is unchanged.
+
+    :param source: the template file (``.yaml``/``.yml``)
+    :param import_map: import URL (or name as written) -> local file, for imports not reachable offline
+    :param cache_dir: the topology cache directory (default ``$AIRFLOW_CLOUD_PAAS_TOPOLOGY_CACHE`` or
+        ``~/.cache/airflow_cloud_paas/topologies``)
+    :param use_cache: look up and store the result in the cache
+    """
+    file = str(Path(source).expanduser().resolve())
+    try:
+        data = Path(file).read_bytes()
+    except OSError as err:
+        raise ToscaSyntaxError(f"cannot read the template ({err.strerror or err}); check the path", file=file) from err
+    resolver = ImportResolver(import_map)
+    cache = TopologyCache(cache_dir) if use_cache else None
+    key = _manifest_key(data, file, resolver)
+    if cache is not None:
+        found = cache.lookup(key)
+        if found is not None:
+            return _located(found, file)
+
+    text = decode(data, file)
+    raw = _top_level(load_yaml(text, file), file)
+    resolved = resolver.resolve(raw.get("imports"), template_file=file, repositories=raw.get("repositories"))
+    digest = content_hash(data, resolved.files)
+    files = [(f.path, f.sha256) for f in resolved.files]
+    if cache is not None:
+        found = cache.get(digest)
+        if found is not None:  # the same content elsewhere (another directory or import map)
+            cache.put(key, found, files)
+            return _located(found, file)
+    topology = _build(file, text, raw, resolved, digest)
+    if cache is not None:
+        cache.put(key, topology, files)
+    return topology
+
+
+def content_hash(template: bytes, files: Sequence[ImportedFile]) -> str:
+    """Return the sha256 of the layer version, the template bytes and every imported file's bytes.
+
+    :param template: the template's bytes
+    :param files: the resolved imports, in resolution order
+    """
+    digest = hashlib.sha256(LAYER_VERSION.encode())
+    digest.update(b"\0template\0" + template)
+    for item in files:
+        digest.update(b"\0import\0" + item.uri.encode() + b"\0" + (item.namespace_prefix or "").encode() + b"\0")
+        digest.update(item.data)
+    return digest.hexdigest()
+
+
+def _manifest_key(data: bytes, file: str, resolver: ImportResolver) -> str:
+    # Relative imports depend on the directory and the rest on the map, so both are in the key.
+    digest = hashlib.sha256(LAYER_VERSION.encode())
+    for part in (str(Path(file).parent).encode(), resolver.fingerprint().encode(), data):
+        digest.update(b"\0" + part)
+    return digest.hexdigest()
+
+
+def _located(topology: Topology, file: str) -> Topology:
+    return topology if topology.source == file else dataclasses.replace(topology, source=file)
+
+
+def _top_level(raw: Any, file: str) -> dict[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise ToscaSyntaxError(
+            "is not a TOSCA service template: the document must be a YAML mapping starting with "
+            "'tosca_definitions_version: tosca_simple_yaml_1_0'",
+            file=file,
+        )
+    version = raw.get("tosca_definitions_version")
+    if not version:
+        raise ToscaSyntaxError(
+            "is not a TOSCA service template: add 'tosca_definitions_version: tosca_simple_yaml_1_0'",
+            file=file,
+            field="tosca_definitions_version",
+        )
+    return dict(raw)
+
+
+# --------------------------------------------------------------------------------- the build
+def _build(file: str, text: str, raw: dict[str, Any], resolved: ResolvedImports, digest: str) -> Topology:
+    from toscaparser.elements.entity_type import EntityType, update_definitions
+
+    version = raw["tosca_definitions_version"]
+    extensions = _extension_versions()
+    if version not in TOSCA_VERSIONS and version not in extensions:
+        raise ToscaSyntaxError(
+            f"unsupported tosca_definitions_version '{version}'; use one of: "
+            + ", ".join((*TOSCA_VERSIONS, *extensions)),
+            file=file,
+            field="tosca_definitions_version",
+        )
+    if version in extensions:
+        update_definitions(version)  # NFV/MEC types, as tosca-parser itself does for these versions
+    sources = [(f.path, f.definitions, f.namespace_prefix) for f in resolved.files] + [(file, raw, None)]
+    registry = TypeRegistry.from_sections(EntityType.TOSCA_DEF, sources)
+
+    topology_tpl = _mapping(raw.get("topology_template"), file, "topology_template")
+    inputs = _inputs(_mapping(topology_tpl.get("inputs"), file, "inputs"), file)
+    node_tpls = _mapping(topology_tpl.get("node_templates"), file, "node_templates")
+    rel_tpls = _mapping(topology_tpl.get("relationship_templates"), file, "relationship_templates")
+    groups = _mapping(topology_tpl.get("groups"), file, "groups")
+    nodes = {str(name): _node(str(name), spec, node_tpls, rel_tpls, registry, file) for name, spec in node_tpls.items()}
+    policies = _policies(topology_tpl.get("policies"), nodes, groups, registry, file)
+    outputs = _outputs(_mapping(topology_tpl.get("outputs"), file, "outputs"), file)
+    _check_references(inputs, node_tpls, outputs, file)
+    plan = _plan(nodes, file)
+
+    _validate_with_tosca_parser(file, raw, resolved, inputs, tuple(nodes))
+
+    description = raw.get("description") or topology_tpl.get("description") or ""
+    return Topology(
+        source=file,
+        content_hash=digest,
+        description=str(description).strip(),
+        inputs=inputs,
+        nodes=nodes,
+        outputs=outputs,
+        policies=policies,
+        imports=resolved.uris,
+        template_text=text,
+        plan=plan,
+    )
+
+
+def _extension_versions() -> tuple[str, ...]:
+    from toscaparser.tosca_template import ToscaTemplate
+
+    return tuple(v for v in ToscaTemplate.VALID_TEMPLATE_VERSIONS if v not in TOSCA_VERSIONS)
+
+
+def _mapping(value: Any, file: str, field: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ToscaValidationError(f"'{field}' must be a mapping, not {type(value).__name__}", file=file, field=field)
+    return value
+
+
+def _inputs(specs: Mapping[str, Any], file: str) -> dict[str, InputDef]:
+    inputs: dict[str, InputDef] = {}
+    for name, spec in specs.items():
+        name = str(name)
+        if not isinstance(spec, Mapping):
+            raise ToscaValidationError(
+                "an input definition must be a mapping with at least 'type'",
+                file=file,
+                node=name,
+                field="inputs",
+            )
+        if not isinstance(spec.get("type"), str):
+            raise ToscaValidationError(
+                "an input needs a 'type' (string, integer, float, boolean, list, map, scalar-unit.size, ...)",
+                file=file,
+                node=name,
+                field="type",
+            )
+        constraints = spec.get("constraints") or []
+        if not isinstance(constraints, list):
+            raise ToscaValidationError("'constraints' must be a list", file=file, node=name, field="constraints")
+        definition = InputDef(
+            name=name,
+            type=str(spec.get("type", "string")),
+            description=str(spec.get("description") or "").strip(),
+            default=spec.get("default"),
+            required=bool(spec.get("required", True)),
+            has_default=spec.get("default") is not None,
+            constraints=tuple(constraints),
+            entry_schema=spec.get("entry_schema"),
+        )
+        if definition.has_default:
+            try:
+                check_input_value(definition, definition.default)
+            except _BadValue as err:
+                shown = "the default" if definition.is_secret else f"default {definition.default!r}"
+                raise ToscaValidationError(f"{shown} {err}", file=file, node=name, field="default") from None
+        inputs[name] = definition
+    return inputs
+
+
+def _node(
+    name: str,
+    spec: Any,
+    node_tpls: Mapping[str, Any],
+    rel_tpls: Mapping[str, Any],
+    registry: TypeRegistry,
+    file: str,
+) -> NodeTemplate:
+    if not isinstance(spec, Mapping):
+        raise ToscaValidationError("a node template must be a mapping with 'type'", file=file, node=name)
+    written = spec.get("type")
+    if not isinstance(written, str) or not written:
+        raise ToscaValidationError(
+            "node template has no 'type'; add e.g. 'type: tosca.nodes.Compute'",
+            file=file,
+            node=name,
+            field="type",
+        )
+    node_type = registry.resolve(written, "node")
+    if node_type is None:
+        raise ToscaUnknownTypeError(
+            f"unknown node type '{written}'; define it under node_types or import the file that defines it",
+            file=file,
+            node=name,
+            field="type",
+        )
+    try:
+        hierarchy = registry.hierarchy(node_type, "node")
+    except UnknownParentError as err:
+        raise ToscaUnknownTypeError(
+            f"{err}; define '{err.parent}' or import the file that defines it",
+            file=err.origin or file,
+            node=name,
+            field=f"{err.type_name}.derived_from",
+        ) from None
+
+    capability_defs = registry.merged(node_type, "node", "capabilities")
+    capabilities: dict[str, dict[str, Any]] = {}
+    for cap_name, cap_spec in _mapping(spec.get("capabilities"), file, "capabilities").items():
+        if cap_name not in capability_defs:
+            raise ToscaValidationError(
+                f"type '{node_type}' has no capability '{cap_name}'; known: "
+                + (", ".join(sorted(capability_defs)) or "none"),
+                file=file,
+                node=name,
+                field=f"capabilities.{cap_name}",
+            )
+        cap_spec = cap_spec if isinstance(cap_spec, Mapping) else {}
+        capabilities[str(cap_name)] = dict(_mapping(cap_spec.get("properties"), file, f"capabilities.{cap_name}"))
+
+    # Every capability of the type must be known, used or not: tosca-parser crashes on any other.
+    cap_types = {}
+    for cap_name, definition in capability_defs.items():
+        cap_types[cap_name] = _capability_type(definition, registry)
+        if cap_types[cap_name] is None:
+            declared_by = next(
+                (t for t in hierarchy if cap_name in (registry.definition(t).get("capabilities") or {})), node_type
+            )
+            raise ToscaUnknownTypeError(
+                f"capability '{cap_name}' of type '{declared_by}' has an unknown type "
+                f"{_written_type(definition)!r}; define it under capability_types or import its definition",
+                file=registry.origin(declared_by) or file,
+                node=name,
+                field=f"capabilities.{cap_name}.type",
+            )
+    endpoints = [
+        _endpoint(cap_name, props)
+        for cap_name, props in capabilities.items()
+        if registry.derives_from(cap_types[cap_name], _ENDPOINT, "capability")
+    ]
+
+    props: dict[str, Any] = {}
+    for prop_name, prop_def in registry.merged(node_type, "node", "properties").items():
+        if isinstance(prop_def, Mapping) and prop_def.get("default") is not None:
+            props[prop_name] = copy.deepcopy(prop_def["default"])  # template values override below
+    props.update(_mapping(spec.get("properties"), file, "properties"))
+
+    scalable = None
+    if "scalable" in capabilities:
+        sprops = capabilities["scalable"]
+        scalable = Scalable(
+            count=sprops.get("count", sprops.get("default_instances", 1)),
+            min_instances=sprops.get("min_instances", 0),
+            max_instances=sprops.get("max_instances"),
+        )
+
+    return NodeTemplate(
+        name=name,
+        type=node_type,
+        type_hierarchy=hierarchy,
+        properties=props,
+        capabilities=capabilities,
+        requirements=_requirements(name, spec.get("requirements"), node_type, node_tpls, rel_tpls, registry, file),
+        scalable=scalable,
+        endpoints=tuple(endpoints),
+        artifacts=dict(_mapping(spec.get("artifacts"), file, "artifacts")),
+        interfaces=dict(_mapping(spec.get("interfaces"), file, "interfaces")),
+        description=str(spec.get("description") or "").strip(),
+    )
+
+
+def _written_type(definition: Any) -> Any:
+    return definition.get("type") if isinstance(definition, Mapping) else definition
+
+
+def _capability_type(definition: Any, registry: TypeRegistry) -> str | None:
+    return registry.resolve(_written_type(definition), "capability")
+
+
+def _endpoint(name: str, props: Mapping[str, Any]) -> Endpoint:
+    ports: list[dict[str, Any]] = []
+    spec = props.get("ports")
+    items = spec.items() if isinstance(spec, Mapping) else enumerate(spec) if isinstance(spec, list) else ()
+    for port_name, port in items:
+        if isinstance(port, Mapping):
+            # INDIGO opens `source`; a standard PortSpec may give only `target`.
+            number = port.get("source", port.get("target"))
+            ports.append({"name": str(port_name), "port": number, **port})
+    if props.get("port") is not None:
+        ports.append({"name": "port", "port": props["port"], "protocol": props.get("protocol", "tcp")})
+    network = props.get("network_name", "PRIVATE")
+    return Endpoint(
+        name=name,
+        ports=tuple(ports),
+        network_name=network if network is not None else "PRIVATE",
+        dns_name=props.get("dns_name"),
+        properties=dict(props),
+    )
+
+
+def _requirements(
+    name: str,
+    reqs: Any,
+    node_type: str,
+    node_tpls: Mapping[str, Any],
+    rel_tpls: Mapping[str, Any],
+    registry: TypeRegistry,
+    file: str,
+) -> tuple[Requirement, ...]:
+    if reqs is None:
+        return ()
+    if not isinstance(reqs, list):
+        raise ToscaValidationError(
+            "'requirements' must be a list of 'name: target' entries",
+            file=file,
+            node=name,
+            field="requirements",
+        )
+    definitions = registry.requirement_definitions(node_type)
+    result = []
+    for index, item in enumerate(reqs):
+        if not isinstance(item, Mapping) or len(item) != 1:
+            raise ToscaValidationError(
+                "each requirement must be a single 'name: target' mapping",
+                file=file,
+                node=name,
+                field=f"requirements[{index}]",
+            )
+        req_name, spec = next(iter(item.items()))
+        field = f"requirements.{req_name}"
+        if isinstance(spec, str):
+            target, relationship, capability = spec, None, None
+        elif isinstance(spec, Mapping):
+            target, relationship, capability = (
+                spec.get("node"),
+                spec.get("relationship"),
+                spec.get("capability"),
+            )
+        else:
+            raise ToscaValidationError(
+                "a requirement's target must be a node name or a mapping with 'node'",
+                file=file,
+                node=name,
+                field=field,
+            )
+        if target is None:
+            continue  # an abstract requirement (node_filter only): nothing to order or connect here
+        if not isinstance(target, str) or target not in node_tpls:
+            raise ToscaValidationError(
+                f"requirement '{req_name}' targets node template '{target}', which does not exist; known: "
+                + ", ".join(sorted(map(str, node_tpls))),
+                file=file,
+                node=name,
+                field=field,
+            )
+        definition = definitions.get(req_name)
+        definition = definition if isinstance(definition, Mapping) else {}
+        rel_type = _relationship_type(relationship, rel_tpls, registry)
+        if relationship is not None and rel_type is None:
+            raise ToscaUnknownTypeError(
+                f"unknown relationship type {_written_type(relationship)!r}; use a relationship type or "
+                "a relationship template name",
+                file=file,
+                node=name,
+                field=f"{field}.relationship",
+            )
+        if relationship is None and definition.get("relationship") is not None:
+            rel_type = _relationship_type(definition["relationship"], rel_tpls, registry) or str(
+                _written_type(definition["relationship"])
+            )
+        if capability is None:
+            capability = definition.get("capability")
+        result.append(
+            Requirement(
+                name=str(req_name),
+                node=target,
+                relationship=rel_type,
+                capability=str(capability) if capability is not None else None,
+            )
+        )
+    return tuple(result)
+
+
+def _relationship_type(relationship: Any, rel_tpls: Mapping[str, Any], registry: TypeRegistry) -> str | None:
+    if relationship is None:
+        return None
+    if isinstance(relationship, str) and relationship in rel_tpls:
+        rel_tpl = rel_tpls[relationship]
+        written = rel_tpl.get("type") if isinstance(rel_tpl, Mapping) else None
+        return registry.resolve(written, "relationship")
+    return registry.resolve(_written_type(relationship), "relationship")
+
+
+def _policies(
+    specs: Any,
+    nodes: Mapping[str, NodeTemplate],
+    groups: Mapping[str, Any],
+    registry: TypeRegistry,
+    file: str,
+) -> tuple[Policy, ...]:
+    if specs is None:
+        return ()
+    if not isinstance(specs, list):
+        raise ToscaValidationError(
+            "'policies' must be a list of 'name: definition' entries", file=file, field="policies"
+        )
+    result = []
+    for index, item in enumerate(specs):
+        if not isinstance(item, Mapping) or len(item) != 1 or not isinstance(next(iter(item.values())), Mapping):
+            raise ToscaValidationError(
+                "each policy must be a single 'name: {type: ...}' mapping",
+                file=file,
+                field=f"policies[{index}]",
+            )
+        name, spec = next(iter(item.items()))
+        name = str(name)
+        written = spec.get("type")
+        policy_type = registry.resolve(written, "policy")
+        if policy_type is None:
+            raise ToscaUnknownTypeError(
+                f"unknown policy type {written!r}; define it under policy_types or import its definition",
+                file=file,
+                node=name,
+                field="type",
+            )
+        targets = spec.get("targets") or []
+        if not isinstance(targets, list):
+            raise ToscaValidationError(
+                "'targets' must be a list of node or group names", file=file, node=name, field="targets"
+            )
+        missing = [t for t in targets if not isinstance(t, str) or (t not in nodes and t not in groups)]
+        if missing:
+            raise ToscaValidationError(
+                f"policy targets {missing} are neither node templates nor groups",
+                file=file,
+                node=name,
+                field="targets",
+            )
+        result.append(
+            Policy(
+                name=name,
+                type=policy_type,
+                targets=tuple(str(t) for t in targets),
+                properties=dict(_mapping(spec.get("properties"), file, "properties")),
+            )
+        )
+    return tuple(result)
+
+
+def _outputs(specs: Mapping[str, Any], file: str) -> dict[str, OutputDef]:
+    outputs = {}
+    for name, spec in specs.items():
+        name = str(name)
+        if not isinstance(spec, Mapping) or "value" not in spec:
+            raise ToscaValidationError("an output must be a mapping with 'value'", file=file, node=name, field="value")
+        outputs[name] = OutputDef(name=name, value=spec["value"], description=str(spec.get("description") or ""))
+    return outputs
+
+
+def _functions(value: Any, path: str) -> Iterator[tuple[str, Any, str]]:
+    """Yield (function name, arguments, path) for every intrinsic function inside a value."""
+    if isinstance(value, Mapping):
+        if is_function(value):
+            name, args = next(iter(value.items()))
+            yield name, args, path
+            yield from _functions(args, path)
+        else:
+            for key, item in value.items():
+                yield from _functions(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _functions(item, f"{path}[{index}]")
+
+
+def _check_references(
+    inputs: Mapping[str, InputDef],
+    node_tpls: Mapping[str, Any],
+    outputs: Mapping[str, OutputDef],
+    file: str,
+) -> None:
+    """Raise for a get_input of an undeclared input or a function naming an unknown node."""
+    # Policies are left out: tosca-parser accepts undeclared inputs there (an INDIGO example relies
+    # on it), and they only fail if a backend resolves that policy property.
+    owners: list[tuple[str, str, Any]] = [(str(n), "", s) for n, s in node_tpls.items()]
+    owners += [(name, "value", out.value) for name, out in outputs.items()]
+    for owner, base, value in owners:
+        for function, args, path in _functions(value, base):
+            if function == "get_input":
+                name = args[0] if isinstance(args, list) and args else args
+                if not isinstance(name, str) or name not in inputs:
+                    raise ToscaValidationError(
+                        f"get_input refers to input {name!r}, which is not declared; declare it under "
+                        f"topology_template.inputs (declared: {', '.join(inputs) or 'none'})",
+                        file=file,
+                        node=owner,
+                        field=path,
+                    )
+            elif function in ("get_attribute", "get_property"):
+                target = args[0] if isinstance(args, list) and args else None
+                if not isinstance(target, str) or (target not in node_tpls and target not in _RUNTIME_NODES):
+                    raise ToscaValidationError(
+                        f"{function} refers to node template {target!r}, which does not exist",
+                        file=file,
+                        node=owner,
+                        field=path,
+                    )
+
+
+def _plan(nodes: Mapping[str, NodeTemplate], file: str) -> tuple[str, ...]:
+    """Return the nodes in deployment order (requirements first, ties by name), or raise on a cycle."""
+    _check_cycles(nodes, file)
+    waiting = {name: {r.node for r in node.requirements if r.node != name} for name, node in nodes.items()}
+    dependents: dict[str, list[str]] = {name: [] for name in nodes}
+    for name, needs in waiting.items():
+        for need in needs:
+            dependents[need].append(name)
+    ready = [name for name, needs in waiting.items() if not needs]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        name = heapq.heappop(ready)
+        order.append(name)
+        for dependent in dependents[name]:
+            waiting[dependent].discard(name)
+            if not waiting[dependent]:
+                heapq.heappush(ready, dependent)
+    return tuple(order)
+
+
+def _check_cycles(nodes: Mapping[str, NodeTemplate], file: str) -> None:
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    for start in sorted(nodes):
+        if state.get(start):
+            continue
+        path: list[tuple[str, str]] = []  # (node, requirement that leads on)
+        stack: list[tuple[str, Iterator[Requirement]]] = [(start, iter(nodes[start].requirements))]
+        state[start] = 1
+        while stack:
+            name, reqs = stack[-1]
+            req = next(reqs, None)
+            if req is None:
+                state[name] = 2
+                stack.pop()
+                if path:
+                    path.pop()
+                continue
+            if state.get(req.node) == 1:
+                members = [n for n, _ in path] + [name]
+                cycle = members[members.index(req.node) :] + [req.node]
+                raise ToscaCycleError(
+                    f"requirements form a cycle: {' -> '.join(cycle)}; remove one of these requirements",
+                    file=file,
+                    node=name,
+                    field=f"requirements.{req.name}",
+                )
+            if not state.get(req.node):
+                state[req.node] = 1
+                path.append((name, req.name))
+                stack.append((req.node, iter(nodes[req.node].requirements)))
+
+
+# ------------------------------------------------------------------------------ tosca-parser
+@contextlib.contextmanager
+def _quiet_tosca_parser() -> Iterator[None]:
+    """Silence tosca-parser's loggers (it logs every problem it also reports) for one parse."""
+    loggers = [logging.getLogger(name) for name in ("tosca", "tosca.model", "toscaparser")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _validate_with_tosca_parser(
+    file: str,
+    raw: Mapping[str, Any],
+    resolved: ResolvedImports,
+    inputs: Mapping[str, InputDef],
+    nodes: Sequence[str],
+) -> None:
+    from toscaparser.common.exception import ExceptionCollector
+    from toscaparser.common.exception import ValidationError as ParserValidationError
+    from toscaparser.tosca_template import ToscaTemplate
+
+    tpl = copy.deepcopy(dict(raw))  # tosca-parser changes what it is given
+    if "imports" in tpl:
+        tpl["imports"] = copy.deepcopy(resolved.rewritten)
+    _tame_scalable(tpl, inputs)
+    params = {name: copy.deepcopy(d.default) for name, d in inputs.items() if d.has_default}
+    with _PARSER_LOCK, _quiet_tosca_parser(), _locating_errors():
+        try:
+            ToscaTemplate(yaml_dict_tpl=tpl, parsed_params=params, local_defs=dict(resolved.local_defs))
+        except ParserValidationError as err:
+            # The translation carries every collected message; tosca-parser's own report adds only traces.
+            raise _translate(list(ExceptionCollector.getExceptions()), file, nodes, str(err)) from None
+        except ToscaError:
+            raise
+        except Exception as err:  # tosca-parser crashes (TypeError, KeyError...) on some invalid templates
+            raise _crashed(err, file, nodes) from err
+        finally:
+            ExceptionCollector.stop()
+            ExceptionCollector.clear()
+
+
+def _tame_scalable(tpl: Mapping[str, Any], inputs: Mapping[str, InputDef]) -> None:
+    """Replace functions in scalable bounds by their input defaults for tosca-parser only.
+
+    tosca-parser 2.12 compares ``default_instances`` with the bounds and raises TypeError on a
+    ``{get_input: ...}``; our own model keeps the function and checks the value at run time.
+    """
+    nodes = (tpl.get("topology_template") or {}).get("node_templates") or {}
+    for spec in nodes.values() if isinstance(nodes, Mapping) else ():
+        caps = spec.get("capabilities") if isinstance(spec, Mapping) else None
+        scalable = caps.get("scalable") if isinstance(caps, Mapping) else None
+        props = scalable.get("properties") if isinstance(scalable, Mapping) else None
+        if not isinstance(props, dict):
+            continue
+        for key in ("default_instances", "min_instances", "max_instances", "count"):
+            value = props.get(key)
+            if not is_function(value):
+                continue
+            name = value.get("get_input")
+            default = inputs[name].default if isinstance(name, str) and name in inputs else None
+            if isinstance(default, int) and not isinstance(default, bool):
+                props[key] = default
+            else:
+                del props[key]
+
+
+_CATEGORIES: tuple[tuple[type[ToscaError], frozenset[str]], ...] = (
+    (ToscaSyntaxError, frozenset({"InvalidTemplateVersion"})),
+    (ToscaImportError, frozenset({"ImportError", "URLException", "ModuleNotFoundError"})),
+    (ToscaUnknownTypeError, frozenset({"InvalidTypeError", "InvalidNodeTypeError", "UnsupportedTypeError"})),
+)
+
+
+def _category(exc: BaseException) -> type[ToscaError]:
+    name = type(exc).__name__
+    if name == "MissingRequiredFieldError" and "tosca_definitions_version" in _message(exc):
+        return ToscaSyntaxError
+    for category, names in _CATEGORIES:
+        if name in names:
+            return category
+    return ToscaValidationError
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    return str(exc).strip()
+
+
+_UNKNOWN_FIELD = re.compile(r'^"(\w+)" of template "([^"]+)" contains unknown field "([^"]+)"')
+_FIELD = re.compile(r'(?:field|property|Property|parameter|capability) "([^"]+)"')
+
+
+def _locate(message: str, nodes: Sequence[str]) -> tuple[str | None, str | None]:
+    node = next((n for n in nodes if f'"{n}"' in message), None)
+    field = _FIELD.search(message)
+    return node, field.group(1) if field else None
+
+
+def _translate(collected: Sequence[BaseException], file: str, nodes: Sequence[str], report: str) -> ToscaError:
+    """Turn tosca-parser's collected errors into one typed error (the most fundamental kind first)."""
+    if not collected:
+        return ToscaValidationError(f"tosca-parser rejected the template: {report.strip()}", file=file)
+    order = [ToscaSyntaxError, ToscaImportError, ToscaUnknownTypeError, ToscaValidationError]
+    chosen = min((_category(e) for e in collected), key=order.index)
+    primary = next(e for e in collected if _category(e) is chosen)
+    messages = [_message(e) for e in collected]
+    text = _message(primary)
+    match = _UNKNOWN_FIELD.match(text)
+    if match:
+        node, field = match.group(2), f"{match.group(1)}.{match.group(3)}"
+    else:  # where tosca-parser was when it collected the error; else what the message names
+        node, field = getattr(primary, "_cloud_paas_where", (None, None))
+        named_node, named_field = _locate(text, nodes)
+        node, field = node or named_node, field or named_field
+    others = [m for m in messages if m != text]
+    if others:
+        text += f" (also: {'; '.join(others[:5])}{'; ...' if len(others) > 5 else ''})"
+    return chosen(text, file=file, node=node, field=field)
+
+
+def _where(frames: Iterable[FrameType]) -> tuple[str | None, str | None]:
+    """Return the (node, field) tosca-parser was checking, from its frames, innermost first."""
+    from toscaparser.entity_template import EntityTemplate
+    from toscaparser.parameters import Input, Output
+    from toscaparser.policy import Policy as ParserPolicy
+    from toscaparser.properties import Property
+
+    node = capability = prop = None
+    for frame in frames:
+        owner = frame.f_locals.get("self")
+        if prop is None and isinstance(owner, Property):
+            prop = owner.name
+        elif isinstance(owner, EntityTemplate | ParserPolicy) and getattr(owner, "name", None):
+            cap = frame.f_locals.get("cap")  # set while tosca-parser checks a capability's properties
+            capability = cap if isinstance(cap, str) else None
+            node = owner.name
+            break
+        elif isinstance(owner, Input | Output):
+            return owner.name, "default" if isinstance(owner, Input) else "value"
+    if prop is None:
+        return node, None
+    return node, f"capabilities.{capability}.properties.{prop}" if capability else f"properties.{prop}"
+
+
+def _stack(frame: FrameType | None) -> Iterator[FrameType]:
+    while frame is not None:
+        yield frame
+        frame = frame.f_back
+
+
+@contextlib.contextmanager
+def _locating_errors() -> Iterator[None]:
+    """Tag every error tosca-parser collects with the node and field it was checking.
+
+    tosca-parser's messages (e.g. '"x" is not a list.') often name neither; the live stack does.
+    Called under _PARSER_LOCK; the original collector method is always put back.
+    """
+    from toscaparser.common.exception import ExceptionCollector
+
+    original = ExceptionCollector.__dict__["appendException"]
+
+    def append(exception: BaseException) -> None:
+        with contextlib.suppress(AttributeError):  # a few built-in exception types take no attributes
+            exception._cloud_paas_where = _where(_stack(sys._getframe(1)))  # type: ignore[attr-defined]
+        original.__func__(exception)
+
+    ExceptionCollector.appendException = staticmethod(append)
+    try:
+        yield
+    finally:
+        ExceptionCollector.appendException = original
+
+
+def _crashed(err: Exception, file: str, nodes: Sequence[str]) -> ToscaError:
+    """Describe a tosca-parser crash, naming the node and property it was validating if possible."""
+    frames = [frame for frame, _ in traceback.walk_tb(err.__traceback__)]
+    node, field = _where(reversed(frames))
+    if node is None:
+        node, _ = _locate(str(err), nodes)
+    return ToscaValidationError(
+        f"tosca-parser could not validate the template ({type(err).__name__}: {err}); check the types of "
+        "the values given to this node's properties and capabilities",
+        file=file,
+        node=node,
+        field=field,
+    )

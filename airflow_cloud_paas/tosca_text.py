@@ -1,0 +1,29 @@
+"""Load a topology from template text (as kept in a deployment record)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from airflow_cloud_paas.tosca import load_topology
+from airflow_cloud_paas.tosca.model import Topology
+
+
+def load_topology_text(text: str, *, import_map: Mapping[str, str] | None = None) -> Topology:
+    """Parse template text through the same cached path as a file (imports must be URLs or mapped).
+
+    :param text: the template's YAML text
+    :param import_map: TOSCA import URL -> local file
+    """
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    folder = Path(os.environ.get("AIRFLOW_CLOUD_PAAS_TEXT_CACHE", Path(tempfile.gettempdir()) / "cloud_paas_tpl"))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{digest}.yaml"
+    if not path.exists():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return load_topology(path, import_map=import_map)

@@ -1,0 +1,84 @@
+"""Triggers that wait for deployments without holding a worker slot."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+
+class CloudPaaSDeploymentStateTrigger(BaseTrigger):
+    """Poll the deployment store until a deployment reaches a target or a failure status.
+
+    Side-effect free (it only reads), so running it twice is harmless.
+
+    :param deployment_id: the deployment to watch
+    :param target_statuses: statuses that end the wait successfully
+    :param failure_statuses: statuses that end the wait with an error
+    :param cloud_paas_conn_id: the deployment store connection
+    :param poll_interval: seconds between polls
+    :param timeout: seconds before giving up (``None``: no limit)
+    """
+
+    def __init__(
+        self,
+        deployment_id: str,
+        target_statuses: Sequence[str],
+        failure_statuses: Sequence[str],
+        cloud_paas_conn_id: str = "cloud_paas_default",
+        poll_interval: float = 5.0,
+        timeout: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.deployment_id = deployment_id
+        self.target_statuses = list(target_statuses)
+        self.failure_statuses = list(failure_statuses)
+        self.cloud_paas_conn_id = cloud_paas_conn_id
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            "airflow_cloud_paas.triggers.deployment.CloudPaaSDeploymentStateTrigger",
+            {
+                "deployment_id": self.deployment_id,
+                "target_statuses": self.target_statuses,
+                "failure_statuses": self.failure_statuses,
+                "cloud_paas_conn_id": self.cloud_paas_conn_id,
+                "poll_interval": self.poll_interval,
+                "timeout": self.timeout,
+            },
+        )
+
+    def _status(self) -> tuple[str, str | None]:
+        from airflow_cloud_paas.hooks.store import CloudPaaSStoreHook
+
+        record = CloudPaaSStoreHook(cloud_paas_conn_id=self.cloud_paas_conn_id).store.get(self.deployment_id)
+        return record.status, record.status_reason
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        loop = asyncio.get_running_loop()
+        deadline = None if self.timeout is None else loop.time() + self.timeout
+        while True:
+            try:
+                status, reason = await asyncio.to_thread(self._status)
+            except Exception as err:  # reported to the task, which raises it with context
+                yield TriggerEvent({"status": "error", "deployment_id": self.deployment_id, "message": str(err)})
+                return
+            if status in self.target_statuses:
+                yield TriggerEvent({"status": "success", "deployment_id": self.deployment_id, "state": status})
+                return
+            if status in self.failure_statuses:
+                yield TriggerEvent(
+                    {"status": "failed", "deployment_id": self.deployment_id, "state": status, "message": reason}
+                )
+                return
+            if deadline is not None and loop.time() >= deadline:
+                yield TriggerEvent(
+                    {"status": "timeout", "deployment_id": self.deployment_id, "state": status,
+                     "message": f"still {status} after {self.timeout} s"}
+                )
+                return
+            await asyncio.sleep(self.poll_interval)

@@ -1,0 +1,268 @@
+"""Operators that create, scale and delete TOSCA deployments (names follow Airflow's providers)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_cloud_paas.hooks.store import CloudPaaSStoreHook
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_cloud_paas.deployer import Deployer
+    from airflow_cloud_paas.tosca.model import Topology
+
+#: DAG params that are not TOSCA inputs.
+RESERVED_PARAMS = ("deployment_id", "keep_deployment")
+_NAMESPACE = uuid.UUID("6f1b6a52-2a43-4a55-9a3b-5d1c0c8e7a10")
+
+
+def deployment_id_for(dag_id: str, run_id: str) -> str:
+    """Return the deterministic deployment id of a DAG run, so every task and retry agree on it.
+
+    :param dag_id: the DAG's id
+    :param run_id: the run's id
+    """
+    return str(uuid.uuid5(_NAMESPACE, f"{dag_id}/{run_id}"))
+
+
+class _CloudPaaSBaseOperator(BaseOperator):
+    """Shared plumbing: the template, its inputs, the store connection and the backend.
+
+    :param template: path of the TOSCA template (absolute, or relative to the DAG file's folder)
+    :param inputs: TOSCA input values; ``None`` takes them from the DAG params (templated)
+    :param deployment_id: the deployment's id; ``None`` derives it from the DAG run (templated)
+    :param backend: backend name (local, aws, ...); ``None`` uses the connection's default
+    :param import_map: TOSCA import URL -> local file, for offline imports
+    :param cloud_paas_conn_id: the deployment store connection
+    """
+
+    template_fields: Sequence[str] = ("inputs", "deployment_id")
+    ui_color = "#cfe8fc"
+
+    def __init__(
+        self,
+        *,
+        template: str | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        deployment_id: str | None = None,
+        backend: str | None = None,
+        import_map: Mapping[str, str] | None = None,
+        cloud_paas_conn_id: str = CloudPaaSStoreHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.template = template
+        self.inputs = inputs
+        self.deployment_id = deployment_id
+        self.backend = backend
+        self.import_map = import_map
+        self.cloud_paas_conn_id = cloud_paas_conn_id
+
+    @cached_property
+    def hook(self) -> CloudPaaSStoreHook:
+        """Return the deployment store hook."""
+        return CloudPaaSStoreHook(cloud_paas_conn_id=self.cloud_paas_conn_id)
+
+    def _deployment_id(self, context: Context) -> str:
+        if self.deployment_id:
+            return str(self.deployment_id)
+        params = context.get("params") or {}
+        if params.get("deployment_id"):
+            return str(params["deployment_id"])
+        return deployment_id_for(context["dag"].dag_id, context["run_id"])
+
+    def _inputs(self, context: Context, topology: Topology) -> dict[str, Any]:
+        if self.inputs is not None:
+            return dict(self.inputs)
+        params = context.get("params") or {}
+        return {k: params[k] for k in topology.inputs if k in params and params[k] is not None}
+
+    def _topology(self, record_template: str | None = None) -> Topology:
+        from airflow_cloud_paas.tosca import load_topology
+        from airflow_cloud_paas.tosca_text import load_topology_text
+
+        if self.template:
+            return load_topology(self.template, import_map=self.import_map)
+        if record_template is not None:
+            return load_topology_text(record_template, import_map=self.import_map)
+        raise ValueError(f"{self.task_id}: no template given and no deployment record to take it from")
+
+    def _deployer(self, context: Context, *, from_record: bool = False) -> Deployer:
+        from airflow_cloud_paas.backends.factory import backend_from_hook
+        from airflow_cloud_paas.deployer import Deployer
+
+        store = self.hook.store
+        deployment_id = self._deployment_id(context)
+        record = store.get(deployment_id) if from_record else None
+        topology = self._topology(record.template if record else None)
+        inputs = dict(record.inputs) if record and self.inputs is None else self._inputs(context, topology)
+        backend_name = self.backend or (record.backend if record else None)
+        return Deployer(
+            topology=topology,
+            store=store,
+            backend=backend_from_hook(self.hook, backend_name),
+            deployment_id=deployment_id,
+            inputs=inputs,
+            actor=f"{context['dag'].dag_id}/{context['run_id']}",
+        )
+
+
+class CloudPaaSCreateDeploymentOperator(_CloudPaaSBaseOperator):
+    """Create a deployment of a TOSCA template: register it, deploy every node, return the outputs.
+
+    With ``nodes=[]`` only registers the deployment (CREATE_IN_PROGRESS): the ToscaTaskGroup then
+    deploys each node in its own task and completes it with :class:`CloudPaaSCompleteDeploymentOperator`.
+
+    :param nodes: ``None`` deploys every node; an empty list only registers the deployment
+    :param owner: the deployment's owner (defaults to the DAG's owner)
+    """
+
+    def __init__(self, *, nodes: Sequence[str] | None = None, owner: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.nodes = nodes
+        self.deployment_owner = owner
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        deployer = self._deployer(context)
+        owner = self.deployment_owner or self.owner or "airflow"
+        self.log.info("Deployment %s of %s on %s", deployer.deployment_id, deployer.topology.source,
+                      deployer.backend.name)
+        deployer.begin_create(owner=owner)
+        if self.nodes is not None and not self.nodes:
+            return {"deployment_id": deployer.deployment_id}
+        for name in self.nodes or deployer.topology.plan:
+            deployer.deploy_node(name)
+        outputs = deployer.complete_create()
+        return {"deployment_id": deployer.deployment_id, "outputs": _public(outputs, deployer)}
+
+
+class CloudPaaSDeployNodeOperator(_CloudPaaSBaseOperator):
+    """Deploy every instance of one node template of a registered deployment (idempotent).
+
+    :param node_name: the node template to deploy
+    """
+
+    template_fields: Sequence[str] = (*_CloudPaaSBaseOperator.template_fields, "node_name")
+
+    def __init__(self, *, node_name: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.node_name = node_name
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        deployer = self._deployer(context)
+        made = deployer.deploy_node(self.node_name)
+        self.log.info("Node %s: %d instance(s) running", self.node_name, len(made))
+        return [{"node": r.node_name, "index": r.index, "state": r.state.value} for r in made]
+
+
+class CloudPaaSCompleteDeploymentOperator(_CloudPaaSBaseOperator):
+    """Evaluate the outputs of a deployment, store them and mark it CREATE_COMPLETE."""
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        deployer = self._deployer(context)
+        outputs = _public(deployer.complete_create(), deployer)
+        for key, value in outputs.items():  # one XCom per output, for ToscaTaskGroup.output(name)
+            context["ti"].xcom_push(key=key, value=value)
+        self.log.info("Deployment %s CREATE_COMPLETE", deployer.deployment_id)
+        return outputs
+
+
+class CloudPaaSScaleNodeGroupOperator(_CloudPaaSBaseOperator):
+    """Scale a node group of a deployment to ``count`` instances (an UPDATE of the deployment).
+
+    The template is taken from the deployment record unless given. A concurrent update of the same
+    deployment is refused with DeploymentBusyError (the orchestrator's HTTP 409).
+
+    :param node_name: the scalable node (or a node hosted on it)
+    :param count: the wanted number of instances (templated)
+    """
+
+    template_fields: Sequence[str] = (*_CloudPaaSBaseOperator.template_fields, "node_name", "count")
+
+    def __init__(self, *, node_name: str, count: int | str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.node_name = node_name
+        self.count = count
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        deployer = self._deployer(context, from_record=True)
+        count = int(self.count)
+        resources = deployer.scale(self.node_name, count)
+        self.log.info("Deployment %s: %s scaled to %d", deployer.deployment_id, self.node_name, count)
+        return [{"node": r.node_name, "index": r.index, "state": r.state.value} for r in resources]
+
+
+class CloudPaaSUpdateDeploymentOperator(CloudPaaSScaleNodeGroupOperator):
+    """Update a deployment; today an update is a scale of one node group (as the orchestrator's PUT)."""
+
+
+class CloudPaaSDeleteNodeOperator(_CloudPaaSBaseOperator):
+    """Delete every instance of one node of a deployment (a teardown step; missing is fine).
+
+    :param node_name: the node template
+    """
+
+    template_fields: Sequence[str] = (*_CloudPaaSBaseOperator.template_fields, "node_name")
+
+    def __init__(self, *, node_name: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.node_name = node_name
+
+    def execute(self, context: Context) -> int:
+        if _keep(context):
+            self.log.info("keep_deployment is set: node %s is left running", self.node_name)
+            return 0
+        deployer = self._deployer(context, from_record=True)
+        deployer.begin_delete()
+        return len(deployer.delete_node(self.node_name))
+
+
+class CloudPaaSDeleteDeploymentOperator(_CloudPaaSBaseOperator):
+    """Delete a deployment: every resource it has on the backend (found by tags), then the record's status.
+
+    Deleting a deployment that never got past registration, or whose nodes half-failed, finds
+    and removes whatever exists.
+    """
+
+    def execute(self, context: Context) -> str:
+        if _keep(context):
+            self.log.info("keep_deployment is set: the deployment is left running")
+            return "KEPT"
+        deployer = self._deployer(context, from_record=True)
+        deployer.begin_delete()
+        deleted = deployer.delete_all()
+        deployer.complete_delete()
+        self.log.info("Deployment %s DELETE_COMPLETE (%d resources deleted)", deployer.deployment_id,
+                      len(deleted))
+        return "DELETE_COMPLETE"
+
+
+def _keep(context: Context) -> bool:
+    params = context.get("params") or {}
+    return bool(params.get("keep_deployment"))
+
+
+def _public(outputs: Mapping[str, Any], deployer: Deployer) -> dict[str, Any]:
+    """Return outputs safe for XCom: secret-looking ones are masked."""
+    from airflow_cloud_paas.secrets import mask_secrets
+
+    return mask_secrets(dict(outputs))
+
+
+def template_path(template: str | Path, dag_file: str | None = None) -> str:
+    """Return an absolute template path, relative paths taken from the DAG file's folder.
+
+    :param template: the template path
+    :param dag_file: the DAG file that names it
+    """
+    path = Path(template)
+    if not path.is_absolute() and dag_file:
+        path = Path(dag_file).parent / path
+    return str(path.resolve())

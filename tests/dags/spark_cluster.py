@@ -1,0 +1,1 @@
+../../dags/spark_cluster.py

@@ -1,0 +1,96 @@
+"""cloud-paas deploy/scale/delete trigger DAGs through the REST API of a real Airflow (standalone:
+real scheduler, dag-processor, API server, LocalExecutor) and the deployment really changes."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from airflow_cloud_paas.standalone import LocalAirflow
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def airflow(tmp_path_factory):
+    home = tmp_path_factory.mktemp("standalone")
+    with LocalAirflow(home, _free_port(), dags_folder=REPO / "dags") as server:
+        yield server
+
+
+def _cli(server: LocalAirflow, *args: str) -> subprocess.CompletedProcess:
+    user, password = server.credentials()
+    env = {k: v for k, v in server.env.items()}
+    env.update({"CLOUD_PAAS_API_URL": server.url, "CLOUD_PAAS_API_USER": user, "CLOUD_PAAS_API_PASSWORD": password})
+    exe = Path(sys.executable).with_name("cloud-paas")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=400, env=env)
+
+
+def _wait_for_dags(server: LocalAirflow, dag_ids: list[str], timeout: float = 180) -> None:
+    user, password = server.credentials()
+    token = requests.post(f"{server.url}/auth/token", json={"username": user, "password": password},
+                          timeout=10).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    deadline = time.monotonic() + timeout
+    missing = dag_ids
+    while time.monotonic() < deadline:
+        missing = [d for d in dag_ids
+                   if requests.get(f"{server.url}/api/v2/dags/{d}", headers=headers, timeout=10).status_code != 200]
+        if not missing:
+            return
+        time.sleep(2)
+    raise AssertionError(f"DAGs not parsed in time: {missing}")
+
+
+def _alive_workers(webui: str) -> int:
+    return len([w for w in requests.get(f"{webui}/json/", timeout=10).json()["workers"] if w["state"] == "ALIVE"])
+
+
+def test_deploy_scale_delete_through_the_rest_api(airflow):
+    _wait_for_dags(airflow, ["spark_cluster_service", "cloud_paas_scale_deployment", "cloud_paas_delete_deployment"])
+    out = _cli(airflow, "deploy", "spark_cluster_service", "--input", "worker_count=1", "--wait", "--timeout", "300")
+    assert out.returncode == 0, out.stdout + out.stderr
+    deployment_id = json.loads(out.stdout.splitlines()[0])["deployment_id"]
+    assert json.loads(out.stdout.splitlines()[-1])["status"] == "CREATE_COMPLETE"
+
+    shown = _cli(airflow, "show", deployment_id)
+    record = json.loads(shown.stdout)
+    webui = record["outputs"]["spark_webui_url"]
+    assert _alive_workers(webui) == 1
+
+    out = _cli(airflow, "scale", deployment_id, "spark_worker", "2", "--wait", "--timeout", "300")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert _alive_workers(webui) == 2
+
+    listed = json.loads(_cli(airflow, "list", "--json").stdout)
+    assert {"id": deployment_id, "status": "UPDATE_COMPLETE"}.items() <= next(
+        d for d in listed if d["id"] == deployment_id).items()
+
+    out = _cli(airflow, "delete", deployment_id, "--wait", "--timeout", "300")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert json.loads(_cli(airflow, "show", deployment_id).stdout)["status"] == "DELETE_COMPLETE"
+    work = airflow.home / "cloud_paas" / "work" / deployment_id
+    left = [p for p in psutil.process_iter(["cmdline"]) if str(work) in " ".join(p.info["cmdline"] or [])]
+    assert not left
+
+
+def test_unknown_dag_is_a_clear_error(airflow):
+    out = _cli(airflow, "deploy", "no_such_dag")
+    assert out.returncode == 2 and "no_such_dag" in out.stderr and "404" in out.stderr
+    _, password = airflow.credentials()
+    assert password not in out.stdout + out.stderr

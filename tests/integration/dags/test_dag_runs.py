@@ -1,0 +1,144 @@
+"""DAGs run for real through Airflow's dag.test(): local backend, real processes, real store."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+
+import psutil
+import pytest
+import requests
+
+pytestmark = pytest.mark.integration
+
+
+def _bag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+    assert bag.import_errors == {}, bag.import_errors
+    return bag
+
+
+def _store(store_url):
+    from airflow_cloud_paas.store import DeploymentStore
+
+    return DeploymentStore(store_url)
+
+
+def _processes_under(path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
+        try:
+            text = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["cwd"] or "")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if str(path) in text:
+            found.append(proc)
+    return found
+
+
+def _states(dag_run) -> dict[str, str]:
+    return {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+
+
+@pytest.fixture
+def work_root(airflow_home):
+    return airflow_home / "cloud_paas" / "work"
+
+
+def test_spark_cluster_dag_deploys_runs_scales_and_tears_down(airflow_db, store_url, work_root):
+    dag = _bag().dags["spark_cluster"]
+    deployment_id = f"spark-{uuid.uuid4().hex[:8]}"
+    run = dag.test(run_conf={"deployment_id": deployment_id, "worker_count": 1})
+    states = _states(run)
+    assert run.state == "success", states
+    assert all(state == "success" for state in states.values()), states
+
+    record = _store(store_url).get(deployment_id)
+    assert record.status == "DELETE_COMPLETE"
+    assert record.outputs["spark_master_url"].startswith("spark://127.0.0.1:")
+    history = [(e.kind, e.message) for e in record.events]
+    statuses = [m for k, m in history if k == "status"] or [json.dumps(e.data) for e in record.events]
+    text = " ".join(map(str, history)) + " ".join(statuses)
+    for status in ("CREATE_IN_PROGRESS", "CREATE_COMPLETE", "UPDATE_IN_PROGRESS", "UPDATE_COMPLETE",
+                   "DELETE_IN_PROGRESS", "DELETE_COMPLETE"):
+        assert status in text, (status, history)
+    assert any(k == "scaled" and m.endswith("-> 3") for k, m in history), history
+    assert any(k == "scaled" and m.endswith("-> 1") for k, m in history), history
+    assert not _processes_under(work_root / deployment_id), "teardown left processes behind"
+    assert not (work_root / deployment_id).exists() or not any((work_root / deployment_id).rglob("resource.json"))
+
+
+def test_kept_deployment_is_scaled_and_deleted_by_the_cli_dags(airflow_db, store_url, work_root):
+    bag = _bag()
+    deployment_id = f"svc-{uuid.uuid4().hex[:8]}"
+    run = bag.dags["spark_cluster_service"].test(run_conf={"deployment_id": deployment_id, "worker_count": 2})
+    assert run.state == "success", _states(run)
+    store = _store(store_url)
+    record = store.get(deployment_id)
+    assert record.status == "CREATE_COMPLETE"
+    webui = record.outputs["spark_webui_url"]
+    alive = [w for w in requests.get(f"{webui}/json/", timeout=10).json()["workers"] if w["state"] == "ALIVE"]
+    assert len(alive) == 2
+    assert len([r for r in record.resources if r.node_name == "spark_worker"]) == 2
+    assert _processes_under(work_root / deployment_id), "the kept deployment's processes should run"
+
+    run = bag.dags["cloud_paas_scale_deployment"].test(
+        run_conf={"deployment_id": deployment_id, "node": "spark_worker", "count": 1}
+    )
+    assert run.state == "success", _states(run)
+    record = store.get(deployment_id)
+    assert record.status == "UPDATE_COMPLETE"
+    alive = [w for w in requests.get(f"{webui}/json/", timeout=10).json()["workers"] if w["state"] == "ALIVE"]
+    assert len(alive) == 1
+    assert len([r for r in record.resources if r.node_name == "spark_worker"]) == 1
+
+    run = bag.dags["cloud_paas_delete_deployment"].test(run_conf={"deployment_id": deployment_id})
+    assert run.state == "success", _states(run)
+    record = store.get(deployment_id)
+    assert record.status == "DELETE_COMPLETE"
+    assert record.resources == ()
+    assert not _processes_under(work_root / deployment_id)
+
+
+def test_teardown_runs_when_the_work_fails(airflow_db, store_url, work_root):
+    deployment_id = f"fail-{uuid.uuid4().hex[:8]}"
+    run = _bag().dags["test_failing_work"].test(run_conf={"deployment_id": deployment_id, "host_count": 3})
+    states = _states(run)
+    assert run.state == "failed"
+    assert states["work_fails"] == "failed"
+    assert states["deployment.delete"] == "success"
+    record = _store(store_url).get(deployment_id)
+    assert record.status == "DELETE_COMPLETE"
+    assert record.outputs == {"head_address": "127.0.0.1"}
+    assert record.resources == ()
+
+
+def test_keep_deployment_skips_teardown(airflow_db, store_url, work_root):
+    deployment_id = f"keep-{uuid.uuid4().hex[:8]}"
+    run = _bag().dags["test_failing_work"].test(
+        run_conf={"deployment_id": deployment_id, "host_count": 2, "keep_deployment": True}
+    )
+    assert run.state == "failed"
+    record = _store(store_url).get(deployment_id)
+    assert record.status == "CREATE_COMPLETE"
+    assert sorted((r.node_name, r.index) for r in record.resources) == [("head", 0), ("workers", 0), ("workers", 1)]
+
+
+def test_bad_input_fails_before_any_resource(airflow_db, store_url, work_root):
+    deployment_id = f"bad-{uuid.uuid4().hex[:8]}"
+    dag = _bag().dags["test_failing_work"]
+    with pytest.raises(Exception, match="host_count"):
+        dag.test(run_conf={"deployment_id": deployment_id, "host_count": 9})  # in_range [0, 5]
+    assert not (work_root / deployment_id).exists()
+
+
+def test_deployment_sensor_in_a_plain_dag(airflow_db, store_url):
+    deployment_id = f"sensor-{uuid.uuid4().hex[:8]}"
+    run = _bag().dags["test_deferrable_sensor"].test(run_conf={"deployment_id": deployment_id, "host_count": 1})
+    states = _states(run)
+    assert run.state == "success", states
+    assert states["wait_complete"] == "success"
+    assert _store(store_url).get(deployment_id).status == "DELETE_COMPLETE"
