@@ -152,6 +152,8 @@ BAD = [
         "capabilities.host.properties.num_cpus",
         "tosca-parser",
     ),
+    # tosca-parser's message names neither node nor property: both come from where it was checking
+    ("wrong_property_type.yaml", ToscaValidationError, "app", "properties.tags", "is not a list"),
     ("undeclared_input.yaml", ToscaValidationError, "server", "capabilities.host.properties.num_cpus", "cpu_count"),
     ("bad_input_default.yaml", ToscaValidationError, "cpus", "default", "integer"),
 ]
@@ -174,6 +176,15 @@ def test_bad_template_raises_typed_error_naming_file_node_field(
         assert f"node '{node}'" in text
     if field:
         assert f"field '{field}'" in text
+
+
+def test_tosca_parser_collector_is_restored_after_a_failure() -> None:
+    from toscaparser.common.exception import ExceptionCollector
+
+    original = ExceptionCollector.__dict__["appendException"]
+    with pytest.raises(ToscaValidationError):
+        load_topology(DATA / "wrong_property_type.yaml", use_cache=False)
+    assert ExceptionCollector.__dict__["appendException"] is original
 
 
 def test_unresolvable_import_tells_how_to_fix() -> None:
