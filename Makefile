@@ -31,9 +31,9 @@ run: install
 bench: install
 	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
-# Regenerate the lock from the current environment (after changing dependencies).
-lock:
-	$(BIN)/pip freeze --exclude-editable | grep -v '^-e ' > constraints.txt
+# Regenerate the lock (every extra resolved together) after changing dependencies.
+lock: $(BIN)/activate
+	$(BIN)/python .ci/lock.py
 
 clean:
 	rm -rf $(VENV) .airflow build *.egg-info

@@ -154,6 +154,14 @@ def topology_params(topology: Topology) -> dict[str, Param]:
     return params
 
 
+def _template_path(template: str | Path, caller_file: str | None) -> str:
+    """Return the template's path; a relative one is taken from the calling DAG file's folder."""
+    path = Path(template)
+    if not path.is_absolute() and caller_file:
+        path = Path(caller_file).parent / path
+    return str(path)
+
+
 class ToscaTaskGroup(TaskGroup):
     """A TaskGroup that deploys a TOSCA template (setup tasks) and tears it down (teardown tasks).
 
@@ -187,11 +195,7 @@ class ToscaTaskGroup(TaskGroup):
         **kwargs: Any,
     ) -> None:
         super().__init__(group_id=group_id, **kwargs)
-        caller = _caller_file or sys._getframe(1).f_globals.get("__file__")
-        path = Path(template)
-        if not path.is_absolute() and caller:
-            path = Path(caller).parent / path
-        self.template = str(path)
+        self.template = _template_path(template, _caller_file or sys._getframe(1).f_globals.get("__file__"))
         self.topology: Topology = load_topology(self.template, import_map=import_map)
         self.registry = NodeConverterRegistry(node_converters, node_delete_converters)
         common: dict[str, Any] = {
@@ -304,9 +308,7 @@ class ToscaDag(DAG):
         **dag_kwargs: Any,
     ) -> None:
         caller = sys._getframe(1).f_globals.get("__file__")
-        path = Path(template)
-        if not path.is_absolute() and caller:
-            path = Path(caller).parent / path
+        path = _template_path(template, caller)
         topology = load_topology(path, import_map=import_map)
         params = {**topology_params(topology), **(dag_kwargs.pop("params", None) or {})}
         first_line = next(iter((topology.description or "").strip().splitlines()), "")

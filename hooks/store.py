@@ -11,6 +11,7 @@ from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 from sqlalchemy.engine import URL, make_url
 
+from airflow_cloud_paas import get_provider_info
 from airflow_cloud_paas.store import DeploymentStore, DeploymentStoreError, default_store_url, mask_url
 from airflow_cloud_paas.store.engine import to_url
 
@@ -24,32 +25,13 @@ DEFAULT_DATABASE = "cloud_paas"
 #: the backend used when the connection does not name one
 DEFAULT_BACKEND = "local"
 
-#: Extra fields of the connection form. Airflow 3.2+ reads them declaratively from
-#: ``get_provider_info()["connection-types"]`` (``conn-fields``), which must stay equal to this.
-CONN_FIELDS: dict[str, dict[str, Any]] = {
-    "store_url": {
-        "label": "Store URL (SQLAlchemy)",
-        "schema": {"type": ["string", "null"]},
-        "description": "e.g. postgresql+psycopg2://user@host/db; the password goes in the "
-        "Password field. Empty: a SQLite file under $AIRFLOW_HOME/cloud_paas.",
-    },
-    "backend": {
-        "label": "Default backend",
-        "schema": {"type": ["string", "null"], "default": "local"},
-        "description": "Where deployments run unless a DAG says otherwise (local, aws, ...).",
-    },
-    "work_root": {
-        "label": "Local backend work directory",
-        "schema": {"type": ["string", "null"]},
-    },
-}
-
-#: Standard fields hidden, relabelled or hinted in the form (``ui-field-behaviour`` in provider info).
-UI_FIELD_BEHAVIOUR: dict[str, Any] = {
-    "hidden_fields": ["extra"],
-    "relabeling": {"schema": "Database", "login": "User"},
-    "placeholders": {"host": "empty for a local SQLite store", "port": "5432"},
-}
+# The connection form is declared once, in get_provider_info() (Airflow 3.2+ reads ``conn-fields`` and
+# ``ui-field-behaviour`` from there); the hook's legacy form methods derive from it.
+_CONN_TYPE = next(c for c in get_provider_info()["connection-types"] if c["connection-type"] == "cloud_paas")
+#: Extra fields of the connection form.
+CONN_FIELDS: dict[str, dict[str, Any]] = _CONN_TYPE["conn-fields"]
+#: Standard fields hidden, relabelled or hinted in the form.
+UI_FIELD_BEHAVIOUR: dict[str, Any] = {k.replace("-", "_"): v for k, v in _CONN_TYPE["ui-field-behaviour"].items()}
 
 
 def _mask_secret(secret: str | None) -> None:

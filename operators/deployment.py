@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -254,15 +253,3 @@ def _public(outputs: Mapping[str, Any], deployer: Deployer) -> dict[str, Any]:
     from airflow_cloud_paas.secrets import mask_secrets
 
     return mask_secrets(dict(outputs))
-
-
-def template_path(template: str | Path, dag_file: str | None = None) -> str:
-    """Return an absolute template path, relative paths taken from the DAG file's folder.
-
-    :param template: the template path
-    :param dag_file: the DAG file that names it
-    """
-    path = Path(template)
-    if not path.is_absolute() and dag_file:
-        path = Path(dag_file).parent / path
-    return str(path.resolve())
