@@ -120,7 +120,13 @@ def _api(args: argparse.Namespace) -> AirflowApi:
 
 
 def _wait(args: argparse.Namespace, api: AirflowApi, dag_id: str, run_id: str, deployment_id: str,
-          want: set[str]) -> int:
+          want: set[str], *, new_deployment: bool = False) -> int:
+    """Wait for the deployment status this run brings about.
+
+    A status seen before the run has finished may be a previous run's (a second scale finds
+    UPDATE_COMPLETE at once), so only a brand-new deployment's status counts early: its DAG may
+    go on with other work (and its teardown) after CREATE_COMPLETE.
+    """
     deadline = time.monotonic() + args.timeout
     store = _store(args)
     while time.monotonic() < deadline:
@@ -129,7 +135,7 @@ def _wait(args: argparse.Namespace, api: AirflowApi, dag_id: str, run_id: str, d
             status = store.get(deployment_id).status
         except CloudPaaSError:
             status = None
-        if status in want or state in ("success", "failed"):
+        if (new_deployment and status in want) or state in ("success", "failed"):
             print(json.dumps({"deployment_id": deployment_id, "status": status, "dag_run_state": state}))
             return 0 if status in want else 1
         time.sleep(1)
@@ -208,7 +214,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     run = api.trigger(args.dag_id, conf)
     print(json.dumps({"deployment_id": deployment_id, "dag_id": args.dag_id, "dag_run_id": run["dag_run_id"]}))
     if args.wait:
-        return _wait(args, api, args.dag_id, run["dag_run_id"], deployment_id, {"CREATE_COMPLETE"})
+        return _wait(args, api, args.dag_id, run["dag_run_id"], deployment_id, {"CREATE_COMPLETE"},
+                     new_deployment=args.deployment_id is None)
     return 0
 
 
@@ -224,7 +231,7 @@ def cmd_scale(args: argparse.Namespace) -> int:
 
 def cmd_delete(args: argparse.Namespace) -> int:
     api = _api(args)
-    run = api.trigger(DELETE_DAG_ID, {"deployment_id": args.deployment_id})
+    run = api.trigger(DELETE_DAG_ID, {"deployment_id": args.deployment_id, "force": args.force})
     print(json.dumps({"deployment_id": args.deployment_id, "dag_id": DELETE_DAG_ID, "dag_run_id": run["dag_run_id"]}))
     if args.wait:
         return _wait(args, api, DELETE_DAG_ID, run["dag_run_id"], args.deployment_id, {"DELETE_COMPLETE"})
@@ -276,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "scale":
             p.add_argument("node")
             p.add_argument("count", type=int)
+        if name == "delete":
+            p.add_argument("--force", action="store_true",
+                           help="also delete when a run that died left the deployment *_IN_PROGRESS")
         p.add_argument("--wait", action="store_true", help="wait for the deployment's status")
         p.add_argument("--timeout", type=float, default=600)
         p.set_defaults(func=func)

@@ -70,7 +70,15 @@ class Deployer:
             for req in node.requirements:
                 found = self.backend.describe(self.deployment_id, req.node)
                 if req.name == "host":
-                    found = [r for r in found if r.index == index] or found[:1]
+                    found = [r for r in found if r.index == index]
+                    if not found:
+                        raise ToscaValidationError(
+                            f"host '{req.node}' has no instance {index} on backend '{self.backend.name}': "
+                            "deploy (or scale) the host group first",
+                            file=self.topology.source,
+                            node=node_name,
+                            field="requirements.host",
+                        )
                 requirements[req.name] = tuple(found)
         return ResourceSpec(
             deployment_id=self.deployment_id,
@@ -114,6 +122,7 @@ class Deployer:
         :param node_name: the node template
         """
         self._node(node_name)
+        self._hold("CREATE", f"deploying {node_name}")
         count = instance_count(self.topology, node_name, self.inputs)
         made = []
         started = time.monotonic()
@@ -122,7 +131,7 @@ class Deployer:
                 resource = self.backend.create(self.spec(node_name, index))
                 self._record(resource)
                 made.append(resource)
-        except Exception as err:
+        except BaseException as err:  # also task timeouts and SIGTERM: the teardown must find a FAILED record
             self._fail("CREATE", f"node '{node_name}': {err}")
             raise
         self.store.add_event(
@@ -135,8 +144,13 @@ class Deployer:
 
     def complete_create(self) -> dict[str, Any]:
         """Evaluate the outputs, store them and mark the deployment CREATE_COMPLETE."""
-        outputs = self.outputs()
-        self.store.set_outputs(self.deployment_id, outputs)
+        self._hold("CREATE", "evaluating outputs")
+        try:
+            outputs = self.outputs()
+            self.store.set_outputs(self.deployment_id, outputs)
+        except BaseException as err:
+            self._fail("CREATE", f"outputs: {err}")
+            raise
         self.store.finish(self.deployment_id, "CREATE", ok=True, reason="all nodes deployed")
         return outputs
 
@@ -172,9 +186,9 @@ class Deployer:
         members = scaling_group(self.topology, group_root)
         self.store.begin(self.deployment_id, "UPDATE", reason=f"scale {group_root} to {count}", actor=self.actor)
         try:
-            current = {r.index for r in self.backend.describe(self.deployment_id, group_root)}
+            current = {r.index for m in members for r in self.backend.describe(self.deployment_id, m)}
             for index in sorted((i for i in current if i >= count), reverse=True):
-                for member in reversed(members):
+                for member in reversed(members):  # what runs on a host goes before the host
                     for res in self.backend.delete(self.deployment_id, member, index):
                         self.store.remove_resource(self.deployment_id, member, res.index)
             for index in range(count):
@@ -182,7 +196,7 @@ class Deployer:
                     self._record(self.backend.create(self.spec(member, index)))
             outputs = self.outputs()
             self.store.set_outputs(self.deployment_id, outputs)
-        except Exception as err:
+        except BaseException as err:
             self._fail("UPDATE", f"scaling '{group_root}' to {count}: {err}")
             raise
         self.store.add_event(
@@ -228,9 +242,10 @@ class Deployer:
 
         :param node_name: the node template
         """
+        self._hold("DELETE", f"deleting {node_name}")
         try:
             deleted = self.backend.delete(self.deployment_id, node_name)
-        except Exception as err:
+        except BaseException as err:
             self._fail("DELETE", f"node '{node_name}': {err}")
             raise
         for res in deleted:
@@ -279,9 +294,51 @@ class Deployer:
             attributes=dict(resource.attributes),
         )
 
+    def _hold(self, action: str, reason: str) -> None:
+        """Make sure this actor holds ``<action>_IN_PROGRESS`` (a retry after a failure takes it back).
+
+        Refuses (typed errors from the store) when the deployment is in a state where this action
+        makes no sense, e.g. deploying nodes of a DELETE_COMPLETE deployment, so nothing is made
+        that no record accounts for.
+        """
+        record = self.store.get(self.deployment_id)
+        if record.status == f"{action}_IN_PROGRESS" and record.actor == self.actor:
+            return
+        self.store.begin(self.deployment_id, action, reason=reason, actor=self.actor)
+
     def _fail(self, action: str, reason: str) -> None:
         """Mark the action failed; never let a store error mask the original one."""
         try:
             self.store.finish(self.deployment_id, action, ok=False, reason=reason)
-        except Exception:  # the original error is re-raised by the caller
+        except Exception:  # the original error is re-raised by the caller; never mask it
             log.exception("Could not mark deployment %s %s_FAILED", self.deployment_id, action)
+
+
+def sweep_delete(
+    store: DeploymentStore, backend: Backend, deployment_id: str, actor: str | None = None
+) -> list[Resource]:
+    """Delete every resource of a deployment found by its tags, with no template needed.
+
+    The path of last resort for a deployment whose template can no longer be loaded (an import
+    that does not resolve any more): nothing is left running and the record says so.
+
+    :param store: the deployment store
+    :param backend: the backend the deployment runs on
+    :param deployment_id: the deployment
+    :param actor: who acts
+    """
+    store.begin(deployment_id, "DELETE", reason="deletion requested (tag sweep)", actor=actor)
+    try:
+        deleted = backend.delete(deployment_id)
+        for res in deleted:
+            store.remove_resource(deployment_id, res.node_name, res.index)
+        for res in store.resources(deployment_id):  # records of resources the backend no longer has
+            store.remove_resource(deployment_id, res.node_name, res.index)
+    except BaseException as err:
+        try:
+            store.finish(deployment_id, "DELETE", ok=False, reason=f"tag sweep: {err}")
+        except Exception:
+            log.exception("Could not mark deployment %s DELETE_FAILED", deployment_id)
+        raise
+    store.finish(deployment_id, "DELETE", ok=True, reason=f"all resources deleted ({len(deleted)}, tag sweep)")
+    return deleted

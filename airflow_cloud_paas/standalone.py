@@ -120,15 +120,22 @@ def stop_local_services(home: Path) -> int:
     :param home: AIRFLOW_HOME
     """
     from airflow_cloud_paas.backends import get_backend
+    from airflow_cloud_paas.deployer import sweep_delete
+    from airflow_cloud_paas.exceptions import CloudPaaSError
+    from airflow_cloud_paas.store import DeploymentStore
 
     work_root = home / "cloud_paas" / "work"
     if not work_root.is_dir():
         return 0
     backend = get_backend("local", work_root=str(work_root))
+    store = DeploymentStore(f"sqlite:///{home / 'cloud_paas' / 'deployments.db'}")
     stopped = 0
     for folder in sorted(p for p in work_root.iterdir() if p.is_dir()):
-        if backend.delete(folder.name):
-            stopped += 1
+        try:  # delete and record it, so the store never lists a deployment that no longer runs
+            deleted = sweep_delete(store, backend, folder.name, actor="make-run-shutdown")
+        except CloudPaaSError:  # no record, or a state that cannot move to DELETE: still stop it
+            deleted = backend.delete(folder.name)
+        stopped += bool(deleted)
     return stopped
 
 
@@ -145,7 +152,9 @@ def main() -> int:
     def stop(*_):
         raise KeyboardInterrupt
 
+    # SIGINT explicitly too: a launcher started in the background inherits SIGINT ignored
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         return proc.wait()
     except KeyboardInterrupt:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -19,10 +18,12 @@ def load_topology_text(text: str, *, import_map: Mapping[str, str] | None = None
     :param import_map: TOSCA import URL -> local file
     """
     digest = hashlib.sha256(text.encode()).hexdigest()
-    folder = Path(os.environ.get("AIRFLOW_CLOUD_PAAS_TEXT_CACHE", Path(tempfile.gettempdir()) / "cloud_paas_tpl"))
-    folder.mkdir(parents=True, exist_ok=True)
+    home = os.environ.get("AIRFLOW_HOME") or str(Path.home() / "airflow")
+    folder = Path(os.environ.get("AIRFLOW_CLOUD_PAAS_TEXT_CACHE") or Path(home) / "cloud_paas" / "templates")
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = folder / f"{digest}.yaml"
-    if not path.exists():
+    # never trust a file already there blindly: it must still be exactly this text
+    if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(text)
         tmp.replace(path)

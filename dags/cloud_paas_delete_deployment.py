@@ -12,7 +12,14 @@ with DAG(
     schedule=None,
     catchup=False,
     tags=["cloud-paas"],
-    params={"deployment_id": Param(type="string", description="The deployment to delete")},
+    params={
+        "deployment_id": Param(type="string", description="The deployment to delete"),
+        "force": Param(
+            False, type="boolean", description="Also delete when another run that died left it *_IN_PROGRESS"
+        ),
+    },
 ) as dag:
-    CloudPaaSDeleteDeploymentOperator(task_id="delete", deployment_id="{{ params.deployment_id }}")
+    CloudPaaSDeleteDeploymentOperator(
+        task_id="delete", deployment_id="{{ params.deployment_id }}", force="{{ params.force }}"
+    )
 # [END howto_operator_cloud_paas_delete]

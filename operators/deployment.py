@@ -93,7 +93,33 @@ class _CloudPaaSBaseOperator(BaseOperator):
             return load_topology_text(record_template, import_map=self.import_map)
         raise ValueError(f"{self.task_id}: no template given and no deployment record to take it from")
 
-    def _deployer(self, context: Context, *, from_record: bool = False) -> Deployer:
+    def _record_inputs(self, context: Context, record: Any, topology: Topology, *, need_secrets: bool) -> dict:
+        """Return the stored inputs, with secret ones (never stored) taken from the run's params."""
+        from airflow_cloud_paas.exceptions import ToscaInputError
+        from airflow_cloud_paas.secrets import MASK
+
+        inputs = dict(record.inputs)
+        params = context.get("params") or {}
+        missing = []
+        for name, value in list(inputs.items()):
+            if value != MASK:
+                continue
+            if params.get(name) not in (None, ""):
+                inputs[name] = params[name]
+            elif need_secrets:
+                missing.append(name)
+            else:
+                inputs.pop(name)  # not needed to delete; its default (if any) stands in
+        if missing:
+            raise ToscaInputError(
+                f"secret input(s) {missing} are never stored; pass them in this run's params to change "
+                f"deployment {record.id}",
+                file=topology.source,
+                field="inputs",
+            )
+        return inputs
+
+    def _deployer(self, context: Context, *, from_record: bool = False, need_secrets: bool = True) -> Deployer:
         from airflow_cloud_paas.backends.factory import backend_from_hook
         from airflow_cloud_paas.deployer import Deployer
 
@@ -101,7 +127,10 @@ class _CloudPaaSBaseOperator(BaseOperator):
         deployment_id = self._deployment_id(context)
         record = store.get(deployment_id) if from_record else None
         topology = self._topology(record.template if record else None)
-        inputs = dict(record.inputs) if record and self.inputs is None else self._inputs(context, topology)
+        if record is not None and self.inputs is None:
+            inputs = self._record_inputs(context, record, topology, need_secrets=need_secrets)
+        else:
+            inputs = self._inputs(context, topology)
         backend_name = self.backend or (record.backend if record else None)
         return Deployer(
             topology=topology,
@@ -218,7 +247,7 @@ class CloudPaaSDeleteNodeOperator(_CloudPaaSBaseOperator):
         if _keep(context):
             self.log.info("keep_deployment is set: node %s is left running", self.node_name)
             return 0
-        deployer = self._deployer(context, from_record=True)
+        deployer = self._deployer(context, from_record=True, need_secrets=False)
         deployer.begin_delete()
         return len(deployer.delete_node(self.node_name))
 
@@ -227,14 +256,44 @@ class CloudPaaSDeleteDeploymentOperator(_CloudPaaSBaseOperator):
     """Delete a deployment: every resource it has on the backend (found by tags), then the record's status.
 
     Deleting a deployment that never got past registration, or whose nodes half-failed, finds
-    and removes whatever exists.
+    and removes whatever exists. When its template cannot be loaded any more, the resources are
+    found by their tags alone.
+
+    :param force: also delete a deployment stuck in another run's ``*_IN_PROGRESS`` (that run died):
+        the stuck action is first recorded as failed (templated)
     """
 
+    template_fields: Sequence[str] = (*_CloudPaaSBaseOperator.template_fields, "force")
+
+    def __init__(self, *, force: bool | str = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.force = force
+
     def execute(self, context: Context) -> str:
+        from airflow_cloud_paas.exceptions import ToscaError
+
         if _keep(context):
             self.log.info("keep_deployment is set: the deployment is left running")
             return "KEPT"
-        deployer = self._deployer(context, from_record=True)
+        deployment_id = self._deployment_id(context)
+        store = self.hook.store
+        if str(self.force).lower() in ("true", "1", "yes"):
+            record = store.get(deployment_id)
+            if record.status.endswith("_IN_PROGRESS"):
+                action = record.status.split("_", 1)[0]
+                self.log.warning("Forcing: %s (held by %s) recorded as %s_FAILED", record.status, record.actor, action)
+                store.set_status(deployment_id, f"{action}_FAILED", reason=f"forced delete by {self.task_id}")
+        try:
+            deployer = self._deployer(context, from_record=True, need_secrets=False)
+        except ToscaError as err:
+            from airflow_cloud_paas.backends.factory import backend_from_hook
+            from airflow_cloud_paas.deployer import sweep_delete
+
+            record = store.get(deployment_id)
+            self.log.warning("Template of %s cannot be loaded (%s): deleting by tags", deployment_id, err)
+            deleted = sweep_delete(store, backend_from_hook(self.hook, self.backend or record.backend),
+                                   deployment_id, actor=f"{context['dag'].dag_id}/{context['run_id']}")
+            return f"DELETE_COMPLETE ({len(deleted)} resources, tag sweep)"
         deployer.begin_delete()
         deleted = deployer.delete_all()
         deployer.complete_delete()

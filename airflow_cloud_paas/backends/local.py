@@ -628,6 +628,14 @@ class LocalBackend(Backend):
             except psutil.NoSuchProcess:
                 record.create_time = time.time()
             self._write(record)
+        except BackendError as err:
+            self._discard(record, err)
+            raise
+        except Exception as err:  # a driver's own failure: typed, naming the resource, cause chained
+            self._discard(record, err)
+            raise ResourceCreateError(
+                f"the {type(driver).__name__} driver failed: {err}", provider=PROVIDER, resource=where
+            ) from err
         except BaseException as err:
             self._discard(record, err)
             raise

@@ -6,7 +6,7 @@ import html
 import os
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import HTMLResponse
 
 from airflow_cloud_paas.exceptions import DeploymentNotFoundError
@@ -33,7 +33,13 @@ def _public(record: Any) -> dict[str, Any]:
 
 def create_app() -> FastAPI:
     """Return the plugin's FastAPI application."""
-    app = FastAPI(title="Cloud PaaS deployments", version="1")
+    # Airflow does not authenticate plugin apps by itself: require a logged-in user who may read DAGs
+    # (the session cookie of the UI, or a Bearer JWT from /auth/token).
+    from airflow.api_fastapi.core_api.security import requires_access_dag
+
+    app = FastAPI(
+        title="Cloud PaaS deployments", version="1", dependencies=[Depends(requires_access_dag("GET"))]
+    )
 
     @app.get("/api/deployments")
     def list_deployments(status: str | None = None, owner: str | None = None) -> list[dict[str, Any]]:

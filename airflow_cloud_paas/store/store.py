@@ -341,6 +341,16 @@ class DeploymentStore:
                     return self._load(s, row)
                 if current == target and row.actor is None:
                     pass  # recorded by create_deployment and not yet claimed by anyone: claim it
+                elif current.in_progress and action is Action.DELETE and actor is not None and row.actor == actor:
+                    # The same run's teardown after its own setup died without recording a failure
+                    # (killed, timed out): deleting what it made must not be refused as "busy".
+                    self._log_event(
+                        s,
+                        deployment_id,
+                        "interrupted",
+                        f"{current.value} by {actor} did not finish; its teardown takes over",
+                        {"status": current.value, "actor": actor},
+                    )
                 elif current.in_progress:
                     raise _busy(deployment_id, current, row.actor, action)
                 else:

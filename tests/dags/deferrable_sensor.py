@@ -17,3 +17,9 @@ with DAG(
         task_id="wait_complete", deployment_id="{{ params.deployment_id }}", deferrable=True, poke_interval=1
     )
     hosts.wrap(sensor)
+
+with DAG(dag_id="test_sensor_defers", schedule=None, params={"deployment_id": Param("x", type="string")}) as dag2:
+    CloudPaaSDeploymentStateSensor(
+        task_id="wait_complete", deployment_id="{{ params.deployment_id }}", deferrable=True, poke_interval=1,
+        timeout=120,
+    )

@@ -76,6 +76,20 @@ def test_deploy_scale_delete_through_the_rest_api(airflow):
     out = _cli(airflow, "scale", deployment_id, "spark_worker", "2", "--wait", "--timeout", "300")
     assert out.returncode == 0, out.stdout + out.stderr
     assert _alive_workers(webui) == 2
+    # a second scale must wait for its own run, not return on the first one's UPDATE_COMPLETE
+    out = _cli(airflow, "scale", deployment_id, "spark_worker", "3", "--wait", "--timeout", "300")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert json.loads(out.stdout.splitlines()[-1])["dag_run_state"] == "success"
+    assert _alive_workers(webui) == 3
+
+    # the plugin's API answers inside Airflow's API server, to logged-in users only, secrets masked
+    user, password = airflow.credentials()
+    token = requests.post(f"{airflow.url}/auth/token", json={"username": user, "password": password},
+                          timeout=10).json()["access_token"]
+    api = f"{airflow.url}/cloud-paas/api/deployments/{deployment_id}"
+    assert requests.get(api, timeout=10).status_code == 401
+    shown = requests.get(api, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert shown.status_code == 200 and shown.json()["status"] == "UPDATE_COMPLETE"
 
     listed = json.loads(_cli(airflow, "list", "--json").stdout)
     assert {"id": deployment_id, "status": "UPDATE_COMPLETE"}.items() <= next(

@@ -142,3 +142,26 @@ def test_deployment_sensor_in_a_plain_dag(airflow_db, store_url):
     assert run.state == "success", states
     assert states["wait_complete"] == "success"
     assert _store(store_url).get(deployment_id).status == "DELETE_COMPLETE"
+
+
+def test_sensor_defers_to_the_trigger_until_another_process_completes(airflow_db, store_url, caplog):
+    import logging
+    import threading
+    import time
+
+    store = _store(store_url)
+    deployment_id = f"defer-{uuid.uuid4().hex[:8]}"
+    store.create_deployment(deployment_id, "tosca: x", "h", {}, "me", "local")
+    store.begin(deployment_id, "CREATE", actor="elsewhere/run")
+
+    # completes 10 s from now: far later than the sensor's first poke (a few seconds into dag.test),
+    # which therefore sees CREATE_IN_PROGRESS and defers; only the trigger can see the change
+    threading.Timer(10.0, lambda: store.finish(deployment_id, "CREATE", ok=True)).start()
+    started = time.monotonic()
+    caplog.set_level(logging.INFO)
+    run = _bag().dags["test_sensor_defers"].test(run_conf={"deployment_id": deployment_id})
+    elapsed = time.monotonic() - started
+    (ti,) = run.get_task_instances()
+    assert run.state == "success" and ti.state == "success"
+    assert elapsed >= 5.0  # it waited for the change, in the trigger
+    assert "running trigger in line" in caplog.text, "the sensor deferred and its trigger ran"

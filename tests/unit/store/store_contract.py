@@ -277,9 +277,13 @@ class StoreContract:
         again = store.begin(dep, "UPDATE", reason="scale", actor="dag/run-7")
         assert again.status is S.UPDATE_IN_PROGRESS and again.version == first.version
         assert again.events[-1].kind == "retry"
-        # the same actor on a different action is not a retry
-        with pytest.raises(DeploymentBusyError):
-            store.begin(dep, "DELETE", actor="dag/run-7")
+        # the same actor on a different action is not a retry ...
+        with pytest.raises((DeploymentBusyError, InvalidStatusTransitionError)):
+            store.begin(dep, "CREATE", actor="dag/run-7")
+        # ... but its own teardown may take over an action it never finished (the task was killed)
+        deleting = store.begin(dep, "DELETE", actor="dag/run-7")
+        assert deleting.status is S.DELETE_IN_PROGRESS
+        assert any(e.kind == "interrupted" and "UPDATE_IN_PROGRESS" in e.message for e in deleting.events)
 
     def test_begin_by_another_actor_is_busy(self, store: DeploymentStore) -> None:
         dep = drive_to(store, S.CREATE_COMPLETE)
