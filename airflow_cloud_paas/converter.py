@@ -10,7 +10,7 @@ and no TOSCA re-parse.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +177,10 @@ class ToscaTaskGroup(TaskGroup):
     :param node_converters: node type -> operator class or factory for deployment (overrides)
     :param node_delete_converters: node type -> operator class or factory for teardown (overrides)
     :param operator_args: extra keyword arguments for every task (retries, pool, ...)
+    :param providers: candidate providers (``backend`` or ``backend:conn_id``) with fallback; the whole
+        deployment is then made by the ``create`` task (per-node tasks cannot move between providers)
+    :param placement: PlacementPolicy options for ``providers`` (rank_providers, max_providers_retry,
+        keep_last_attempt, timeout_mins, provider_timeout_mins)
     """
 
     def __init__(
@@ -184,6 +188,8 @@ class ToscaTaskGroup(TaskGroup):
         template: str | Path,
         *,
         group_id: str = "deployment",
+        providers: Sequence[Any] | None = None,
+        placement: Mapping[str, Any] | None = None,
         import_map: Mapping[str, str] | None = None,
         backend: str | None = None,
         cloud_paas_conn_id: str = "cloud_paas_default",
@@ -205,13 +211,21 @@ class ToscaTaskGroup(TaskGroup):
             "cloud_paas_conn_id": cloud_paas_conn_id,
             **(operator_args or {}),
         }
-        self._build(common, teardown)
+        self._build(common, teardown, providers, placement)
 
-    def _build(self, common: dict[str, Any], teardown: bool) -> None:
+    def _build(self, common: dict[str, Any], teardown: bool, providers: Sequence[Any] | None,
+               placement: Mapping[str, Any] | None) -> None:
         topo = self.topology
         with self:
-            self.create_task = CloudPaaSCreateDeploymentOperator(task_id="create", nodes=[], **common).as_setup()
             self.node_tasks: dict[str, BaseOperator] = {}
+            if providers:
+                self.create_task = CloudPaaSCreateDeploymentOperator(
+                    task_id="create", providers=list(providers), **dict(placement or {}), **common
+                ).as_setup()
+                self.outputs_task = self.create_task
+                self._build_teardown(common, teardown, setups={n: self.create_task for n in topo.plan})
+                return
+            self.create_task = CloudPaaSCreateDeploymentOperator(task_id="create", nodes=[], **common).as_setup()
             for name in topo.plan:
                 task = self.registry.deploy_task(topo.nodes[name], f"deploy_{name}", dict(common)).as_setup()
                 self.node_tasks[name] = task
@@ -228,7 +242,12 @@ class ToscaTaskGroup(TaskGroup):
                     task >> self.outputs_task
             if not self.node_tasks:
                 self.create_task >> self.outputs_task
+            self._build_teardown(common, teardown, setups=self.node_tasks)
 
+    def _build_teardown(self, common: dict[str, Any], teardown: bool, setups: Mapping[str, BaseOperator]) -> None:
+        topo = self.topology
+        required = {r.node for n in topo.nodes.values() for r in n.requirements}
+        with self:
             self.delete_tasks: dict[str, BaseOperator] = {}
             self.teardown_roots: list[BaseOperator] = []
             self.delete_task: BaseOperator | None = None
@@ -236,7 +255,7 @@ class ToscaTaskGroup(TaskGroup):
                 return
             for name in reversed(topo.plan):
                 task = self.registry.delete_task(topo.nodes[name], f"delete_{name}", dict(common))
-                self.delete_tasks[name] = task.as_teardown(setups=self.node_tasks[name])
+                self.delete_tasks[name] = task.as_teardown(setups=setups[name])
             self.delete_task = CloudPaaSDeleteDeploymentOperator(task_id="delete", **common).as_teardown(
                 setups=self.create_task
             )
@@ -291,6 +310,8 @@ class ToscaDag(DAG):
     :param node_converters: node type -> operator (overrides)
     :param node_delete_converters: node type -> teardown operator (overrides)
     :param operator_args: extra keyword arguments for every task
+    :param providers: candidate providers with fallback (see ToscaTaskGroup)
+    :param placement: PlacementPolicy options for ``providers``
     """
 
     def __init__(
@@ -305,6 +326,8 @@ class ToscaDag(DAG):
         node_converters: Mapping[str, Any] | None = None,
         node_delete_converters: Mapping[str, Any] | None = None,
         operator_args: Mapping[str, Any] | None = None,
+        providers: Sequence[Any] | None = None,
+        placement: Mapping[str, Any] | None = None,
         **dag_kwargs: Any,
     ) -> None:
         caller = sys._getframe(1).f_globals.get("__file__")
@@ -327,6 +350,8 @@ class ToscaDag(DAG):
                 node_converters=node_converters,
                 node_delete_converters=node_delete_converters,
                 operator_args=operator_args,
+                providers=providers,
+                placement=placement,
                 _caller_file=caller,
             )
 

@@ -148,16 +148,49 @@ class CloudPaaSCreateDeploymentOperator(_CloudPaaSBaseOperator):
     With ``nodes=[]`` only registers the deployment (CREATE_IN_PROGRESS): the ToscaTaskGroup then
     deploys each node in its own task and completes it with :class:`CloudPaaSCompleteDeploymentOperator`.
 
+    With ``providers`` the whole deployment is made in this task on the first provider that
+    succeeds, as the INDIGO orchestrator did: each failed attempt is deleted (unless
+    ``keep_last_attempt``) and the next provider tried; see :mod:`airflow_cloud_paas.placement`.
+
     :param nodes: ``None`` deploys every node; an empty list only registers the deployment
     :param owner: the deployment's owner (defaults to the DAG's owner)
+    :param providers: candidate providers, ``"backend"`` / ``"backend:conn_id"`` or mappings, in order
+        of preference (templated)
+    :param rank_providers: reorder them by fit, success rate and deploy time recorded in the store
+    :param max_providers_retry: try at most this many providers
+    :param keep_last_attempt: leave the last failed attempt in place for debugging
+    :param timeout_mins: the deployment's time limit over all attempts
+    :param provider_timeout_mins: each attempt's time limit
     """
 
-    def __init__(self, *, nodes: Sequence[str] | None = None, owner: str | None = None, **kwargs: Any) -> None:
+    template_fields: Sequence[str] = (*_CloudPaaSBaseOperator.template_fields, "providers")
+
+    def __init__(
+        self,
+        *,
+        nodes: Sequence[str] | None = None,
+        owner: str | None = None,
+        providers: Sequence[Any] | None = None,
+        rank_providers: bool = False,
+        max_providers_retry: int | None = None,
+        keep_last_attempt: bool = False,
+        timeout_mins: float | None = None,
+        provider_timeout_mins: float | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.nodes = nodes
         self.deployment_owner = owner
+        self.providers = providers
+        self.rank_providers = rank_providers
+        self.max_providers_retry = max_providers_retry
+        self.keep_last_attempt = keep_last_attempt
+        self.timeout_mins = timeout_mins
+        self.provider_timeout_mins = provider_timeout_mins
 
     def execute(self, context: Context) -> dict[str, Any]:
+        if self.providers:
+            return self._execute_with_fallback(context)
         deployer = self._deployer(context)
         owner = self.deployment_owner or self.owner or "airflow"
         self.log.info("Deployment %s of %s on %s", deployer.deployment_id, deployer.topology.source,
@@ -169,6 +202,36 @@ class CloudPaaSCreateDeploymentOperator(_CloudPaaSBaseOperator):
             deployer.deploy_node(name)
         outputs = deployer.complete_create()
         return {"deployment_id": deployer.deployment_id, "outputs": _public(outputs, deployer)}
+
+    def _execute_with_fallback(self, context: Context) -> dict[str, Any]:
+        from airflow_cloud_paas.backends.factory import backend_from_hook
+        from airflow_cloud_paas.placement import PlacementPolicy, ProviderCandidate, deploy_with_fallback
+
+        topology = self._topology()
+        policy = PlacementPolicy(
+            candidates=tuple(ProviderCandidate.parse(p) for p in self.providers),
+            rank=self.rank_providers,
+            max_providers_retry=self.max_providers_retry,
+            keep_last_attempt=self.keep_last_attempt,
+            timeout_mins=self.timeout_mins,
+            provider_timeout_mins=self.provider_timeout_mins,
+        )
+        deployment_id = self._deployment_id(context)
+        chosen, outputs = deploy_with_fallback(
+            topology,
+            self.hook.store,
+            deployment_id,
+            self._inputs(context, topology),
+            policy,
+            lambda candidate: backend_from_hook(self.hook, candidate.ref, **candidate.options),
+            actor=f"{context['dag'].dag_id}/{context['run_id']}",
+            owner=self.deployment_owner or self.owner or "airflow",
+        )
+        public = _public(outputs, None)
+        for key, value in public.items():  # one XCom per output, as the outputs task does
+            context["ti"].xcom_push(key=key, value=value)
+        self.log.info("Deployment %s CREATE_COMPLETE on %s", deployment_id, chosen.ref)
+        return {"deployment_id": deployment_id, "provider": chosen.ref, "outputs": public}
 
 
 class CloudPaaSDeployNodeOperator(_CloudPaaSBaseOperator):
@@ -307,7 +370,7 @@ def _keep(context: Context) -> bool:
     return bool(params.get("keep_deployment"))
 
 
-def _public(outputs: Mapping[str, Any], deployer: Deployer) -> dict[str, Any]:
+def _public(outputs: Mapping[str, Any], deployer: Deployer | None) -> dict[str, Any]:
     """Return outputs safe for XCom: secret-looking ones are masked."""
     from airflow_cloud_paas.secrets import mask_secrets
 

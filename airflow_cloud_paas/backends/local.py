@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import importlib
 import json
 import logging
@@ -86,7 +87,11 @@ class ProcessRecord:
     work_dir: str
     log_file: str
     pid: int | None = None
-    create_time: float | None = None  # the process's start time: a reused pid has another one
+    create_time: float | None = None  # the process's start time (epoch seconds), for people and old records
+    # The process's identity: its start in clock ticks since boot, and that boot. Exact, unlike
+    # ``create_time`` (whole-second boot time + 10 ms ticks): a reused pid has another tick or boot.
+    start_ticks: int | None = None
+    boot_id: str | None = None
     argv: list[str] = field(default_factory=list)
     ports: dict[str, int] = field(default_factory=dict)
     attributes: dict[str, Any] = field(default_factory=dict)
@@ -221,6 +226,28 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+# Older records have only ``create_time``: a later process differs by at least one 10 ms clock tick.
+_CREATE_TIME_TOLERANCE = 0.005
+
+
+@functools.cache
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:  # not Linux
+        return None
+
+
+def _start_ticks(pid: int) -> int | None:
+    """Return when a process started, in clock ticks since boot (Linux); None if gone or not Linux."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and ')': fields 3... follow its last ')'.
+    return int(stat[stat.rindex(b")") + 1 :].split()[19])  # field 22, starttime
 
 
 def _reap_children() -> None:
@@ -400,7 +427,14 @@ class LocalBackend(Backend):
             child.poll()  # reap it if it exited, so it is gone rather than a zombie
         try:
             proc = psutil.Process(record.pid)
-            if record.create_time is not None and abs(proc.create_time() - record.create_time) > 0.05:
+            if record.start_ticks is not None:
+                # Exact: a process started even one tick later, or before a reboot, is not ours.
+                if record.boot_id != _boot_id() or _start_ticks(record.pid) != record.start_ticks:
+                    return None
+            elif (
+                record.create_time is not None
+                and abs(proc.create_time() - record.create_time) > _CREATE_TIME_TOLERANCE
+            ):
                 return None
             return proc
         except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -623,6 +657,8 @@ class LocalBackend(Backend):
                     ) from err
             _CHILDREN[child.pid] = child
             record.pid = child.pid
+            record.start_ticks = _start_ticks(child.pid)
+            record.boot_id = _boot_id()
             try:
                 record.create_time = psutil.Process(child.pid).create_time()
             except psutil.NoSuchProcess:

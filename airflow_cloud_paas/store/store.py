@@ -451,6 +451,28 @@ class DeploymentStore:
             )
             return self._load(s, self._row(s, id))
 
+    def set_backend(self, id: str, backend: str, reason: str | None = None) -> DeploymentRecord:
+        """Record which backend (provider) the deployment now runs on (provider fallback).
+
+        :param id: the deployment id
+        :param backend: the backend's name or provider label
+        :param reason: why it changed
+        """
+        with self._tx() as s:
+            row = self._row(s, id)
+            previous = row.backend
+            s.execute(
+                update(DeploymentRow)
+                .where(DeploymentRow.id == id)
+                .values(backend=backend, updated_at=utcnow(), version=DeploymentRow.version + 1)
+                .execution_options(synchronize_session=False)
+            )
+            self._log_event(
+                s, id, "provider", f"backend {previous} -> {backend}" + (f": {reason}" if reason else ""),
+                {"from": previous, "to": backend, "reason": reason},
+            )
+            return self._load(s, self._row(s, id))
+
     # ---------------------------------------------------------------- resources
     def upsert_resource(
         self,

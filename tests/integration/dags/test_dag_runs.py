@@ -165,3 +165,17 @@ def test_sensor_defers_to_the_trigger_until_another_process_completes(airflow_db
     assert run.state == "success" and ti.state == "success"
     assert elapsed >= 5.0  # it waited for the change, in the trigger
     assert "running trigger in line" in caplog.text, "the sensor deferred and its trigger ran"
+
+
+def test_tosca_dag_falls_back_to_the_next_provider(airflow_db, store_url, work_root):
+    deployment_id = f"fallback-{uuid.uuid4().hex[:8]}"
+    run = _bag().dags["test_provider_fallback"].test(run_conf={"deployment_id": deployment_id, "host_count": 2})
+    states = _states(run)
+    assert run.state == "success", states
+    record = _store(store_url).get(deployment_id)
+    assert record.backend == "local:site-b"
+    assert record.status == "DELETE_COMPLETE"  # the teardown found the provider it went to
+    events = " ".join(e.message for e in record.events)
+    assert "openstack:no_such_connection" in events or any(
+        "openstack" in str(e.data) for e in record.events
+    ), events

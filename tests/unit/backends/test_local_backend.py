@@ -60,6 +60,12 @@ def processes_under(path: Path) -> list[psutil.Process]:
     return found
 
 
+def start_ticks(pid: int) -> int:
+    """Return when a process started, in clock ticks since boot, as the kernel reports it."""
+    stat = Path(f"/proc/{pid}/stat").read_bytes()
+    return int(stat[stat.rindex(b")") + 1 :].split()[19])
+
+
 def gone(pid: int) -> bool:
     """Return whether a process has exited (a zombie has: it only waits for its parent to reap it)."""
     try:
@@ -148,6 +154,8 @@ def test_layout_and_record_on_disk(local: LocalBackend, work_root: Path) -> None
     record = json.loads((work_dir / "resource.json").read_text())
     assert record["pid"] == resource.attributes["pid"]
     assert record["create_time"] == pytest.approx(psutil.Process(record["pid"]).create_time())
+    assert record["start_ticks"] == start_ticks(record["pid"])
+    assert record["boot_id"] == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     assert record["state"] == "running"
     assert record["argv"][1:3] == ["-m", "http.server"]
     assert record["attributes"]["url"] == resource.attributes["url"]
@@ -297,6 +305,9 @@ def test_reused_pid_is_not_ours(local: LocalBackend, work_root: Path) -> None:
         # the recorded process is gone and its pid now belongs to someone else (same pid, other start time)
         record_file = work_root / "dep" / "web" / "0" / "resource.json"
         record = json.loads(record_file.read_text())
+        # The stranger started after the server was ready (tens of ms, several clock ticks): a
+        # tolerance of 50 ms used to take it for the server in about one run in four.
+        assert start_ticks(stranger.pid) > record["start_ticks"]
         record["pid"] = stranger.pid
         record_file.write_text(json.dumps(record))
         assert local.describe("dep")[0].state == ResourceState.STOPPED
@@ -320,10 +331,29 @@ def test_zombie_is_stopped(local: LocalBackend, work_root: Path) -> None:
     try:
         record_file = work_root / "dep" / "web" / "0" / "resource.json"
         record = json.loads(record_file.read_text())
-        record.update(pid=zombie.pid, create_time=psutil.Process(zombie.pid).create_time())
+        record.update(
+            pid=zombie.pid,
+            create_time=psutil.Process(zombie.pid).create_time(),
+            start_ticks=start_ticks(zombie.pid),
+        )
         record_file.write_text(json.dumps(record))
         assert local.describe("dep")[0].state == ResourceState.STOPPED
     finally:
         zombie.wait()
         local.delete("dep")
     assert processes_under(work_root) == []
+
+
+def test_own_process_survives_a_boot_time_shift(local: LocalBackend, work_root: Path) -> None:
+    resource = local.create(spec_of("dep", "web", 0, drivers.HTTP_TYPE))
+    # The epoch start time is boot time (whole seconds, moved by clock steps) + ticks: it can shift
+    # by a second between two reads. The identity is the start tick since boot, which never moves.
+    record_file = work_root / "dep" / "web" / "0" / "resource.json"
+    record = json.loads(record_file.read_text())
+    record["create_time"] += 1.0
+    record_file.write_text(json.dumps(record))
+    assert local.describe("dep")[0].state == ResourceState.RUNNING
+    again = local.create(spec_of("dep", "web", 0, drivers.HTTP_TYPE))
+    assert again.attributes["pid"] == resource.attributes["pid"]  # not restarted as if it had died
+    local.delete("dep")
+    assert gone(resource.attributes["pid"])
