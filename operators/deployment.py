@@ -375,3 +375,39 @@ def _public(outputs: Mapping[str, Any], deployer: Deployer | None) -> dict[str, 
     from airflow_cloud_paas.secrets import mask_secrets
 
     return mask_secrets(dict(outputs))
+
+
+class CloudPaaSSweepOrphansOperator(_CloudPaaSBaseOperator):
+    """Find and delete every resource tagged with a deployment's id on each given provider.
+
+    For what a crash, a lost record or a provider's own failure left behind: resources are
+    found by their tags alone, no template needed. Missing resources are fine.
+
+    :param providers: provider refs (``backend`` or ``backend:conn_id``) to sweep (templated)
+    """
+
+    template_fields: Sequence[str] = (*_CloudPaaSBaseOperator.template_fields, "providers")
+
+    def __init__(self, *, providers: Sequence[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.providers = providers
+
+    def execute(self, context: Context) -> dict[str, int]:
+        from airflow_cloud_paas.backends.factory import backend_from_hook
+        from airflow_cloud_paas.exceptions import DeploymentNotFoundError
+
+        deployment_id = self._deployment_id(context)
+        swept: dict[str, int] = {}
+        for ref in self.providers:
+            deleted = backend_from_hook(self.hook, ref).delete(deployment_id)
+            swept[ref] = len(deleted)
+            self.log.info("Swept %d orphan(s) of %s on %s", len(deleted), deployment_id, ref)
+            try:
+                for res in deleted:
+                    self.hook.store.remove_resource(deployment_id, res.node_name, res.index)
+                if deleted:
+                    self.hook.store.add_event(deployment_id, "swept", f"{len(deleted)} orphan(s) on {ref}",
+                                              {"provider": ref, "count": len(deleted)})
+            except DeploymentNotFoundError:
+                pass  # orphans of a deployment the store never knew: deleting them is the point
+        return swept

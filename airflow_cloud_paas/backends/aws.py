@@ -1,0 +1,736 @@
+"""The AWS backend: EC2 instances, security groups, key pairs and EBS volumes through the ``EC2Hook``.
+
+Every call goes through the amazon provider's :class:`~airflow.providers.amazon.aws.hooks.ec2.EC2Hook`
+(``client_type``) and an ``aws`` Airflow connection (``region_name`` and, for an emulator such as the
+moto server, ``endpoint_url`` in its extra), the way the provider's own EC2 operators call it.
+
+What is made per node type:
+
+- ``tosca.nodes.Compute`` and descendants: one EC2 instance per index; the instance type is the
+  smallest that fits the ``host`` capability among the region's types (fetched once per backend),
+  the image comes from the ``os`` capability; a security group per deployment and node holds the
+  endpoint ports; a key pair per deployment and node when the ``os`` credential carries a public
+  key; the ``user_data`` property becomes the instance's user data; the volumes of the
+  ``local_storage``/``attachment`` requirements are attached.
+- ``tosca.nodes.BlockStorage``: one EBS volume per index, in the backend's availability zone.
+- Software nodes hosted on an instance of this backend: recorded as a tag on the host instance
+  (``cloud-paas-sw:<node>:<index>``); their configuration is left to the service layer.
+
+Everything carries the ``TAG_*`` tags, so ``create`` finds what an earlier attempt made and ``delete``
+finds everything of a deployment, also of one that crashed half-way.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from typing import Any, ClassVar
+
+from airflow.exceptions import AirflowNotFoundException
+from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
+from botocore.exceptions import BotoCoreError, ClientError
+
+from airflow_cloud_paas.backends.base import (
+    TAG_DEPLOYMENT,
+    TAG_INDEX,
+    TAG_NODE,
+    Backend,
+    Resource,
+    ResourceSpec,
+    ResourceState,
+)
+from airflow_cloud_paas.backends.mapping import (
+    HostRequirements,
+    ImageRequirements,
+    Size,
+    security_rules,
+    select_image,
+    select_size,
+    size_mb,
+)
+from airflow_cloud_paas.exceptions import (
+    BackendError,
+    ResourceCreateError,
+    ResourceTimeoutError,
+    UnsupportedNodeError,
+)
+
+log = logging.getLogger(__name__)
+
+PROVIDER = "aws"
+COMPUTE_TYPE = "tosca.nodes.Compute"
+BLOCK_STORAGE_TYPE = "tosca.nodes.BlockStorage"
+#: node types recorded on their host instance (their own configuration is the service layer's)
+HOSTED_TYPES = ("tosca.nodes.SoftwareComponent", "tosca.nodes.Database", "tosca.nodes.WebApplication")
+#: tag key prefix of a software node recorded on its host instance
+SOFTWARE_TAG_PREFIX = "cloud-paas-sw:"
+#: requirement names through which a compute node names the volumes to attach (INDIGO uses local_storage)
+STORAGE_REQUIREMENTS = ("local_storage", "attachment")
+#: device names for attached volumes, in requirement order
+#: marks an instance's own root volume (deleted with it), so it is not taken for a BlockStorage node
+ROOT_VOLUME_TAG = "cloud-paas-root-volume"
+_DEVICES = tuple(f"/dev/sd{c}" for c in "fghijklmnop")
+_LIVE_INSTANCE_STATES = ("pending", "running", "stopping", "stopped")
+_GONE_ERRORS = ("InvalidInstanceID.NotFound", "InvalidGroup.NotFound", "InvalidKeyPair.NotFound",
+                "InvalidVolume.NotFound")
+
+
+def _error_code(err: BaseException) -> str:
+    return err.response.get("Error", {}).get("Code", "") if isinstance(err, ClientError) else ""
+
+
+def _tags(items: Sequence[Mapping[str, str]] | None) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in items or ()}
+
+
+def _tag_spec(kind: str, tags: Mapping[str, str]) -> list[dict[str, Any]]:
+    return [{"ResourceType": kind, "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
+
+
+def _filters(deployment_id: str, node_name: str | None = None, index: int | None = None) -> list[dict[str, Any]]:
+    filters = [{"Name": f"tag:{TAG_DEPLOYMENT}", "Values": [deployment_id]}]
+    if node_name is not None:
+        filters.append({"Name": f"tag:{TAG_NODE}", "Values": [node_name]})
+    if index is not None:
+        filters.append({"Name": f"tag:{TAG_INDEX}", "Values": [str(index)]})
+    return filters
+
+
+def _public_key(spec: ResourceSpec) -> str | None:
+    """Return the SSH public key the node's os (or endpoint) credential carries, if any."""
+    for cap_name in ("os", "endpoint"):
+        credential = (spec.capabilities.get(cap_name) or {}).get("credential")
+        if not isinstance(credential, Mapping):
+            continue
+        token = str(credential.get("token") or "").strip()
+        kind = str(credential.get("token_type") or "").lower()
+        if token and (kind in ("public_key", "ssh_key", "ssh-key") or token.startswith(("ssh-", "ecdsa-"))):
+            return token
+    return None
+
+
+class AWSBackend(Backend):
+    """Deploy node instances as EC2 instances and EBS volumes through the amazon provider's ``EC2Hook``.
+
+    :param conn_id: the Airflow ``aws`` connection (``region_name``/``endpoint_url`` in its extra)
+    :param region_name: overrides the connection's region
+    :param availability_zone: where instances and volumes go (default: the region's first zone), so
+        that volumes can be attached to instances
+    :param subnet_id: launch instances in this subnet (default: the default VPC)
+    :param wait_timeout: seconds to wait for an instance to run or terminate, or a volume to be ready
+    :param poll_interval: seconds between two state polls
+    """
+
+    name: ClassVar[str] = PROVIDER
+    state_map: ClassVar[Mapping[str, ResourceState]] = {
+        # instances
+        "pending": ResourceState.CREATING,
+        "running": ResourceState.RUNNING,
+        "shutting-down": ResourceState.DELETING,
+        "terminated": ResourceState.DELETED,
+        "stopping": ResourceState.STOPPED,
+        "stopped": ResourceState.STOPPED,
+        # volumes
+        "creating": ResourceState.CREATING,
+        "available": ResourceState.RUNNING,
+        "in-use": ResourceState.RUNNING,
+        "deleting": ResourceState.DELETING,
+        "deleted": ResourceState.DELETED,
+        "error": ResourceState.ERROR,
+    }
+
+    def __init__(
+        self,
+        conn_id: str = "aws_default",
+        *,
+        region_name: str | None = None,
+        availability_zone: str | None = None,
+        subnet_id: str | None = None,
+        wait_timeout: float = 600.0,
+        poll_interval: float = 5.0,
+    ) -> None:
+        self.conn_id = conn_id
+        self.region_name = region_name
+        self._availability_zone = availability_zone
+        self.subnet_id = subnet_id
+        self.wait_timeout = wait_timeout
+        self.poll_interval = poll_interval
+        self._sizes: dict[str, tuple[Size, ...]] = {}  # architecture -> sizes (the region's list, cached)
+        self._images: dict[tuple, list[dict[str, Any]]] = {}
+
+    # ------------------------------------------------------------------ provider access
+    @cached_property
+    def hook(self) -> EC2Hook:
+        """Return the EC2 hook (client API) of the connection."""
+        return EC2Hook(api_type="client_type", aws_conn_id=self.conn_id, region_name=self.region_name)
+
+    @cached_property
+    def client(self) -> Any:
+        """Return the hook's boto3 EC2 client (the provider's operators call it the same way)."""
+        try:
+            # the provider silently falls back to boto3's default credentials when the connection is
+            # missing; a deployment must not land on whatever account the worker happens to have
+            self.hook.get_connection(self.conn_id)
+        except AirflowNotFoundException as err:
+            raise BackendError(
+                f"Airflow connection {self.conn_id!r} is not defined: create an 'aws' connection "
+                "(login/password = access key id/secret, region_name and, for an emulator, endpoint_url "
+                "in its extra)",
+                provider=PROVIDER, resource=self.conn_id,
+            ) from err
+        try:
+            return self.hook.conn
+        except (BotoCoreError, ClientError, ValueError) as err:
+            raise BackendError(f"cannot build an EC2 client from connection {self.conn_id!r}: {err}",
+                               provider=PROVIDER, resource=self.conn_id) from err
+
+    def _call(self, resource: str, method: str, **kwargs: Any) -> Any:
+        """Call the EC2 API; turn a failure into a BackendError naming provider and resource."""
+        try:
+            return getattr(self.client, method)(**kwargs)
+        except ClientError as err:
+            raise BackendError(f"EC2 {method} failed: {err}", provider=PROVIDER, resource=resource) from err
+        except BotoCoreError as err:
+            raise BackendError(f"EC2 {method} failed (endpoint unreachable or timed out?): {err}",
+                               provider=PROVIDER, resource=resource) from err
+
+    def _paginate(self, resource: str, method: str, key: str, **kwargs: Any) -> list[dict[str, Any]]:
+        try:
+            return [item for page in self.client.get_paginator(method).paginate(**kwargs) for item in page[key]]
+        except (ClientError, BotoCoreError) as err:
+            raise BackendError(f"EC2 {method} failed: {err}", provider=PROVIDER, resource=resource) from err
+
+    @property
+    def availability_zone(self) -> str:
+        """Return the zone of every instance and volume (volumes attach only within one zone)."""
+        if self._availability_zone is None:
+            if self.subnet_id:
+                subnets = self._call(self.subnet_id, "describe_subnets", SubnetIds=[self.subnet_id])["Subnets"]
+                self._availability_zone = subnets[0]["AvailabilityZone"]
+            else:
+                zones = self._call("zones", "describe_availability_zones",
+                                   Filters=[{"Name": "state", "Values": ["available"]}])["AvailabilityZones"]
+                if not zones:
+                    raise BackendError("the region has no available zone", provider=PROVIDER)
+                self._availability_zone = sorted(z["ZoneName"] for z in zones)[0]
+        return self._availability_zone
+
+    # ------------------------------------------------------------------ mapping
+    def sizes(self, architecture: str | None = None) -> tuple[Size, ...]:
+        """Return the region's instance types (fetched once per backend), optionally of one CPU architecture.
+
+        :param architecture: x86_64, arm64... (the image's)
+        """
+        key = architecture or "*"
+        if key not in self._sizes:
+            if "*" not in self._sizes:
+                raw = self._paginate("instance-types", "describe_instance_types", "InstanceTypes")
+                self._sizes["*"] = tuple(self._size(t) for t in raw)
+                self._arch = {t["InstanceType"]: set(t.get("ProcessorInfo", {}).get("SupportedArchitectures", []))
+                              for t in raw}
+            if key != "*":
+                self._sizes[key] = tuple(s for s in self._sizes["*"] if architecture in self._arch[s.name])
+        return self._sizes[key]
+
+    @staticmethod
+    def _size(raw: Mapping[str, Any]) -> Size:
+        gpus = (raw.get("GpuInfo") or {}).get("Gpus") or []
+        storage = raw.get("InstanceStorageInfo") or {}
+        return Size(
+            name=raw["InstanceType"],
+            cpus=int(raw.get("VCpuInfo", {}).get("DefaultVCpus", 0)),
+            mem_mb=float(raw.get("MemoryInfo", {}).get("SizeInMiB", 0)),
+            disk_gb=0.0 if not storage else float(storage.get("TotalSizeInGB", 0)),
+            gpus=sum(int(g.get("Count", 0)) for g in gpus),
+            gpu_model=gpus[0].get("Name") if gpus else None,
+        )
+
+    def images(self, req: ImageRequirements, resource: str) -> list[dict[str, Any]]:
+        """Return the images that may match the os requirements, as dicts for ``select_image``.
+
+        :param req: the os requirements
+        :param resource: the node (for errors)
+        """
+        key = (req.image, req.distribution, req.version)
+        if key not in self._images:
+            wanted = req.image.split("/")[-1] if req.image else None
+            if wanted and wanted.startswith("ami-"):
+                kwargs: dict[str, Any] = {"ImageIds": [wanted]}
+            elif wanted:
+                kwargs = {"Filters": [{"Name": "name", "Values": [wanted]}]}
+            else:
+                # never list every public image of a region: filter by name on the server side
+                pattern = "*" + "*".join(p for p in (req.distribution, req.version) if p) + "*"
+                kwargs = {"Filters": [{"Name": "name", "Values": [pattern]},
+                                      {"Name": "state", "Values": ["available"]}]}
+            try:
+                raw = self.client.describe_images(**kwargs)["Images"]
+            except ClientError as err:
+                if _error_code(err).startswith("InvalidAMIID"):
+                    raw = []
+                else:
+                    raise BackendError(f"EC2 describe_images failed: {err}", provider=PROVIDER,
+                                       resource=resource) from err
+            self._images[key] = [
+                {
+                    "id": i["ImageId"],
+                    "name": i.get("Name", ""),
+                    "created": i.get("CreationDate", ""),
+                    "os": i.get("PlatformDetails") or i.get("Platform") or "linux",
+                    "architecture": i.get("Architecture", "x86_64"),
+                    "root_device": i.get("RootDeviceName"),
+                }
+                for i in raw
+            ]
+        return self._images[key]
+
+    def _kind(self, spec: ResourceSpec) -> str:
+        if spec.is_a(COMPUTE_TYPE):
+            return "compute"
+        if spec.is_a(BLOCK_STORAGE_TYPE):
+            return "volume"
+        hosts = spec.requirements.get("host") or ()
+        if any(spec.is_a(t) for t in HOSTED_TYPES) or any(r.backend == PROVIDER for r in hosts):
+            return "software"
+        raise UnsupportedNodeError(
+            f"node '{spec.node_name}' of type '{spec.node_type}' cannot be deployed on aws: supported are "
+            f"{COMPUTE_TYPE}, {BLOCK_STORAGE_TYPE} and {', '.join(HOSTED_TYPES)} hosted on an instance "
+            "(and their descendants)",
+            provider=PROVIDER,
+            resource=f"{spec.deployment_id}/{spec.node_name}",
+        )
+
+    def _plan_compute(self, spec: ResourceSpec) -> tuple[Mapping[str, Any], Size]:
+        where = f"{spec.deployment_id}/{spec.node_name}"
+        image_req = ImageRequirements.from_spec(spec)
+        image = select_image(image_req, self.images(image_req, where), provider=PROVIDER, resource=where)
+        size = select_size(HostRequirements.from_spec(spec, PROVIDER), self.sizes(image["architecture"]),
+                           provider=PROVIDER, resource=where)
+        return image, size
+
+    def check(self, spec: ResourceSpec) -> None:
+        """Raise :class:`UnsupportedNodeError` if the node's type, size or image is not available; create nothing.
+
+        :param spec: the resource wanted
+        """
+        kind = self._kind(spec)
+        where = f"{spec.deployment_id}/{spec.node_name}"
+        if kind == "compute":
+            self._plan_compute(spec)
+            if spec.properties.get("user_data") is not None and not isinstance(spec.properties["user_data"], str):
+                raise UnsupportedNodeError("property user_data must be a string (cloud-init text)",
+                                           provider=PROVIDER, resource=where)
+        elif kind == "volume":
+            if spec.properties.get("volume_id"):
+                raise UnsupportedNodeError(
+                    "attaching an existing volume (property volume_id) is not supported on aws: "
+                    "give size (and optionally snapshot_id) instead",
+                    provider=PROVIDER, resource=where)
+            try:
+                size_mb(spec.properties.get("size"), field="size")
+            except ValueError as err:
+                raise UnsupportedNodeError(str(err), provider=PROVIDER, resource=where) from None
+
+    # ------------------------------------------------------------------ describe
+    def _instances(self, deployment_id: str, node_name: str | None = None,
+                   index: int | None = None) -> list[dict[str, Any]]:
+        filters = _filters(deployment_id, node_name, index)
+        filters.append({"Name": "instance-state-name", "Values": list(_LIVE_INSTANCE_STATES)})
+        return [i for r in self._paginate(deployment_id, "describe_instances", "Reservations", Filters=filters)
+                for i in r["Instances"]]
+
+    def _volumes(self, deployment_id: str, node_name: str | None = None,
+                 index: int | None = None) -> list[dict[str, Any]]:
+        return [v for v in self._paginate(deployment_id, "describe_volumes", "Volumes",
+                                          Filters=_filters(deployment_id, node_name, index))
+                if v["State"] not in ("deleting", "deleted") and ROOT_VOLUME_TAG not in _tags(v.get("Tags"))]
+
+    def _instance_resource(self, raw: Mapping[str, Any]) -> Resource:
+        tags = _tags(raw.get("Tags"))
+        return Resource(
+            deployment_id=tags[TAG_DEPLOYMENT],
+            node_name=tags[TAG_NODE],
+            index=int(tags[TAG_INDEX]),
+            backend=PROVIDER,
+            resource_id=raw["InstanceId"],
+            state=self.normalize_state(raw["State"]["Name"]),
+            attributes={
+                "kind": "instance",
+                "instance_id": raw["InstanceId"],
+                "instance_type": raw.get("InstanceType"),
+                "image_id": raw.get("ImageId"),
+                "public_address": raw.get("PublicIpAddress"),
+                "private_address": raw.get("PrivateIpAddress"),
+                "availability_zone": raw.get("Placement", {}).get("AvailabilityZone"),
+                "key_name": raw.get("KeyName"),
+                "security_groups": sorted(g["GroupId"] for g in raw.get("SecurityGroups", [])),
+                "volumes": sorted(m["Ebs"]["VolumeId"] for m in raw.get("BlockDeviceMappings", [])
+                                  if m.get("DeviceName") in _DEVICES),
+            },
+        )
+
+    def _software_resources(self, raw: Mapping[str, Any]) -> list[Resource]:
+        host = self._instance_resource(raw)
+        found = []
+        for key, node_type in _tags(raw.get("Tags")).items():
+            if not key.startswith(SOFTWARE_TAG_PREFIX):
+                continue
+            node_name, _, index = key[len(SOFTWARE_TAG_PREFIX):].rpartition(":")
+            found.append(Resource(
+                deployment_id=host.deployment_id, node_name=node_name, index=int(index), backend=PROVIDER,
+                resource_id=f"{host.resource_id}/{node_name}/{index}", state=host.state,
+                attributes={"kind": "software", "node_type": node_type, "host_id": host.resource_id,
+                            "public_address": host.attributes["public_address"],
+                            "private_address": host.attributes["private_address"]},
+            ))
+        return found
+
+    def _volume_resource(self, raw: Mapping[str, Any]) -> Resource:
+        tags = _tags(raw.get("Tags"))
+        attached = [a["InstanceId"] for a in raw.get("Attachments", []) if a.get("State") in ("attaching", "attached")]
+        return Resource(
+            deployment_id=tags[TAG_DEPLOYMENT],
+            node_name=tags[TAG_NODE],
+            index=int(tags[TAG_INDEX]),
+            backend=PROVIDER,
+            resource_id=raw["VolumeId"],
+            state=self.normalize_state(raw["State"]),
+            attributes={
+                "kind": "volume",
+                "volume_id": raw["VolumeId"],
+                "size_gb": raw.get("Size"),
+                "availability_zone": raw.get("AvailabilityZone"),
+                "attached_to": attached[0] if attached else None,
+            },
+        )
+
+    def describe(self, deployment_id: str, node_name: str | None = None) -> list[Resource]:
+        """Return the live instances, volumes and hosted software of a deployment, sorted by node and index.
+
+        :param deployment_id: the deployment's id
+        :param node_name: only this node's resources
+        """
+        instances = self._instances(deployment_id)
+        found = [self._instance_resource(i) for i in instances]
+        for raw in instances:
+            found.extend(self._software_resources(raw))
+        found.extend(self._volume_resource(v) for v in self._volumes(deployment_id, node_name))
+        if node_name is not None:
+            found = [r for r in found if r.node_name == node_name]
+        return sorted(found, key=lambda r: (r.node_name, r.index, r.resource_id))
+
+    # ------------------------------------------------------------------ create
+    def create(self, spec: ResourceSpec) -> Resource:
+        """Create the instance, volume or software record (or return the existing one), waiting until RUNNING.
+
+        :param spec: the resource wanted
+        """
+        self.check(spec)
+        kind = self._kind(spec)
+        if kind == "volume":
+            return self._create_volume(spec)
+        if kind == "software":
+            return self._create_software(spec)
+        return self._create_instance(spec)
+
+    def _where(self, spec: ResourceSpec) -> str:
+        return f"{spec.deployment_id}/{spec.node_name}/{spec.index}"
+
+    def _create_instance(self, spec: ResourceSpec) -> Resource:
+        where = self._where(spec)
+        existing = self._instances(spec.deployment_id, spec.node_name, spec.index)
+        if existing:
+            raw = existing[0]
+            state = raw["State"]["Name"]
+            if state in ("stopping", "stopped"):
+                # stopped behind our back (console, spot interruption): start it again, keep its id
+                log.info("starting stopped instance %s of %s", raw["InstanceId"], where)
+                self._wait_instance(raw["InstanceId"], ("stopped",), where)
+                self._call(where, "start_instances", InstanceIds=[raw["InstanceId"]])
+            return self._instance_resource(self._wait_instance(raw["InstanceId"], ("running",), where))
+
+        image, size = self._plan_compute(spec)
+        volumes = [r for name in STORAGE_REQUIREMENTS for r in spec.requirements.get(name, ())]
+        group_id = self._ensure_security_group(spec)
+        key_name = self._ensure_key_pair(spec)
+        kwargs: dict[str, Any] = {
+            "ImageId": image["id"],
+            "InstanceType": size.name,
+            "MinCount": 1,
+            "MaxCount": 1,
+            "SecurityGroupIds": [group_id],
+            "Placement": {"AvailabilityZone": self.availability_zone},
+            "TagSpecifications": _tag_spec("instance", spec.tags)
+            + _tag_spec("volume", {**spec.tags, ROOT_VOLUME_TAG: "true"}),
+        }
+        if self.subnet_id:
+            kwargs["SubnetId"] = self.subnet_id
+        if key_name:
+            kwargs["KeyName"] = key_name
+        if spec.properties.get("user_data"):
+            kwargs["UserData"] = spec.properties["user_data"]
+        disk_gb = HostRequirements.from_spec(spec, PROVIDER).disk_gb
+        if disk_gb and image.get("root_device"):
+            kwargs["BlockDeviceMappings"] = [{"DeviceName": image["root_device"],
+                                              "Ebs": {"VolumeSize": max(1, math.ceil(disk_gb)),
+                                                      "DeleteOnTermination": True}}]
+        instance_id = None
+        try:
+            reply = self._call(where, "run_instances", **kwargs)
+            instance_id = reply["Instances"][0]["InstanceId"]
+            log.info("launched %s (%s, %s) for %s", instance_id, size.name, image["id"], where)
+            self._wait_instance(instance_id, ("running",), where)
+            for device, volume in zip(_DEVICES, volumes, strict=False):
+                self._attach(instance_id, volume, device, where)
+            raw = self._wait_instance(instance_id, ("running",), where)
+        except BaseException as err:  # also task timeouts: never leave a half-made instance behind
+            self._cleanup_failed_instance(spec, instance_id, err)
+            if isinstance(err, ResourceTimeoutError | ResourceCreateError):
+                raise
+            if isinstance(err, BackendError):
+                raise ResourceCreateError(f"{err.message} (what was made has been removed)",
+                                          provider=PROVIDER, resource=where) from err
+            raise
+        return self._instance_resource(raw)
+
+    def _cleanup_failed_instance(self, spec: ResourceSpec, instance_id: str | None, cause: BaseException) -> None:
+        """Terminate a half-made instance and the node's shared resources if nothing else uses them."""
+        try:
+            if instance_id:
+                self._call(self._where(spec), "terminate_instances", InstanceIds=[instance_id])
+                self._wait_instance(instance_id, ("terminated",), self._where(spec))
+            if not self._instances(spec.deployment_id, spec.node_name):
+                self._delete_shared(spec.deployment_id, spec.node_name)
+        except (BackendError, ClientError, BotoCoreError) as cleanup_err:
+            # the cause is what the user must see; the leftover is found by tags at delete time
+            log.error("cleanup after failed create of %s failed (%s); delete the deployment to retry it; "
+                      "cause: %s", self._where(spec), cleanup_err, cause)
+
+    def _wait_instance(self, instance_id: str, states: Sequence[str], where: str) -> dict[str, Any]:
+        deadline = time.monotonic() + self.wait_timeout
+        while True:
+            try:
+                found = self.client.describe_instances(InstanceIds=[instance_id])["Reservations"]
+            except ClientError as err:
+                # eventual consistency: a fresh instance id may not be visible yet
+                if _error_code(err) != "InvalidInstanceID.NotFound":
+                    raise BackendError(f"EC2 describe_instances failed: {err}", provider=PROVIDER,
+                                       resource=where) from err
+                found = []
+            raw = found[0]["Instances"][0] if found and found[0]["Instances"] else None
+            state = raw["State"]["Name"] if raw else "unknown"
+            if raw and state in states:
+                return raw
+            if "running" in states and state in ("shutting-down", "terminated"):
+                reason = (raw or {}).get("StateReason", {}).get("Message", "no reason given")
+                raise ResourceCreateError(f"instance {instance_id} went to {state} while starting: {reason}",
+                                          provider=PROVIDER, resource=where)
+            if time.monotonic() >= deadline:
+                raise ResourceTimeoutError(
+                    f"instance {instance_id} is {state}, not {'/'.join(states)}, after {self.wait_timeout:.0f}s "
+                    "(raise wait_timeout, or check the instance in the EC2 console)",
+                    provider=PROVIDER, resource=where)
+            time.sleep(self.poll_interval)
+
+    def _attach(self, instance_id: str, volume: Resource, device: str, where: str) -> None:
+        volume_id = volume.attributes.get("volume_id") or volume.resource_id
+        self._wait_volume(volume_id, ("available", "in-use"), where)
+        self._call(where, "attach_volume", InstanceId=instance_id, VolumeId=volume_id, Device=device)
+        log.info("attached %s to %s as %s", volume_id, instance_id, device)
+
+    def _wait_volume(self, volume_id: str, states: Sequence[str], where: str) -> dict[str, Any]:
+        deadline = time.monotonic() + self.wait_timeout
+        while True:
+            raw = self._call(where, "describe_volumes", VolumeIds=[volume_id])["Volumes"][0]
+            if raw["State"] in states:
+                return raw
+            if raw["State"] == "error":
+                raise ResourceCreateError(f"volume {volume_id} is in state error", provider=PROVIDER,
+                                          resource=where)
+            if time.monotonic() >= deadline:
+                raise ResourceTimeoutError(f"volume {volume_id} is {raw['State']} after {self.wait_timeout:.0f}s",
+                                           provider=PROVIDER, resource=where)
+            time.sleep(self.poll_interval)
+
+    def _group_name(self, deployment_id: str, node_name: str) -> str:
+        return f"cloud-paas-{deployment_id}-{node_name}"
+
+    def _ensure_security_group(self, spec: ResourceSpec) -> str:
+        where = self._where(spec)
+        node_tags = {TAG_DEPLOYMENT: spec.deployment_id, TAG_NODE: spec.node_name, TAG_INDEX: "*"}
+        found = self._call(where, "describe_security_groups",
+                           Filters=_filters(spec.deployment_id, spec.node_name))["SecurityGroups"]
+        if found:
+            group_id = found[0]["GroupId"]
+        else:
+            kwargs: dict[str, Any] = {
+                "GroupName": self._group_name(spec.deployment_id, spec.node_name),
+                "Description": f"cloud-paas {spec.deployment_id} {spec.node_name}",
+                "TagSpecifications": _tag_spec("security-group", node_tags),
+            }
+            if self.subnet_id:
+                subnet = self._call(where, "describe_subnets", SubnetIds=[self.subnet_id])["Subnets"][0]
+                kwargs["VpcId"] = subnet["VpcId"]
+            group_id = self._call(where, "create_security_group", **kwargs)["GroupId"]
+        rules, _public = security_rules(spec)
+        permissions = [
+            {"IpProtocol": r.protocol, "FromPort": r.port, "ToPort": r.port_end or r.port,
+             "IpRanges": [{"CidrIp": r.cidr}]}
+            for r in rules
+        ]
+        if permissions:
+            try:
+                self.client.authorize_security_group_ingress(GroupId=group_id, IpPermissions=permissions)
+            except ClientError as err:
+                # a retry, or another index of the node, already added them
+                if _error_code(err) != "InvalidPermission.Duplicate":
+                    raise BackendError(f"EC2 authorize_security_group_ingress failed: {err}",
+                                       provider=PROVIDER, resource=where) from err
+        return group_id
+
+    def _ensure_key_pair(self, spec: ResourceSpec) -> str | None:
+        public_key = _public_key(spec)
+        if not public_key:
+            return None
+        where = self._where(spec)
+        name = self._group_name(spec.deployment_id, spec.node_name)
+        found = self._call(where, "describe_key_pairs",
+                           Filters=_filters(spec.deployment_id, spec.node_name))["KeyPairs"]
+        if found:
+            return found[0]["KeyName"]
+        node_tags = {TAG_DEPLOYMENT: spec.deployment_id, TAG_NODE: spec.node_name, TAG_INDEX: "*"}
+        self._call(where, "import_key_pair", KeyName=name, PublicKeyMaterial=public_key.encode(),
+                   TagSpecifications=_tag_spec("key-pair", node_tags))
+        return name
+
+    def _create_volume(self, spec: ResourceSpec) -> Resource:
+        where = self._where(spec)
+        existing = self._volumes(spec.deployment_id, spec.node_name, spec.index)
+        if existing:
+            raw = self._wait_volume(existing[0]["VolumeId"], ("available", "in-use"), where)
+            return self._volume_resource(raw)
+        size = size_mb(spec.properties.get("size"), field="size") or 1024.0
+        kwargs: dict[str, Any] = {
+            "AvailabilityZone": self.availability_zone,
+            "Size": max(1, math.ceil(size / 1024)),
+            "TagSpecifications": _tag_spec("volume", spec.tags),
+        }
+        if spec.properties.get("snapshot_id"):
+            kwargs["SnapshotId"] = spec.properties["snapshot_id"]
+        volume_id = self._call(where, "create_volume", **kwargs)["VolumeId"]
+        try:
+            raw = self._wait_volume(volume_id, ("available",), where)
+        except BaseException as err:
+            try:
+                self._call(where, "delete_volume", VolumeId=volume_id)
+            except BackendError as cleanup_err:
+                log.error("cannot delete failed volume %s (%s); cause: %s", volume_id, cleanup_err, err)
+            raise
+        return self._volume_resource(raw)
+
+    def _create_software(self, spec: ResourceSpec) -> Resource:
+        where = self._where(spec)
+        hosts = [r for r in spec.requirements.get("host", ()) if r.backend == PROVIDER]
+        if not hosts:
+            raise UnsupportedNodeError(
+                f"node '{spec.node_name}' of type '{spec.node_type}' needs a host instance on aws "
+                "(requirement 'host' to a Compute node deployed with this backend)",
+                provider=PROVIDER, resource=where)
+        host_id = hosts[0].resource_id
+        self._call(where, "create_tags", Resources=[host_id],
+                   Tags=[{"Key": f"{SOFTWARE_TAG_PREFIX}{spec.node_name}:{spec.index}", "Value": spec.node_type}])
+        raw = self._wait_instance(host_id, ("running",), where)
+        (software,) = [r for r in self._software_resources(raw) if (r.node_name, r.index) ==
+                       (spec.node_name, spec.index)]
+        return software
+
+    # ------------------------------------------------------------------ delete
+    def delete(self, deployment_id: str, node_name: str | None = None, index: int | None = None) -> list[Resource]:
+        """Terminate instances (and wait), then delete volumes, security groups and key pairs found by tags.
+
+        :param deployment_id: the deployment's id
+        :param node_name: only this node's resources
+        :param index: only this instance
+        """
+        where = "/".join(str(p) for p in (deployment_id, node_name, index) if p is not None)
+        deleted: list[Resource] = []
+        # software records live on their host: remove the tag (or go with the host)
+        instances = self._instances(deployment_id)
+        for raw in instances:
+            for software in self._software_resources(raw):
+                if node_name in (None, software.node_name) and index in (None, software.index):
+                    self._call(where, "delete_tags", Resources=[raw["InstanceId"]],
+                               Tags=[{"Key": f"{SOFTWARE_TAG_PREFIX}{software.node_name}:{software.index}"}])
+                    deleted.append(self._gone(software))
+        doomed = [i for i in instances if self._matches(i, node_name, index)]
+        if doomed:
+            ids = [i["InstanceId"] for i in doomed]
+            self._call(where, "terminate_instances", InstanceIds=ids)
+            for instance_id in ids:
+                self._wait_instance(instance_id, ("terminated",), where)
+            deleted.extend(self._gone(self._instance_resource(i)) for i in doomed)
+        for raw in self._volumes(deployment_id, node_name, index):
+            deleted.append(self._gone(self._volume_resource(raw)))
+            self._delete_volume(raw, where)
+        # shared per-node resources go when no instance of their node is left
+        remaining = {_tags(i.get("Tags")).get(TAG_NODE) for i in self._instances(deployment_id, node_name)}
+        self._delete_shared(deployment_id, node_name, keep=remaining)
+        return sorted(deleted, key=lambda r: (r.node_name, r.index, r.resource_id))
+
+    @staticmethod
+    def _matches(raw: Mapping[str, Any], node_name: str | None, index: int | None) -> bool:
+        tags = _tags(raw.get("Tags"))
+        return (node_name is None or tags.get(TAG_NODE) == node_name) and (
+            index is None or tags.get(TAG_INDEX) == str(index))
+
+    @staticmethod
+    def _gone(resource: Resource) -> Resource:
+        return Resource(resource.deployment_id, resource.node_name, resource.index, resource.backend,
+                        resource.resource_id, ResourceState.DELETED, resource.attributes)
+
+    def _delete_volume(self, raw: Mapping[str, Any], where: str) -> None:
+        volume_id = raw["VolumeId"]
+        for attachment in raw.get("Attachments", []):
+            if attachment.get("State") in ("attaching", "attached"):
+                self._ignore_gone(where, "detach_volume", VolumeId=volume_id, InstanceId=attachment["InstanceId"],
+                                  Force=True)
+        if raw.get("Attachments"):
+            self._wait_volume(volume_id, ("available",), where)
+        self._ignore_gone(where, "delete_volume", VolumeId=volume_id)
+
+    def _delete_shared(self, deployment_id: str, node_name: str | None, keep: set | frozenset = frozenset()) -> None:
+        where = "/".join(p for p in (deployment_id, node_name) if p)
+        filters = _filters(deployment_id, node_name)
+        for group in self._call(where, "describe_security_groups", Filters=filters)["SecurityGroups"]:
+            if _tags(group.get("Tags")).get(TAG_NODE) not in keep:
+                self._delete_group(group["GroupId"], where)
+        for pair in self._call(where, "describe_key_pairs", Filters=filters)["KeyPairs"]:
+            if _tags(pair.get("Tags")).get(TAG_NODE) not in keep:
+                self._ignore_gone(where, "delete_key_pair", KeyName=pair["KeyName"])
+
+    def _delete_group(self, group_id: str, where: str) -> None:
+        deadline = time.monotonic() + self.wait_timeout
+        while True:
+            try:
+                self.client.delete_security_group(GroupId=group_id)
+                return
+            except ClientError as err:
+                code = _error_code(err)
+                if code in _GONE_ERRORS:
+                    return
+                # a terminated instance keeps its group for a while on real AWS
+                if code != "DependencyViolation" or time.monotonic() >= deadline:
+                    raise BackendError(f"cannot delete security group {group_id}: {err}", provider=PROVIDER,
+                                       resource=where) from err
+            time.sleep(self.poll_interval)
+
+    def _ignore_gone(self, where: str, method: str, **kwargs: Any) -> None:
+        try:
+            getattr(self.client, method)(**kwargs)
+        except ClientError as err:
+            if _error_code(err) not in _GONE_ERRORS:
+                raise BackendError(f"EC2 {method} failed: {err}", provider=PROVIDER, resource=where) from err
+

@@ -1,0 +1,566 @@
+"""The Kubernetes backend: each node instance is one Deployment (one replica) in one namespace.
+
+Everything goes through the cncf-kubernetes provider's
+:class:`~airflow.providers.cncf.kubernetes.hooks.kubernetes.KubernetesHook` (its ``core_v1_client``
+and ``apps_v1_client``). Per instance of a node there is:
+
+- a Deployment ``cp-<deployment>-<node>-<index>`` with ``replicas: 1`` running the node's image
+  (containers) or a placeholder ``compute_image`` sized by the ``host`` capability (Compute nodes);
+- a PersistentVolumeClaim ``...-data`` mounted at ``data_path`` when the node asks for persistent
+  data (the Deployment then uses the ``Recreate`` strategy: a ReadWriteOnce claim has one user);
+- a Service (ClusterIP; ``public_service_type``, LoadBalancer by default, for a PUBLIC endpoint) when
+  the node publishes ports.
+
+Why one Deployment per instance index, not one Deployment (or StatefulSet) per node with
+``replicas: count``: the backend contract identifies an instance by (node, index) and lets any index be
+created or deleted on its own; a Deployment's pods are interchangeable (scale-in kills any pod) and a
+StatefulSet can only remove its highest ordinals, so neither keeps that identity. ``scale`` is
+therefore the base class's: create the missing indices, delete those at or above ``count``.
+
+All objects carry the ``cloud-paas-*`` labels; lookups use a label selector *and* filter again on
+our side, so an API server (or proxy) that ignores selectors never widens a delete.
+
+Readiness: with ``wait_for_ready=True`` (the default) an instance is RUNNING once its Deployment
+reports ``status.readyReplicas >= spec.replicas``; a pod waiting for a fatal reason (ErrImagePull,
+CrashLoopBackOff...) or a Deployment past its progress deadline is ERROR. An API server without
+controllers (an emulator, a bare apiserver) never writes a status: with ``wait_for_ready=False`` an
+instance whose objects the API server has accepted counts as RUNNING ("accepted"), and only the
+fatal signals above (when some pod or status exists) make it ERROR.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Mapping
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow_cloud_paas.backends.base import (
+    TAG_DEPLOYMENT,
+    TAG_INDEX,
+    TAG_NODE,
+    Backend,
+    Resource,
+    ResourceSpec,
+    ResourceState,
+)
+from airflow_cloud_paas.backends.docker import (
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    ContainerRequirements,
+    object_name,
+)
+from airflow_cloud_paas.exceptions import (
+    BackendError,
+    ResourceCreateError,
+    ResourceTimeoutError,
+    UnsupportedNodeError,
+)
+
+if TYPE_CHECKING:
+    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+
+log = logging.getLogger(__name__)
+
+PROVIDER = "kubernetes"
+DEFAULT_COMPUTE_IMAGE = "registry.k8s.io/pause:3.10"
+#: pod waiting reasons that will not fix themselves
+FATAL_REASONS = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "CrashLoopBackOff",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+    }
+)
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+class KubernetesBackend(Backend):
+    """Run node instances as Deployments on a Kubernetes cluster, through the cncf-kubernetes hook.
+
+    :param conn_id: the Kubernetes connection (kube_config, kube_config_path, in_cluster, namespace in
+        its extras); None to use only the arguments below
+    :param namespace: the namespace (default: the connection's, else the kubeconfig context's, else ``default``)
+    :param config_file: a kubeconfig file (instead of the connection's)
+    :param config_dict: a kubeconfig as a dict (e.g. pointing at a given API server URL)
+    :param cluster_context: the kubeconfig context
+    :param in_cluster: use the pod's service account
+    :param wait_for_ready: wait for ``status.readyReplicas`` (False: "accepted by the API server" is
+        RUNNING, for API servers without controllers such as emulators)
+    :param compute_image: the placeholder image of Compute (host) nodes
+    :param storage_size: the size of a persistent data claim
+    :param storage_class: the storage class of claims (None: the cluster's default)
+    :param public_service_type: the Service type of a PUBLIC endpoint (LoadBalancer or NodePort)
+    :param ready_timeout: seconds an instance may take to become ready
+    :param poll_interval: seconds between readiness checks
+    """
+
+    name: ClassVar[str] = PROVIDER
+    state_map: ClassVar[Mapping[str, ResourceState]] = {
+        "available": ResourceState.RUNNING,  # readyReplicas >= replicas
+        "progressing": ResourceState.CREATING,  # a controller works on it, not ready yet
+        "accepted": ResourceState.CREATING,  # no status at all (RUNNING when wait_for_ready=False)
+        "scaled-down": ResourceState.STOPPED,  # replicas: 0
+        "failed": ResourceState.ERROR,  # a fatal pod reason, or past the progress deadline
+        "terminating": ResourceState.DELETING,
+    }
+
+    def __init__(
+        self,
+        conn_id: str | None = "kubernetes_default",
+        *,
+        namespace: str | None = None,
+        config_file: str | None = None,
+        config_dict: dict | None = None,
+        cluster_context: str | None = None,
+        in_cluster: bool | None = None,
+        wait_for_ready: bool = True,
+        compute_image: str = DEFAULT_COMPUTE_IMAGE,
+        storage_size: str = "1Gi",
+        storage_class: str | None = None,
+        public_service_type: str = "LoadBalancer",
+        ready_timeout: float = 300.0,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.conn_id = conn_id
+        self._namespace = namespace
+        self.config_file = config_file
+        self.config_dict = config_dict
+        self.cluster_context = cluster_context
+        self.in_cluster = in_cluster
+        self.wait_for_ready = bool(wait_for_ready)
+        self.compute_image = compute_image
+        self.storage_size = storage_size
+        self.storage_class = storage_class
+        self.public_service_type = public_service_type
+        self.ready_timeout = float(ready_timeout)
+        self.poll_interval = float(poll_interval)
+
+    # ------------------------------------------------------------------ hook and clients
+    @cached_property
+    def hook(self) -> KubernetesHook:
+        """Return the cncf-kubernetes hook (the SDK is imported here, not with the package)."""
+        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+        from kubernetes import client
+
+        return KubernetesHook(
+            conn_id=self.conn_id,
+            kubernetes_conn_id=self.conn_id,  # None means no connection at all, not the default one
+            # our own Configuration: loading a kubeconfig must not change the process-wide default
+            client_configuration=client.Configuration(),
+            cluster_context=self.cluster_context,
+            config_file=self.config_file,
+            config_dict=self.config_dict,
+            in_cluster=self.in_cluster,
+        )
+
+    @cached_property
+    def namespace(self) -> str:
+        """Return the namespace every object goes to."""
+        return self._namespace or self.hook.get_namespace() or self._context_namespace() or "default"
+
+    def _context_namespace(self) -> str | None:
+        """Return the namespace of the kubeconfig's context, as kubectl would use it."""
+        if self.config_dict is not None:
+            wanted = self.cluster_context or self.config_dict.get("current-context")
+            for entry in self.config_dict.get("contexts") or ():
+                if entry.get("name") == wanted:
+                    return (entry.get("context") or {}).get("namespace")
+            return None
+        if self.config_file:
+            from kubernetes import config
+
+            contexts, active = config.list_kube_config_contexts(self.config_file)
+            chosen = next((c for c in contexts if c["name"] == self.cluster_context), active)
+            return (chosen or {}).get("context", {}).get("namespace")
+        return None
+
+    @property
+    def core(self):
+        """Return the hook's ``CoreV1Api``."""
+        return self.hook.core_v1_client
+
+    @property
+    def apps(self):
+        """Return the hook's ``AppsV1Api``."""
+        return self.hook.apps_v1_client
+
+    @staticmethod
+    def _api_exception():
+        from kubernetes.client.exceptions import ApiException
+
+        return ApiException
+
+    # ------------------------------------------------------------------ names and labels
+    @staticmethod
+    def object_name(deployment_id: str, node_name: str, index: int) -> str:
+        """Return the name of an instance's Deployment (and Service); 63 characters at most.
+
+        :param deployment_id: the deployment's id
+        :param node_name: the node template's name
+        :param index: the instance index
+        """
+        return object_name("cp", deployment_id, node_name, index, limit=63)
+
+    @staticmethod
+    def _selector(deployment_id: str, node_name: str | None = None, index: int | None = None) -> str:
+        terms = [f"{TAG_DEPLOYMENT}={deployment_id}"]
+        if node_name is not None:
+            terms.append(f"{TAG_NODE}={node_name}")
+        if index is not None:
+            terms.append(f"{TAG_INDEX}={index}")
+        return ",".join(terms)
+
+    @staticmethod
+    def _matches(
+        labels: Mapping[str, str] | None, deployment_id: str, node_name: str | None, index: int | None
+    ) -> bool:
+        labels = labels or {}
+        return (
+            labels.get(TAG_DEPLOYMENT) == deployment_id
+            and (node_name is None or labels.get(TAG_NODE) == node_name)
+            and (index is None or labels.get(TAG_INDEX) == str(index))
+        )
+
+    # ------------------------------------------------------------------ check
+    def requirements(self, spec: ResourceSpec) -> ContainerRequirements:
+        """Return what the node asks of the cluster; raise :class:`UnsupportedNodeError` if unusable.
+
+        :param spec: the instance wanted
+        """
+        return ContainerRequirements.from_spec(
+            spec, provider=PROVIDER, compute_image=self.compute_image, compute_command=None
+        )
+
+    def check(self, spec: ResourceSpec) -> None:
+        """Validate the node and that its tags are valid label values; touch nothing.
+
+        :param spec: the resource wanted
+        """
+        self.requirements(spec)
+        for key, value in spec.tags.items():
+            if len(value) > 63 or not _LABEL_VALUE.match(value):
+                raise UnsupportedNodeError(
+                    f"node '{spec.node_name}' of type '{spec.node_type}': {key}={value!r} is not a Kubernetes "
+                    "label value (63 characters at most: letters, digits, '-', '_', '.'); rename it",
+                    provider=PROVIDER,
+                    resource=f"{spec.deployment_id}/{spec.node_name}/{spec.index}",
+                )
+
+    # ------------------------------------------------------------------ manifests
+    def _manifests(self, spec: ResourceSpec, req: ContainerRequirements) -> dict[str, dict[str, Any]]:
+        name = self.object_name(spec.deployment_id, spec.node_name, spec.index)
+        labels = {**spec.tags, MANAGED_BY_LABEL: MANAGED_BY}
+        meta = {"name": name, "namespace": self.namespace, "labels": labels}
+        limits: dict[str, str] = {}
+        if req.cpus:
+            limits["cpu"] = f"{max(1, round(req.cpus * 1000))}m"
+        if req.mem_mb:
+            limits["memory"] = f"{max(1, round(req.mem_mb))}Mi"
+        container: dict[str, Any] = {
+            "name": "main",
+            "image": req.image,
+            "env": [{"name": k, "value": v} for k, v in req.environment.items()],
+            "ports": [{"containerPort": p.container_port, "protocol": p.protocol.upper()} for p in req.ports],
+            "resources": {"requests": dict(limits), "limits": dict(limits)},
+        }
+        if req.command:
+            container["command"] = list(req.command)
+        pod_spec: dict[str, Any] = {"containers": [container]}
+        manifests: dict[str, dict[str, Any]] = {}
+        if req.data_path:
+            claim = f"{name[:58]}-data"
+            claim_spec: dict[str, Any] = {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": self.storage_size}},
+            }
+            if self.storage_class:
+                claim_spec["storageClassName"] = self.storage_class
+            manifests["claim"] = {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {**meta, "name": claim},
+                "spec": claim_spec,
+            }
+            container["volumeMounts"] = [{"name": "data", "mountPath": req.data_path}]
+            pod_spec["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]
+        manifests["deployment"] = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": meta,
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": dict(spec.tags)},
+                "strategy": {"type": "Recreate" if req.data_path else "RollingUpdate"},
+                "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            },
+        }
+        if req.ports:
+            manifests["service"] = {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": meta,
+                "spec": {
+                    "type": self.public_service_type if req.public else "ClusterIP",
+                    "selector": dict(spec.tags),
+                    "ports": [
+                        {
+                            "name": f"p{p.container_port}-{p.protocol}",
+                            "protocol": p.protocol.upper(),
+                            "port": p.host_port or p.container_port,
+                            "targetPort": p.container_port,
+                        }
+                        for p in req.ports
+                    ],
+                },
+            }
+        return manifests
+
+    # ------------------------------------------------------------------ describe
+    def _list(self, kind: str, deployment_id: str, node_name: str | None = None, index: int | None = None) -> list:
+        selector = self._selector(deployment_id, node_name, index)
+        lister = {
+            "deployment": self.apps.list_namespaced_deployment,
+            "service": self.core.list_namespaced_service,
+            "claim": self.core.list_namespaced_persistent_volume_claim,
+            "pod": self.core.list_namespaced_pod,
+        }[kind]
+        try:
+            items = lister(self.namespace, label_selector=selector).items
+        except self._api_exception() as err:
+            raise BackendError(
+                f"cannot list {kind}s in namespace {self.namespace!r}: {err.status} {err.reason}; check the "
+                f"connection {self.conn_id!r} and its RBAC rights",
+                provider=PROVIDER,
+                resource=deployment_id,
+            ) from err
+        return [i for i in items if self._matches(i.metadata.labels, deployment_id, node_name, index)]
+
+    def _native_state(self, deployment, pods: list) -> tuple[str, str | None]:
+        """Return (native state, why) of one Deployment from its spec, status and pods."""
+        if deployment.metadata.deletion_timestamp:
+            return "terminating", None
+        for pod in pods:
+            for status in (pod.status.container_statuses or []) if pod.status else []:
+                waiting = status.state.waiting if status.state else None
+                if waiting and waiting.reason in FATAL_REASONS:
+                    return "failed", f"{waiting.reason}: {waiting.message or ''}".strip(": ")
+        replicas = deployment.spec.replicas if deployment.spec.replicas is not None else 1
+        if replicas == 0:
+            return "scaled-down", None
+        status = deployment.status
+        for cond in (status.conditions or []) if status else []:
+            if cond.type == "Progressing" and cond.status == "False":
+                return "failed", f"{cond.reason}: {cond.message or ''}".strip(": ")
+        if status and (status.ready_replicas or 0) >= replicas:
+            return "available", None
+        if status and (status.observed_generation or status.replicas or status.conditions):
+            return "progressing", None
+        return "accepted", None
+
+    def _resource(
+        self, deployment, pods: list, services: Mapping[str, Any], state: ResourceState | None = None
+    ) -> Resource:
+        labels = deployment.metadata.labels
+        native, why = self._native_state(deployment, pods)
+        normalized = self.normalize_state(native)
+        if native == "accepted" and not self.wait_for_ready:
+            normalized = ResourceState.RUNNING  # documented rule for API servers without controllers
+        name = deployment.metadata.name
+        attributes: dict[str, Any] = {
+            "namespace": deployment.metadata.namespace or self.namespace,
+            "deployment": name,
+            "image": deployment.spec.template.spec.containers[0].image,
+            "native_state": native,
+            "replicas": deployment.spec.replicas,
+            "ready_replicas": (deployment.status.ready_replicas if deployment.status else None) or 0,
+        }
+        if why:
+            attributes["reason"] = why
+        service = services.get(name)
+        if service is not None:
+            ns = attributes["namespace"]
+            ports = service.spec.ports or []
+            attributes["service"] = name
+            attributes["private_address"] = service.spec.cluster_ip or f"{name}.{ns}.svc"
+            attributes["endpoints"] = {
+                f"{p.target_port}/{(p.protocol or 'TCP').lower()}": f"{name}.{ns}.svc:{p.port}" for p in ports
+            }
+            ingress = (
+                (service.status.load_balancer.ingress or [])
+                if (service.status and service.status.load_balancer)
+                else []
+            )
+            public = next((i.ip or i.hostname for i in ingress if i.ip or i.hostname), None)
+            attributes["public_address"] = public
+            first = ports[0].port if ports else None
+            attributes["endpoint"] = f"{public or f'{name}.{ns}.svc'}:{first}" if first else None
+        return Resource(
+            deployment_id=labels[TAG_DEPLOYMENT],
+            node_name=labels[TAG_NODE],
+            index=int(labels[TAG_INDEX]),
+            backend=PROVIDER,
+            resource_id=f"{attributes['namespace']}/{name}",
+            state=state or normalized,
+            attributes=attributes,
+        )
+
+    def _describe(self, deployment_id: str, node_name: str | None = None, index: int | None = None) -> list[Resource]:
+        deployments = self._list("deployment", deployment_id, node_name, index)
+        if not deployments:
+            return []
+        pods = self._list("pod", deployment_id, node_name, index)
+        services = {s.metadata.name: s for s in self._list("service", deployment_id, node_name, index)}
+        found = []
+        for dep in deployments:
+            own = [
+                p
+                for p in pods
+                if self._matches(
+                    p.metadata.labels, deployment_id, dep.metadata.labels[TAG_NODE], int(dep.metadata.labels[TAG_INDEX])
+                )
+            ]
+            found.append(self._resource(dep, own, services))
+        return sorted(found, key=lambda r: (r.node_name, r.index))
+
+    def describe(self, deployment_id: str, node_name: str | None = None) -> list[Resource]:
+        """Return the Deployments of a deployment (optionally of one node), sorted by node, index.
+
+        :param deployment_id: the deployment's id
+        :param node_name: only this node's instances
+        """
+        return self._describe(deployment_id, node_name)
+
+    # ------------------------------------------------------------------ create
+    def create(self, spec: ResourceSpec) -> Resource:
+        """Create the instance's objects (or find them by name and labels) and wait until it is ready.
+
+        :param spec: the resource wanted
+        """
+        self.check(spec)
+        req = self.requirements(spec)
+        where = f"{spec.deployment_id}/{spec.node_name}/{spec.index}"
+        manifests = self._manifests(spec, req)
+        try:
+            if "claim" in manifests:
+                self._ensure(
+                    manifests["claim"],
+                    self.core.read_namespaced_persistent_volume_claim,
+                    self.core.create_namespaced_persistent_volume_claim,
+                )
+            existing = self._ensure(
+                manifests["deployment"], self.apps.read_namespaced_deployment, self.apps.create_namespaced_deployment
+            )
+            if existing is not None and existing.spec.replicas == 0:
+                log.info("scaling %s back to 1 replica", where)
+                self.apps.patch_namespaced_deployment(existing.metadata.name, self.namespace, {"spec": {"replicas": 1}})
+            if "service" in manifests:
+                self._ensure(
+                    manifests["service"], self.core.read_namespaced_service, self.core.create_namespaced_service
+                )
+            return self._wait(spec)
+        except BaseException as err:
+            try:
+                self.delete(spec.deployment_id, spec.node_name, spec.index)
+            except Exception as cleanup:  # never mask the cause: log the cleanup failure, raise the first
+                log.error("cleanup of %s after a failed create failed too: %s", where, cleanup)
+            if isinstance(err, self._api_exception()):
+                raise ResourceCreateError(
+                    f"the API server refused: {err.status} {err.reason}: {_status_message(err)}",
+                    provider=PROVIDER,
+                    resource=where,
+                ) from err
+            raise
+
+    def _ensure(self, manifest: Mapping[str, Any], read, create):
+        """Create an object unless it exists; return the existing one (None when created now)."""
+        api_exception = self._api_exception()
+        name = manifest["metadata"]["name"]
+        try:
+            return read(name, self.namespace)
+        except api_exception as err:
+            if err.status != 404:
+                raise
+        try:
+            create(self.namespace, manifest)
+        except api_exception as err:
+            if err.status != 409:  # 409: a concurrent attempt made it first: that one is ours too
+                raise
+            return read(name, self.namespace)
+        return None
+
+    def _wait(self, spec: ResourceSpec) -> Resource:
+        where = f"{spec.deployment_id}/{spec.node_name}/{spec.index}"
+        deadline = time.monotonic() + self.ready_timeout
+        while True:
+            found = self._describe(spec.deployment_id, spec.node_name, spec.index)
+            if not found:
+                raise ResourceCreateError("its Deployment vanished while starting", provider=PROVIDER, resource=where)
+            resource = found[0]
+            if resource.state == ResourceState.RUNNING:
+                return resource
+            if resource.state == ResourceState.ERROR:
+                raise ResourceCreateError(
+                    f"Deployment {resource.attributes['deployment']} failed: {resource.attributes.get('reason')}; "
+                    "check the image name, the registry credentials and the pod's logs",
+                    provider=PROVIDER,
+                    resource=where,
+                )
+            if time.monotonic() > deadline:
+                raise ResourceTimeoutError(
+                    f"Deployment {resource.attributes['deployment']} not ready after {self.ready_timeout:g}s "
+                    f"({resource.attributes['ready_replicas']}/{resource.attributes['replicas']} ready, state "
+                    f"{resource.attributes['native_state']}); raise ready_timeout, or use wait_for_ready=False "
+                    "on an API server without controllers",
+                    provider=PROVIDER,
+                    resource=where,
+                )
+            time.sleep(self.poll_interval)
+
+    # ------------------------------------------------------------------ delete
+    def delete(self, deployment_id: str, node_name: str | None = None, index: int | None = None) -> list[Resource]:
+        """Delete the Deployments, Services and claims of a deployment, node or instance, found by labels.
+
+        :param deployment_id: the deployment's id
+        :param node_name: only this node's instances
+        :param index: only this instance
+        """
+        api_exception = self._api_exception()
+        deleted = [
+            Resource(
+                r.deployment_id, r.node_name, r.index, r.backend, r.resource_id, ResourceState.DELETED, r.attributes
+            )
+            for r in self._describe(deployment_id, node_name, index)
+        ]
+        removers = (
+            ("deployment", self.apps.delete_namespaced_deployment),
+            ("service", self.core.delete_namespaced_service),
+            ("claim", self.core.delete_namespaced_persistent_volume_claim),
+        )
+        for kind, remove in removers:
+            for item in self._list(kind, deployment_id, node_name, index):
+                try:
+                    remove(item.metadata.name, self.namespace, propagation_policy="Background")
+                except api_exception as err:
+                    if err.status != 404:
+                        raise BackendError(
+                            f"cannot delete {kind} {item.metadata.name}: {err.status} {err.reason}",
+                            provider=PROVIDER,
+                            resource=f"{deployment_id}/{node_name or '*'}/{'*' if index is None else index}",
+                        ) from err
+        return deleted
+
+
+def _status_message(err: Any) -> str:
+    """Return the message of a Kubernetes Status body (never the request: it may hold env secrets)."""
+    import json
+
+    try:
+        return str(json.loads(err.body).get("message") or err.reason)
+    except (TypeError, ValueError, AttributeError):
+        return str(err.reason)
