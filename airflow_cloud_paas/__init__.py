@@ -30,6 +30,69 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'airflow_cloud_paas' has no attribute {name!r}")
 
 
+_OPENSTACK_CONNECTION: dict[str, Any] = {
+    "hook-class-name": "airflow_cloud_paas.hooks.openstack.OpenStackHook",
+    "hook-name": "OpenStack",
+    "connection-type": "openstack",
+    "conn-fields": {
+        "auth_type": {
+            "label": "Auth type",
+            "schema": {
+                "type": ["string", "null"],
+                "enum": ["password", "application_credential", "token", None],
+                "default": "password",
+            },
+            "description": "password (User/Password), application_credential "
+            "(User = credential id, Password = secret) or token "
+            "(Password = a Keystone token).",
+        },
+        "project_id": {
+            "label": "Project ID",
+            "schema": {"type": ["string", "null"]},
+            "description": "Instead of the project name (Project field).",
+        },
+        "user_domain_name": {"label": "User domain", "schema": {"type": ["string", "null"], "default": "Default"}},
+        "project_domain_name": {
+            "label": "Project domain",
+            "schema": {"type": ["string", "null"], "default": "Default"},
+        },
+        "region_name": {"label": "Region", "schema": {"type": ["string", "null"]}},
+        "interface": {
+            "label": "Endpoint interface",
+            "schema": {"type": ["string", "null"], "enum": ["public", "internal", "admin", None], "default": "public"},
+        },
+        "verify": {
+            "label": "Verify TLS",
+            "schema": {"type": ["string", "boolean", "null"], "default": True},
+            "description": "true, false, or the path of a CA bundle.",
+        },
+        "network": {
+            "label": "Network",
+            "schema": {"type": ["string", "null"]},
+            "description": "Name or id of the network servers are attached to "
+            "(default: the project's only non-external network).",
+        },
+        "floating_network": {
+            "label": "Floating IP network",
+            "schema": {"type": ["string", "null"]},
+            "description": "External network of public IPs (default: the only external network).",
+        },
+        "key_name": {"label": "Key pair", "schema": {"type": ["string", "null"]}},
+    },
+    "ui-field-behaviour": {
+        "hidden-fields": ["port"],
+        "relabeling": {"host": "Auth URL (Keystone)", "schema": "Project", "login": "User / credential id"},
+        "placeholders": {
+            "host": "https://keystone.example.org:5000/v3",
+            "schema": "my-project",
+            "login": "username, or the application credential id",
+            "password": "password, application credential secret, or token",
+            "extra": '{"auth_type": "password", "region_name": "RegionOne"}',
+        },
+    },
+}
+
+
 def get_provider_info() -> dict[str, Any]:
     """Return the provider metadata Airflow reads through the ``apache_airflow_provider`` entry point."""
     return {
@@ -48,10 +111,11 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "Cloud PaaS", "python-modules": ["airflow_cloud_paas.operators.deployment"]}
         ],
         "sensors": [{"integration-name": "Cloud PaaS", "python-modules": ["airflow_cloud_paas.sensors.deployment"]}],
-        "hooks": [{"integration-name": "Cloud PaaS", "python-modules": ["airflow_cloud_paas.hooks.store"]}],
-        "triggers": [
-            {"integration-name": "Cloud PaaS", "python-modules": ["airflow_cloud_paas.triggers.deployment"]}
+        "hooks": [
+            {"integration-name": "Cloud PaaS", "python-modules": ["airflow_cloud_paas.hooks.store"]},
+            {"integration-name": "OpenStack", "python-modules": ["airflow_cloud_paas.hooks.openstack"]},
         ],
+        "triggers": [{"integration-name": "Cloud PaaS", "python-modules": ["airflow_cloud_paas.triggers.deployment"]}],
         "connection-types": [
             {
                 "hook-class-name": "airflow_cloud_paas.hooks.store.CloudPaaSStoreHook",
@@ -79,7 +143,8 @@ def get_provider_info() -> dict[str, Any]:
                     "relabeling": {"schema": "Database", "login": "User"},
                     "placeholders": {"host": "empty for a local SQLite store", "port": "5432"},
                 },
-            }
+            },
+            _OPENSTACK_CONNECTION,
         ],
         "plugins": [{"name": "cloud_paas", "plugin-class": "airflow_cloud_paas.plugin.CloudPaaSPlugin"}],
     }

@@ -181,6 +181,7 @@ class ToscaTaskGroup(TaskGroup):
         deployment is then made by the ``create`` task (per-node tasks cannot move between providers)
     :param placement: PlacementPolicy options for ``providers`` (rank_providers, max_providers_retry,
         keep_last_attempt, timeout_mins, provider_timeout_mins)
+    :param deferrable: deploy-node tasks request their instances and wait in the triggerer
     """
 
     def __init__(
@@ -190,6 +191,7 @@ class ToscaTaskGroup(TaskGroup):
         group_id: str = "deployment",
         providers: Sequence[Any] | None = None,
         placement: Mapping[str, Any] | None = None,
+        deferrable: bool = False,
         import_map: Mapping[str, str] | None = None,
         backend: str | None = None,
         cloud_paas_conn_id: str = "cloud_paas_default",
@@ -211,6 +213,7 @@ class ToscaTaskGroup(TaskGroup):
             "cloud_paas_conn_id": cloud_paas_conn_id,
             **(operator_args or {}),
         }
+        self.deferrable = deferrable
         self._build(common, teardown, providers, placement)
 
     def _build(self, common: dict[str, Any], teardown: bool, providers: Sequence[Any] | None,
@@ -227,7 +230,8 @@ class ToscaTaskGroup(TaskGroup):
                 return
             self.create_task = CloudPaaSCreateDeploymentOperator(task_id="create", nodes=[], **common).as_setup()
             for name in topo.plan:
-                task = self.registry.deploy_task(topo.nodes[name], f"deploy_{name}", dict(common)).as_setup()
+                node_args = {**common, **({"deferrable": True} if self.deferrable else {})}
+                task = self.registry.deploy_task(topo.nodes[name], f"deploy_{name}", node_args).as_setup()
                 self.node_tasks[name] = task
             self.outputs_task = CloudPaaSCompleteDeploymentOperator(task_id="outputs", **common).as_setup()
             for name, task in self.node_tasks.items():
@@ -312,6 +316,7 @@ class ToscaDag(DAG):
     :param operator_args: extra keyword arguments for every task
     :param providers: candidate providers with fallback (see ToscaTaskGroup)
     :param placement: PlacementPolicy options for ``providers``
+    :param deferrable: deploy-node tasks wait for their instances in the triggerer
     """
 
     def __init__(
@@ -328,6 +333,7 @@ class ToscaDag(DAG):
         operator_args: Mapping[str, Any] | None = None,
         providers: Sequence[Any] | None = None,
         placement: Mapping[str, Any] | None = None,
+        deferrable: bool = False,
         **dag_kwargs: Any,
     ) -> None:
         caller = sys._getframe(1).f_globals.get("__file__")
@@ -352,6 +358,7 @@ class ToscaDag(DAG):
                 operator_args=operator_args,
                 providers=providers,
                 placement=placement,
+                deferrable=deferrable,
                 _caller_file=caller,
             )
 

@@ -142,6 +142,60 @@ class Deployer:
         )
         return made
 
+    def request_node(self, node_name: str) -> list[Resource]:
+        """Start every instance of a node without waiting (for a deferrable wait); record them.
+
+        :param node_name: the node template
+        """
+        self._node(node_name)
+        self._hold("CREATE", f"deploying {node_name}")
+        count = instance_count(self.topology, node_name, self.inputs)
+        made = []
+        try:
+            for index in range(count):
+                resource = self.backend.request(self.spec(node_name, index))
+                self._record(resource)
+                made.append(resource)
+        except BaseException as err:
+            self._fail("CREATE", f"node '{node_name}': {err}")
+            raise
+        return made
+
+    def node_ready(self, node_name: str) -> tuple[bool, list[Resource]]:
+        """Return whether every instance of a node is RUNNING, and its live resources.
+
+        Raises :class:`ResourceCreateError` when one is in ERROR (the deployment is marked failed).
+
+        :param node_name: the node template
+        """
+        from airflow_cloud_paas.exceptions import ResourceCreateError
+
+        count = instance_count(self.topology, node_name, self.inputs)
+        resources = self.backend.describe(self.deployment_id, node_name)
+        broken = [r for r in resources if r.state == ResourceState.ERROR]
+        if broken:
+            reason = f"node '{node_name}': instance(s) {[r.index for r in broken]} in ERROR"
+            self._fail("CREATE", reason)
+            raise ResourceCreateError(reason, provider=self.backend.name, resource=self.deployment_id)
+        running = [r for r in resources if r.state == ResourceState.RUNNING]
+        return len(running) >= count, resources
+
+    def finish_node(self, node_name: str) -> list[Resource]:
+        """Record a node's instances once a deferrable wait saw them RUNNING.
+
+        :param node_name: the node template
+        """
+        ready, resources = self.node_ready(node_name)
+        if not ready:
+            reason = f"node '{node_name}' is not running: {[(r.index, r.state.value) for r in resources]}"
+            self._fail("CREATE", reason)
+            raise ToscaValidationError(reason, file=self.topology.source, node=node_name)
+        for resource in resources:
+            self._record(resource)
+        self.store.add_event(self.deployment_id, "node_created", f"{node_name}: {len(resources)} instance(s)",
+                             {"node": node_name, "count": len(resources), "deferred": True})
+        return resources
+
     def complete_create(self) -> dict[str, Any]:
         """Evaluate the outputs, store them and mark the deployment CREATE_COMPLETE."""
         self._hold("CREATE", "evaluating outputs")

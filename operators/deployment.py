@@ -237,18 +237,75 @@ class CloudPaaSCreateDeploymentOperator(_CloudPaaSBaseOperator):
 class CloudPaaSDeployNodeOperator(_CloudPaaSBaseOperator):
     """Deploy every instance of one node template of a registered deployment (idempotent).
 
+    With ``deferrable=True`` the instances are requested and the wait for them to run happens in
+    the triggerer (CloudPaaSNodeReadyTrigger): no worker slot is held while VMs boot.
+
     :param node_name: the node template to deploy
+    :param deferrable: wait in the triggerer
+    :param poll_interval: seconds between the trigger's polls of the provider
+    :param wait_timeout: seconds to wait for the instances (``None``: no limit)
     """
 
     template_fields: Sequence[str] = (*_CloudPaaSBaseOperator.template_fields, "node_name")
 
-    def __init__(self, *, node_name: str, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        node_name: str,
+        deferrable: bool = False,
+        poll_interval: float = 10.0,
+        wait_timeout: float | None = 3600.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.node_name = node_name
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.wait_timeout = wait_timeout
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
         deployer = self._deployer(context)
-        made = deployer.deploy_node(self.node_name)
+        if not self.deferrable:
+            made = deployer.deploy_node(self.node_name)
+            self.log.info("Node %s: %d instance(s) running", self.node_name, len(made))
+            return [{"node": r.node_name, "index": r.index, "state": r.state.value} for r in made]
+        deployer.request_node(self.node_name)
+        ready, _ = deployer.node_ready(self.node_name)
+        if ready:
+            return self._finish(deployer)
+        from airflow_cloud_paas.tosca import instance_count
+        from airflow_cloud_paas.triggers.deployment import CloudPaaSNodeReadyTrigger
+
+        self.defer(
+            trigger=CloudPaaSNodeReadyTrigger(
+                deployment_id=deployer.deployment_id,
+                node_name=self.node_name,
+                count=instance_count(deployer.topology, self.node_name, deployer.inputs),
+                backend=self.backend or self.hook.backend or "local",
+                cloud_paas_conn_id=self.cloud_paas_conn_id,
+                poll_interval=self.poll_interval,
+                timeout=self.wait_timeout,
+            ),
+            method_name="execute_complete",
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Resume after the trigger: record the running instances, or fail the deployment.
+
+        :param context: the task context
+        :param event: the trigger's event payload
+        """
+        from airflow_cloud_paas.exceptions import ResourceCreateError
+
+        deployer = self._deployer(context)
+        if not event or event.get("status") != "success":
+            reason = f"node '{self.node_name}': {(event or {}).get('status')} {(event or {}).get('message') or ''}"
+            deployer._fail("CREATE", reason.strip())
+            raise ResourceCreateError(reason.strip(), provider=deployer.backend.name, resource=deployer.deployment_id)
+        return self._finish(deployer)
+
+    def _finish(self, deployer: Deployer) -> list[dict[str, Any]]:
+        made = deployer.finish_node(self.node_name)
         self.log.info("Node %s: %d instance(s) running", self.node_name, len(made))
         return [{"node": r.node_name, "index": r.index, "state": r.state.value} for r in made]
 

@@ -436,12 +436,27 @@ class AWSBackend(Backend):
             return self._create_software(spec)
         return self._create_instance(spec)
 
+    def request(self, spec: ResourceSpec) -> Resource:
+        """Launch an instance and return at once (PENDING -> CREATING), for a deferrable wait.
+
+        Instances with volumes to attach, volumes and software records are made as by :meth:`create`.
+
+        :param spec: the resource wanted
+        """
+        self.check(spec)
+        volumes = [r for name in STORAGE_REQUIREMENTS for r in spec.requirements.get(name, ())]
+        if self._kind(spec) != "instance" or volumes:
+            return self.create(spec)
+        return self._create_instance(spec, wait=False)
+
     def _where(self, spec: ResourceSpec) -> str:
         return f"{spec.deployment_id}/{spec.node_name}/{spec.index}"
 
-    def _create_instance(self, spec: ResourceSpec) -> Resource:
+    def _create_instance(self, spec: ResourceSpec, wait: bool = True) -> Resource:
         where = self._where(spec)
         existing = self._instances(spec.deployment_id, spec.node_name, spec.index)
+        if existing and not wait and existing[0]["State"]["Name"] in ("pending", "running"):
+            return self._instance_resource(existing[0])
         if existing:
             raw = existing[0]
             state = raw["State"]["Name"]
@@ -482,6 +497,10 @@ class AWSBackend(Backend):
             reply = self._call(where, "run_instances", **kwargs)
             instance_id = reply["Instances"][0]["InstanceId"]
             log.info("launched %s (%s, %s) for %s", instance_id, size.name, image["id"], where)
+            if not wait:  # the caller waits (a deferrable trigger polling describe)
+                launched = dict(reply["Instances"][0])
+                launched.setdefault("Tags", [{"Key": k, "Value": v} for k, v in spec.tags.items()])
+                return self._instance_resource(launched)
             self._wait_instance(instance_id, ("running",), where)
             for device, volume in zip(_DEVICES, volumes, strict=False):
                 self._attach(instance_id, volume, device, where)

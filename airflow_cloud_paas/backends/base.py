@@ -144,6 +144,16 @@ class Backend(abc.ABC):
         :param spec: the resource wanted
         """
 
+    def request(self, spec: ResourceSpec) -> Resource:
+        """Start creating the resource and return at once (its state may be CREATING).
+
+        For deferrable waits: the caller polls :meth:`describe` (from a trigger) until RUNNING.
+        Backends that cannot split creation from waiting keep this default, which waits.
+
+        :param spec: the resource wanted
+        """
+        return self.create(spec)
+
     @abc.abstractmethod
     def describe(self, deployment_id: str, node_name: str | None = None) -> list[Resource]:
         """Return the live resources of a deployment (optionally of one node), sorted by node, index.

@@ -179,3 +179,15 @@ def test_tosca_dag_falls_back_to_the_next_provider(airflow_db, store_url, work_r
     assert "openstack:no_such_connection" in events or any(
         "openstack" in str(e.data) for e in record.events
     ), events
+
+
+def test_deferrable_node_tasks_request_then_record(airflow_db, store_url):
+    deployment_id = f"defnodes-{uuid.uuid4().hex[:8]}"
+    dag = _bag().dags["test_deferrable_nodes"]
+    assert all(t.deferrable for t in dag.tasks if t.task_id.startswith("deployment.deploy_"))
+    run = dag.test(run_conf={"deployment_id": deployment_id, "host_count": 2})
+    assert run.state == "success", _states(run)
+    record = _store(store_url).get(deployment_id)
+    assert record.status == "DELETE_COMPLETE"
+    created = [e for e in record.events if e.kind == "node_created"]
+    assert {e.data["node"] for e in created} == {"head", "workers"} and all(e.data["deferred"] for e in created)
