@@ -1,0 +1,1078 @@
+"""The Azure backend: virtual machines, NICs, public IPs, network security groups and managed disks.
+
+Credentials come from the Microsoft Azure provider's ``azure`` connection, read the way
+:class:`~airflow.providers.microsoft.azure.hooks.base_azure.AzureBaseHook` reads it (client id and
+secret in login/password with ``tenantId`` in the extra, else ``DefaultAzureCredential``;
+``subscriptionId`` in the extra). The provider's ``AzureComputeHook`` only starts and stops VMs, so
+:class:`AzureVirtualMachinesHook` (an ``AzureBaseHook``) hands out the azure-mgmt compute, network and
+resource clients built on that credential.
+
+What is made per node type:
+
+- ``tosca.nodes.Compute`` and descendants: one VM per index, its size the smallest that fits the
+  ``host`` capability among ``virtual_machine_sizes.list(location)`` (read once), its image from the
+  ``os`` capability (an explicit ``publisher:offer:sku[:version]`` URN or image resource id, or a
+  publisher/offer/sku mapped from distribution and version, checked to exist in the location); one
+  NIC per VM on the deployment's virtual network, one network security group per node (inbound
+  rules from its endpoints), a public IP when an endpoint is on the PUBLIC network; the OS disk goes
+  with the VM (``deleteOption: Delete``); the disks of ``local_storage``/``attachment`` requirements
+  are attached.
+- ``tosca.nodes.BlockStorage``: one empty managed disk per index, attached to the VM it requires.
+
+Everything lives in one resource group per deployment (``cloud-paas-<deployment>``, made here and
+deleted with the deployment) or in a configured existing group (never deleted); either way every
+resource carries the ``TAG_*`` tags, so ``create`` finds what an earlier attempt made and ``delete``
+finds everything of a deployment, node or instance, also after a crash.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from functools import cached_property
+from typing import Any, ClassVar
+
+from airflow.providers.microsoft.azure.hooks.base_azure import AzureBaseHook
+from airflow.providers.microsoft.azure.utils import get_sync_default_azure_credential
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+)
+from azure.identity import AzureAuthorityHosts, ClientSecretCredential
+
+from airflow_cloud_paas.backends.base import (
+    TAG_DEPLOYMENT,
+    TAG_INDEX,
+    TAG_NODE,
+    Backend,
+    Resource,
+    ResourceSpec,
+    ResourceState,
+)
+from airflow_cloud_paas.backends.mapping import HostRequirements, Rule, Size, security_rules, select_size, size_mb
+from airflow_cloud_paas.exceptions import (
+    BackendError,
+    ResourceCreateError,
+    ResourceTimeoutError,
+    UnsupportedNodeError,
+)
+
+log = logging.getLogger(__name__)
+
+PROVIDER = "azure"
+COMPUTE_TYPE = "tosca.nodes.Compute"
+BLOCK_STORAGE_TYPES = ("tosca.nodes.BlockStorage", "tosca.nodes.Storage.BlockStorage")
+#: requirement names through which a compute node names the disks to attach (INDIGO uses local_storage)
+STORAGE_REQUIREMENTS = ("local_storage", "attachment")
+_VM = "vm"
+_DISK = "disk"
+
+#: (distribution, version) -> marketplace (publisher, offer, sku); the first version listed per
+#: distribution is its default when the os capability gives none
+IMAGE_MAP: dict[tuple[str, str], tuple[str, str, str]] = {
+    ("ubuntu", "22.04"): ("Canonical", "0001-com-ubuntu-server-jammy", "22_04-lts-gen2"),
+    ("ubuntu", "24.04"): ("Canonical", "ubuntu-24_04-lts", "server"),
+    ("ubuntu", "20.04"): ("Canonical", "0001-com-ubuntu-server-focal", "20_04-lts-gen2"),
+    ("debian", "12"): ("Debian", "debian-12", "12-gen2"),
+    ("debian", "11"): ("Debian", "debian-11", "11-gen2"),
+    ("almalinux", "9"): ("almalinux", "almalinux-x86_64", "9-gen2"),
+    ("almalinux", "8"): ("almalinux", "almalinux-x86_64", "8-gen2"),
+    ("rhel", "9"): ("RedHat", "RHEL", "9-lvm-gen2"),
+    ("rhel", "8"): ("RedHat", "RHEL", "8-lvm-gen2"),
+    ("centos", "7"): ("OpenLogic", "CentOS", "7_9-gen2"),
+}
+_DISTRIBUTION_ALIASES = {"redhat": "rhel", "red hat": "rhel", "alma": "almalinux"}
+#: VM sizes with GPUs -> (count, model): the size list of the location does not tell (extend with ``gpu_sizes``)
+GPU_SIZES: dict[str, tuple[int, str]] = {
+    "Standard_NC4as_T4_v3": (1, "T4"), "Standard_NC8as_T4_v3": (1, "T4"), "Standard_NC16as_T4_v3": (1, "T4"),
+    "Standard_NC64as_T4_v3": (4, "T4"),
+    "Standard_NC6s_v3": (1, "V100"), "Standard_NC12s_v3": (2, "V100"), "Standard_NC24s_v3": (4, "V100"),
+    "Standard_NC24ads_A100_v4": (1, "A100"), "Standard_NC48ads_A100_v4": (2, "A100"),
+    "Standard_NC96ads_A100_v4": (4, "A100"), "Standard_ND96asr_v4": (8, "A100"),
+    "Standard_ND96amsr_A100_v4": (8, "A100"),
+    "Standard_NC40ads_H100_v5": (1, "H100"), "Standard_NC80adis_H100_v5": (2, "H100"),
+    "Standard_ND96isr_H100_v5": (8, "H100"),
+}
+#: cloud_environment (the provider's connection extra) -> (authority host, resource manager URL)
+CLOUD_ENVIRONMENTS = {
+    "AzurePublicCloud": (AzureAuthorityHosts.AZURE_PUBLIC_CLOUD, "https://management.azure.com"),
+    "AzureUSGovernment": (AzureAuthorityHosts.AZURE_GOVERNMENT, "https://management.usgovcloudapi.net"),
+    "AzureChinaCloud": (AzureAuthorityHosts.AZURE_CHINA, "https://management.chinacloudapi.cn"),
+}
+_QUOTA_CODES = ("QuotaExceeded", "OperationNotAllowed", "SkuNotAvailable")
+
+
+class AzureApiError(BackendError):
+    """Azure Resource Manager refused a call; ``code`` is ARM's error code (``OperationNotAllowed``...).
+
+    :param message: what failed
+    :param code: ARM's error code
+    :param status_code: the HTTP status
+    :param resource: the resource concerned
+    """
+
+    def __init__(self, message: str, *, code: str = "", status_code: int | None = None,
+                 resource: str | None = None) -> None:
+        super().__init__(message, provider=PROVIDER, resource=resource)
+        self.code = code
+        self.status_code = status_code
+
+    def __reduce__(self):
+        return (_rebuild_api_error, (type(self), self.message, self.code, self.status_code, self.resource))
+
+
+def _rebuild_api_error(cls, message, code, status_code, resource):
+    return cls(message, code=code, status_code=status_code, resource=resource)
+
+
+class AzureAuthenticationError(AzureApiError):
+    """The connection's credential was refused (the secret is never part of the message)."""
+
+
+class _Failed(Exception):
+    """A VM reached a failed state while we waited (internal: becomes ResourceCreateError)."""
+
+
+def _plain(obj: Any) -> Any:
+    """Return an SDK model as its REST JSON (camelCase keys), so both SDK majors read alike."""
+    return obj.as_dict() if hasattr(obj, "as_dict") else obj
+
+
+def azure_name(text: str, limit: int = 64) -> str:
+    """Return ``text`` as an Azure resource name: letters, digits and hyphens, at most ``limit`` chars.
+
+    Too long a name keeps its start and gets a hash of the whole, so that names stay distinct.
+
+    :param text: the wanted name
+    :param limit: the resource type's maximum length
+    """
+    clean = re.sub(r"[^A-Za-z0-9-]+", "-", text).strip("-")
+    if len(clean) > limit:
+        clean = f"{clean[:limit - 9].rstrip('-')}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+    return clean
+
+
+def _matches(tags: Mapping[str, str] | None, selector: Mapping[str, str]) -> bool:
+    tags = tags or {}
+    return all(tags.get(k) == v for k, v in selector.items())
+
+
+def _ours(item: Mapping[str, Any]) -> bool:
+    return {TAG_DEPLOYMENT, TAG_NODE, TAG_INDEX} <= set(item.get("tags") or {})
+
+
+def _public_key(spec: ResourceSpec) -> str | None:
+    """Return the SSH public key the node's os (or endpoint) credential carries, if any."""
+    for cap_name in ("os", "endpoint"):
+        credential = (spec.capabilities.get(cap_name) or {}).get("credential")
+        if isinstance(credential, Mapping):
+            token = str(credential.get("token") or "").strip()
+            if token.startswith(("ssh-", "ecdsa-")):
+                return token
+    return None
+
+
+class AzureVirtualMachinesHook(AzureBaseHook):
+    """Hand out the azure-mgmt compute, network and resource clients of an ``azure`` connection.
+
+    Besides the provider's fields (login = client id, password = secret, extra ``tenantId``,
+    ``subscriptionId``, ``cloud_environment``, ``managed_identity_client_id``,
+    ``workload_identity_tenant_id``), the extra may hold ``authority_host`` and
+    ``resource_manager_url`` (Azure Stack Hub and other private clouds), ``connection_verify`` (a CA
+    bundle path for their TLS) and ``location``.
+
+    :param conn_id: the Airflow connection id
+    :param polling_interval: seconds between two polls of a long-running operation
+    """
+
+    conn_name_attr = "conn_id"
+    default_conn_name = "azure_default"
+    conn_type = "azure"
+    hook_name = "Azure"
+
+    def __init__(self, conn_id: str = default_conn_name, polling_interval: float = 5.0) -> None:
+        super().__init__(sdk_client=None, conn_id=conn_id)
+        self.polling_interval = polling_interval
+
+    @cached_property
+    def connection(self) -> Any:
+        """Return the Airflow connection (read once)."""
+        return self.get_connection(self.conn_id)
+
+    @cached_property
+    def extras(self) -> dict[str, Any]:
+        """Return the connection's extra, without the legacy ``extra__azure__`` prefix."""
+        return {k.removeprefix("extra__azure__"): v for k, v in self.connection.extra_dejson.items()}
+
+    @cached_property
+    def subscription_id(self) -> str:
+        """Return the subscription every call is made in."""
+        subscription = self.extras.get("subscriptionId")
+        if not subscription:
+            raise BackendError(f"connection {self.conn_id!r} has no 'subscriptionId' in its extra: add it",
+                               provider=PROVIDER, resource=self.conn_id)
+        return str(subscription)
+
+    @cached_property
+    def _endpoints(self) -> tuple[str, str]:
+        env_name = self.extras.get("cloud_environment") or "AzurePublicCloud"
+        if env_name not in CLOUD_ENVIRONMENTS:
+            raise BackendError(f"connection {self.conn_id!r}: unknown cloud_environment {env_name!r}; use one of "
+                               f"{', '.join(CLOUD_ENVIRONMENTS)} or set authority_host and resource_manager_url",
+                               provider=PROVIDER, resource=self.conn_id)
+        authority, arm = CLOUD_ENVIRONMENTS[env_name]
+        return (str(self.extras.get("authority_host") or authority),
+                str(self.extras.get("resource_manager_url") or arm).rstrip("/"))
+
+    @property
+    def _transport_options(self) -> dict[str, Any]:
+        verify = self.extras.get("connection_verify")
+        return {"connection_verify": verify} if verify else {}
+
+    @cached_property
+    def credential(self) -> Any:
+        """Return an azure-identity credential (``get_token``), as the provider builds it."""
+        conn, extras = self.connection, self.extras
+        if extras.get("key_path") or extras.get("key_json"):
+            raise BackendError(f"connection {self.conn_id!r} uses key_path/key_json, which only the legacy SDK "
+                               "clients accept; give the client id and secret in login/password with tenantId",
+                               provider=PROVIDER, resource=self.conn_id)
+        tenant = extras.get("tenantId")
+        if conn.login and conn.password and tenant:
+            authority, _ = self._endpoints
+            custom = bool(extras.get("authority_host"))
+            # a private authority (Azure Stack, a sovereign cloud's mirror) is not in Entra's instance list
+            return ClientSecretCredential(tenant, conn.login, conn.password, authority=authority,
+                                          disable_instance_discovery=custom, **self._transport_options)
+        return get_sync_default_azure_credential(
+            managed_identity_client_id=extras.get("managed_identity_client_id"),
+            workload_identity_tenant_id=extras.get("workload_identity_tenant_id"),
+        )
+
+    def _client(self, cls: type) -> Any:
+        _, arm = self._endpoints
+        return cls(self.credential, self.subscription_id, base_url=arm, credential_scopes=[f"{arm}/.default"],
+                   polling_interval=self.polling_interval, **self._transport_options)
+
+    @cached_property
+    def compute(self) -> Any:
+        """Return the ``ComputeManagementClient``."""
+        from azure.mgmt.compute import ComputeManagementClient
+
+        return self._client(ComputeManagementClient)
+
+    @cached_property
+    def network(self) -> Any:
+        """Return the ``NetworkManagementClient``."""
+        from azure.mgmt.network import NetworkManagementClient
+
+        return self._client(NetworkManagementClient)
+
+    @cached_property
+    def resources(self) -> Any:
+        """Return the ``ResourceManagementClient``."""
+        from azure.mgmt.resource.resources import ResourceManagementClient
+
+        return self._client(ResourceManagementClient)
+
+    def get_conn(self) -> Any:
+        """Return the compute client (the hook's main client)."""
+        return self.compute
+
+
+@dataclasses.dataclass(frozen=True)
+class _VmPlan:
+    size: Size
+    image: dict[str, str]
+    public_key: str
+    rules: tuple[Rule, ...]
+    public: bool
+    os_disk_gb: int | None
+
+
+class AzureBackend(Backend):
+    """Deploy Compute and BlockStorage nodes as Azure VMs and managed disks.
+
+    :param conn_id: the Airflow ``azure`` connection
+    :param location: the Azure region (default: the connection's ``location`` extra, else the
+        configured resource group's)
+    :param resource_group: an existing resource group to put everything in (found by tags, never
+        deleted); default: one group per deployment, made and deleted here
+    :param resource_group_prefix: the prefix of per-deployment group names
+    :param subnet_id: an existing subnet for the NICs (default: a virtual network per deployment)
+    :param address_space: the per-deployment virtual network's address space
+    :param admin_username: the VMs' administrator
+    :param ssh_public_key: the administrator's key when the node's os credential gives none
+    :param os_disk_type: the OS disks' storage type
+    :param disk_sku: the BlockStorage disks' SKU (a node's ``type`` property overrides it)
+    :param gpu_sizes: more VM sizes with GPUs, name -> (count, model), over :data:`GPU_SIZES`
+    :param create_timeout: seconds a VM, disk or network resource may take to be made
+    :param delete_timeout: seconds a deletion may take
+    :param poll_interval: seconds between two polls of a long-running operation
+    """
+
+    name: ClassVar[str] = PROVIDER
+    #: VM instance-view status codes (power state wins over provisioning state) and disk states
+    state_map: ClassVar[Mapping[str, ResourceState]] = {
+        "PowerState/starting": ResourceState.CREATING,
+        "PowerState/running": ResourceState.RUNNING,
+        "PowerState/stopping": ResourceState.STOPPED,
+        "PowerState/stopped": ResourceState.STOPPED,
+        "PowerState/deallocating": ResourceState.STOPPED,
+        "PowerState/deallocated": ResourceState.STOPPED,
+        "PowerState/unknown": ResourceState.UNKNOWN,
+        "ProvisioningState/creating": ResourceState.CREATING,
+        "ProvisioningState/updating": ResourceState.CREATING,
+        "ProvisioningState/migrating": ResourceState.CREATING,
+        "ProvisioningState/succeeded": ResourceState.RUNNING,
+        "ProvisioningState/failed": ResourceState.ERROR,
+        "ProvisioningState/canceled": ResourceState.ERROR,
+        "ProvisioningState/deleting": ResourceState.DELETING,
+        # managed disks (diskState)
+        "Unattached": ResourceState.RUNNING,
+        "Attached": ResourceState.RUNNING,
+        "Reserved": ResourceState.RUNNING,
+        "ActiveSAS": ResourceState.RUNNING,
+        "ActiveSASFrozen": ResourceState.RUNNING,
+        "ReadyToUpload": ResourceState.CREATING,
+        "ActiveUpload": ResourceState.CREATING,
+        "Frozen": ResourceState.STOPPED,
+    }
+
+    def __init__(
+        self,
+        conn_id: str = AzureVirtualMachinesHook.default_conn_name,
+        location: str | None = None,
+        resource_group: str | None = None,
+        resource_group_prefix: str = "cloud-paas-",
+        subnet_id: str | None = None,
+        address_space: str = "10.0.0.0/16",
+        admin_username: str = "cloudadmin",
+        ssh_public_key: str | None = None,
+        os_disk_type: str = "StandardSSD_LRS",
+        disk_sku: str = "StandardSSD_LRS",
+        gpu_sizes: Mapping[str, tuple[int, str]] | None = None,
+        create_timeout: float = 1800.0,
+        delete_timeout: float = 900.0,
+        poll_interval: float = 5.0,
+    ) -> None:
+        self.conn_id = conn_id
+        self.hook = AzureVirtualMachinesHook(conn_id, polling_interval=poll_interval)
+        self._location = location
+        self.resource_group = resource_group
+        self.resource_group_prefix = resource_group_prefix
+        self.subnet_id = subnet_id
+        self.address_space = address_space
+        self.admin_username = admin_username
+        self.ssh_public_key = ssh_public_key
+        self.os_disk_type = os_disk_type
+        self.disk_sku = disk_sku
+        self.gpu_sizes = {**GPU_SIZES, **(gpu_sizes or {})}
+        self.create_timeout = create_timeout
+        self.delete_timeout = delete_timeout
+        self.poll_interval = poll_interval
+
+    # ---------------------------------------------------------------- calls
+    @contextmanager
+    def _api(self, what: str) -> Iterator[None]:
+        """Turn an SDK error into an :class:`AzureApiError` naming what was being done."""
+        try:
+            yield
+        except ClientAuthenticationError as err:
+            if isinstance(err, HttpResponseError) and err.status_code not in (None, 401):
+                raise self._api_error(err, what) from err
+            raise AzureAuthenticationError(
+                f"{what}: the credential of connection {self.conn_id!r} was refused "
+                f"({str(err.message or err).splitlines()[0][:300]}); check its client id, secret and tenantId",
+                code="AuthenticationFailed", resource=self.conn_id,
+            ) from None  # the chained error may carry the request's form
+        except HttpResponseError as err:
+            raise self._api_error(err, what) from err
+        except AzureError as err:
+            raise AzureApiError(f"{what}: {err}", resource=what) from err
+
+    @staticmethod
+    def _api_error(err: HttpResponseError, what: str) -> AzureApiError:
+        code = str(getattr(err.error, "code", "") or "")
+        message = str(getattr(err.error, "message", "") or err.message or err)
+        return AzureApiError(f"{what}: HTTP {err.status_code} {code}: {message}", code=code,
+                             status_code=err.status_code, resource=what)
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        with self._api(what):
+            return fn(*args, **kwargs)
+
+    def _list(self, what: str, pager: Callable[[], Iterable[Any]]) -> list[dict[str, Any]]:
+        """Return every item of a list call, or [] when the resource group does not exist."""
+        try:
+            with self._api(what):
+                return [_plain(item) for item in pager()]
+        except AzureApiError as err:
+            if err.code in ("ResourceGroupNotFound", "NotFound") or err.status_code == 404:
+                return []
+            raise
+
+    def _wait_lro(self, what: str, poller: Any, timeout: float) -> Any:
+        with self._api(what):
+            result = poller.result(timeout=timeout)
+            if not poller.done():
+                raise ResourceTimeoutError(f"{what} did not finish within {timeout:.0f} s",
+                                           provider=PROVIDER, resource=what)
+        return _plain(result) if result is not None else None
+
+    def _run(self, what: str, start: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
+        """Start a long-running operation and wait for its end."""
+        poller = self._call(what, start, *args)
+        return self._wait_lro(what, poller, timeout or self.create_timeout)
+
+    # ---------------------------------------------------------------- catalogue (cached)
+    @cached_property
+    def location(self) -> str:
+        """Return the region everything is made in."""
+        location = self._location or self.hook.extras.get("location")
+        if not location and self.resource_group:
+            group = self._call(f"reading resource group {self.resource_group}", self.hook.resources.resource_groups.get,
+                               self.resource_group)
+            location = _plain(group)["location"]
+        if not location:
+            raise BackendError("no Azure location: give the 'location' option or the connection's 'location' extra",
+                               provider=PROVIDER, resource=self.conn_id)
+        return str(location)
+
+    @cached_property
+    def sizes(self) -> list[Size]:
+        """Return the VM sizes of the location (read once per backend)."""
+        found = self._call(f"listing VM sizes of {self.location}",
+                           lambda: [_plain(s) for s in self.hook.compute.virtual_machine_sizes.list(self.location)])
+        sizes = []
+        for item in found:
+            gpus, model = self.gpu_sizes.get(item["name"], (0, None))
+            sizes.append(Size(name=item["name"], cpus=int(item.get("numberOfCores") or 0),
+                              mem_mb=float(item.get("memoryInMB") or 0), gpus=gpus, gpu_model=model))
+        return sizes
+
+    @cached_property
+    def _image_versions(self) -> dict[tuple[str, str, str], list[str]]:
+        return {}
+
+    def _image_exists(self, publisher: str, offer: str, sku: str) -> list[str]:
+        key = (publisher, offer, sku)
+        if key not in self._image_versions:
+            found = self._list(
+                f"listing versions of image {publisher}:{offer}:{sku}",
+                lambda: self.hook.compute.virtual_machine_images.list(self.location, publisher, offer, sku),
+            )
+            self._image_versions[key] = [str(v.get("name")) for v in found]
+        return self._image_versions[key]
+
+    # ---------------------------------------------------------------- check
+    @staticmethod
+    def _where(spec: ResourceSpec) -> str:
+        return f"{spec.deployment_id}/{spec.node_name}"
+
+    def _kind(self, spec: ResourceSpec) -> str:
+        if spec.is_a(COMPUTE_TYPE):
+            return _VM
+        if any(spec.is_a(t) for t in BLOCK_STORAGE_TYPES):
+            return _DISK
+        raise UnsupportedNodeError(
+            f"node '{spec.node_name}' of type '{spec.node_type}' cannot be deployed on Azure: only "
+            f"{COMPUTE_TYPE} (virtual machines) and {BLOCK_STORAGE_TYPES[0]} (managed disks) and their subtypes "
+            "are; host it on a Compute node or use another backend",
+            provider=PROVIDER, resource=self._where(spec),
+        )
+
+    def _image(self, spec: ResourceSpec) -> dict[str, str]:
+        where = self._where(spec)
+        os_cap = dict(spec.capabilities.get("os") or {})
+        explicit = str(os_cap.get("image") or "").removeprefix("azr://")
+        if explicit.startswith("/subscriptions/"):
+            return {"id": explicit}  # a managed or gallery image: Azure checks it at creation
+        if explicit:
+            parts = re.split(r"[:/]", explicit)
+            if len(parts) not in (3, 4) or not all(parts):
+                raise UnsupportedNodeError(
+                    f"image {os_cap['image']!r} is neither publisher:offer:sku[:version] nor an image resource id",
+                    provider=PROVIDER, resource=where)
+            publisher, offer, sku = parts[:3]
+            version = parts[3] if len(parts) == 4 else "latest"
+        else:
+            if str(os_cap.get("type") or "linux").lower() != "linux":
+                raise UnsupportedNodeError(
+                    f"os type {os_cap.get('type')!r} needs an explicit image (os.image = publisher:offer:sku)",
+                    provider=PROVIDER, resource=where)
+            distribution = str(os_cap.get("distribution") or "ubuntu").lower()
+            distribution = _DISTRIBUTION_ALIASES.get(distribution, distribution)
+            known = [v for d, v in IMAGE_MAP if d == distribution]
+            wanted = str(os_cap["version"]) if os_cap.get("version") is not None else (known[0] if known else "")
+            match = next((v for v in known if v == wanted or v.split(".")[0] == wanted), None)
+            if match is None:
+                raise UnsupportedNodeError(
+                    f"no image for os {distribution} {wanted}".rstrip() + "; known: "
+                    + ", ".join(f"{d} {v}" for d, v in IMAGE_MAP) + " (or give os.image = publisher:offer:sku)",
+                    provider=PROVIDER, resource=where)
+            publisher, offer, sku = IMAGE_MAP[(distribution, match)]
+            version = "latest"
+        versions = self._image_exists(publisher, offer, sku)
+        if not versions or (version != "latest" and version not in versions):
+            raise UnsupportedNodeError(
+                f"image {publisher}:{offer}:{sku}:{version} not found in {self.location} "
+                "(see `az vm image list --all --publisher ... --location ...`)",
+                provider=PROVIDER, resource=where)
+        return {"publisher": publisher, "offer": offer, "sku": sku, "version": version}
+
+    def _vm_plan(self, spec: ResourceSpec) -> _VmPlan:
+        where = self._where(spec)
+        req = HostRequirements.from_spec(spec, PROVIDER)
+        size = select_size(req, self.sizes, provider=PROVIDER, resource=where)
+        image = self._image(spec)
+        key = _public_key(spec) or self.ssh_public_key
+        if not key:
+            raise UnsupportedNodeError(
+                "an Azure Linux VM needs an SSH public key: give os.credential.token (token_type public_key) or "
+                "the backend's ssh_public_key option",
+                provider=PROVIDER, resource=where)
+        rules, public = security_rules(spec)
+        os_disk_gb = max(30, math.ceil(req.disk_gb)) if req.disk_gb else None
+        return _VmPlan(size, image, key, rules, public, os_disk_gb)
+
+    def _disk_size_gb(self, spec: ResourceSpec) -> int:
+        where = self._where(spec)
+        try:
+            mb = size_mb(spec.properties.get("size"), field="size")
+        except ValueError as err:
+            raise UnsupportedNodeError(str(err), provider=PROVIDER, resource=where) from None
+        if not mb:
+            raise UnsupportedNodeError(f"block storage node '{spec.node_name}' has no 'size': give one such as "
+                                       "'10 GB'", provider=PROVIDER, resource=where)
+        return max(1, math.ceil(mb / 1024))
+
+    def check(self, spec: ResourceSpec) -> None:
+        """Raise :class:`UnsupportedNodeError` if no size, image or disk fits this node; create nothing.
+
+        :param spec: the resource wanted (requirements may be empty)
+        """
+        if self._kind(spec) == _VM:
+            self._vm_plan(spec)
+        else:
+            self._disk_size_gb(spec)
+
+    # ---------------------------------------------------------------- names
+    def group_name(self, deployment_id: str) -> str:
+        """Return the resource group of a deployment.
+
+        :param deployment_id: the deployment
+        """
+        return self.resource_group or azure_name(f"{self.resource_group_prefix}{deployment_id}", 90)
+
+    @staticmethod
+    def resource_name(spec: ResourceSpec) -> str:
+        """Return the name of the VM or disk of a spec (``<deployment>-<node>-<index>``).
+
+        :param spec: the spec
+        """
+        return azure_name(f"{spec.deployment_id}-{spec.node_name}-{spec.index}", 64)
+
+    def _arm_id(self, group: str, kind: str, name: str) -> str:
+        return f"/subscriptions/{self.hook.subscription_id}/resourceGroups/{group}/providers/{kind}/{name}"
+
+    # ---------------------------------------------------------------- describe
+    @staticmethod
+    def _selector(deployment_id: str, node_name: str | None = None, index: int | None = None) -> dict[str, str]:
+        selector = {TAG_DEPLOYMENT: deployment_id}
+        if node_name is not None:
+            selector[TAG_NODE] = node_name
+            if index is not None:
+                selector[TAG_INDEX] = str(index)
+        return selector
+
+    def vm_state(self, vm: Mapping[str, Any]) -> tuple[ResourceState, str]:
+        """Return the normalized and native state of a VM read with its instance view.
+
+        :param vm: the VM's REST JSON
+        """
+        props = vm.get("properties") or {}
+        provisioning = str(props.get("provisioningState") or "")
+        statuses = [str(s.get("code")) for s in (props.get("instanceView") or {}).get("statuses") or []]
+        power = next((s for s in statuses if s.startswith("PowerState/")), None)
+        native = f"ProvisioningState/{provisioning.lower()}"
+        if provisioning.lower() in ("failed", "canceled", "deleting") or power is None:
+            return self.normalize_state(native), native
+        return self.normalize_state(power), power
+
+    def _vm_resource(self, vm: Mapping[str, Any], nics: Mapping[str, Any], pips: Mapping[str, Any]) -> Resource:
+        tags = vm.get("tags") or {}
+        props = vm.get("properties") or {}
+        state, native = self.vm_state(vm)
+        private_ip = public_ip = None
+        for ref in (props.get("networkProfile") or {}).get("networkInterfaces") or []:
+            nic = nics.get(str(ref.get("id")).lower()) or {}
+            for conf in (nic.get("properties") or {}).get("ipConfigurations") or []:
+                cprops = conf.get("properties") or {}
+                private_ip = private_ip or cprops.get("privateIPAddress")
+                pip = pips.get(str((cprops.get("publicIPAddress") or {}).get("id")).lower()) or {}
+                public_ip = public_ip or (pip.get("properties") or {}).get("ipAddress")
+        storage = props.get("storageProfile") or {}
+        attributes = {
+            "kind": _VM,
+            "name": vm.get("name"),
+            "resource_group": vm["id"].split("/")[4],
+            "location": vm.get("location"),
+            "vm_size": (props.get("hardwareProfile") or {}).get("vmSize"),
+            "provisioning_state": props.get("provisioningState"),
+            "status": native,
+            "image": dict(storage.get("imageReference") or {}),
+            "private_ip": private_ip,
+            "public_ip": public_ip,
+            "data_disks": sorted(str((d.get("managedDisk") or {}).get("id")) for d in storage.get("dataDisks") or []),
+        }
+        return Resource(tags[TAG_DEPLOYMENT], tags[TAG_NODE], int(tags[TAG_INDEX]), PROVIDER, vm["id"], state,
+                        attributes)
+
+    def _disk_resource(self, disk: Mapping[str, Any]) -> Resource:
+        tags = disk.get("tags") or {}
+        props = disk.get("properties") or {}
+        provisioning = str(props.get("provisioningState") or "")
+        if provisioning in ("Failed", "Canceled"):
+            state = ResourceState.ERROR
+        elif provisioning == "Deleting":
+            state = ResourceState.DELETING
+        elif provisioning in ("Creating", "Updating") and not props.get("diskState"):
+            state = ResourceState.CREATING
+        else:
+            state = self.normalize_state(str(props.get("diskState")))
+        attributes = {
+            "kind": _DISK,
+            "name": disk.get("name"),
+            "resource_group": disk["id"].split("/")[4],
+            "size_gb": props.get("diskSizeGB"),
+            "sku": (disk.get("sku") or {}).get("name"),
+            "status": props.get("diskState"),
+            "attached_to": disk.get("managedBy"),
+        }
+        return Resource(tags[TAG_DEPLOYMENT], tags[TAG_NODE], int(tags[TAG_INDEX]), PROVIDER, disk["id"], state,
+                        attributes)
+
+    def _vms(self, group: str, selector: Mapping[str, str]) -> list[dict[str, Any]]:
+        found = self._list(f"listing VMs of {group}",
+                           lambda: self.hook.compute.virtual_machines.list(group, expand="instanceView"))
+        return [vm for vm in found if _ours(vm) and _matches(vm.get("tags"), selector)]
+
+    def _tagged(self, what: str, pager: Callable[[], Iterable[Any]], selector: Mapping[str, str],
+                *, instance: bool = True) -> list[dict[str, Any]]:
+        found = self._list(what, pager)
+        return [x for x in found if (not instance or _ours(x)) and _matches(x.get("tags"), selector)]
+
+    def _describe(self, group: str, selector: Mapping[str, str]) -> list[Resource]:
+        vms = self._vms(group, selector)
+        found: list[Resource] = []
+        if vms:
+            nics = {n["id"].lower(): n for n in self._list(f"listing NICs of {group}",
+                                                           lambda: self.hook.network.network_interfaces.list(group))}
+            pips = {p["id"].lower(): p for p in self._list(
+                f"listing public IPs of {group}", lambda: self.hook.network.public_ip_addresses.list(group))}
+            found = [self._vm_resource(vm, nics, pips) for vm in vms]
+        disks = self._tagged(f"listing disks of {group}",
+                             lambda: self.hook.compute.disks.list_by_resource_group(group), selector)
+        found += [self._disk_resource(d) for d in disks]
+        return sorted(found, key=lambda r: (r.node_name, r.index, r.attributes["kind"]))
+
+    def describe(self, deployment_id: str, node_name: str | None = None) -> list[Resource]:
+        """Return the VMs and disks of a deployment (optionally of one node), sorted by node, index.
+
+        :param deployment_id: the deployment's id
+        :param node_name: only this node's resources
+        """
+        return self._describe(self.group_name(deployment_id), self._selector(deployment_id, node_name))
+
+    # ---------------------------------------------------------------- create
+    def create(self, spec: ResourceSpec) -> Resource:
+        """Create the VM or disk of a node instance (or return the existing one), waiting until it runs.
+
+        :param spec: the resource wanted
+        """
+        if self._kind(spec) == _VM:
+            return self._create_vm(spec, self._vm_plan(spec))
+        return self._create_disk(spec, self._disk_size_gb(spec))
+
+    def _cleanup(self, steps: list[tuple[str, Callable[[], None]]]) -> list[str]:
+        """Run undo steps, newest first; return what failed (logged, never raised: the cause matters more)."""
+        problems = []
+        for what, step in reversed(steps):
+            try:
+                step()
+            except BackendError as err:
+                log.warning("Cleanup of %s failed: %s", what, err)
+                problems.append(f"{what}: {err.message}")
+        return problems
+
+    def _create_error(self, spec: ResourceSpec, label: str, cause: str,
+                      undo: list[tuple[str, Callable[[], None]]], hint: str = "") -> ResourceCreateError:
+        problems = self._cleanup(undo)
+        message = f"cannot create {label} for node '{spec.node_name}' #{spec.index}: {cause}"
+        if hint:
+            message += f"; {hint}"
+        if problems:
+            message += f" (cleanup also failed, delete the deployment to retry it: {'; '.join(problems)})"
+        else:
+            message += " (what was made has been removed)"
+        return ResourceCreateError(message, provider=PROVIDER, resource=label)
+
+    @staticmethod
+    def _hint(err: AzureApiError) -> str:
+        if err.code in _QUOTA_CODES and "quota" in err.message.lower():
+            return "request a quota increase for the region (Portal > Subscriptions > Usage + quotas) or free cores"
+        if err.code in ("AllocationFailed", "ZonalAllocationFailed", "SkuNotAvailable"):
+            return "try another size (host.instance_type) or region, or retry later"
+        return ""
+
+    def _ensure_group(self, group: str, deployment_id: str) -> bool:
+        """Make the deployment's resource group if it is ours and missing; return whether this call made it."""
+        if self.resource_group:
+            return False
+        if self._call(f"checking resource group {group}", self.hook.resources.resource_groups.check_existence, group):
+            return False
+        self._call(f"creating resource group {group}", self.hook.resources.resource_groups.create_or_update, group,
+                   {"location": self.location, "tags": {TAG_DEPLOYMENT: deployment_id}})
+        log.info("Made resource group %s in %s", group, self.location)
+        return True
+
+    def _ensure_subnet(self, group: str, deployment_id: str) -> tuple[str, str | None]:
+        """Return the NICs' subnet id, and the virtual network this call made (or None)."""
+        if self.subnet_id:
+            return self.subnet_id, None
+        name = azure_name(f"{deployment_id}-vnet", 64)
+        vnet_id = self._arm_id(group, "Microsoft.Network/virtualNetworks", name)
+        subnet_id = f"{vnet_id}/subnets/default"
+        existing = self._list(f"listing virtual networks of {group}",
+                              lambda: self.hook.network.virtual_networks.list(group))
+        if any(v["id"].lower() == vnet_id.lower() for v in existing):
+            return subnet_id, None
+        self._run(f"creating virtual network {name}", self.hook.network.virtual_networks.begin_create_or_update,
+                  group, name, {"location": self.location, "tags": {TAG_DEPLOYMENT: deployment_id},
+                                "properties": {"addressSpace": {"addressPrefixes": [self.address_space]},
+                                               "subnets": [{"name": "default", "properties": {
+                                                   "addressPrefix": self.address_space.replace("/16", "/20")}}]}})
+        return subnet_id, vnet_id
+
+    @staticmethod
+    def _nsg_rules(rules: Iterable[Rule]) -> list[dict[str, Any]]:
+        out = []
+        for number, rule in enumerate(rules):
+            protocol = {"tcp": "Tcp", "udp": "Udp", "icmp": "Icmp"}.get(rule.protocol, "*")
+            ports = f"{rule.port}-{rule.port_end}" if rule.port_end and rule.port_end != rule.port else str(rule.port)
+            out.append({"name": azure_name(f"in-{rule.protocol}-{ports}", 80), "properties": {
+                "priority": 1000 + 10 * number, "direction": "Inbound", "access": "Allow", "protocol": protocol,
+                "sourceAddressPrefix": "*" if rule.cidr == "0.0.0.0/0" else rule.cidr, "sourcePortRange": "*",
+                "destinationAddressPrefix": "*", "destinationPortRange": ports}})
+        return out
+
+    def _nsg_name(self, deployment_id: str, node_name: str) -> str:
+        return azure_name(f"{deployment_id}-{node_name}-nsg", 80)
+
+    def _existing_vm(self, spec: ResourceSpec, group: str) -> dict[str, Any] | None:
+        for vm in self._vms(group, spec.tags):
+            state, native = self.vm_state(vm)
+            if state == ResourceState.DELETING:
+                self._wait_vm_gone(group, vm["name"])
+                continue
+            if state == ResourceState.ERROR:
+                log.warning("VM %s of %s is %s: replacing it", vm["name"], self._where(spec), native)
+                self._run(f"deleting failed VM {vm['name']}", self.hook.compute.virtual_machines.begin_delete,
+                          group, vm["name"], timeout=self.delete_timeout)
+                continue
+            return vm
+        return None
+
+    def _wait_vm_gone(self, group: str, name: str) -> None:
+        deadline = time.monotonic() + self.delete_timeout
+        while any(v["name"] == name for v in self._list(
+                f"listing VMs of {group}", lambda: self.hook.compute.virtual_machines.list(group))):
+            if time.monotonic() >= deadline:
+                raise ResourceTimeoutError(f"VM {name} still exists after {self.delete_timeout:.0f} s",
+                                           provider=PROVIDER, resource=name)
+            time.sleep(self.poll_interval)
+
+    def _get_vm(self, group: str, name: str) -> dict[str, Any]:
+        return _plain(self._call(f"reading VM {name}", self.hook.compute.virtual_machines.get, group, name,
+                                 expand="instanceView"))
+
+    def _wait_vm_running(self, group: str, name: str) -> dict[str, Any]:
+        deadline = time.monotonic() + self.create_timeout
+        while True:
+            vm = self._get_vm(group, name)
+            state, native = self.vm_state(vm)
+            if state == ResourceState.RUNNING:
+                return vm
+            if state == ResourceState.ERROR:
+                raise _Failed(native)
+            if time.monotonic() >= deadline:
+                raise ResourceTimeoutError(f"VM {name} is {native} after {self.create_timeout:.0f} s",
+                                           provider=PROVIDER, resource=name)
+            time.sleep(self.poll_interval)
+
+    def _vm_body(self, spec: ResourceSpec, plan: _VmPlan, name: str, nic_id: str,
+                 data_disks: list[dict[str, Any]]) -> dict[str, Any]:
+        user = self.admin_username
+        os_disk: dict[str, Any] = {"name": f"{name}-osdisk", "createOption": "FromImage", "deleteOption": "Delete",
+                                   "managedDisk": {"storageAccountType": self.os_disk_type}}
+        if plan.os_disk_gb:
+            os_disk["diskSizeGB"] = plan.os_disk_gb
+        os_profile: dict[str, Any] = {
+            "computerName": azure_name(f"{spec.node_name}-{spec.index}", 63).lower(),
+            "adminUsername": user,
+            "linuxConfiguration": {"disablePasswordAuthentication": True, "ssh": {"publicKeys": [
+                {"path": f"/home/{user}/.ssh/authorized_keys", "keyData": plan.public_key}]}},
+        }
+        user_data = spec.properties.get("user_data")
+        if user_data:
+            os_profile["customData"] = base64.b64encode(str(user_data).encode()).decode()
+        return {
+            "location": self.location,
+            "tags": dict(spec.tags),
+            "properties": {
+                "hardwareProfile": {"vmSize": plan.size.name},
+                "storageProfile": {"imageReference": plan.image, "osDisk": os_disk, "dataDisks": data_disks},
+                "osProfile": os_profile,
+                "networkProfile": {"networkInterfaces": [{"id": nic_id, "properties": {"primary": True}}]},
+            },
+        }
+
+    def _required_disks(self, spec: ResourceSpec) -> list[str]:
+        """Return the ids of the disks of the BlockStorage nodes this VM requires (same index)."""
+        return [r.resource_id for resources in spec.requirements.values() for r in resources
+                if r.backend == PROVIDER and r.attributes.get("kind") == _DISK and r.index == spec.index]
+
+    def _create_vm(self, spec: ResourceSpec, plan: _VmPlan) -> Resource:
+        group = self.group_name(spec.deployment_id)
+        name = self.resource_name(spec)
+        label = f"virtual machine {name}"
+        undo: list[tuple[str, Callable[[], None]]] = []
+        try:
+            vm = self._existing_vm(spec, group)
+            if vm is None:
+                if self._ensure_group(group, spec.deployment_id):
+                    undo.append((f"resource group {group}", lambda: self._delete_group_if_empty(group)))
+                subnet_id, vnet_id = self._ensure_subnet(group, spec.deployment_id)
+                if vnet_id:
+                    undo.append((f"virtual network {vnet_id}", lambda: self._delete_vnet_if_unused(group, vnet_id)))
+                nsg_id = self._ensure_nsg(spec, group, plan.rules, undo)
+                pip_id = None
+                if plan.public:
+                    pip_id = self._put(undo, "Microsoft.Network/publicIPAddresses", group, f"{name}-pip",
+                                       self.hook.network.public_ip_addresses,
+                                       {"location": self.location, "tags": dict(spec.tags),
+                                        "sku": {"name": "Standard"},
+                                        "properties": {"publicIPAllocationMethod": "Static"}})
+                ip_conf: dict[str, Any] = {"subnet": {"id": subnet_id}, "privateIPAllocationMethod": "Dynamic"}
+                if pip_id:
+                    ip_conf["publicIPAddress"] = {"id": pip_id}
+                nic_id = self._put(undo, "Microsoft.Network/networkInterfaces", group, f"{name}-nic",
+                                   self.hook.network.network_interfaces,
+                                   {"location": self.location, "tags": dict(spec.tags), "properties": {
+                                       "ipConfigurations": [{"name": "ipconfig1", "properties": ip_conf}],
+                                       "networkSecurityGroup": {"id": nsg_id}}})
+                data_disks = [{"lun": lun, "createOption": "Attach", "managedDisk": {"id": disk_id}}
+                              for lun, disk_id in enumerate(self._required_disks(spec))]
+                body = self._vm_body(spec, plan, name, nic_id, data_disks)
+                log.info("Creating %s (size %s, image %s) in %s", label, plan.size.name, plan.image, group)
+                poller = self._call(f"creating {label}", self.hook.compute.virtual_machines.begin_create_or_update,
+                                    group, name, body)
+                # the VM exists from here on: undo deletes it before its NIC (which Azure refuses otherwise)
+                undo.append((label, lambda: self._run(
+                    f"deleting {label}", self.hook.compute.virtual_machines.begin_delete, group, name,
+                    timeout=self.delete_timeout)))
+                self._wait_lro(f"creating {label}", poller, self.create_timeout)
+            else:
+                state, native = self.vm_state(vm)
+                if state == ResourceState.STOPPED:
+                    log.info("%s is %s: starting it", label, native)
+                    self._run(f"starting {label}", self.hook.compute.virtual_machines.begin_start, group, vm["name"])
+                name = vm["name"]
+                self._attach_disks(group, name, self._required_disks(spec))
+            self._wait_vm_running(group, name)
+        except _Failed as err:
+            raise self._create_error(spec, label, f"the VM went to {err}", undo) from None
+        except ResourceTimeoutError as err:
+            problems = self._cleanup(undo)
+            suffix = f" (cleanup also failed: {'; '.join(problems)})" if problems else " (what was made is removed)"
+            raise ResourceTimeoutError(err.message + suffix, provider=PROVIDER, resource=label) from err
+        except AzureApiError as err:
+            raise self._create_error(spec, label, err.message, undo, self._hint(err)) from err
+        except BackendError:
+            self._cleanup(undo)
+            raise
+        (resource,) = [r for r in self.describe(spec.deployment_id, spec.node_name) if r.index == spec.index
+                       and r.attributes["kind"] == _VM]
+        return resource
+
+    def _put(self, undo: list[tuple[str, Callable[[], None]]], kind: str, group: str, name: str, operations: Any,
+             body: dict[str, Any]) -> str:
+        """Create (or update) one network resource; register its deletion as an undo step; return its id."""
+        what = f"{kind.split('/')[1][:-1]} {name}"
+        made = self._run(f"creating {what}", operations.begin_create_or_update, group, name, body)
+        undo.append((what, lambda: self._run(f"deleting {what}", operations.begin_delete, group, name,
+                                             timeout=self.delete_timeout)))
+        return made["id"] if made else self._arm_id(group, kind, name)
+
+    def _ensure_nsg(self, spec: ResourceSpec, group: str, rules: Iterable[Rule],
+                    undo: list[tuple[str, Callable[[], None]]]) -> str:
+        """Return the node's network security group (shared by its instances), making it if missing."""
+        name = self._nsg_name(spec.deployment_id, spec.node_name)
+        selector = self._selector(spec.deployment_id, spec.node_name)
+        for nsg in self._tagged(f"listing network security groups of {group}",
+                                lambda: self.hook.network.network_security_groups.list(group), selector,
+                                instance=False):
+            return nsg["id"]
+        made = self._run(f"creating network security group {name}",
+                         self.hook.network.network_security_groups.begin_create_or_update, group, name,
+                         {"location": self.location, "tags": selector,
+                          "properties": {"securityRules": self._nsg_rules(rules)}})
+        undo.append((f"network security group {name}",
+                     lambda: self._delete_nsg_if_unused(group, name, spec.deployment_id, spec.node_name)))
+        return made["id"]
+
+    def _attach_disks(self, group: str, vm_name: str, disk_ids: list[str]) -> None:
+        """Attach these disks to a VM that runs already (a PUT of the VM with more data disks)."""
+        if not disk_ids:
+            return
+        vm = self._get_vm(group, vm_name)
+        storage = vm["properties"]["storageProfile"]
+        attached = {str(d["managedDisk"]["id"]).lower() for d in storage.get("dataDisks") or []}
+        missing = [d for d in disk_ids if d.lower() not in attached]
+        if not missing:
+            return
+        luns = {int(d["lun"]) for d in storage.get("dataDisks") or []}
+        free = (n for n in range(64) if n not in luns)
+        disks = list(storage.get("dataDisks") or [])
+        disks += [{"lun": next(free), "createOption": "Attach", "managedDisk": {"id": d}} for d in missing]
+        self._update_data_disks(group, vm, disks)
+
+    def _update_data_disks(self, group: str, vm: dict[str, Any], disks: list[dict[str, Any]]) -> None:
+        body = {"location": vm["location"], "tags": vm.get("tags") or {}, "properties": {
+            key: vm["properties"][key] for key in ("hardwareProfile", "storageProfile", "osProfile", "networkProfile")
+            if key in vm["properties"]}}
+        body["properties"]["storageProfile"] = {**vm["properties"]["storageProfile"], "dataDisks": disks}
+        self._run(f"updating the data disks of VM {vm['name']}",
+                  self.hook.compute.virtual_machines.begin_create_or_update, group, vm["name"], body)
+
+    def _create_disk(self, spec: ResourceSpec, size_gb: int) -> Resource:
+        group = self.group_name(spec.deployment_id)
+        name = self.resource_name(spec)
+        label = f"disk {name}"
+        undo: list[tuple[str, Callable[[], None]]] = []
+        try:
+            found = self._tagged(f"listing disks of {group}",
+                                 lambda: self.hook.compute.disks.list_by_resource_group(group), spec.tags)
+            disk = next((d for d in found if d["properties"].get("provisioningState") not in ("Failed", "Deleting")),
+                        None)
+            if disk is None:
+                if self._ensure_group(group, spec.deployment_id):
+                    undo.append((f"resource group {group}", lambda: self._delete_group_if_empty(group)))
+                sku = str(spec.properties.get("type") or self.disk_sku)
+                poller = self._call(f"creating {label}", self.hook.compute.disks.begin_create_or_update, group, name,
+                                    {"location": self.location, "tags": dict(spec.tags), "sku": {"name": sku},
+                                     "properties": {"creationData": {"createOption": "Empty"},
+                                                    "diskSizeGB": size_gb}})
+                undo.append((label, lambda: self._run(f"deleting {label}", self.hook.compute.disks.begin_delete,
+                                                      group, name, timeout=self.delete_timeout)))
+                self._wait_lro(f"creating {label}", poller, self.create_timeout)
+            for resources in spec.requirements.values():
+                for resource in resources:
+                    if (resource.backend == PROVIDER and resource.attributes.get("kind") == _VM
+                            and resource.index == spec.index):
+                        self._attach_disks(resource.attributes["resource_group"], resource.attributes["name"],
+                                           [self._arm_id(group, "Microsoft.Compute/disks", name)])
+        except AzureApiError as err:
+            raise self._create_error(spec, label, err.message, undo, self._hint(err)) from err
+        except BackendError:
+            self._cleanup(undo)
+            raise
+        (resource,) = [r for r in self.describe(spec.deployment_id, spec.node_name) if r.index == spec.index
+                       and r.attributes["kind"] == _DISK]
+        return resource
+
+    # ---------------------------------------------------------------- delete
+    def _delete_group_if_empty(self, group: str) -> None:
+        left = self._list(f"listing resources of {group}",
+                          lambda: self.hook.resources.resources.list_by_resource_group(group))
+        if not left:
+            self._run(f"deleting resource group {group}", self.hook.resources.resource_groups.begin_delete, group,
+                      timeout=self.delete_timeout)
+
+    def _delete_vnet_if_unused(self, group: str, vnet_id: str) -> None:
+        nics = self._list(f"listing NICs of {group}", lambda: self.hook.network.network_interfaces.list(group))
+        if not nics:
+            self._run(f"deleting virtual network {vnet_id}", self.hook.network.virtual_networks.begin_delete, group,
+                      vnet_id.rsplit("/", 1)[1], timeout=self.delete_timeout)
+
+    def _delete_nsg_if_unused(self, group: str, name: str, deployment_id: str, node_name: str) -> None:
+        if not self._vms(group, self._selector(deployment_id, node_name)):
+            self._run(f"deleting network security group {name}",
+                      self.hook.network.network_security_groups.begin_delete, group, name,
+                      timeout=self.delete_timeout)
+
+    def delete(self, deployment_id: str, node_name: str | None = None, index: int | None = None) -> list[Resource]:
+        """Delete the VMs, disks and network resources found by tags; return the VMs and disks deleted.
+
+        Deleting a whole deployment also deletes its resource group, unless a group was configured.
+
+        :param deployment_id: the deployment's id
+        :param node_name: only this node's resources
+        :param index: only this instance
+        """
+        group = self.group_name(deployment_id)
+        selector = self._selector(deployment_id, node_name, index)
+        targets = self._describe(group, selector)
+        compute, network = self.hook.compute, self.hook.network
+        vms = [r for r in targets if r.attributes["kind"] == _VM]
+        pollers = [(vm, self._call(f"deleting VM {vm.attributes['name']}", compute.virtual_machines.begin_delete,
+                                   group, vm.attributes["name"])) for vm in vms]
+        for vm, poller in pollers:
+            self._wait_lro(f"deleting VM {vm.attributes['name']}", poller, self.delete_timeout)
+        whole = node_name is None
+        if whole and not self.resource_group:
+            if self._call(f"checking resource group {group}", self.hook.resources.resource_groups.check_existence,
+                          group):
+                # what is left (NICs, IPs, groups, disks, network) goes with the group
+                self._run(f"deleting resource group {group}", self.hook.resources.resource_groups.begin_delete, group,
+                          timeout=self.delete_timeout)
+            return [dataclasses.replace(r, state=ResourceState.DELETED) for r in targets]
+        sweeps = ((network.network_interfaces, "NIC"), (network.public_ip_addresses, "public IP"))
+        for operations, what in sweeps:
+            for item in self._tagged(f"listing {what}s of {group}", lambda o=operations: o.list(group), selector):
+                self._run(f"deleting {what} {item['name']}", operations.begin_delete, group, item["name"],
+                          timeout=self.delete_timeout)
+        for disk in (r for r in targets if r.attributes["kind"] == _DISK):
+            if disk.attributes.get("attached_to"):  # attached to a VM that stays: detach it first
+                vm_name = str(disk.attributes["attached_to"]).rsplit("/", 1)[1]
+                vm_group = str(disk.attributes["attached_to"]).split("/")[4]
+                vm = self._get_vm(vm_group, vm_name)
+                kept = [d for d in vm["properties"]["storageProfile"].get("dataDisks") or []
+                        if str(d["managedDisk"]["id"]).lower() != disk.resource_id.lower()]
+                self._update_data_disks(vm_group, vm, kept)
+            self._run(f"deleting disk {disk.attributes['name']}", compute.disks.begin_delete, group,
+                      disk.attributes["name"], timeout=self.delete_timeout)
+        group_selector = self._selector(deployment_id, node_name)
+        for nsg in self._tagged(f"listing network security groups of {group}",
+                                lambda: network.network_security_groups.list(group), group_selector, instance=False):
+            node = (nsg.get("tags") or {}).get(TAG_NODE)
+            if node is None or not self._vms(group, self._selector(deployment_id, node)):
+                self._run(f"deleting network security group {nsg['name']}",
+                          network.network_security_groups.begin_delete, group, nsg["name"],
+                          timeout=self.delete_timeout)
+        if whole:
+            vnets = self._tagged(f"listing virtual networks of {group}", lambda: network.virtual_networks.list(group),
+                                 {TAG_DEPLOYMENT: deployment_id}, instance=False)
+            for vnet in vnets:
+                self._run(f"deleting virtual network {vnet['name']}", network.virtual_networks.begin_delete, group,
+                          vnet["name"], timeout=self.delete_timeout)
+        return [dataclasses.replace(r, state=ResourceState.DELETED) for r in targets]

@@ -1,0 +1,1191 @@
+"""The Google Cloud backend: Compute Engine instances, VPC firewall rules and persistent disks.
+
+A ``tosca.nodes.Compute`` instance is one Compute Engine instance: its machine type is the smallest
+that fits the ``host`` capability (:func:`~airflow_cloud_paas.backends.mapping.select_size` over the
+zone's machine types), its boot image the newest image of the public image family that matches the
+``os`` capability (or an explicit image), its endpoints become one firewall rule per deployment, node
+and source range (matched to the instance by a network tag) and a PUBLIC endpoint gives it an
+external IP. A ``tosca.nodes.BlockStorage`` instance is one persistent disk, attached to the instance
+that requires it or that it requires.
+
+Tags: Compute Engine labels only allow ``[a-z0-9_-]`` (63 characters), so the cloud-paas tags become
+labels with ``_`` keys (``cloud_paas_deployment``) and values made label-safe (a value that is not is
+slugged and suffixed with a hash of the original: deterministic, so a filter finds it again). The
+exact tags are kept too: in the instance metadata, and as JSON in the description of disks and
+firewall rules (firewall rules have no labels; their names start with a hash of the deployment id,
+which is how ``delete`` finds them).
+
+Every API call goes through :class:`GceHook`, the Google provider's
+:class:`~airflow.providers.google.cloud.hooks.compute.ComputeEngineHook` with the calls it lacks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from functools import cached_property
+from typing import Any, ClassVar
+
+from airflow.providers.google.cloud.hooks.compute import ComputeEngineHook
+from airflow.providers.google.common.consts import CLIENT_INFO
+from google.api_core import exceptions as google_exceptions
+from google.auth import exceptions as auth_exceptions
+from google.cloud import compute_v1
+
+from airflow_cloud_paas.backends.base import (
+    TAG_DEPLOYMENT,
+    TAG_INDEX,
+    TAG_NODE,
+    Backend,
+    Resource,
+    ResourceSpec,
+    ResourceState,
+)
+from airflow_cloud_paas.backends.mapping import (
+    HostRequirements,
+    ImageRequirements,
+    Rule,
+    Size,
+    security_rules,
+    select_image,
+    select_size,
+    size_mb,
+)
+from airflow_cloud_paas.exceptions import (
+    BackendError,
+    ResourceCreateError,
+    ResourceTimeoutError,
+    UnsupportedNodeError,
+)
+
+log = logging.getLogger(__name__)
+
+PROVIDER = "gcp"
+COMPUTE_TYPE = "tosca.nodes.Compute"
+BLOCK_STORAGE_TYPES = ("tosca.nodes.BlockStorage", "tosca.nodes.Storage.BlockStorage")
+#: public image projects searched for an image family matching the ``os`` capability
+DEFAULT_IMAGE_PROJECTS = ("ubuntu-os-cloud", "debian-cloud", "rocky-linux-cloud", "centos-cloud")
+#: the smallest persistent disk Compute Engine makes (pd-standard / pd-balanced)
+MIN_DISK_GB = 10
+
+_INSTANCE = "instance"
+_DISK = "disk"
+_TAG_KEYS = (TAG_DEPLOYMENT, TAG_NODE, TAG_INDEX)
+_LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
+
+
+# ------------------------------------------------------------------------------------------ naming
+def _digest(*parts: str, length: int = 8) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:length]
+
+
+def _slug(value: str) -> str:
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]+", "-", value.lower())).strip("-")
+
+
+def label_key(tag: str) -> str:
+    """Return the Compute Engine label key of a cloud-paas tag key (``cloud-paas-node`` -> ``cloud_paas_node``).
+
+    :param tag: the tag key
+    """
+    return tag.replace("-", "_")
+
+
+def label_value(value: str) -> str:
+    """Return a label-safe value: itself when already valid, else a slug plus a hash of the original.
+
+    :param value: the tag value
+    """
+    if _LABEL_VALUE.fullmatch(value):
+        return value
+    slug = re.sub(r"[^a-z0-9_-]+", "-", value.lower())
+    return f"{slug[:54]}-{_digest(value)}"
+
+
+def gce_labels(tags: Mapping[str, str]) -> dict[str, str]:
+    """Return cloud-paas tags as Compute Engine labels.
+
+    :param tags: the tags
+    """
+    return {label_key(key): label_value(str(value)) for key, value in tags.items()}
+
+
+def label_filter(tags: Mapping[str, str]) -> str:
+    """Return a Compute Engine list filter that selects resources by cloud-paas tags.
+
+    :param tags: the tags wanted (a subset of deployment, node, index)
+    """
+    return " ".join(f'(labels.{key} = "{value}")' for key, value in gce_labels(tags).items())
+
+
+def instance_name(spec: ResourceSpec) -> str:
+    """Return the instance name of a node instance (or the disk name of a BlockStorage one).
+
+    Compute Engine names are ``[a-z]([-a-z0-9]{0,61}[a-z0-9])?``: readable slugs, then a hash of the
+    exact deployment id, node name and index so that two different specs never share a name.
+
+    :param spec: the spec
+    """
+    suffix = f"{spec.index}-{_digest(spec.deployment_id, spec.node_name, str(spec.index))}"
+    dep, node = _slug(spec.deployment_id)[:20].strip("-"), _slug(spec.node_name)[:20].strip("-")
+    return "-".join(p for p in ("cp", dep, node, suffix) if p)
+
+
+def firewall_prefix(deployment_id: str) -> str:
+    """Return the name prefix shared by every firewall rule of a deployment.
+
+    :param deployment_id: the deployment's id
+    """
+    return f"cpfw-{_digest(deployment_id)}-"
+
+
+def firewall_tag(deployment_id: str, node_name: str) -> str:
+    """Return the network tag (and firewall name stem) of a deployment's node.
+
+    :param deployment_id: the deployment's id
+    :param node_name: the node template
+    """
+    node = _slug(node_name)[:30].strip("-")
+    return f"{firewall_prefix(deployment_id)}{node + '-' if node else ''}{_digest(node_name, length=6)}"
+
+
+def _image_facts(project: str, family: str) -> tuple[str, str | None, str]:
+    """Return (distribution, version, os) of a public image family (``ubuntu-2204-lts`` -> ubuntu, 22.04)."""
+    os_type = "windows" if family.startswith("windows") or project == "windows-cloud" else "linux"
+    match = re.match(r"^([a-z]+(?:-[a-z]+)*?)-(\d+)(?:-|$)", family)
+    if not match:
+        return family, None, os_type
+    distribution, number = match.group(1), match.group(2)
+    if distribution.startswith("ubuntu") and len(number) == 4:  # Ubuntu families are YYMM
+        number = f"{number[:2]}.{number[2:]}"
+    return distribution.split("-")[0], number, os_type
+
+
+def _gpu_model(accelerator_type: str) -> str:
+    """Return the short GPU model of an accelerator type (``nvidia-tesla-a100`` -> ``a100``)."""
+    return re.sub(r"^nvidia-(tesla-)?", "", accelerator_type.rsplit("/", 1)[-1])
+
+
+def _last(url: str | None) -> str | None:
+    return url.rsplit("/", 1)[-1] if url else None
+
+
+# ------------------------------------------------------------------------------------------ the hook
+class GceApiError(BackendError):
+    """A Compute Engine API call or operation failed.
+
+    :param message: what failed
+    :param status_code: the HTTP status (or the operation's httpErrorStatusCode)
+    :param reason: the error reason or operation error code (``notFound``, ``QUOTA_EXCEEDED``...)
+    :param resource: the resource concerned
+    """
+
+    def __init__(self, message: str, *, status_code: int | None = None, reason: str | None = None,
+                 resource: str | None = None, provider: str | None = PROVIDER) -> None:
+        super().__init__(message, provider=provider, resource=resource)
+        self.status_code = status_code
+        self.reason = reason
+
+    def __reduce__(self):
+        return (_rebuild_api_error, (self.message, self.status_code, self.reason, self.resource))
+
+    @property
+    def is_quota(self) -> bool:
+        """Return whether a quota refused the request."""
+        return (self.reason or "").upper() in ("QUOTA_EXCEEDED", "QUOTAEXCEEDED", "RATELIMITEXCEEDED") or (
+            "quota" in self.message.lower() and self.status_code in (403, 429)
+        )
+
+
+def _rebuild_api_error(message, status_code, reason, resource):
+    return GceApiError(message, status_code=status_code, reason=reason, resource=resource)
+
+
+def _to_dict(message: Any) -> dict[str, Any]:
+    """Return a proto-plus message as a dict (snake_case keys, enums as names)."""
+    return type(message).to_dict(message, use_integers_for_enums=False)
+
+
+class GceHook(ComputeEngineHook):
+    """The Google provider's ComputeEngineHook, plus the Compute Engine calls the backend needs.
+
+    The provider's hook builds google-cloud-compute clients from a ``google_cloud_platform``
+    connection (key file, key JSON, workload identity, impersonation or ``is_anonymous``); the extra
+    clients here are built the same way (credentials, client info, client options). An
+    ``api_endpoint`` connection extra (or argument) points every client at another endpoint, such as a
+    Private Service Connect one.
+
+    :param gcp_conn_id: the Airflow connection (type ``google_cloud_platform``)
+    :param api_endpoint: the Compute Engine endpoint (default: the connection's ``api_endpoint`` extra,
+        else Google's)
+    :param impersonation_chain: service account(s) to impersonate
+    :param request_timeout: seconds one API request may take
+    """
+
+    def __init__(self, gcp_conn_id: str = "google_cloud_default", api_endpoint: str | None = None,
+                 impersonation_chain: str | Sequence[str] | None = None, request_timeout: float = 60.0) -> None:
+        super().__init__(gcp_conn_id=gcp_conn_id, impersonation_chain=impersonation_chain)
+        self._api_endpoint = api_endpoint
+        self.request_timeout = request_timeout
+        self._clients: dict[type, Any] = {}
+
+    def extra(self, name: str) -> Any:
+        """Return a connection extra (plain or ``extra__google_cloud_platform__`` prefixed).
+
+        :param name: the extra's name
+        """
+        return self._get_field(name, None)
+
+    def get_client_options(self, api_endpoint_override: str | None = None):
+        """Return the client options, with the configured ``api_endpoint`` unless overridden.
+
+        :param api_endpoint_override: an endpoint for this client only
+        """
+        return super().get_client_options(api_endpoint_override or self._api_endpoint or self.extra("api_endpoint"))
+
+    def _client(self, cls: type) -> Any:
+        if cls not in self._clients:
+            if cls is compute_v1.InstancesClient:
+                self._clients[cls] = self.get_compute_instance_client()  # the provider's own
+            else:
+                self._clients[cls] = cls(credentials=self.get_credentials(), client_info=CLIENT_INFO,
+                                         client_options=self.get_client_options())
+        return self._clients[cls]
+
+    def _call(self, what: str, call: Callable[[], Any], *, missing_ok: bool = False) -> Any:
+        """Run one SDK call, turning its errors into :class:`GceApiError` (None for 404 if ``missing_ok``)."""
+        try:
+            return call()
+        except google_exceptions.NotFound:
+            if missing_ok:
+                return None
+            raise GceApiError(f"{what}: not found", status_code=404, reason="notFound", resource=what) from None
+        except google_exceptions.GoogleAPICallError as err:
+            reasons = [e.get("reason") for e in getattr(err, "errors", None) or [] if isinstance(e, Mapping)]
+            reason = err.reason or next((r for r in reasons if r), None)
+            raise GceApiError(f"{what} failed: HTTP {err.code} {err.message}", status_code=err.code,
+                              reason=reason, resource=what) from err
+        except auth_exceptions.GoogleAuthError as err:
+            raise GceApiError(
+                f"{what}: cannot authenticate with connection {self.gcp_conn_id!r} ({type(err).__name__}); "
+                "check its key file, key JSON or workload identity",
+                resource=self.gcp_conn_id,
+            ) from None
+
+    # ---------------------------------------------------------------- instances
+    def list_instances(self, *, project_id: str, zone: str, filter_: str) -> list[dict[str, Any]]:
+        """Return the instances of a zone that match a list filter.
+
+        :param project_id: the project
+        :param zone: the zone
+        :param filter_: a Compute Engine list filter
+        """
+        client = self._client(compute_v1.InstancesClient)
+        return self._call(f"list instances in {zone}", lambda: [_to_dict(i) for i in client.list(
+            request={"project": project_id, "zone": zone, "filter": filter_}, timeout=self.request_timeout)])
+
+    def get_instance_dict(self, *, project_id: str, zone: str, name: str) -> dict[str, Any] | None:
+        """Return an instance (through the provider's ``get_instance``), or None if it does not exist.
+
+        :param project_id: the project
+        :param zone: the zone
+        :param name: the instance name
+        """
+        found = self._call(f"instance {name}", lambda: self.get_instance(
+            resource_id=name, zone=zone, project_id=project_id, timeout=self.request_timeout), missing_ok=True)
+        return None if found is None else _to_dict(found)
+
+    def _instance_op(self, method: str, what: str, *, missing_ok: bool = False, **request: Any) -> str | None:
+        client = self._client(compute_v1.InstancesClient)
+        op = self._call(what, lambda: getattr(client, method)(request=request, timeout=self.request_timeout),
+                        missing_ok=missing_ok)
+        return None if op is None else op.name
+
+    def insert_instance_nowait(self, *, project_id: str, zone: str, body: Mapping[str, Any], request_id: str) -> str:
+        """Start inserting an instance; return the zone operation's name.
+
+        :param project_id: the project
+        :param zone: the zone
+        :param body: the instance resource (snake_case fields)
+        :param request_id: makes a retried request a no-op on the server (a UUID)
+        """
+        return self._instance_op("insert", f"insert instance {body['name']}", project=project_id, zone=zone,
+                                 instance_resource=dict(body), request_id=request_id)
+
+    def delete_instance_nowait(self, *, project_id: str, zone: str, name: str) -> str | None:
+        """Start deleting an instance; return the operation's name (None if it does not exist).
+
+        :param project_id: the project
+        :param zone: the zone
+        :param name: the instance name
+        """
+        return self._instance_op("delete", f"delete instance {name}", missing_ok=True, project=project_id,
+                                 zone=zone, instance=name)
+
+    def start_instance_nowait(self, *, project_id: str, zone: str, name: str, resume: bool = False) -> str:
+        """Start a stopped (or resume a suspended) instance; return the operation's name.
+
+        :param project_id: the project
+        :param zone: the zone
+        :param name: the instance name
+        :param resume: resume a SUSPENDED instance instead of starting a TERMINATED one
+        """
+        method = "resume" if resume else "start"
+        return self._instance_op(method, f"{method} instance {name}", project=project_id, zone=zone, instance=name)
+
+    def attach_disk_nowait(self, *, project_id: str, zone: str, instance: str, disk_link: str,
+                           device_name: str) -> str:
+        """Attach a persistent disk to an instance; return the operation's name.
+
+        :param project_id: the project
+        :param zone: the zone
+        :param instance: the instance name
+        :param disk_link: the disk's self link
+        :param device_name: the device name seen in the guest (/dev/disk/by-id/google-<name>)
+        """
+        return self._instance_op("attach_disk", f"attach disk {device_name} to {instance}", project=project_id,
+                                 zone=zone, instance=instance,
+                                 attached_disk_resource={"source": disk_link, "device_name": device_name,
+                                                         "auto_delete": False, "boot": False})
+
+    def detach_disk_nowait(self, *, project_id: str, zone: str, instance: str, device_name: str) -> str | None:
+        """Detach a disk from an instance; return the operation's name (None if the instance is gone).
+
+        :param project_id: the project
+        :param zone: the zone
+        :param instance: the instance name
+        :param device_name: the disk's device name on that instance
+        """
+        return self._instance_op("detach_disk", f"detach disk {device_name} from {instance}", missing_ok=True,
+                                 project=project_id, zone=zone, instance=instance, device_name=device_name)
+
+    # ---------------------------------------------------------------- operations
+    def wait_zone_operation(self, *, project_id: str, zone: str, name: str) -> dict[str, Any]:
+        """Wait (server side, up to about 2 minutes) for a zone operation; return it, DONE or not.
+
+        :param project_id: the project
+        :param zone: the zone
+        :param name: the operation's name
+        """
+        client = self._client(compute_v1.ZoneOperationsClient)
+        return self._call(f"zone operation {name}", lambda: _to_dict(client.wait(
+            request={"project": project_id, "zone": zone, "operation": name}, timeout=self.request_timeout + 130)))
+
+    def wait_global_operation(self, *, project_id: str, name: str) -> dict[str, Any]:
+        """Wait (server side, up to about 2 minutes) for a global operation; return it, DONE or not.
+
+        :param project_id: the project
+        :param name: the operation's name
+        """
+        client = self._client(compute_v1.GlobalOperationsClient)
+        return self._call(f"global operation {name}", lambda: _to_dict(client.wait(
+            request={"project": project_id, "operation": name}, timeout=self.request_timeout + 130)))
+
+    # ---------------------------------------------------------------- catalogue
+    def list_machine_types(self, *, project_id: str, zone: str) -> list[dict[str, Any]]:
+        """Return the machine types of a zone.
+
+        :param project_id: the project
+        :param zone: the zone
+        """
+        client = self._client(compute_v1.MachineTypesClient)
+        return self._call(f"list machine types in {zone}", lambda: [_to_dict(m) for m in client.list(
+            request={"project": project_id, "zone": zone}, timeout=self.request_timeout)])
+
+    def list_images(self, *, project_id: str) -> list[dict[str, Any]]:
+        """Return the images of a project (for public images: ``ubuntu-os-cloud``, ``debian-cloud``...).
+
+        :param project_id: the image project
+        """
+        client = self._client(compute_v1.ImagesClient)
+        return self._call(f"list images of {project_id}", lambda: [_to_dict(i) for i in client.list(
+            request={"project": project_id}, timeout=self.request_timeout)])
+
+    def get_image_dict(self, *, project_id: str, name: str | None = None,
+                       family: str | None = None) -> dict[str, Any] | None:
+        """Return an image by name, or the newest of a family; None if there is none.
+
+        :param project_id: the image project
+        :param name: the image name
+        :param family: the image family (instead of a name)
+        """
+        client = self._client(compute_v1.ImagesClient)
+        if family:
+            what = f"image family {project_id}/{family}"
+            found = self._call(what, lambda: client.get_from_family(
+                request={"project": project_id, "family": family}, timeout=self.request_timeout), missing_ok=True)
+        else:
+            found = self._call(f"image {project_id}/{name}", lambda: client.get(
+                request={"project": project_id, "image": name}, timeout=self.request_timeout), missing_ok=True)
+        return None if found is None else _to_dict(found)
+
+    # ---------------------------------------------------------------- firewalls
+    def list_firewalls(self, *, project_id: str, filter_: str) -> list[dict[str, Any]]:
+        """Return the project's firewall rules that match a list filter.
+
+        :param project_id: the project
+        :param filter_: a Compute Engine list filter
+        """
+        client = self._client(compute_v1.FirewallsClient)
+        return self._call("list firewall rules", lambda: [_to_dict(f) for f in client.list(
+            request={"project": project_id, "filter": filter_}, timeout=self.request_timeout)])
+
+    def insert_firewall_nowait(self, *, project_id: str, body: Mapping[str, Any]) -> str:
+        """Start inserting a firewall rule; return the global operation's name.
+
+        :param project_id: the project
+        :param body: the firewall resource (snake_case fields)
+        """
+        client = self._client(compute_v1.FirewallsClient)
+        return self._call(f"insert firewall rule {body['name']}", lambda: client.insert(
+            request={"project": project_id, "firewall_resource": dict(body)}, timeout=self.request_timeout)).name
+
+    def delete_firewall_nowait(self, *, project_id: str, name: str) -> str | None:
+        """Start deleting a firewall rule; return the operation's name (None if it does not exist).
+
+        :param project_id: the project
+        :param name: the rule's name
+        """
+        client = self._client(compute_v1.FirewallsClient)
+        op = self._call(f"delete firewall rule {name}", lambda: client.delete(
+            request={"project": project_id, "firewall": name}, timeout=self.request_timeout), missing_ok=True)
+        return None if op is None else op.name
+
+    # ---------------------------------------------------------------- disks
+    def list_disks(self, *, project_id: str, zone: str, filter_: str) -> list[dict[str, Any]]:
+        """Return the persistent disks of a zone that match a list filter.
+
+        :param project_id: the project
+        :param zone: the zone
+        :param filter_: a Compute Engine list filter
+        """
+        client = self._client(compute_v1.DisksClient)
+        return self._call(f"list disks in {zone}", lambda: [_to_dict(d) for d in client.list(
+            request={"project": project_id, "zone": zone, "filter": filter_}, timeout=self.request_timeout)])
+
+    def get_disk_dict(self, *, project_id: str, zone: str, name: str) -> dict[str, Any] | None:
+        """Return a persistent disk, or None if it does not exist.
+
+        :param project_id: the project
+        :param zone: the zone
+        :param name: the disk name
+        """
+        client = self._client(compute_v1.DisksClient)
+        found = self._call(f"disk {name}", lambda: client.get(
+            request={"project": project_id, "zone": zone, "disk": name}, timeout=self.request_timeout),
+            missing_ok=True)
+        return None if found is None else _to_dict(found)
+
+    def insert_disk_nowait(self, *, project_id: str, zone: str, body: Mapping[str, Any], request_id: str) -> str:
+        """Start inserting a persistent disk; return the zone operation's name.
+
+        :param project_id: the project
+        :param zone: the zone
+        :param body: the disk resource (snake_case fields)
+        :param request_id: makes a retried request a no-op on the server (a UUID)
+        """
+        client = self._client(compute_v1.DisksClient)
+        return self._call(f"insert disk {body['name']}", lambda: client.insert(
+            request={"project": project_id, "zone": zone, "disk_resource": dict(body), "request_id": request_id},
+            timeout=self.request_timeout)).name
+
+    def delete_disk_nowait(self, *, project_id: str, zone: str, name: str) -> str | None:
+        """Start deleting a persistent disk; return the operation's name (None if it does not exist).
+
+        :param project_id: the project
+        :param zone: the zone
+        :param name: the disk name
+        """
+        client = self._client(compute_v1.DisksClient)
+        op = self._call(f"delete disk {name}", lambda: client.delete(
+            request={"project": project_id, "zone": zone, "disk": name}, timeout=self.request_timeout),
+            missing_ok=True)
+        return None if op is None else op.name
+
+
+# ------------------------------------------------------------------------------------------ the backend
+class _Failed(Exception):
+    """A resource failed while we waited (internal: becomes ResourceCreateError)."""
+
+
+class GcpBackend(Backend):
+    """Deploy Compute and BlockStorage nodes on Google Compute Engine, in one zone of one project.
+
+    :param conn_id: the Airflow connection (type ``google_cloud_platform``)
+    :param zone: the zone (default: the connection's ``zone`` extra)
+    :param project_id: the project (default: the connection's project)
+    :param network: the VPC network of the instances and firewall rules (default: the ``network``
+        extra, else ``global/networks/default``)
+    :param subnetwork: the subnetwork (default: the ``subnetwork`` extra, else the network's own)
+    :param image_projects: the public image projects searched for an image matching the ``os`` capability
+    :param api_endpoint: another Compute Engine endpoint (default: the ``api_endpoint`` extra)
+    :param impersonation_chain: service account(s) to impersonate
+    :param create_timeout: seconds an instance or disk may take to become ready
+    :param delete_timeout: seconds an instance, disk or rule may take to be deleted
+    :param poll_interval: seconds between two status reads
+    """
+
+    name: ClassVar[str] = PROVIDER
+    #: instance statuses and disk statuses (the two sets do not overlap)
+    state_map: ClassVar[Mapping[str, ResourceState]] = {
+        # instances
+        "PROVISIONING": ResourceState.CREATING,
+        "STAGING": ResourceState.CREATING,
+        "RUNNING": ResourceState.RUNNING,
+        "STOPPING": ResourceState.STOPPED,
+        "SUSPENDING": ResourceState.STOPPED,
+        "SUSPENDED": ResourceState.STOPPED,
+        "STOPPED": ResourceState.STOPPED,
+        "TERMINATED": ResourceState.STOPPED,
+        "REPAIRING": ResourceState.ERROR,
+        # disks
+        "CREATING": ResourceState.CREATING,
+        "RESTORING": ResourceState.CREATING,
+        "READY": ResourceState.RUNNING,
+        "FAILED": ResourceState.ERROR,
+        "DELETING": ResourceState.DELETING,
+        "UNAVAILABLE": ResourceState.ERROR,
+    }
+
+    def __init__(
+        self,
+        conn_id: str = "google_cloud_default",
+        zone: str | None = None,
+        project_id: str | None = None,
+        network: str | None = None,
+        subnetwork: str | None = None,
+        image_projects: Sequence[str] = DEFAULT_IMAGE_PROJECTS,
+        api_endpoint: str | None = None,
+        impersonation_chain: str | Sequence[str] | None = None,
+        create_timeout: float = 600.0,
+        delete_timeout: float = 300.0,
+        poll_interval: float = 2.0,
+    ) -> None:
+        self.conn_id = conn_id
+        self.hook = GceHook(gcp_conn_id=conn_id, api_endpoint=api_endpoint, impersonation_chain=impersonation_chain)
+        self._zone = zone
+        self._project_id = project_id
+        self._network = network
+        self._subnetwork = subnetwork
+        self.image_projects = tuple(image_projects)
+        self.create_timeout = create_timeout
+        self.delete_timeout = delete_timeout
+        self.poll_interval = poll_interval
+        self._explicit_images: dict[str, dict[str, Any] | None] = {}
+
+    # ---------------------------------------------------------------- configuration
+    @cached_property
+    def zone(self) -> str:
+        """Return the zone resources are made in."""
+        zone = self._zone or self.hook.extra("zone")
+        if not zone:
+            raise BackendError(
+                f"no zone: give the backend a 'zone' option or set the 'zone' extra of connection {self.conn_id!r}",
+                provider=PROVIDER, resource=self.conn_id,
+            )
+        return str(zone)
+
+    @cached_property
+    def project_id(self) -> str:
+        """Return the project resources are made in."""
+        project = self._project_id or self.hook.project_id
+        if not project:
+            raise BackendError(
+                f"no project: give the backend a 'project_id' option or set the 'project' extra (or a key with a "
+                f"project) on connection {self.conn_id!r}",
+                provider=PROVIDER, resource=self.conn_id,
+            )
+        return str(project)
+
+    @property
+    def network(self) -> str:
+        """Return the VPC network of instances and firewall rules."""
+        return self._network or self.hook.extra("network") or "global/networks/default"
+
+    @property
+    def subnetwork(self) -> str | None:
+        """Return the subnetwork of instances, if one is set."""
+        return self._subnetwork or self.hook.extra("subnetwork") or None
+
+    # ---------------------------------------------------------------- catalogue (read once per backend)
+    @cached_property
+    def sizes(self) -> list[Size]:
+        """Return the zone's machine types as sizes (deprecated ones left out)."""
+        sizes = []
+        for mtype in self.hook.list_machine_types(project_id=self.project_id, zone=self.zone):
+            if (mtype.get("deprecated") or {}).get("state"):
+                continue
+            accelerators = mtype.get("accelerators") or []
+            gpus = sum(int(a.get("guest_accelerator_count") or 0) for a in accelerators)
+            model = _gpu_model(accelerators[0]["guest_accelerator_type"]) if accelerators else None
+            sizes.append(Size(name=mtype["name"], cpus=int(mtype.get("guest_cpus") or 0),
+                              mem_mb=float(mtype.get("memory_mb") or 0), gpus=gpus, gpu_model=model))
+        return sizes
+
+    @cached_property
+    def images(self) -> list[dict[str, Any]]:
+        """Return the newest image of each public image family, as :func:`select_image` reads them."""
+        newest: dict[tuple[str, str], dict[str, Any]] = {}
+        for project in self.image_projects:
+            for image in self.hook.list_images(project_id=project):
+                family = image.get("family")
+                retired = (image.get("deprecated") or {}).get("state") or image.get("status", "READY") != "READY"
+                if not family or retired:
+                    continue
+                key = (project, family)
+                if key not in newest or image.get("creation_timestamp", "") > newest[key].get("creation_timestamp", ""):
+                    newest[key] = image
+        return [self._image_entry(project, image) for (project, _), image in sorted(newest.items())]
+
+    @staticmethod
+    def _image_entry(project: str, image: Mapping[str, Any]) -> dict[str, Any]:
+        family = image.get("family") or ""
+        distribution, version, os_type = _image_facts(project, family) if family else (None, None, None)
+        return {"id": f"projects/{project}/global/images/{image['name']}", "name": image["name"],
+                "family": family, "distribution": distribution, "version": version, "os": os_type,
+                "created": image.get("creation_timestamp"), "project": project}
+
+    def _explicit_image(self, ref: str, where: str) -> Mapping[str, Any]:
+        """Resolve an explicit image: ``projects/P/global/images/[family/]X``, ``gce://.../X`` or a name."""
+        if ref in self._explicit_images:
+            found = self._explicit_images[ref]
+        else:
+            path = ref[len("gce://"):] if ref.startswith("gce://") else ref
+            match = re.search(r"projects/([^/]+)/global/images/(family/)?([^/]+)$", path)
+            if match:
+                project, is_family, name = match.groups()
+                candidates = [(project, None, name) if not is_family else (project, name, None)]
+            else:
+                name = path.rsplit("/", 1)[-1]
+                # a public image's name or family, else an image of the deployment's own project
+                candidates = [(e["project"], None, e["name"]) for e in self.images if e["name"] == name]
+                candidates += [(e["project"], e["family"], None) for e in self.images if e["family"] == name]
+                candidates.append((self.project_id, None, name))
+            found = None
+            for project, family, name in candidates:
+                image = self.hook.get_image_dict(project_id=project, family=family, name=name)
+                if image is not None:
+                    found = self._image_entry(project, image)
+                    break
+            self._explicit_images[ref] = found
+        if found is None:
+            raise UnsupportedNodeError(
+                f"image {ref!r} not found; give 'projects/<project>/global/images/<name>' or "
+                "'projects/<project>/global/images/family/<family>' of an image the connection can read",
+                provider=PROVIDER, resource=where,
+            )
+        return found
+
+    # ---------------------------------------------------------------- check
+    def _kind(self, spec: ResourceSpec) -> str:
+        if spec.is_a(COMPUTE_TYPE):
+            return _INSTANCE
+        if any(spec.is_a(t) for t in BLOCK_STORAGE_TYPES):
+            return _DISK
+        raise UnsupportedNodeError(
+            f"node '{spec.node_name}' of type '{spec.node_type}' cannot be deployed on Google Compute Engine: only "
+            f"{COMPUTE_TYPE} (instances) and {BLOCK_STORAGE_TYPES[0]} (persistent disks) and their subtypes are; "
+            "host it on a Compute node or use another backend",
+            provider=PROVIDER, resource=f"{spec.deployment_id}/{spec.node_name}",
+        )
+
+    def _instance_plan(self, spec: ResourceSpec) -> tuple[Size, Mapping[str, Any], HostRequirements]:
+        where = f"{spec.deployment_id}/{spec.node_name}"
+        req = HostRequirements.from_spec(spec, PROVIDER)
+        size = select_size(req, self.sizes, provider=PROVIDER, resource=where)
+        image_req = ImageRequirements.from_spec(spec)
+        if image_req.image:
+            image = self._explicit_image(image_req.image, where)
+        else:
+            image = select_image(image_req, self.images, provider=PROVIDER, resource=where)
+        return size, image, req
+
+    def _disk_size_gb(self, spec: ResourceSpec) -> int:
+        where = f"{spec.deployment_id}/{spec.node_name}"
+        try:
+            mb = size_mb(spec.properties.get("size"), field="size")
+        except ValueError as err:
+            raise UnsupportedNodeError(str(err), provider=PROVIDER, resource=where) from None
+        if not mb:
+            raise UnsupportedNodeError(
+                f"block storage node '{spec.node_name}' has no 'size': give one such as '10 GB'",
+                provider=PROVIDER, resource=where,
+            )
+        return max(MIN_DISK_GB, math.ceil(mb / 1024))
+
+    def check(self, spec: ResourceSpec) -> None:
+        """Raise :class:`UnsupportedNodeError` if no machine type, image or disk fits this node; create nothing.
+
+        :param spec: the resource wanted (requirements may be empty)
+        """
+        if self._kind(spec) == _INSTANCE:
+            self._instance_plan(spec)
+        else:
+            self._disk_size_gb(spec)
+
+    # ---------------------------------------------------------------- describe
+    @staticmethod
+    def _instance_tags(instance: Mapping[str, Any]) -> dict[str, str]:
+        items = (instance.get("metadata") or {}).get("items") or []
+        return {i["key"]: i.get("value", "") for i in items if i.get("key") in _TAG_KEYS}
+
+    @staticmethod
+    def _description_tags(item: Mapping[str, Any]) -> dict[str, str]:
+        try:
+            data = json.loads(item.get("description") or "{}")
+        except ValueError:  # a hand-made resource's free text: not ours
+            return {}
+        tags = data.get("cloud-paas") if isinstance(data, Mapping) else None
+        return {k: str(v) for k, v in tags.items() if k in _TAG_KEYS} if isinstance(tags, Mapping) else {}
+
+    def _instance_resource(self, instance: Mapping[str, Any]) -> Resource:
+        tags = self._instance_tags(instance)
+        nics = instance.get("network_interfaces") or []
+        access = (nics[0].get("access_configs") or []) if nics else []
+        status = str(instance.get("status"))
+        attributes: dict[str, Any] = {
+            "kind": _INSTANCE,
+            "name": instance.get("name"),
+            "zone": _last(instance.get("zone")),
+            "status": status,
+            "machine_type": _last(instance.get("machine_type")),
+            "private_ip": nics[0].get("network_i_p") if nics else None,
+            "public_ip": access[0].get("nat_i_p") if access else None,
+            "network_tags": sorted((instance.get("tags") or {}).get("items") or []),
+            "disks": sorted(d.get("device_name") for d in instance.get("disks") or [] if not d.get("boot")),
+        }
+        if instance.get("status_message"):
+            attributes["status_message"] = instance["status_message"]
+        return Resource(tags[TAG_DEPLOYMENT], tags[TAG_NODE], int(tags[TAG_INDEX]), PROVIDER,
+                        str(instance.get("name")), self.normalize_state(status), attributes)
+
+    def _disk_resource(self, disk: Mapping[str, Any]) -> Resource:
+        tags = self._description_tags(disk)
+        status = str(disk.get("status"))
+        attributes = {
+            "kind": _DISK,
+            "name": disk.get("name"),
+            "zone": _last(disk.get("zone")),
+            "status": status,
+            "size_gb": int(disk.get("size_gb") or 0),
+            "type": _last(disk.get("type_")),
+            "self_link": disk.get("self_link"),
+            "attached_to": sorted(_last(u) for u in disk.get("users") or []),
+        }
+        return Resource(tags[TAG_DEPLOYMENT], tags[TAG_NODE], int(tags[TAG_INDEX]), PROVIDER,
+                        str(disk.get("name")), self.normalize_state(status), attributes)
+
+    @staticmethod
+    def _selector(deployment_id: str, node_name: str | None = None, index: int | None = None) -> dict[str, str]:
+        tags = {TAG_DEPLOYMENT: deployment_id}
+        if node_name is not None:
+            tags[TAG_NODE] = node_name
+            if index is not None:
+                tags[TAG_INDEX] = str(index)
+        return tags
+
+    @staticmethod
+    def _matches(tags: Mapping[str, str], selector: Mapping[str, str]) -> bool:
+        # labels may be hashed: the exact tags decide; all three must be there (else not ours)
+        return set(_TAG_KEYS) <= set(tags) and all(tags[k] == v for k, v in selector.items())
+
+    def _instances(self, selector: Mapping[str, str]) -> list[dict[str, Any]]:
+        found = self.hook.list_instances(project_id=self.project_id, zone=self.zone, filter_=label_filter(selector))
+        return [i for i in found if self._matches(self._instance_tags(i), selector)]
+
+    def _disks(self, selector: Mapping[str, str]) -> list[dict[str, Any]]:
+        found = self.hook.list_disks(project_id=self.project_id, zone=self.zone, filter_=label_filter(selector))
+        return [d for d in found if self._matches(self._description_tags(d), selector)]
+
+    def _describe(self, selector: Mapping[str, str]) -> list[Resource]:
+        found = [self._instance_resource(i) for i in self._instances(selector)]
+        found += [self._disk_resource(d) for d in self._disks(selector)]
+        return sorted(found, key=lambda r: (r.node_name, r.index, r.attributes["kind"]))
+
+    def describe(self, deployment_id: str, node_name: str | None = None) -> list[Resource]:
+        """Return the instances and disks of a deployment (optionally of one node), sorted by node, index.
+
+        :param deployment_id: the deployment's id
+        :param node_name: only this node's resources
+        """
+        return self._describe(self._selector(deployment_id, node_name))
+
+    # ---------------------------------------------------------------- waiting
+    def _wait_operation(self, op_name: str, what: str, timeout: float, *, zone: bool = True) -> None:
+        """Wait for an operation to be DONE; raise GceApiError with its first error code if it failed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            started = time.monotonic()
+            if zone:
+                op = self.hook.wait_zone_operation(project_id=self.project_id, zone=self.zone, name=op_name)
+            else:
+                op = self.hook.wait_global_operation(project_id=self.project_id, name=op_name)
+            if op.get("status") == "DONE":
+                errors = (op.get("error") or {}).get("errors") or []
+                if errors:
+                    first = errors[0]
+                    detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors)
+                    raise GceApiError(f"{what} failed: {detail}", status_code=op.get("http_error_status_code"),
+                                      reason=first.get("code"), resource=what)
+                return
+            if time.monotonic() >= deadline:
+                raise ResourceTimeoutError(
+                    f"{what}: operation {op_name} not done after {timeout:.0f} s (raise create_timeout/delete_timeout)",
+                    provider=PROVIDER, resource=what,
+                )
+            if time.monotonic() - started < self.poll_interval:  # the server returned early: do not spin
+                time.sleep(self.poll_interval)
+
+    def _wait_for(self, what: str, read: Callable[[], Mapping[str, Any] | None],
+                  ready: Callable[[Mapping[str, Any] | None], bool], timeout: float, resource: str) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            current = read()
+            if ready(current):
+                return current
+            if time.monotonic() >= deadline:
+                status = (current or {}).get("status", "gone")
+                raise ResourceTimeoutError(
+                    f"{what}: still {status} after {timeout:.0f} s (raise create_timeout or check the zone's "
+                    "capacity and the instance's serial console)",
+                    provider=PROVIDER, resource=resource,
+                )
+            time.sleep(self.poll_interval)
+
+    def _get_instance(self, name: str) -> dict[str, Any] | None:
+        return self.hook.get_instance_dict(project_id=self.project_id, zone=self.zone, name=name)
+
+    def _wait_instance_running(self, name: str) -> dict[str, Any]:
+        def ready(instance: Mapping[str, Any] | None) -> bool:
+            if instance is None:
+                raise _Failed("it disappeared while booting")
+            if instance.get("status") in ("TERMINATED", "STOPPED", "REPAIRING"):
+                raise _Failed(f"it went {instance.get('status')} while booting"
+                              f"{': ' + instance['status_message'] if instance.get('status_message') else ''}")
+            return instance.get("status") == "RUNNING"
+
+        return dict(self._wait_for(f"instance {name} becoming RUNNING", lambda: self._get_instance(name), ready,
+                                   self.create_timeout, f"instance {name}"))
+
+    def _delete_instance(self, name: str) -> None:
+        op = self.hook.delete_instance_nowait(project_id=self.project_id, zone=self.zone, name=name)
+        if op is not None:
+            self._wait_operation(op, f"delete instance {name}", self.delete_timeout)
+
+    # ---------------------------------------------------------------- create
+    def create(self, spec: ResourceSpec) -> Resource:
+        """Create the instance or disk of a node instance (or return the existing one), waiting until ready.
+
+        :param spec: the resource wanted
+        """
+        self.check(spec)
+        if self._kind(spec) == _INSTANCE:
+            return self._create_instance(spec)
+        return self._create_disk(spec)
+
+    def _cleanup(self, steps: list[tuple[str, Callable[[], None]]]) -> list[str]:
+        """Run undo steps, newest first; return what failed (logged, never raised: the cause matters more)."""
+        problems = []
+        for what, step in reversed(steps):
+            try:
+                step()
+            except BackendError as err:
+                log.warning("Cleanup of %s failed: %s", what, err)
+                problems.append(f"{what}: {err}")
+        return problems
+
+    def _create_error(self, spec: ResourceSpec, label: str, cause: str, undo: list[tuple[str, Callable[[], None]]],
+                      hint: str = "") -> ResourceCreateError:
+        problems = self._cleanup(undo)
+        message = f"cannot create {label} for node '{spec.node_name}' #{spec.index}: {cause}"
+        if hint:
+            message += f"; {hint}"
+        if problems:
+            message += f" (cleanup also failed, delete the deployment to retry it: {'; '.join(problems)})"
+        else:
+            message += " (what was made has been removed)"
+        return ResourceCreateError(message, provider=PROVIDER, resource=label)
+
+    @staticmethod
+    def _hint(err: GceApiError) -> str:
+        if err.is_quota:
+            return "raise the project's quota (IAM & Admin > Quotas) or free resources, then retry"
+        if (err.reason or "") in ("ZONE_RESOURCE_POOL_EXHAUSTED", "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS"):
+            return "the zone has no capacity for this machine type now: retry later, or use another zone or size"
+        return ""
+
+    def _existing_instance(self, spec: ResourceSpec) -> dict[str, Any] | None:
+        for instance in sorted(self._instances(spec.tags), key=lambda i: str(i.get("creation_timestamp", ""))):
+            if instance.get("status") == "REPAIRING":
+                log.warning("Instance %s of %s/%s/%s is REPAIRING: replacing it", instance["name"],
+                            spec.deployment_id, spec.node_name, spec.index)
+                self._delete_instance(instance["name"])
+                continue
+            return instance
+        return None
+
+    def _firewall_bodies(self, spec: ResourceSpec, rules: Sequence[Rule]) -> list[dict[str, Any]]:
+        """Return one firewall rule per source range (a rule has one set of sources for all its ports)."""
+        by_cidr: dict[str, list[Rule]] = {}
+        for rule in rules:
+            by_cidr.setdefault(rule.cidr, []).append(rule)
+        tag = firewall_tag(spec.deployment_id, spec.node_name)
+        description = json.dumps({"cloud-paas": {TAG_DEPLOYMENT: spec.deployment_id, TAG_NODE: spec.node_name}})
+        bodies = []
+        for number, cidr in enumerate(sorted(by_cidr)):
+            allowed: dict[str, list[str]] = {}
+            for rule in by_cidr[cidr]:
+                ports = allowed.setdefault(rule.protocol, [])
+                if rule.protocol in ("tcp", "udp", "sctp"):
+                    ports.append(f"{rule.port}-{rule.port_end}" if rule.port_end else str(rule.port))
+            bodies.append({
+                "name": f"{tag}-{number}", "network": self.network, "direction": "INGRESS", "priority": 1000,
+                "description": description, "source_ranges": [cidr], "target_tags": [tag],
+                "allowed": [{"I_p_protocol": proto, **({"ports": sorted(set(p))} if p else {})}
+                            for proto, p in sorted(allowed.items())],
+            })
+        return bodies
+
+    def _ensure_firewalls(self, spec: ResourceSpec, undo: list[tuple[str, Callable[[], None]]]) -> None:
+        rules, _ = security_rules(spec)
+        if not rules:
+            return
+        tag = firewall_tag(spec.deployment_id, spec.node_name)
+        existing = {f["name"] for f in self.hook.list_firewalls(project_id=self.project_id,
+                                                                 filter_=f'name eq "{tag}-.*"')}
+        for body in self._firewall_bodies(spec, rules):
+            if body["name"] in existing:
+                continue
+            op = self.hook.insert_firewall_nowait(project_id=self.project_id, body=body)
+            undo.append((f"firewall rule {body['name']}", lambda n=body["name"]: self._delete_firewall_if_unused(
+                n, spec.deployment_id, spec.node_name)))
+            self._wait_operation(op, f"insert firewall rule {body['name']}", self.create_timeout, zone=False)
+
+    def _delete_firewall(self, name: str) -> None:
+        op = self.hook.delete_firewall_nowait(project_id=self.project_id, name=name)
+        if op is not None:
+            self._wait_operation(op, f"delete firewall rule {name}", self.delete_timeout, zone=False)
+
+    def _delete_firewall_if_unused(self, name: str, deployment_id: str, node_name: str) -> None:
+        if not self._instances(self._selector(deployment_id, node_name)):
+            self._delete_firewall(name)
+
+    def _instance_body(self, spec: ResourceSpec, name: str, size: Size, image: Mapping[str, Any],
+                       req: HostRequirements, public: bool) -> dict[str, Any]:
+        labels = gce_labels(spec.tags)
+        nic: dict[str, Any] = {"network": self.network}
+        if self.subnetwork:
+            nic["subnetwork"] = self.subnetwork
+        if public:
+            nic["access_configs"] = [{"name": "External NAT", "type_": "ONE_TO_ONE_NAT"}]
+        scheduling: dict[str, Any] = {}
+        if size.gpus:  # instances with GPUs cannot live-migrate
+            scheduling["on_host_maintenance"] = "TERMINATE"
+        if req.preemptible:
+            scheduling.update(preemptible=True, automatic_restart=False, on_host_maintenance="TERMINATE")
+        body: dict[str, Any] = {
+            "name": name,
+            "machine_type": f"zones/{self.zone}/machineTypes/{size.name}",
+            "labels": labels,
+            # the exact tags (labels may be hashed): what describe and delete trust
+            "metadata": {"items": [{"key": k, "value": v} for k, v in spec.tags.items()]},
+            "disks": [{"boot": True, "auto_delete": True, "device_name": "boot", "initialize_params": {
+                "source_image": image["id"], "disk_size_gb": max(MIN_DISK_GB, math.ceil(req.disk_gb)),
+                "labels": labels}}],
+            "network_interfaces": [nic],
+        }
+        if security_rules(spec)[0]:
+            body["tags"] = {"items": [firewall_tag(spec.deployment_id, spec.node_name)]}
+        if scheduling:
+            body["scheduling"] = scheduling
+        return body
+
+    def _create_instance(self, spec: ResourceSpec) -> Resource:
+        size, image, req = self._instance_plan(spec)
+        name = instance_name(spec)
+        label = f"instance {name}"
+        _, public = security_rules(spec)
+        undo: list[tuple[str, Callable[[], None]]] = []
+        try:
+            instance = self._existing_instance(spec)
+            if instance is not None and instance.get("status") in (
+                    "STOPPING", "SUSPENDING", "TERMINATED", "STOPPED", "SUSPENDED"):
+                # stopped in the console, or a delete in flight (STOPPING, then gone): let it settle first
+                instance = self._wait_for(f"{label} settling", lambda: self._get_instance(name),
+                                          lambda i: i is None or i.get("status") not in ("STOPPING", "SUSPENDING"),
+                                          self.create_timeout, label)
+                if instance is not None:
+                    resume = instance.get("status") == "SUSPENDED"
+                    log.info("%s is %s: %s it", label, instance.get("status"), "resuming" if resume else "starting")
+                    op = self.hook.start_instance_nowait(project_id=self.project_id, zone=self.zone, name=name,
+                                                         resume=resume)
+                    self._wait_operation(op, f"start {label}", self.create_timeout)
+            if instance is None:
+                self._insert_instance(spec, name, size, image, req, public, undo)
+            instance = self._wait_instance_running(name)
+            if self._attach_required_disks(spec, instance):
+                instance = self._get_instance(name) or instance
+        except _Failed as err:
+            raise self._create_error(spec, label, str(err), undo) from None
+        except ResourceTimeoutError as err:
+            problems = self._cleanup(undo)
+            suffix = f" (cleanup also failed: {'; '.join(problems)})" if problems else " (what was made is removed)"
+            raise ResourceTimeoutError(err.message + suffix, provider=PROVIDER, resource=label) from err
+        except GceApiError as err:
+            raise self._create_error(spec, label, err.message, undo, self._hint(err)) from err
+        except BackendError:
+            self._cleanup(undo)
+            raise
+        return self._instance_resource(instance)
+
+    def _insert_instance(self, spec: ResourceSpec, name: str, size: Size, image: Mapping[str, Any],
+                         req: HostRequirements, public: bool, undo: list[tuple[str, Callable[[], None]]]) -> None:
+        self._ensure_firewalls(spec, undo)
+        body = self._instance_body(spec, name, size, image, req, public)
+        try:
+            op = self.hook.insert_instance_nowait(project_id=self.project_id, zone=self.zone, body=body,
+                                                  request_id=str(uuid.uuid4()))
+        except GceApiError as err:
+            if err.status_code != 409:
+                raise
+            log.info("instance %s was made meanwhile by another attempt: waiting for it", name)
+            return
+        # undo even if the operation fails: an instance may exist in a failed state
+        undo.append((f"instance {name}", lambda: self._delete_instance(name)))
+        log.info("Inserting instance %s (machine type %s, image %s)", name, size.name, image.get("name"))
+        self._wait_operation(op, f"insert instance {name}", self.create_timeout)
+
+    def _attach_required_disks(self, spec: ResourceSpec, instance: Mapping[str, Any]) -> bool:
+        """Attach the disks of the BlockStorage nodes this instance requires (same index); return if any was."""
+        attached = False
+        for resources in spec.requirements.values():
+            for resource in resources:
+                if (resource.backend == PROVIDER and resource.attributes.get("kind") == _DISK
+                        and resource.index == spec.index):
+                    attached |= self._attach(resource.resource_id, str(instance["name"]))
+        return attached
+
+    def _attach(self, disk_name: str, instance_name_: str) -> bool:
+        disk = self.hook.get_disk_dict(project_id=self.project_id, zone=self.zone, name=disk_name)
+        if disk is None:
+            raise GceApiError(f"disk {disk_name} does not exist (any more)", status_code=404, resource=disk_name)
+        if any(_last(u) == instance_name_ for u in disk.get("users") or []):
+            return False
+        op = self.hook.attach_disk_nowait(project_id=self.project_id, zone=self.zone, instance=instance_name_,
+                                          disk_link=disk["self_link"], device_name=disk_name)
+        self._wait_operation(op, f"attach disk {disk_name} to {instance_name_}", self.create_timeout)
+        return True
+
+    def _wait_disk_ready(self, name: str) -> dict[str, Any]:
+        def ready(disk: Mapping[str, Any] | None) -> bool:
+            if disk is None:
+                raise _Failed("it disappeared")
+            if disk.get("status") == "FAILED":
+                raise _Failed("disk status FAILED")
+            return disk.get("status") == "READY"
+
+        return dict(self._wait_for(f"disk {name} becoming READY", lambda: self.hook.get_disk_dict(
+            project_id=self.project_id, zone=self.zone, name=name), ready, self.create_timeout, f"disk {name}"))
+
+    def _delete_disk(self, name: str) -> None:
+        op = self.hook.delete_disk_nowait(project_id=self.project_id, zone=self.zone, name=name)
+        if op is not None:
+            self._wait_operation(op, f"delete disk {name}", self.delete_timeout)
+
+    def _create_disk(self, spec: ResourceSpec) -> Resource:
+        size_gb = self._disk_size_gb(spec)
+        name = instance_name(spec)
+        label = f"disk {name}"
+        undo: list[tuple[str, Callable[[], None]]] = []
+        try:
+            disk = None
+            for found in self._disks(spec.tags):
+                if found.get("status") == "FAILED":  # a failed earlier attempt: replace it
+                    self._delete_disk(found["name"])
+                    continue
+                disk = found
+                break
+            if disk is None:
+                body: dict[str, Any] = {
+                    "name": name, "size_gb": size_gb, "labels": gce_labels(spec.tags),
+                    "description": json.dumps({"cloud-paas": spec.tags}),
+                }
+                if spec.properties.get("type"):
+                    body["type_"] = f"zones/{self.zone}/diskTypes/{spec.properties['type']}"
+                op = self.hook.insert_disk_nowait(project_id=self.project_id, zone=self.zone, body=body,
+                                                  request_id=str(uuid.uuid4()))
+                undo.append((label, lambda: self._delete_disk(name)))
+                self._wait_operation(op, f"insert {label}", self.create_timeout)
+            disk = self._wait_disk_ready(str(disk["name"]) if disk else name)
+            for resources in spec.requirements.values():
+                for resource in resources:
+                    if (resource.backend == PROVIDER and resource.attributes.get("kind") == _INSTANCE
+                            and resource.index == spec.index):
+                        if self._attach(disk["name"], resource.resource_id):
+                            disk = self.hook.get_disk_dict(project_id=self.project_id, zone=self.zone,
+                                                           name=disk["name"]) or disk
+        except _Failed as err:
+            raise self._create_error(spec, label, str(err), undo) from None
+        except GceApiError as err:
+            raise self._create_error(spec, label, err.message, undo, self._hint(err)) from err
+        except BackendError:
+            self._cleanup(undo)
+            raise
+        return self._disk_resource(disk)
+
+    # ---------------------------------------------------------------- delete
+    def delete(self, deployment_id: str, node_name: str | None = None, index: int | None = None) -> list[Resource]:
+        """Delete instances, disks and firewall rules found by tags; return the instances and disks.
+
+        :param deployment_id: the deployment's id
+        :param node_name: only this node's resources
+        :param index: only this instance
+        """
+        selector = self._selector(deployment_id, node_name, index)
+        targets = self._describe(selector)
+        instances = [r for r in targets if r.attributes["kind"] == _INSTANCE]
+        disks = [r for r in targets if r.attributes["kind"] == _DISK]
+        # start every delete, then wait: instances go in parallel (their boot disks with them)
+        pending = [(r.resource_id, self.hook.delete_instance_nowait(project_id=self.project_id, zone=self.zone,
+                                                                    name=r.resource_id)) for r in instances]
+        for name, op in pending:
+            if op is not None:
+                self._wait_operation(op, f"delete instance {name}", self.delete_timeout)
+        for disk in disks:
+            current = self.hook.get_disk_dict(project_id=self.project_id, zone=self.zone, name=disk.resource_id)
+            if current is None:
+                continue
+            for user in current.get("users") or []:  # attached to an instance that stays
+                op = self.hook.detach_disk_nowait(project_id=self.project_id, zone=self.zone, instance=_last(user),
+                                                  device_name=self._device_name(_last(user), disk.resource_id))
+                if op is not None:
+                    self._wait_operation(op, f"detach disk {disk.resource_id}", self.delete_timeout)
+            self._delete_disk(disk.resource_id)
+        self._delete_firewalls(deployment_id, node_name)
+        return [dataclasses.replace(r, state=ResourceState.DELETED) for r in targets]
+
+    def _device_name(self, instance: str, disk_name: str) -> str:
+        found = self._get_instance(instance) or {}
+        for attached in found.get("disks") or []:
+            if _last(attached.get("source")) == disk_name:
+                return str(attached.get("device_name"))
+        return disk_name
+
+    def _delete_firewalls(self, deployment_id: str, node_name: str | None) -> None:
+        prefix = firewall_tag(deployment_id, node_name) + "-" if node_name is not None else firewall_prefix(
+            deployment_id)
+        for firewall in self.hook.list_firewalls(project_id=self.project_id, filter_=f'name eq "{prefix}.*"'):
+            tags = self._description_tags(firewall)
+            if tags.get(TAG_DEPLOYMENT) != deployment_id or TAG_NODE not in tags:
+                continue  # a hash collision or a hand-made rule: not ours
+            if node_name is not None and tags[TAG_NODE] != node_name:
+                continue
+            if not self._instances(self._selector(deployment_id, tags[TAG_NODE])):
+                self._delete_firewall(firewall["name"])

@@ -1,0 +1,403 @@
+"""The GCP backend: the backend contract and the faults of a real cloud, against the stand-in Compute Engine.
+
+The Google provider's ComputeEngineHook builds the real google-cloud-compute clients (REST transport)
+from a ``google_cloud_platform`` connection with ``is_anonymous`` and an ``api_endpoint`` extra that
+points them at :mod:`unit.backends.gcp_fixtures` over plain HTTP on loopback; the probe reads the
+stand-in's state, never the backend.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+
+import pytest
+from unit.backends.contract import BackendContract, Probe, SpecFactory
+from unit.backends.gcp_fixtures import (
+    PROJECT,
+    ZONE,
+    ComputeEngineStandIn,
+    connection_json,
+    running_stand_in,
+)
+
+from airflow_cloud_paas.backends import get_backend
+from airflow_cloud_paas.backends.base import TAG_DEPLOYMENT, TAG_INDEX, TAG_NODE, Resource, ResourceSpec, ResourceState
+from airflow_cloud_paas.backends.gcp import GceHook, GcpBackend
+from airflow_cloud_paas.exceptions import BackendError, ResourceCreateError, ResourceTimeoutError, UnsupportedNodeError
+
+CONN_ID = "gcp_test"
+COMPUTE_HIERARCHY = ("tosca.nodes.indigo.Compute", "tosca.nodes.Compute", "tosca.nodes.Root")
+BLOCK_HIERARCHY = ("tosca.nodes.BlockStorage", "tosca.nodes.Root")
+HOST = {"num_cpus": 1, "mem_size": "1 GB"}
+UBUNTU = {"type": "linux", "distribution": "ubuntu", "version": "22.04"}
+PUBLIC_HTTP = {"network_name": "PUBLIC", "ports": {"http": {"protocol": "tcp", "source": 8080}}}
+LABEL = re.compile(r"[a-z0-9_-]{0,63}")
+
+
+def compute(deployment_id: str, node_name: str, index: int = 0, *, host: dict | None = None,
+            os: dict | None = None, endpoint: dict | None = None, **kw) -> ResourceSpec:
+    capabilities = {"host": host or HOST, "os": os or UBUNTU}
+    if endpoint:
+        capabilities["endpoint"] = endpoint
+    return ResourceSpec(deployment_id, node_name, index, "tosca.nodes.indigo.Compute", COMPUTE_HIERARCHY,
+                        capabilities=capabilities, **kw)
+
+
+def block(deployment_id: str, node_name: str, index: int = 0, size: str = "20 GB", **kw) -> ResourceSpec:
+    return ResourceSpec(deployment_id, node_name, index, "tosca.nodes.BlockStorage", BLOCK_HIERARCHY,
+                        properties={"size": size}, **kw)
+
+
+class GcpSpecs(SpecFactory):
+    def compute(self, deployment_id: str, node_name: str, index: int = 0) -> ResourceSpec:
+        return compute(deployment_id, node_name, index)
+
+    def service(self, deployment_id: str, node_name: str, index: int = 0) -> ResourceSpec:
+        # a public web server: instance + firewall rule for port 8080 + external IP
+        return compute(deployment_id, node_name, index, endpoint=PUBLIC_HTTP)
+
+    def failing(self, deployment_id: str, node_name: str, index: int = 0) -> ResourceSpec:
+        # the stand-in's zone has no capacity for n2-standard-8 (ZONE_RESOURCE_POOL_EXHAUSTED), after the
+        # node's firewall rule has been made
+        return compute(deployment_id, node_name, index, host={"instance_type": "n2-standard-8"}, endpoint=PUBLIC_HTTP)
+
+
+class StandInProbe(Probe):
+    """Reads the stand-in Compute Engine's state, not the backend."""
+
+    def __init__(self, cloud: ComputeEngineStandIn) -> None:
+        self.cloud = cloud
+
+    def exists(self, resource: Resource) -> bool:
+        self.cloud.tick()
+        if resource.attributes["kind"] == "disk":
+            return resource.resource_id in self.cloud.state.disks
+        inst = self.cloud.state.instances.get(resource.resource_id)
+        return inst is not None and inst["status"] == "RUNNING" and inst["_gone_at"] is None
+
+    def count(self, deployment_id: str) -> int:
+        return len(self.cloud.owned(deployment_id))
+
+    def tags(self, resource: Resource) -> dict[str, str]:
+        inst = self.cloud.state.instances[resource.resource_id]
+        return {i["key"]: i["value"] for i in inst["metadata"]["items"]}
+
+    def stop_behind_backend(self, resource: Resource) -> None:
+        self.cloud.stop_instance(resource.resource_id)
+
+
+def make_backend(conn_id: str = CONN_ID, **options) -> GcpBackend:
+    return GcpBackend(conn_id, create_timeout=10, delete_timeout=10, poll_interval=0.01, **options)
+
+
+@pytest.fixture
+def cloud(monkeypatch: pytest.MonkeyPatch) -> Iterator[ComputeEngineStandIn]:
+    with running_stand_in() as stand_in:
+        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", connection_json(stand_in))
+        yield stand_in
+
+
+@pytest.fixture
+def gcp(cloud: ComputeEngineStandIn) -> GcpBackend:
+    return make_backend()
+
+
+class TestGcpBackendContract(BackendContract):
+    @pytest.fixture
+    def backend(self, gcp: GcpBackend) -> GcpBackend:
+        return gcp
+
+    @pytest.fixture
+    def specs(self) -> SpecFactory:
+        return GcpSpecs()
+
+    @pytest.fixture
+    def probe(self, cloud: ComputeEngineStandIn) -> Probe:
+        return StandInProbe(cloud)
+
+
+def mutations(cloud: ComputeEngineStandIn) -> list[tuple[str, str]]:
+    return [(m, p) for m, p in cloud.requests if m != "GET" and not p.endswith("/wait")]
+
+
+# ---------------------------------------------------------------------- the connection and the hook
+def test_registry_builds_it_through_the_providers_hook(cloud: ComputeEngineStandIn) -> None:
+    backend = get_backend("gcp", conn_id=CONN_ID)
+    assert isinstance(backend, GcpBackend)
+    from airflow.providers.google.cloud.hooks.compute import ComputeEngineHook
+    from google.auth.credentials import AnonymousCredentials
+
+    assert isinstance(backend.hook, ComputeEngineHook) and backend.hook.gcp_conn_id == CONN_ID
+    assert isinstance(backend.hook.get_credentials(), AnonymousCredentials)  # the connection's is_anonymous
+    assert (backend.project_id, backend.zone) == (PROJECT, ZONE)
+    assert backend.hook.get_client_options().api_endpoint == cloud.endpoint
+
+
+def test_missing_zone_is_a_configuration_error(cloud: ComputeEngineStandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_GCP_NOZONE", connection_json(cloud, zone=""))
+    with pytest.raises(BackendError, match="no zone: give the backend a 'zone' option") as err:
+        make_backend("gcp_nozone").check(compute("dep", "n"))
+    assert err.value.provider == "gcp"
+    assert make_backend("gcp_nozone", zone=ZONE).zone == ZONE
+
+
+# ---------------------------------------------------------------------- mapping TOSCA -> Compute Engine
+def test_smallest_machine_type_and_newest_image_of_the_family(gcp: GcpBackend, cloud: ComputeEngineStandIn) -> None:
+    small = gcp.create(compute("dep", "small"))
+    inst = cloud.state.instances[small.resource_id]
+    assert inst["machineType"].endswith("/machineTypes/e2-micro")
+    boot = cloud.state.disks[small.resource_id]
+    assert boot["sourceImage"].endswith("projects/ubuntu-os-cloud/global/images/ubuntu-2204-jammy-v20250110")
+    assert small.attributes["machine_type"] == "e2-micro"
+    assert small.attributes["private_ip"].startswith("10.132.") and small.attributes["public_ip"] is None
+
+    big = gcp.create(compute("dep", "big", host={"num_cpus": 3, "mem_size": "12 GB", "disk_size": "50 GB"},
+                             os={"distribution": "rocky", "version": "9"}))
+    assert big.attributes["machine_type"] == "e2-standard-4"
+    assert cloud.state.disks[big.resource_id]["sourceImage"].endswith("rocky-linux-9-v20250114")
+    assert cloud.state.disks[big.resource_id]["sizeGb"] == "50"
+
+    gpu = gcp.create(compute("dep", "gpu", host={"num_cpus": 1, "num_gpus": 1, "gpu_model": "A100"}))
+    assert gpu.attributes["machine_type"] == "a2-highgpu-1g"
+    assert cloud.state.instances[gpu.resource_id]["scheduling"]["onHostMaintenance"] == "TERMINATE"
+    gcp.delete("dep")
+    assert cloud.owned("dep") == []
+
+
+def test_explicit_image_by_family_and_by_name(gcp: GcpBackend, cloud: ComputeEngineStandIn) -> None:
+    by_family = gcp.create(compute("dep", "a", os={"image": "projects/debian-cloud/global/images/family/debian-12"}))
+    assert cloud.state.disks[by_family.resource_id]["sourceImage"].endswith("debian-12-bookworm-v20250113")
+    own = gcp.create(compute("dep", "b", os={"image": "gce://europe-west1-b/custom-galaxy-image"}))
+    assert cloud.state.disks[own.resource_id]["sourceImage"].endswith(f"{PROJECT}/global/images/custom-galaxy-image")
+    gcp.delete("dep")
+
+
+def test_labels_are_label_safe_and_deterministic(gcp: GcpBackend, cloud: ComputeEngineStandIn) -> None:
+    deployment = "Dep_ID.With.UPPER-" + "x" * 70
+    resource = gcp.create(compute(deployment, "Web.Node", 3))
+    assert (resource.deployment_id, resource.node_name, resource.index) == (deployment, "Web.Node", 3)
+    labels = cloud.state.instances[resource.resource_id]["labels"]
+    assert set(labels) == {"cloud_paas_deployment", "cloud_paas_node", "cloud_paas_index"}
+    assert all(LABEL.fullmatch(v) for v in labels.values())
+    assert labels["cloud_paas_index"] == "3"
+    assert labels["cloud_paas_node"].startswith("web-node-") and labels["cloud_paas_deployment"] != deployment
+    # the exact tags live in the metadata; a fresh backend finds the same instance through the labels
+    assert StandInProbe(cloud).tags(resource) == {TAG_DEPLOYMENT: deployment, TAG_NODE: "Web.Node", TAG_INDEX: "3"}
+    assert make_backend().create(compute(deployment, "Web.Node", 3)).resource_id == resource.resource_id
+    assert len(cloud.state.instances) == 1
+    assert [r.node_name for r in make_backend().describe(deployment)] == ["Web.Node"]
+    gcp.delete(deployment)
+    assert cloud.owned(deployment) == []
+
+
+def test_lists_follow_pages(gcp: GcpBackend, cloud: ComputeEngineStandIn) -> None:
+    cloud.page_size = 2
+    made = gcp.scale(lambda i: compute("dep", "w", i), 5)
+    assert [r.index for r in made] == [0, 1, 2, 3, 4]
+    served = cloud.later_pages_served
+    assert len(gcp.describe("dep", "w")) == 5
+    assert cloud.later_pages_served >= served + 2  # 5 instances, 2 a page: pages 2 and 3 were read
+    gcp.delete("dep")
+
+
+def test_public_endpoint_gets_a_firewall_rule_by_target_tag_and_an_external_ip(
+    gcp: GcpBackend, cloud: ComputeEngineStandIn
+) -> None:
+    resource = gcp.create(compute("dep", "web", endpoint={
+        "network_name": "PUBLIC",
+        "ports": {"http": {"protocol": "tcp", "source": 8080}, "dns": {"protocol": "udp", "source": 53},
+                  "admin": {"protocol": "tcp", "source": 22, "remote_cidr": "10.0.0.0/8"}}}))
+    assert resource.attributes["public_ip"].startswith("34.")
+    inst = cloud.state.instances[resource.resource_id]
+    (tag,) = inst["tags"]["items"]
+    rules = sorted(cloud.state.firewalls.values(), key=lambda f: f["sourceRanges"])
+    assert [(f["sourceRanges"], f["targetTags"], f["direction"]) for f in rules] == [
+        (["0.0.0.0/0"], [tag], "INGRESS"), (["10.0.0.0/8"], [tag], "INGRESS")]
+    assert rules[0]["allowed"] == [{"IPProtocol": "tcp", "ports": ["8080"]}, {"IPProtocol": "udp", "ports": ["53"]}]
+    assert rules[1]["allowed"] == [{"IPProtocol": "tcp", "ports": ["22"]}]
+    # a second instance shares the node's rules; deleting one instance keeps them, the node removes them
+    gcp.create(compute("dep", "web", 1, endpoint=PUBLIC_HTTP))
+    assert len(cloud.state.firewalls) == 2
+    gcp.delete("dep", "web", 1)
+    assert len(cloud.state.firewalls) == 2
+    gcp.delete("dep", "web")
+    assert cloud.state.firewalls == {} and cloud.owned("dep") == []
+
+
+def test_block_storage_is_a_disk_attached_to_its_instance(gcp: GcpBackend, cloud: ComputeEngineStandIn) -> None:
+    disk = gcp.create(block("dep", "data", size="15.5 GB"))
+    assert disk.state == ResourceState.RUNNING and disk.attributes["size_gb"] == 16
+    assert cloud.state.disks[disk.resource_id]["labels"]["cloud_paas_node"] == "data"
+    vm = gcp.create(compute("dep", "vm", requirements={"local_storage": (disk,)}))
+    stored = cloud.state.disks[disk.resource_id]
+    assert [u.rsplit("/", 1)[-1] for u in stored["users"]] == [vm.resource_id]
+    assert vm.attributes["disks"] == [disk.resource_id]
+    # the boot disk carries the labels too, but is the instance's, not a BlockStorage node
+    assert [(r.node_name, r.attributes["kind"]) for r in gcp.describe("dep")] == [("data", "disk"), ("vm", "instance")]
+    # deleting only the disk node detaches it from the instance that stays
+    assert [r.node_name for r in gcp.delete("dep", "data")] == ["data"]
+    assert disk.resource_id not in cloud.state.disks and vm.resource_id in cloud.state.instances
+    assert cloud.state.instances[vm.resource_id]["disks"][1:] == []
+    gcp.delete("dep")
+    assert cloud.owned("dep") == []
+
+
+def test_disk_requiring_an_instance_is_attached_to_it(gcp: GcpBackend, cloud: ComputeEngineStandIn) -> None:
+    vm = gcp.create(compute("dep", "vm"))
+    disk = gcp.create(block("dep", "data", requirements={"host": (vm,)}))
+    assert disk.attributes["attached_to"] == [vm.resource_id]
+    assert gcp.create(block("dep", "data", requirements={"host": (vm,)})).resource_id == disk.resource_id
+    assert sorted(r.attributes["kind"] for r in gcp.delete("dep")) == ["disk", "instance"]
+    assert cloud.owned("dep") == []
+
+
+# ---------------------------------------------------------------------- check: nothing is made
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        (compute("dep", "n", host={"instance_type": "m9-huge"}), "instance type 'm9-huge' is not offered"),
+        (compute("dep", "n", host={"num_cpus": 96, "mem_size": "1 TB"}), "no size offers 96 CPUs"),
+        (compute("dep", "n", host={"num_gpus": 1, "gpu_model": "H100"}), "1 GPUs (H100)"),
+        (compute("dep", "n", host={"instance_type": "n1-standard-1"}), "not offered"),  # deprecated
+        (compute("dep", "n", os={"image": "projects/nope-cloud/global/images/family/nope-1"}), "image"),
+        (compute("dep", "n", os={"image": "no-such-image"}), "'no-such-image' not found"),
+        (compute("dep", "n", os={"distribution": "windows"}), "no image for os"),
+        (compute("dep", "n", os={"distribution": "ubuntu", "version": "18.04"}), "no image for os"),  # deprecated
+        (block("dep", "n", size=""), "has no 'size'"),
+    ],
+    ids=["type-not-found", "nothing-fits", "no-gpu-model", "deprecated-type", "image-project-not-found",
+         "image-not-found", "no-image", "deprecated-image", "no-size"],
+)
+def test_what_cannot_be_honoured_fails_before_anything_is_made(
+    gcp: GcpBackend, cloud: ComputeEngineStandIn, spec: ResourceSpec, fragment: str
+) -> None:
+    with pytest.raises(UnsupportedNodeError) as err:
+        gcp.check(spec)
+    assert err.value.provider == "gcp" and "dep/n" in str(err.value)
+    assert fragment in str(err.value)
+    with pytest.raises(UnsupportedNodeError):
+        gcp.create(spec)
+    assert mutations(cloud) == []
+    assert cloud.owned("dep") == []
+
+
+def test_machine_types_and_images_are_read_once(gcp: GcpBackend, cloud: ComputeEngineStandIn) -> None:
+    for index in range(3):
+        gcp.check(compute("dep", "n", index))
+    reads = sorted(p for m, p in cloud.requests if m == "GET" and p.endswith(("/machineTypes", "/global/images")))
+    assert reads == sorted([f"/compute/v1/projects/{PROJECT}/zones/{ZONE}/machineTypes"] + [
+        f"/compute/v1/projects/{p}/global/images"
+        for p in ("ubuntu-os-cloud", "debian-cloud", "rocky-linux-cloud", "centos-cloud")])
+
+
+# ---------------------------------------------------------------------- faults of a real cloud
+def test_quota_exceeded_names_gcp_and_the_instance_and_leaves_nothing(
+    gcp: GcpBackend, cloud: ComputeEngineStandIn
+) -> None:
+    first = gcp.create(compute("dep", "a", endpoint=PUBLIC_HTTP))
+    made_before = cloud.owned("dep")
+    cloud.quota_cpus = 2  # e2-micro has 2 vCPUs: the region is full
+    spec = compute("dep", "b", endpoint=PUBLIC_HTTP)
+    with pytest.raises(ResourceCreateError) as err:
+        gcp.create(spec)
+    assert err.value.provider == "gcp"
+    from airflow_cloud_paas.backends.gcp import instance_name
+
+    assert err.value.resource == f"instance {instance_name(spec)}"
+    assert "QUOTA_EXCEEDED: Quota 'CPUS' exceeded" in str(err.value)
+    assert "raise the project's quota" in str(err.value) and "has been removed" in str(err.value)
+    # b's firewall rule, made before the refused insert, is gone; a's things are untouched
+    assert cloud.owned("dep") == made_before
+    assert any(m == "POST" and p.endswith("/instances") for m, p in mutations(cloud)[-4:])
+    assert [r.resource_id for r in gcp.describe("dep")] == [first.resource_id]
+    gcp.delete("dep")
+
+
+def test_instance_that_never_runs_times_out_and_is_removed(cloud: ComputeEngineStandIn) -> None:
+    cloud.stuck_machine_types.add("e2-standard-2")
+    backend = GcpBackend(CONN_ID, create_timeout=0.5, delete_timeout=10, poll_interval=0.01)
+    with pytest.raises(ResourceTimeoutError) as err:
+        backend.create(compute("dep", "stuck", host={"instance_type": "e2-standard-2"}, endpoint=PUBLIC_HTTP))
+    assert err.value.provider == "gcp" and "STAGING" in str(err.value)
+    assert "what was made is removed" in str(err.value)
+    assert cloud.owned("dep") == []
+    assert any(m == "DELETE" and "/instances/" in p for m, p in cloud.requests)
+
+
+def test_a_new_backend_finds_what_a_crashed_attempt_made(cloud: ComputeEngineStandIn) -> None:
+    made = make_backend().create(compute("dep", "web", endpoint=PUBLIC_HTTP))
+    again = make_backend().create(compute("dep", "web", endpoint=PUBLIC_HTTP))
+    assert again.resource_id == made.resource_id
+    assert len(cloud.state.instances) == 1 and len(cloud.state.firewalls) == 1
+    assert [r.resource_id for r in make_backend().delete("dep")] == [made.resource_id]
+    assert cloud.owned("dep") == []
+
+
+def test_orphan_firewall_rule_without_an_instance_is_found_and_deleted(
+    gcp: GcpBackend, cloud: ComputeEngineStandIn
+) -> None:
+    gcp.create(compute("dep", "web", endpoint=PUBLIC_HTTP))
+    with cloud.lock:  # the instance was deleted in the console; its firewall rule stays behind
+        name = next(iter(cloud.state.instances))
+        cloud.state.instances[name]["_gone_at"] = 0
+    assert gcp.describe("dep") == []
+    assert [k for k, _ in cloud.owned("dep")] == ["firewall"]
+    assert gcp.delete("dep") == []
+    assert cloud.owned("dep") == []
+
+
+def test_hand_made_lookalikes_are_not_ours(gcp: GcpBackend, cloud: ComputeEngineStandIn) -> None:
+    mine = gcp.create(compute("dep", "web"))
+    with cloud.lock:  # someone copies the labels onto another instance, without the metadata tags
+        twin = dict(cloud.state.instances[mine.resource_id], name="hand-made", metadata={"items": []})
+        cloud.state.instances["hand-made"] = twin
+    assert [r.resource_id for r in gcp.describe("dep")] == [mine.resource_id]
+    gcp.delete("dep")
+    assert "hand-made" in cloud.state.instances
+
+
+def test_stopped_instance_is_started_again(gcp: GcpBackend, cloud: ComputeEngineStandIn) -> None:
+    first = gcp.create(compute("dep", "vm"))
+    cloud.stop_instance(first.resource_id)
+    assert gcp.describe("dep")[0].state == ResourceState.STOPPED
+    again = gcp.create(compute("dep", "vm"))
+    assert again.resource_id == first.resource_id and again.state == ResourceState.RUNNING
+    assert any(m == "POST" and p.endswith(f"/instances/{first.resource_id}/start") for m, p in cloud.requests)
+    gcp.delete("dep")
+
+
+def test_states_map_instances_and_disks(gcp: GcpBackend) -> None:
+    assert gcp.normalize_state("PROVISIONING") == ResourceState.CREATING
+    assert gcp.normalize_state("STAGING") == ResourceState.CREATING
+    assert gcp.normalize_state("RUNNING") == ResourceState.RUNNING
+    assert gcp.normalize_state("STOPPING") == ResourceState.STOPPED
+    assert gcp.normalize_state("TERMINATED") == ResourceState.STOPPED
+    assert gcp.normalize_state("SUSPENDED") == ResourceState.STOPPED
+    assert gcp.normalize_state("REPAIRING") == ResourceState.ERROR
+    assert gcp.normalize_state("READY") == ResourceState.RUNNING
+    assert gcp.normalize_state("FAILED") == ResourceState.ERROR
+    assert gcp.normalize_state("DELETING") == ResourceState.DELETING
+
+
+def test_hook_is_the_providers_with_the_extra_calls(cloud: ComputeEngineStandIn) -> None:
+    hook = GceHook(gcp_conn_id=CONN_ID)
+    assert hook.get_compute_instance_client() is not None
+    assert [m["name"] for m in hook.list_machine_types(project_id=PROJECT, zone=ZONE)][:2] == ["e2-micro", "e2-small"]
+    assert hook.get_image_dict(project_id="ubuntu-os-cloud", family="ubuntu-2204-lts")["name"] == (
+        "ubuntu-2204-jammy-v20250110")
+    assert hook.get_instance_dict(project_id=PROJECT, zone=ZONE, name="nobody") is None
+
+
+def test_create_during_a_delete_in_flight_waits_then_makes_a_new_one(gcp: GcpBackend,
+                                                                     cloud: ComputeEngineStandIn) -> None:
+    first = gcp.create(compute("dep", "vm"))
+    with cloud.lock:  # a delete from the console is in flight: STOPPING, gone in 0.2 s
+        cloud.state.instances[first.resource_id].update(status="STOPPING", _gone_at=time.monotonic() + 0.2)
+        old_id = cloud.state.instances[first.resource_id]["id"]
+    again = gcp.create(compute("dep", "vm"))
+    assert again.state == ResourceState.RUNNING
+    assert cloud.state.instances[again.resource_id]["id"] != old_id  # a new instance, same deterministic name
+    assert len(cloud.state.instances) == 1
+    gcp.delete("dep")
