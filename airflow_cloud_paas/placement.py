@@ -193,8 +193,8 @@ def deploy_with_fallback(
     def fits(candidate: ProviderCandidate) -> str | None:
         try:
             deployer_for(candidate).check()
-        except CloudPaaSError as err:
-            return str(err)
+        except Exception as err:  # a missing connection, bad credentials, no size or image: not usable
+            return f"{type(err).__name__}: {err}"
         return None
 
     ranked = rank_candidates(policy, fits, store)

@@ -216,7 +216,12 @@ def test_readiness_timeout_cleans_up_the_process(work_root: Path) -> None:
 def test_delete_stops_the_whole_process_group(local: LocalBackend, work_root: Path) -> None:
     resource = local.create(spec_of("dep", "family", 0, drivers.FAMILY_HTTP_TYPE))
     leader = psutil.Process(resource.attributes["pid"])
-    children = leader.children()
+    deadline = time.monotonic() + 10  # the child is a forked shell until it has exec'd sleep
+    while True:
+        children = leader.children()
+        if [c.name() for c in children] == ["sleep"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert [c.name() for c in children] == ["sleep"]
     local.delete("dep")
     assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)

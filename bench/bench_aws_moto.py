@@ -1,0 +1,348 @@
+"""Deploy and delete a 20-node TOSCA template on a moto EC2 server, 10 deployments at once, through Airflow.
+
+Starts a real ``moto_server`` and a real Airflow standalone (scheduler, dag-processor, triggerer, API
+server, LocalExecutor), both on 127.0.0.1. The DAGs folder (a temp dir) holds one generated template
+(one ``cloud_paas.nodes.Compute`` node scaled to 20, 1 CPU / 1 GB, Ubuntu 16.04) and a DAG file that
+renders it with ``ToscaDag(backend="aws:<conn>", teardown=True)``, so each run deploys then deletes.
+Each repetition (on a fresh moto) triggers 10 runs through the REST API at once and times first trigger
+-> last run end; then checks that no instance is left on moto and every deployment is DELETE_COMPLETE in
+the store. Then the baseline, a plain boto3 script doing the same EC2 work with 10 threads: per
+deployment, run_instances (20), wait running, terminate, wait terminated. Figures: medians of BENCH_REPS.
+
+Run: .venv/bin/python bench/bench_aws_moto.py
+Env: BENCH_REPS (3), BENCH_DEPLOYMENTS (10), BENCH_NODES (20),
+BENCH_LAYOUT (``count``: one node scaled to N; ``nodes``: N node templates), BENCH_KEEP_HOME=1 (keep logs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+REPS = int(os.environ.get("BENCH_REPS", "3"))
+DEPLOYMENTS = int(os.environ.get("BENCH_DEPLOYMENTS", "10"))
+NODES = int(os.environ.get("BENCH_NODES", "20"))
+LAYOUT = os.environ.get("BENCH_LAYOUT", "count")
+DAG_ID = "bench_aws_moto"
+CONN_ID = "bench_aws_moto"
+REGION = "us-east-1"
+#: Airflow standalone's log servers bind these on 0.0.0.0 (not configurable): one Airflow at a time
+LOG_SERVER_PORTS = (8793, 8794)
+LIVE_STATES = ["pending", "running", "shutting-down", "stopping", "stopped"]
+TAG_DEPLOYMENT = "cloud-paas-deployment"
+
+
+def free_port() -> int:
+    """Return a free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_busy(port: int) -> bool:
+    """Return whether something listens on ``port`` (any address)."""
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_log_ports_free(timeout: float = 900) -> None:
+    """Wait until no other Airflow holds the standalone log server ports (another session may run one)."""
+    deadline = time.monotonic() + timeout
+    while busy := [p for p in LOG_SERVER_PORTS if port_busy(p)]:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"ports {busy} still busy after {timeout:.0f} s (another Airflow standalone?)")
+        print(f"ports {busy} busy (another Airflow?); waiting...", flush=True)
+        time.sleep(10)
+
+
+def ts(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+class Moto:
+    """A ``moto_server`` process on 127.0.0.1, stopped by its PID (process group)."""
+
+    def __init__(self, log: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        binary = Path(sys.executable).parent / "moto_server"
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen([str(binary), "-H", "127.0.0.1", "-p", str(self.port)], stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while not port_busy(self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"moto_server did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.1)
+
+    def client(self):
+        import boto3
+
+        # a session per caller: boto3's default session is not thread-safe
+        return boto3.session.Session().client("ec2", endpoint_url=self.url, region_name=REGION,
+                                              aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    def stop(self) -> None:
+        for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(timeout=grace)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def template_text(nodes: int, layout: str) -> str:
+    """Return a TOSCA template with ``nodes`` compute instances (one scaled node, or that many nodes)."""
+    host = "        host:\n          properties:\n            num_cpus: 1\n            mem_size: 1 GB\n"
+    os_cap = "        os:\n          properties:\n            distribution: ubuntu\n            version: \"16.04\"\n"
+    head = textwrap.dedent(f"""\
+        tosca_definitions_version: tosca_simple_yaml_1_0
+
+        imports:
+          - cloud_paas: https://raw.githubusercontent.com/airflow-cloud-paas/tosca-types/main/cloud_paas_types.yaml
+
+        description: Benchmark - {nodes} EC2 instances (1 CPU, 1 GB, Ubuntu 16.04).
+
+        topology_template:
+          node_templates:
+        """)
+    if layout == "count":
+        body = ("    vms:\n      type: cloud_paas.nodes.Compute\n      capabilities:\n"
+                f"        scalable:\n          properties:\n            count: {nodes}\n" + host + os_cap)
+    elif layout == "nodes":
+        body = "".join(f"    vm{i:02d}:\n      type: cloud_paas.nodes.Compute\n      capabilities:\n" + host + os_cap
+                       for i in range(nodes))
+    else:
+        raise SystemExit(f"BENCH_LAYOUT must be 'count' or 'nodes', not {layout!r}")
+    return head + body
+
+
+DAG_FILE = '''\
+"""Generated by bench/bench_aws_moto.py."""
+
+from airflow_cloud_paas.converter import ToscaDag
+
+dag = ToscaDag(
+    "aws_bench.yaml",
+    dag_id="{dag_id}",
+    backend="aws:{conn_id}",
+    teardown=True,
+    schedule=None,
+    max_active_runs={runs},
+    max_active_tasks=64,
+)
+'''
+
+
+def instances(ec2, filters: list[dict]) -> list[dict]:
+    """Return every instance matching ``filters`` (all pages: moto pages by 100 reservations)."""
+    pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)
+    return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
+
+
+def run_airflow_rep(api, store, moto: Moto, rep: int) -> dict:
+    """Trigger DEPLOYMENTS runs at once, wait for all; return timings and the checks' results."""
+    ids = [f"bench-{rep}-{i}-{uuid.uuid4().hex[:6]}" for i in range(DEPLOYMENTS)]
+    t0 = time.time()
+    runs = [api.trigger(DAG_ID, {"deployment_id": dep}) for dep in ids]
+    t_triggered = time.time()
+    url = api.url
+    states: dict[str, dict] = {}
+    deadline = time.monotonic() + 1800
+    while True:
+        for run in runs:
+            run_id = run["dag_run_id"]
+            if states.get(run_id, {}).get("state") in ("success", "failed"):
+                continue
+            resp = api.session.get(f"{url}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", timeout=30)
+            resp.raise_for_status()
+            states[run_id] = resp.json()
+        if all(s["state"] in ("success", "failed") and s.get("end_date") for s in states.values()):
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"runs not finished after 30 min: {[s['state'] for s in states.values()]}")
+        time.sleep(1)
+    wall = max(ts(s["end_date"]) for s in states.values()) - t0
+    failed = [rid for rid, s in states.items() if s["state"] != "success"]
+    for rid in failed:
+        tis = api.session.get(f"{url}/api/v2/dags/{DAG_ID}/dagRuns/{rid}/taskInstances", timeout=30).json()
+        bad = [(t["task_id"], t["state"]) for t in tis["task_instances"] if t["state"] != "success"]
+        print(f"  run {rid} {states[rid]['state']}: {bad}", flush=True)
+    per_run = sorted(ts(s["end_date"]) - ts(s["start_date"]) for s in states.values() if s.get("start_date"))
+
+    ec2 = moto.client()
+    made = instances(ec2, [{"Name": f"tag:{TAG_DEPLOYMENT}", "Values": ids}])
+    live = instances(ec2, [{"Name": "instance-state-name", "Values": LIVE_STATES}])
+    groups = ec2.describe_security_groups(Filters=[{"Name": f"tag:{TAG_DEPLOYMENT}", "Values": ids}])
+    statuses, backend_seconds = {}, []
+    for dep in ids:
+        try:
+            statuses[dep] = str(store.get(dep).status.value)
+            backend_seconds += [(e.data or {}).get("backend_seconds", 0) for e in store.events(dep)
+                                if e.kind == "node_created"]
+        except Exception as err:  # a missing record is a finding to print, not a crash
+            statuses[dep] = f"{type(err).__name__}"
+    return {
+        "wall": wall,
+        "trigger": t_triggered - t0,
+        "run_median": statistics.median(per_run) if per_run else float("nan"),
+        "failed": len(failed),
+        "backend": statistics.median(backend_seconds) if backend_seconds else float("nan"),
+        "made": len(made),
+        "live": len(live),
+        "groups": len(groups["SecurityGroups"]),
+        "not_deleted": {d: s for d, s in statuses.items() if s != "DELETE_COMPLETE"},
+    }
+
+
+def boto3_deployment(moto: Moto, image_id: str, instance_type: str, tag: str) -> None:
+    """Create NODES instances, wait running, terminate them, wait terminated (what one deployment does)."""
+    ec2 = moto.client()
+    reply = ec2.run_instances(ImageId=image_id, InstanceType=instance_type, MinCount=NODES, MaxCount=NODES,
+                              TagSpecifications=[{"ResourceType": "instance",
+                                                  "Tags": [{"Key": "bench-boto3", "Value": tag}]}])
+    ids = [i["InstanceId"] for i in reply["Instances"]]
+    fast = {"Delay": 1, "MaxAttempts": 120}
+    ec2.get_waiter("instance_running").wait(InstanceIds=ids, WaiterConfig=fast)
+    ec2.terminate_instances(InstanceIds=ids)
+    ec2.get_waiter("instance_terminated").wait(InstanceIds=ids, WaiterConfig=fast)
+
+
+def run_boto3_rep(moto: Moto, image_id: str, instance_type: str, rep: int) -> dict:
+    """Run DEPLOYMENTS plain-boto3 deployments on as many threads; return wall time and leftovers."""
+    tags = [f"boto3-{rep}-{i}" for i in range(DEPLOYMENTS)]
+    t0 = time.time()
+    with ThreadPoolExecutor(DEPLOYMENTS) as pool:
+        list(pool.map(lambda tag: boto3_deployment(moto, image_id, instance_type, tag), tags))
+    wall = time.time() - t0
+    ec2 = moto.client()
+    made = instances(ec2, [{"Name": "tag:bench-boto3", "Values": tags}])
+    live = instances(ec2, [{"Name": "instance-state-name", "Values": LIVE_STATES}])
+    return {"wall": wall, "made": len(made), "live": len(live)}
+
+
+def main() -> int:
+    from airflow_cloud_paas.cli import AirflowApi
+    from airflow_cloud_paas.standalone import LocalAirflow
+    from airflow_cloud_paas.store import DeploymentStore
+
+    home = Path(tempfile.mkdtemp(prefix="bench_aws_moto_"))
+    dags = home / "dags"
+    dags.mkdir()
+    (dags / "aws_bench.yaml").write_text(template_text(NODES, LAYOUT))
+    (dags / "aws_bench_dag.py").write_text(DAG_FILE.format(dag_id=DAG_ID, conn_id=CONN_ID, runs=DEPLOYMENTS))
+    print(f"home {home}; {DEPLOYMENTS} deployments x {NODES} instances (layout {LAYOUT}), {REPS} reps", flush=True)
+
+    moto = Moto(home / "moto.log")
+    airflow_rows: list[dict] = []
+    boto3_rows: list[dict] = []
+    problems: list[str] = []
+    try:
+        wait_log_ports_free()
+        server = LocalAirflow(home / "airflow", free_port(), dags_folder=dags)
+        server.env[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = json.dumps({
+            "conn_type": "aws", "login": "testing", "password": "testing",  # dummy keys: moto accepts any
+            "extra": {"region_name": REGION, "endpoint_url": moto.url},
+        })
+        server.env["AWS_EC2_METADATA_DISABLED"] = "true"  # never probe an instance metadata service
+        # room for every run's tasks at once (defaults: 32 / 16); LocalExecutor parallelism follows core's
+        server.env["AIRFLOW__CORE__PARALLELISM"] = str(max(32, 4 * DEPLOYMENTS))
+        server.env["AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG"] = str(max(16, 4 * DEPLOYMENTS))
+        server.env["AIRFLOW__CORE__MAX_ACTIVE_RUNS_PER_DAG"] = str(max(16, DEPLOYMENTS))
+        t_start = time.monotonic()
+        with server:
+            print(f"airflow up in {time.monotonic() - t_start:.0f} s at {server.url}", flush=True)
+            user, password = server.credentials()
+            api = AirflowApi(server.url, user, password)
+            deadline = time.monotonic() + 300
+            while api.session.get(f"{server.url}/api/v2/dags/{DAG_ID}", timeout=10).status_code != 200:
+                errors = api.session.get(f"{server.url}/api/v2/importErrors", timeout=10).json()
+                if errors.get("import_errors"):
+                    raise RuntimeError(f"DAG import error: {errors['import_errors'][0]['stack_trace'][-2000:]}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"DAG {DAG_ID} not parsed after 300 s")
+                time.sleep(1)
+            store = DeploymentStore(f"sqlite:///{home / 'airflow' / 'cloud_paas' / 'deployments.db'}")
+            for rep in range(1, REPS + 1):
+                if rep > 1:
+                    # a fresh moto per repetition (same port, so the connection stands): moto filters tags
+                    # by scanning every instance it ever made, which would slow each repetition down
+                    moto.stop()
+                    moto = Moto(home / "moto.log", port=moto.port)
+                row = run_airflow_rep(api, store, moto, rep)
+                airflow_rows.append(row)
+                print(f"airflow rep {rep}: wall {row['wall']:.1f} s, runs failed {row['failed']}, instances made "
+                      f"{row['made']}, live {row['live']}, tagged groups left {row['groups']}, not DELETE_COMPLETE "
+                      f"{row['not_deleted'] or 0}", flush=True)
+                # the same image and type as the backend chose, on the same moto, right after
+                made = instances(moto.client(), [{"Name": "tag-key", "Values": [TAG_DEPLOYMENT]}])
+                image_id, instance_type = ((made[0]["ImageId"], made[0]["InstanceType"]) if made
+                                           else ("ami-785db401", "t2.micro"))
+                row = run_boto3_rep(moto, image_id, instance_type, rep)
+                boto3_rows.append(row)
+                print(f"boto3 rep {rep}: wall {row['wall']:.2f} s ({instance_type}, {image_id}), instances made "
+                      f"{row['made']}, live {row['live']}", flush=True)
+    finally:
+        moto.stop()
+
+    time.sleep(2)
+    if busy := [p for p in LOG_SERVER_PORTS if port_busy(p)]:
+        problems.append(f"ports {busy} still listening after Airflow stopped")
+    for i, row in enumerate(airflow_rows, 1):
+        expected = DEPLOYMENTS * NODES
+        if row["failed"] or row["made"] != expected or row["live"] or row["groups"] or row["not_deleted"]:
+            problems.append(f"airflow rep {i}: failed runs {row['failed']}, made {row['made']}/{expected}, "
+                            f"live {row['live']}, groups {row['groups']}, not deleted {row['not_deleted']}")
+    for i, row in enumerate(boto3_rows, 1):
+        if row["made"] != DEPLOYMENTS * NODES or row["live"]:
+            problems.append(f"boto3 rep {i}: made {row['made']}, live {row['live']}")
+
+    print()
+    print(f"{DEPLOYMENTS} deployments x {NODES} EC2 instances on moto, deploy + delete, wall seconds "
+          f"(Airflow: first trigger -> last run end; boto3: {DEPLOYMENTS} threads)")
+    print(f"{'rep':>4} {'airflow':>8} {'run med':>8} {'in EC2':>7} {'boto3':>7} {'ratio':>7} {'live':>5} "
+          f"{'deleted':>8}")
+    for i, (a, b) in enumerate(zip(airflow_rows, boto3_rows, strict=True), 1):
+        deleted = DEPLOYMENTS - len(a["not_deleted"])
+        print(f"{i:>4} {a['wall']:>8.1f} {a['run_median']:>8.1f} {a['backend']:>7.1f} {b['wall']:>7.2f} "
+              f"{a['wall'] / b['wall']:>7.1f} "
+              f"{a['live'] + b['live']:>5} {deleted:>5}/{DEPLOYMENTS}")
+    med_a = statistics.median(r["wall"] for r in airflow_rows)
+    med_b = statistics.median(r["wall"] for r in boto3_rows)
+    med_run = statistics.median(r["run_median"] for r in airflow_rows)
+    med_in = statistics.median(r["backend"] for r in airflow_rows)
+    print(f"{'med':>4} {med_a:>8.1f} {med_run:>8.1f} {med_in:>7.1f} {med_b:>7.2f} {med_a / med_b:>7.1f}")
+    print("run med: median run duration; in EC2: median seconds one deploy task spent creating its instances")
+    print(f"ratio (median Airflow wall / median boto3 wall): {med_a / med_b:.1f}x")
+    print("problems: " + ("; ".join(problems) if problems else "none"))
+    if os.environ.get("BENCH_KEEP_HOME") == "1":
+        print(f"logs kept in {home}")
+    else:
+        shutil.rmtree(home, ignore_errors=True)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
