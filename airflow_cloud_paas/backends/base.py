@@ -120,6 +120,8 @@ class Backend(abc.ABC):
     name: ClassVar[str]
     #: provider-native state -> normalized state
     state_map: ClassVar[Mapping[str, ResourceState]] = {}
+    #: how many instances of one node may be created at once (backends whose clients are thread-safe)
+    max_parallel_creates: ClassVar[int] = 1
 
     def normalize_state(self, native: str) -> ResourceState:
         """Map a provider-native state to :class:`ResourceState`.

@@ -152,3 +152,21 @@ def test_sweep_delete_needs_no_template(env):
     sweep_delete(store, backend, "dep1", actor="cli/x")
     assert backend.describe("dep1") == [] and store.get("dep1").status == "DELETE_COMPLETE"
     assert store.get("dep1").resources == ()
+
+
+def test_parallel_creates_record_every_instance(tmp_path):
+    class ParallelLocal(LocalBackend):  # a backend that declares thread-safe creation
+        max_parallel_creates = 4
+
+    store = DeploymentStore(f"sqlite:///{tmp_path}/store.db")
+    backend = ParallelLocal(tmp_path / "work")
+    d = Deployer(load_topology(TEMPLATE), store, backend, "par", {"count": 4}, actor="dag/run1")
+    try:
+        d.begin_create()
+        d.deploy_node("hosts")
+        made = d.deploy_node("app")
+        assert sorted(r.index for r in made) == [0, 1, 2, 3]
+        assert sorted(r.index for r in store.get("par").resources if r.node_name == "app") == [0, 1, 2, 3]
+        assert len(set(_pids(backend, "par"))) == 4
+    finally:
+        backend.delete("par")
