@@ -125,8 +125,6 @@ class AWSBackend(Backend):
     """
 
     name: ClassVar[str] = PROVIDER
-    #: boto3 clients are thread-safe: a node group's instances are launched and awaited together
-    max_parallel_creates: ClassVar[int] = 10
     state_map: ClassVar[Mapping[str, ResourceState]] = {
         # instances
         "pending": ResourceState.CREATING,
