@@ -56,6 +56,9 @@ from airflow_cloud_paas.backends.base import (
     Resource,
     ResourceSpec,
     ResourceState,
+    UndoSteps,
+    create_failure,
+    run_undo,
 )
 from airflow_cloud_paas.backends.mapping import HostRequirements, Rule, Size, security_rules, select_size, size_mb
 from airflow_cloud_paas.exceptions import (
@@ -703,28 +706,13 @@ class AzureBackend(Backend):
             return self._create_vm(spec, self._vm_plan(spec))
         return self._create_disk(spec, self._disk_size_gb(spec))
 
-    def _cleanup(self, steps: list[tuple[str, Callable[[], None]]]) -> list[str]:
+    def _cleanup(self, steps: UndoSteps) -> list[str]:
         """Run undo steps, newest first; return what failed (logged, never raised: the cause matters more)."""
-        problems = []
-        for what, step in reversed(steps):
-            try:
-                step()
-            except BackendError as err:
-                log.warning("Cleanup of %s failed: %s", what, err)
-                problems.append(f"{what}: {err.message}")
-        return problems
+        return run_undo(steps, (BackendError,), log)
 
-    def _create_error(self, spec: ResourceSpec, label: str, cause: str,
-                      undo: list[tuple[str, Callable[[], None]]], hint: str = "") -> ResourceCreateError:
-        problems = self._cleanup(undo)
-        message = f"cannot create {label} for node '{spec.node_name}' #{spec.index}: {cause}"
-        if hint:
-            message += f"; {hint}"
-        if problems:
-            message += f" (cleanup also failed, delete the deployment to retry it: {'; '.join(problems)})"
-        else:
-            message += " (what was made has been removed)"
-        return ResourceCreateError(message, provider=PROVIDER, resource=label)
+    def _create_error(self, spec: ResourceSpec, label: str, cause: str, undo: UndoSteps,
+                      hint: str = "") -> ResourceCreateError:
+        return create_failure(PROVIDER, spec, label, cause, self._cleanup(undo), hint)
 
     @staticmethod
     def _hint(err: AzureApiError) -> str:

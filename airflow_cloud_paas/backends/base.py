@@ -193,3 +193,47 @@ class Backend(abc.ABC):
             if index not in existing:
                 self.create(spec_for_index(index))
         return self.describe(probe.deployment_id, probe.node_name)
+
+
+#: undo steps of a half-made resource: (what, how), run newest first
+UndoSteps = list[tuple[str, Callable[[], None]]]
+
+
+def run_undo(steps: UndoSteps, tolerate: tuple[type[BaseException], ...], log: Any) -> list[str]:
+    """Run undo steps newest first; return what failed (logged, never raised: the cause matters more).
+
+    :param steps: (what, callable) pairs in the order they were made
+    :param tolerate: the exception types a failed step may raise (anything else propagates)
+    :param log: the backend's logger
+    """
+    problems = []
+    for what, step in reversed(steps):
+        try:
+            step()
+        except tolerate as err:
+            log.warning("Cleanup of %s failed: %s", what, err)
+            problems.append(f"{what}: {getattr(err, 'message', err)}")
+    return problems
+
+
+def create_failure(provider: str, spec: ResourceSpec, label: str, cause: str, problems: list[str],
+                   hint: str = "") -> Exception:
+    """Return the ResourceCreateError for a failed create, saying whether its cleanup worked.
+
+    :param provider: the backend's name
+    :param spec: the resource wanted
+    :param label: the provider-side resource (e.g. ``instance web-0``)
+    :param cause: what went wrong
+    :param problems: what the cleanup could not undo (from :func:`run_undo`)
+    :param hint: how to fix it
+    """
+    from airflow_cloud_paas.exceptions import ResourceCreateError
+
+    message = f"cannot create {label} for node '{spec.node_name}' #{spec.index}: {cause}"
+    if hint:
+        message += f"; {hint}"
+    if problems:
+        message += f" (cleanup also failed, delete the deployment to retry it: {'; '.join(problems)})"
+    else:
+        message += " (what was made has been removed)"
+    return ResourceCreateError(message, provider=provider, resource=label)

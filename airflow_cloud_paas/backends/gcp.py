@@ -47,6 +47,9 @@ from airflow_cloud_paas.backends.base import (
     Resource,
     ResourceSpec,
     ResourceState,
+    UndoSteps,
+    create_failure,
+    run_undo,
 )
 from airflow_cloud_paas.backends.mapping import (
     HostRequirements,
@@ -890,28 +893,13 @@ class GcpBackend(Backend):
             return self._create_instance(spec)
         return self._create_disk(spec)
 
-    def _cleanup(self, steps: list[tuple[str, Callable[[], None]]]) -> list[str]:
+    def _cleanup(self, steps: UndoSteps) -> list[str]:
         """Run undo steps, newest first; return what failed (logged, never raised: the cause matters more)."""
-        problems = []
-        for what, step in reversed(steps):
-            try:
-                step()
-            except BackendError as err:
-                log.warning("Cleanup of %s failed: %s", what, err)
-                problems.append(f"{what}: {err}")
-        return problems
+        return run_undo(steps, (BackendError,), log)
 
-    def _create_error(self, spec: ResourceSpec, label: str, cause: str, undo: list[tuple[str, Callable[[], None]]],
+    def _create_error(self, spec: ResourceSpec, label: str, cause: str, undo: UndoSteps,
                       hint: str = "") -> ResourceCreateError:
-        problems = self._cleanup(undo)
-        message = f"cannot create {label} for node '{spec.node_name}' #{spec.index}: {cause}"
-        if hint:
-            message += f"; {hint}"
-        if problems:
-            message += f" (cleanup also failed, delete the deployment to retry it: {'; '.join(problems)})"
-        else:
-            message += " (what was made has been removed)"
-        return ResourceCreateError(message, provider=PROVIDER, resource=label)
+        return create_failure(PROVIDER, spec, label, cause, self._cleanup(undo), hint)
 
     @staticmethod
     def _hint(err: GceApiError) -> str:

@@ -31,6 +31,9 @@ from airflow_cloud_paas.backends.base import (
     Resource,
     ResourceSpec,
     ResourceState,
+    UndoSteps,
+    create_failure,
+    run_undo,
 )
 from airflow_cloud_paas.backends.mapping import (
     HostRequirements,
@@ -433,28 +436,13 @@ class OpenStackBackend(Backend):
             return self._create_server(spec)
         return self._create_volume(spec)
 
-    def _cleanup(self, steps: list[tuple[str, Callable[[], None]]]) -> list[str]:
+    def _cleanup(self, steps: UndoSteps) -> list[str]:
         """Run undo steps, newest first; return what failed (logged, never raised: the cause matters more)."""
-        problems = []
-        for what, step in reversed(steps):
-            try:
-                step()
-            except (BackendError, _Failed) as err:
-                log.warning("Cleanup of %s failed: %s", what, err)
-                problems.append(f"{what}: {err}")
-        return problems
+        return run_undo(steps, (BackendError, _Failed), log)
 
-    def _create_error(self, spec: ResourceSpec, name: str, cause: str, undo: list[tuple[str, Callable[[], None]]],
+    def _create_error(self, spec: ResourceSpec, label: str, cause: str, undo: UndoSteps,
                       hint: str = "") -> ResourceCreateError:
-        problems = self._cleanup(undo)
-        message = f"cannot create {name} for node '{spec.node_name}' #{spec.index}: {cause}"
-        if hint:
-            message += f"; {hint}"
-        if problems:
-            message += f" (cleanup also failed, delete the deployment to retry it: {'; '.join(problems)})"
-        else:
-            message += " (what was made has been removed)"
-        return ResourceCreateError(message, provider=PROVIDER, resource=name)
+        return create_failure(PROVIDER, spec, label, cause, self._cleanup(undo), hint)
 
     @staticmethod
     def _hint(err: OpenStackApiError) -> str:
