@@ -9,12 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_cloud_paas.hooks.store import CloudPaaSStoreHook
-
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_cloud_paas.deployer import Deployer
+    from airflow_cloud_paas.hooks.store import CloudPaaSStoreHook
     from airflow_cloud_paas.tosca.model import Topology
 
 #: DAG params that are not TOSCA inputs.
@@ -53,7 +52,7 @@ class _CloudPaaSBaseOperator(BaseOperator):
         deployment_id: str | None = None,
         backend: str | None = None,
         import_map: Mapping[str, str] | None = None,
-        cloud_paas_conn_id: str = CloudPaaSStoreHook.default_conn_name,
+        cloud_paas_conn_id: str = "cloud_paas_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -66,7 +65,9 @@ class _CloudPaaSBaseOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> CloudPaaSStoreHook:
-        """Return the deployment store hook."""
+        """Return the deployment store hook (imported here: DAG files never pay for SQLAlchemy's ORM)."""
+        from airflow_cloud_paas.hooks.store import CloudPaaSStoreHook
+
         return CloudPaaSStoreHook(cloud_paas_conn_id=self.cloud_paas_conn_id)
 
     def _deployment_id(self, context: Context) -> str:
