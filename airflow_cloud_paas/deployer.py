@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_cloud_paas.backends.base import Backend, Resource, ResourceSpec, ResourceState
-from airflow_cloud_paas.exceptions import ToscaInputError, ToscaValidationError
+from airflow_cloud_paas.cloudinit import is_compute, render_user_data
+from airflow_cloud_paas.exceptions import ResourceTimeoutError, ToscaInputError, ToscaValidationError
 from airflow_cloud_paas.store import DeploymentStore
 from airflow_cloud_paas.tosca import (
     instance_count,
@@ -29,6 +30,26 @@ from airflow_cloud_paas.tosca.model import Topology
 log = logging.getLogger(__name__)
 
 
+class _LiveAttributes(Mapping):
+    """node name -> attributes of its live instances, read from the backend only when asked (get_attribute)."""
+
+    def __init__(self, backend: Backend, deployment_id: str) -> None:
+        self._backend, self._deployment_id = backend, deployment_id
+        self._seen: dict[str, list] = {}
+
+    def __getitem__(self, node_name: str) -> list:
+        if node_name not in self._seen:
+            self._seen[node_name] = [dict(r.attributes) for r in self._backend.describe(self._deployment_id,
+                                                                                          node_name)]
+        return self._seen[node_name]
+
+    def __iter__(self):
+        return iter(self._seen)
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
 @dataclass
 class Deployer:
     """Deploy, scale and delete one deployment of one topology on one backend.
@@ -39,6 +60,10 @@ class Deployer:
     :param deployment_id: the deployment's id
     :param inputs: the run's TOSCA input values (validated here, defaults filled)
     :param actor: who acts (e.g. ``dag_id/run_id``): a retry by the same actor is not a conflict
+    :param input_refs: inputs read from Airflow connections (``conn://<conn_id>/<field>``): the store keeps
+        these references, never the values they resolved to
+    :param deadline: a ``time.monotonic()`` limit for creating (one provider attempt's time limit): no
+        instance is started after it, and the backend stops waiting for a boot at it
     """
 
     topology: Topology
@@ -47,6 +72,8 @@ class Deployer:
     deployment_id: str
     inputs: Mapping[str, Any] | None = None
     actor: str | None = None
+    deadline: float | None = None
+    input_refs: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.inputs = validate_inputs(self.topology, self.inputs or {})
@@ -80,6 +107,11 @@ class Deployer:
                             field="requirements.host",
                         )
                 requirements[req.name] = tuple(found)
+        user_data = None
+        if is_compute(node):
+            attributes = _LiveAttributes(self.backend, self.deployment_id) if with_requirements else None
+            user_data = render_user_data(self.topology, node_name, self.inputs, attributes,
+                                         explicit=node.properties.get("user_data"))
         return ResourceSpec(
             deployment_id=self.deployment_id,
             node_name=node_name,
@@ -89,6 +121,7 @@ class Deployer:
             properties=dict(node.properties),
             capabilities={k: dict(v) for k, v in node.capabilities.items()},
             requirements=requirements,
+            user_data=user_data,
         )
 
     # ---------------------------------------------------------------- create
@@ -105,7 +138,7 @@ class Deployer:
             self.deployment_id,
             template=self.topology.template_text,
             template_hash=self.topology.content_hash,
-            inputs=dict(self.inputs),
+            inputs={**self.inputs, **self.input_refs},  # the references, never what they resolved to
             owner=owner,
             backend=self.backend.name,
             dag_id=dag_id or None,
@@ -140,11 +173,25 @@ class Deployer:
         return made
 
     def _create_instances(self, node_name: str, count: int) -> list[Resource]:
-        """Create instances 0..count-1, several at once where the backend allows it."""
+        """Create instances 0..count-1, several at once where the backend allows it, within the deadline."""
+        self.backend.deadline = self.deadline
+        try:
+            return self._create_within_deadline(node_name, count)
+        finally:
+            self.backend.deadline = None
+
+    def _past_deadline(self, node_name: str, index: int) -> None:
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise ResourceTimeoutError(
+                f"the provider attempt ran past its time limit (provider_timeout_mins) before instance {index} of "
+                f"node '{node_name}'", provider=self.backend.name, resource=f"{self.deployment_id}/{node_name}")
+
+    def _create_within_deadline(self, node_name: str, count: int) -> list[Resource]:
         workers = max(1, min(count, self.backend.max_parallel_creates))
         if workers == 1:
             made = []
             for index in range(count):
+                self._past_deadline(node_name, index)
                 made.append(self.backend.create(self.spec(node_name, index)))
                 self._record(made[-1])
             return made
@@ -280,6 +327,53 @@ class Deployer:
         )
         self.store.finish(self.deployment_id, "UPDATE", ok=True, reason=f"{group_root} scaled to {count}")
         return self.backend.describe(self.deployment_id, group_root)
+
+    def rescale(self, node_name: str, *, add: int = 0, retire: Sequence[int] = (), reason: str = "") -> dict[str, Any]:
+        """Add instances to a node group and retire chosen ones, as one update (the elastic scaler's path).
+
+        Unlike :meth:`scale`, which keeps indices 0..count-1, this retires exactly the instances named (the
+        idle workers) and gives new instances the lowest free indices. One update at a time per
+        deployment: a concurrent update raises DeploymentBusyError.
+
+        :param node_name: a node with the scalable capability (or hosted on one)
+        :param add: how many instances to add
+        :param retire: the indices of the instances to delete (the node and everything hosted on it)
+        :param reason: why (for the history)
+        """
+        group_root = self._group_root(node_name)
+        members = scaling_group(self.topology, group_root)
+        current = {r.index for r in self.backend.describe(self.deployment_id, group_root)}
+        unknown = sorted(set(retire) - current)
+        if unknown or add < 0:
+            raise ToscaInputError(f"cannot retire instances {unknown} (existing: {sorted(current)})" if unknown
+                                  else f"cannot add {add} instances", file=self.topology.source, node=group_root,
+                                  field="capabilities.scalable.count")
+        kept = current - set(retire)
+        self._check_bounds(group_root, len(kept) + add)
+        new, index = [], 0
+        while len(new) < add:
+            if index not in kept:
+                new.append(index)
+            index += 1
+        what = f"{group_root}: +{len(new)} {new} -{len(retire)} {sorted(retire)}"
+        self.store.begin(self.deployment_id, "UPDATE", reason=f"rescale {what}: {reason}"[:500], actor=self.actor)
+        try:
+            for index in sorted(retire, reverse=True):
+                for member in reversed(members):  # what runs on a host goes before the host
+                    for res in self.backend.delete(self.deployment_id, member, index):
+                        self.store.remove_resource(self.deployment_id, member, res.index)
+            for index in new:
+                for member in members:
+                    self._record(self.backend.create(self.spec(member, index)))
+            self.store.set_outputs(self.deployment_id, self.outputs())
+        except BaseException as err:
+            self._fail("UPDATE", f"rescaling {what}: {err}")
+            raise
+        self.store.add_event(self.deployment_id, "scaled", what,
+                             {"node": group_root, "count": len(kept) + len(new), "added": new,
+                              "retired": sorted(retire)})
+        self.store.finish(self.deployment_id, "UPDATE", ok=True, reason=f"{what}")
+        return {"added": new, "retired": sorted(retire), "count": len(kept) + len(new)}
 
     def _group_root(self, node_name: str) -> str:
         node = self._node(node_name)

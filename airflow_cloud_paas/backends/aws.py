@@ -125,6 +125,8 @@ class AWSBackend(Backend):
     """
 
     name: ClassVar[str] = PROVIDER
+    #: EC2's limit on user data, counted before base64
+    max_user_data_bytes: ClassVar[int | None] = 16384
     state_map: ClassVar[Mapping[str, ResourceState]] = {
         # instances
         "pending": ResourceState.CREATING,
@@ -320,6 +322,7 @@ class AWSBackend(Backend):
         where = f"{spec.deployment_id}/{spec.node_name}"
         if kind == "compute":
             self._plan_compute(spec)
+            self.check_user_data(spec)
             if spec.properties.get("user_data") is not None and not isinstance(spec.properties["user_data"], str):
                 raise UnsupportedNodeError("property user_data must be a string (cloud-init text)",
                                            provider=PROVIDER, resource=where)
@@ -485,8 +488,9 @@ class AWSBackend(Backend):
             kwargs["SubnetId"] = self.subnet_id
         if key_name:
             kwargs["KeyName"] = key_name
-        if spec.properties.get("user_data"):
-            kwargs["UserData"] = spec.properties["user_data"]
+        user_data = spec.user_data if spec.user_data is not None else spec.properties.get("user_data")
+        if user_data:  # boto3 base64-encodes it
+            kwargs["UserData"] = user_data
         disk_gb = HostRequirements.from_spec(spec, PROVIDER).disk_gb
         if disk_gb and image.get("root_device"):
             kwargs["BlockDeviceMappings"] = [{"DeviceName": image["root_device"],
@@ -529,7 +533,7 @@ class AWSBackend(Backend):
                       "cause: %s", self._where(spec), cleanup_err, cause)
 
     def _wait_instance(self, instance_id: str, states: Sequence[str], where: str) -> dict[str, Any]:
-        deadline = time.monotonic() + self.wait_timeout
+        deadline = time.monotonic() + self.wait_budget(self.wait_timeout)
         while True:
             try:
                 found = self.client.describe_instances(InstanceIds=[instance_id])["Reservations"]
@@ -658,7 +662,8 @@ class AWSBackend(Backend):
                 f"node '{spec.node_name}' of type '{spec.node_type}' needs a host instance on aws "
                 "(requirement 'host' to a Compute node deployed with this backend)",
                 provider=PROVIDER, resource=where)
-        host_id = hosts[0].resource_id
+        # software on software (an application on a web server): the instance is the host's host
+        host_id = hosts[0].attributes.get("host_id") or hosts[0].resource_id
         self._call(where, "create_tags", Resources=[host_id],
                    Tags=[{"Key": f"{SOFTWARE_TAG_PREFIX}{spec.node_name}:{spec.index}", "Value": spec.node_type}])
         raw = self._wait_instance(host_id, ("running",), where)

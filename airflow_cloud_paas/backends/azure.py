@@ -28,6 +28,7 @@ finds everything of a deployment, node or instance, also after a crash.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -57,13 +58,13 @@ from airflow_cloud_paas.backends.base import (
     ResourceSpec,
     ResourceState,
     UndoSteps,
-    create_failure,
-    run_undo,
+    machine_or_disk,
+    required_resources,
+    undo_on_failure,
 )
 from airflow_cloud_paas.backends.mapping import HostRequirements, Rule, Size, security_rules, select_size, size_mb
 from airflow_cloud_paas.exceptions import (
     BackendError,
-    ResourceCreateError,
     ResourceTimeoutError,
     UnsupportedNodeError,
 )
@@ -71,8 +72,6 @@ from airflow_cloud_paas.exceptions import (
 log = logging.getLogger(__name__)
 
 PROVIDER = "azure"
-COMPUTE_TYPE = "tosca.nodes.Compute"
-BLOCK_STORAGE_TYPES = ("tosca.nodes.BlockStorage", "tosca.nodes.Storage.BlockStorage")
 #: requirement names through which a compute node names the disks to attach (INDIGO uses local_storage)
 STORAGE_REQUIREMENTS = ("local_storage", "attachment")
 _VM = "vm"
@@ -323,6 +322,8 @@ class AzureBackend(Backend):
     """
 
     name: ClassVar[str] = PROVIDER
+    #: Azure's limit on customData, counted decoded
+    max_user_data_bytes: ClassVar[int | None] = 65535
     #: VM instance-view status codes (power state wins over provisioning state) and disk states
     state_map: ClassVar[Mapping[str, ResourceState]] = {
         "PowerState/starting": ResourceState.CREATING,
@@ -482,16 +483,7 @@ class AzureBackend(Backend):
         return f"{spec.deployment_id}/{spec.node_name}"
 
     def _kind(self, spec: ResourceSpec) -> str:
-        if spec.is_a(COMPUTE_TYPE):
-            return _VM
-        if any(spec.is_a(t) for t in BLOCK_STORAGE_TYPES):
-            return _DISK
-        raise UnsupportedNodeError(
-            f"node '{spec.node_name}' of type '{spec.node_type}' cannot be deployed on Azure: only "
-            f"{COMPUTE_TYPE} (virtual machines) and {BLOCK_STORAGE_TYPES[0]} (managed disks) and their subtypes "
-            "are; host it on a Compute node or use another backend",
-            provider=PROVIDER, resource=self._where(spec),
-        )
+        return machine_or_disk(spec, PROVIDER, "Azure", (_VM, "virtual machines"), (_DISK, "managed disks"))
 
     def _image(self, spec: ResourceSpec) -> dict[str, str]:
         where = self._where(spec)
@@ -564,6 +556,7 @@ class AzureBackend(Backend):
         :param spec: the resource wanted (requirements may be empty)
         """
         if self._kind(spec) == _VM:
+            self.check_user_data(spec)
             self._vm_plan(spec)
         else:
             self._disk_size_gb(spec)
@@ -703,16 +696,27 @@ class AzureBackend(Backend):
         :param spec: the resource wanted
         """
         if self._kind(spec) == _VM:
+            self.check_user_data(spec)
             return self._create_vm(spec, self._vm_plan(spec))
         return self._create_disk(spec, self._disk_size_gb(spec))
 
-    def _cleanup(self, steps: UndoSteps) -> list[str]:
-        """Run undo steps, newest first; return what failed (logged, never raised: the cause matters more)."""
-        return run_undo(steps, (BackendError,), log)
+    def request(self, spec: ResourceSpec) -> Resource:
+        """Start creating a VM and return without waiting for it to run, for a deferrable wait.
 
-    def _create_error(self, spec: ResourceSpec, label: str, cause: str, undo: UndoSteps,
-                      hint: str = "") -> ResourceCreateError:
-        return create_failure(PROVIDER, spec, label, cause, self._cleanup(undo), hint)
+        Its network resources are made first (seconds); the VM's own long-running operation is left to
+        Azure, and a trigger polls its state. Disks are made as by :meth:`create`.
+
+        :param spec: the resource wanted
+        """
+        if self._kind(spec) != _VM:
+            return self.create(spec)
+        self.check_user_data(spec)
+        return self._create_vm(spec, self._vm_plan(spec), wait=False)
+
+    def _undo_on_failure(self, spec: ResourceSpec, label: str, undo: UndoSteps,
+                         failed_prefix: str = "") -> contextlib.AbstractContextManager[None]:
+        return undo_on_failure(PROVIDER, spec, label, undo, log, api_error=AzureApiError, hint=self._hint,
+                               failed=(_Failed,), failed_prefix=failed_prefix)
 
     @staticmethod
     def _hint(err: AzureApiError) -> str:
@@ -794,7 +798,7 @@ class AzureBackend(Backend):
                                  expand="instanceView"))
 
     def _wait_vm_running(self, group: str, name: str) -> dict[str, Any]:
-        deadline = time.monotonic() + self.create_timeout
+        deadline = time.monotonic() + self.wait_budget(self.create_timeout)
         while True:
             vm = self._get_vm(group, name)
             state, native = self.vm_state(vm)
@@ -820,7 +824,7 @@ class AzureBackend(Backend):
             "linuxConfiguration": {"disablePasswordAuthentication": True, "ssh": {"publicKeys": [
                 {"path": f"/home/{user}/.ssh/authorized_keys", "keyData": plan.public_key}]}},
         }
-        user_data = spec.properties.get("user_data")
+        user_data = spec.user_data if spec.user_data is not None else spec.properties.get("user_data")
         if user_data:
             os_profile["customData"] = base64.b64encode(str(user_data).encode()).decode()
         return {
@@ -836,15 +840,14 @@ class AzureBackend(Backend):
 
     def _required_disks(self, spec: ResourceSpec) -> list[str]:
         """Return the ids of the disks of the BlockStorage nodes this VM requires (same index)."""
-        return [r.resource_id for resources in spec.requirements.values() for r in resources
-                if r.backend == PROVIDER and r.attributes.get("kind") == _DISK and r.index == spec.index]
+        return [r.resource_id for r in required_resources(spec, PROVIDER, _DISK)]
 
-    def _create_vm(self, spec: ResourceSpec, plan: _VmPlan) -> Resource:
+    def _create_vm(self, spec: ResourceSpec, plan: _VmPlan, wait: bool = True) -> Resource:
         group = self.group_name(spec.deployment_id)
         name = self.resource_name(spec)
         label = f"virtual machine {name}"
         undo: list[tuple[str, Callable[[], None]]] = []
-        try:
+        with self._undo_on_failure(spec, label, undo, failed_prefix="the VM went to "):
             vm = self._existing_vm(spec, group)
             if vm is None:
                 if self._ensure_group(group, spec.deployment_id):
@@ -878,7 +881,11 @@ class AzureBackend(Backend):
                 undo.append((label, lambda: self._run(
                     f"deleting {label}", self.hook.compute.virtual_machines.begin_delete, group, name,
                     timeout=self.delete_timeout)))
-                self._wait_lro(f"creating {label}", poller, self.create_timeout)
+                if wait:  # else the caller waits (a deferrable trigger polling describe)
+                    self._wait_lro(f"creating {label}", poller, self.create_timeout)
+            elif not wait and self.vm_state(vm)[0] in (ResourceState.CREATING, ResourceState.RUNNING,
+                                                       ResourceState.PENDING):
+                name = vm["name"]
             else:
                 state, native = self.vm_state(vm)
                 if state == ResourceState.STOPPED:
@@ -886,18 +893,8 @@ class AzureBackend(Backend):
                     self._run(f"starting {label}", self.hook.compute.virtual_machines.begin_start, group, vm["name"])
                 name = vm["name"]
                 self._attach_disks(group, name, self._required_disks(spec))
-            self._wait_vm_running(group, name)
-        except _Failed as err:
-            raise self._create_error(spec, label, f"the VM went to {err}", undo) from None
-        except ResourceTimeoutError as err:
-            problems = self._cleanup(undo)
-            suffix = f" (cleanup also failed: {'; '.join(problems)})" if problems else " (what was made is removed)"
-            raise ResourceTimeoutError(err.message + suffix, provider=PROVIDER, resource=label) from err
-        except AzureApiError as err:
-            raise self._create_error(spec, label, err.message, undo, self._hint(err)) from err
-        except BackendError:
-            self._cleanup(undo)
-            raise
+            if wait:
+                self._wait_vm_running(group, name)
         (resource,) = [r for r in self.describe(spec.deployment_id, spec.node_name) if r.index == spec.index
                        and r.attributes["kind"] == _VM]
         return resource
@@ -957,7 +954,7 @@ class AzureBackend(Backend):
         name = self.resource_name(spec)
         label = f"disk {name}"
         undo: list[tuple[str, Callable[[], None]]] = []
-        try:
+        with self._undo_on_failure(spec, label, undo):
             found = self._tagged(f"listing disks of {group}",
                                  lambda: self.hook.compute.disks.list_by_resource_group(group), spec.tags)
             disk = next((d for d in found if d["properties"].get("provisioningState") not in ("Failed", "Deleting")),
@@ -973,17 +970,9 @@ class AzureBackend(Backend):
                 undo.append((label, lambda: self._run(f"deleting {label}", self.hook.compute.disks.begin_delete,
                                                       group, name, timeout=self.delete_timeout)))
                 self._wait_lro(f"creating {label}", poller, self.create_timeout)
-            for resources in spec.requirements.values():
-                for resource in resources:
-                    if (resource.backend == PROVIDER and resource.attributes.get("kind") == _VM
-                            and resource.index == spec.index):
-                        self._attach_disks(resource.attributes["resource_group"], resource.attributes["name"],
-                                           [self._arm_id(group, "Microsoft.Compute/disks", name)])
-        except AzureApiError as err:
-            raise self._create_error(spec, label, err.message, undo, self._hint(err)) from err
-        except BackendError:
-            self._cleanup(undo)
-            raise
+            for vm in required_resources(spec, PROVIDER, _VM):
+                self._attach_disks(vm.attributes["resource_group"], vm.attributes["name"],
+                                   [self._arm_id(group, "Microsoft.Compute/disks", name)])
         (resource,) = [r for r in self.describe(spec.deployment_id, spec.node_name) if r.index == spec.index
                        and r.attributes["kind"] == _DISK]
         return resource

@@ -7,8 +7,10 @@ contract test suite (tests/unit/backends/contract.py) that every backend must pa
 from __future__ import annotations
 
 import abc
+import contextlib
 import enum
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -16,6 +18,10 @@ from typing import Any, ClassVar
 TAG_DEPLOYMENT = "cloud-paas-deployment"
 TAG_NODE = "cloud-paas-node"
 TAG_INDEX = "cloud-paas-index"
+
+#: the TOSCA types a VM cloud makes machines and disks of
+COMPUTE_TYPE = "tosca.nodes.Compute"
+BLOCK_STORAGE_TYPES = ("tosca.nodes.BlockStorage", "tosca.nodes.Storage.BlockStorage")
 
 
 class ResourceState(str, enum.Enum):
@@ -85,6 +91,8 @@ class ResourceSpec:
     :param capabilities: capability name -> its properties, inputs resolved
     :param requirements: requirement name -> the resources of the target node already created
         (for `host`, only the host instance with the same index)
+    :param user_data: for a compute node, the cloud-init user data that configures the software it
+        hosts (see :mod:`airflow_cloud_paas.cloudinit`); it may hold secrets, so it is left out of ``repr``
     """
 
     deployment_id: str
@@ -95,6 +103,7 @@ class ResourceSpec:
     properties: Mapping[str, Any] = field(default_factory=dict)
     capabilities: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     requirements: Mapping[str, tuple[Resource, ...]] = field(default_factory=dict)
+    user_data: str | None = field(default=None, repr=False)
 
     @property
     def tags(self) -> dict[str, str]:
@@ -122,6 +131,43 @@ class Backend(abc.ABC):
     state_map: ClassVar[Mapping[str, ResourceState]] = {}
     #: how many instances of one node may be created at once (backends whose clients are thread-safe)
     max_parallel_creates: ClassVar[int] = 1
+    #: the provider's limit on a VM's user data, in bytes as sent (None: the backend boots no VMs)
+    max_user_data_bytes: ClassVar[int | None] = None
+    #: whether the provider wants the user data base64-encoded by the caller (its size limit counts that)
+    user_data_base64: ClassVar[bool] = False
+
+    #: a time.monotonic() limit on waiting for creates (one provider attempt's time limit), or None
+    deadline: float | None = None
+
+    def wait_budget(self, timeout: float) -> float:
+        """Return how long a create may still wait: ``timeout``, cut to what is left before :attr:`deadline`.
+
+        Deletes and cleanups never use it: a timed-out attempt must still be removed completely.
+
+        :param timeout: the backend's own create timeout, in seconds
+        """
+        if self.deadline is None:
+            return timeout
+        return max(0.0, min(timeout, self.deadline - time.monotonic()))
+
+    def check_user_data(self, spec: ResourceSpec) -> None:
+        """Raise :class:`UnsupportedNodeError` if a node's user data is over the provider's limit.
+
+        :param spec: the resource wanted
+        """
+        if not spec.user_data or self.max_user_data_bytes is None:
+            return
+        size = len(spec.user_data.encode("utf-8"))
+        if self.user_data_base64:
+            size = 4 * ((size + 2) // 3)
+        if size > self.max_user_data_bytes:
+            from airflow_cloud_paas.exceptions import UnsupportedNodeError
+
+            raise UnsupportedNodeError(
+                f"the user data of node '{spec.node_name}' (its own user_data plus the configuration of the "
+                f"software it hosts) is {size} bytes, over {self.name}'s limit of {self.max_user_data_bytes}: "
+                "move large scripts to URLs fetched at boot",
+                provider=self.name, resource=f"{spec.deployment_id}/{spec.node_name}")
 
     def normalize_state(self, native: str) -> ResourceState:
         """Map a provider-native state to :class:`ResourceState`.
@@ -237,3 +283,92 @@ def create_failure(provider: str, spec: ResourceSpec, label: str, cause: str, pr
     else:
         message += " (what was made has been removed)"
     return ResourceCreateError(message, provider=provider, resource=label)
+
+
+def required_resources(spec: ResourceSpec, provider: str, kind: str) -> list[Resource]:
+    """Return the resources of one kind, on this provider, that a node instance requires (same index).
+
+    E.g. the disks a VM must attach, or the VM a disk must be attached to.
+
+    :param spec: the resource wanted
+    :param provider: the backend's name
+    :param kind: the ``kind`` attribute wanted (``disk``, ``instance``...)
+    """
+    return [r for resources in spec.requirements.values() for r in resources
+            if r.backend == provider and r.attributes.get("kind") == kind and r.index == spec.index]
+
+
+def machine_or_disk(spec: ResourceSpec, provider: str, title: str, machine: tuple[str, str],
+                    disk: tuple[str, str]) -> str:
+    """Return the kind of a node on a VM cloud: ``machine[0]`` for a Compute, ``disk[0]`` for BlockStorage.
+
+    Anything else raises :class:`UnsupportedNodeError` (software is hosted on a Compute node).
+
+    :param spec: the resource wanted
+    :param provider: the backend's name
+    :param title: the cloud's name in messages
+    :param machine: (kind, what the provider calls it), e.g. ("instance", "instances")
+    :param disk: (kind, what the provider calls it), e.g. ("disk", "persistent disks")
+    """
+    from airflow_cloud_paas.exceptions import UnsupportedNodeError
+
+    if spec.is_a(COMPUTE_TYPE):
+        return machine[0]
+    if any(spec.is_a(t) for t in BLOCK_STORAGE_TYPES):
+        return disk[0]
+    raise UnsupportedNodeError(
+        f"node '{spec.node_name}' of type '{spec.node_type}' cannot be deployed on {title}: only "
+        f"{COMPUTE_TYPE} ({machine[1]}) and {BLOCK_STORAGE_TYPES[0]} ({disk[1]}) and their subtypes are; "
+        "host it on a Compute node or use another backend",
+        provider=provider, resource=f"{spec.deployment_id}/{spec.node_name}",
+    )
+
+
+@contextlib.contextmanager
+def undo_on_failure(
+    provider: str,
+    spec: ResourceSpec,
+    label: str,
+    undo: UndoSteps,
+    log: Any,
+    *,
+    api_error: type[Exception],
+    hint: Callable[[Any], str] = lambda err: "",
+    failed: tuple[type[Exception], ...] = (),
+    failed_prefix: str = "",
+    tolerate: tuple[type[BaseException], ...] = (),
+) -> Iterator[None]:
+    """Undo what a create made if the block fails, and raise one error that says what happened.
+
+    - ``failed`` (the resource went to an error state): ResourceCreateError, cleanup reported;
+    - a timeout: the ResourceTimeoutError again, saying whether the cleanup worked;
+    - ``api_error`` (the provider refused): ResourceCreateError with the provider's message and ``hint``;
+    - any other BackendError: undone, then raised as it is.
+
+    :param provider: the backend's name
+    :param spec: the resource wanted
+    :param label: the provider-side resource, e.g. ``instance web-0``
+    :param undo: the undo steps, appended to by the block as it makes things
+    :param log: the backend's logger
+    :param api_error: the provider's API error type (has ``message``)
+    :param hint: how to fix an API error, or ""
+    :param failed: exception types meaning "the resource went to an error state"
+    :param failed_prefix: put before such an error's text
+    :param tolerate: more exception types an undo step may raise (BackendError always is)
+    """
+    from airflow_cloud_paas.exceptions import BackendError, ResourceTimeoutError
+
+    tolerated = (BackendError, *tolerate)
+    try:
+        yield
+    except failed as err:
+        raise create_failure(provider, spec, label, f"{failed_prefix}{err}", run_undo(undo, tolerated, log)) from None
+    except ResourceTimeoutError as err:
+        problems = run_undo(undo, tolerated, log)
+        suffix = f" (cleanup also failed: {'; '.join(problems)})" if problems else " (what was made is removed)"
+        raise ResourceTimeoutError(err.message + suffix, provider=provider, resource=label) from err
+    except api_error as err:
+        raise create_failure(provider, spec, label, err.message, run_undo(undo, tolerated, log), hint(err)) from err
+    except BackendError:
+        run_undo(undo, tolerated, log)
+        raise

@@ -583,7 +583,7 @@ class DockerBackend(Backend):
 
     def _wait(self, spec: ResourceSpec, container_id: str) -> Resource:
         where = f"{spec.deployment_id}/{spec.node_name}/{spec.index}"
-        deadline = time.monotonic() + self.ready_timeout
+        deadline = time.monotonic() + self.wait_budget(self.ready_timeout)
         while True:
             inspected = self._inspect(container_id)
             if inspected is None:

@@ -21,6 +21,7 @@ Every API call goes through :class:`GceHook`, the Google provider's
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -48,8 +49,9 @@ from airflow_cloud_paas.backends.base import (
     ResourceSpec,
     ResourceState,
     UndoSteps,
-    create_failure,
-    run_undo,
+    machine_or_disk,
+    required_resources,
+    undo_on_failure,
 )
 from airflow_cloud_paas.backends.mapping import (
     HostRequirements,
@@ -63,7 +65,6 @@ from airflow_cloud_paas.backends.mapping import (
 )
 from airflow_cloud_paas.exceptions import (
     BackendError,
-    ResourceCreateError,
     ResourceTimeoutError,
     UnsupportedNodeError,
 )
@@ -71,8 +72,6 @@ from airflow_cloud_paas.exceptions import (
 log = logging.getLogger(__name__)
 
 PROVIDER = "gcp"
-COMPUTE_TYPE = "tosca.nodes.Compute"
-BLOCK_STORAGE_TYPES = ("tosca.nodes.BlockStorage", "tosca.nodes.Storage.BlockStorage")
 #: public image projects searched for an image family matching the ``os`` capability
 DEFAULT_IMAGE_PROJECTS = ("ubuntu-os-cloud", "debian-cloud", "rocky-linux-cloud", "centos-cloud")
 #: the smallest persistent disk Compute Engine makes (pd-standard / pd-balanced)
@@ -536,6 +535,8 @@ class GcpBackend(Backend):
     """
 
     name: ClassVar[str] = PROVIDER
+    #: Compute Engine's limit on one metadata value
+    max_user_data_bytes: ClassVar[int | None] = 262144
     #: instance statuses and disk statuses (the two sets do not overlap)
     state_map: ClassVar[Mapping[str, ResourceState]] = {
         # instances
@@ -688,16 +689,8 @@ class GcpBackend(Backend):
 
     # ---------------------------------------------------------------- check
     def _kind(self, spec: ResourceSpec) -> str:
-        if spec.is_a(COMPUTE_TYPE):
-            return _INSTANCE
-        if any(spec.is_a(t) for t in BLOCK_STORAGE_TYPES):
-            return _DISK
-        raise UnsupportedNodeError(
-            f"node '{spec.node_name}' of type '{spec.node_type}' cannot be deployed on Google Compute Engine: only "
-            f"{COMPUTE_TYPE} (instances) and {BLOCK_STORAGE_TYPES[0]} (persistent disks) and their subtypes are; "
-            "host it on a Compute node or use another backend",
-            provider=PROVIDER, resource=f"{spec.deployment_id}/{spec.node_name}",
-        )
+        return machine_or_disk(spec, PROVIDER, "Google Compute Engine", (_INSTANCE, "instances"),
+                               (_DISK, "persistent disks"))
 
     def _instance_plan(self, spec: ResourceSpec) -> tuple[Size, Mapping[str, Any], HostRequirements]:
         where = f"{spec.deployment_id}/{spec.node_name}"
@@ -729,6 +722,7 @@ class GcpBackend(Backend):
         :param spec: the resource wanted (requirements may be empty)
         """
         if self._kind(spec) == _INSTANCE:
+            self.check_user_data(spec)
             self._instance_plan(spec)
         else:
             self._disk_size_gb(spec)
@@ -875,7 +869,7 @@ class GcpBackend(Backend):
             return instance.get("status") == "RUNNING"
 
         return dict(self._wait_for(f"instance {name} becoming RUNNING", lambda: self._get_instance(name), ready,
-                                   self.create_timeout, f"instance {name}"))
+                                   self.wait_budget(self.create_timeout), f"instance {name}"))
 
     def _delete_instance(self, name: str) -> None:
         op = self.hook.delete_instance_nowait(project_id=self.project_id, zone=self.zone, name=name)
@@ -893,13 +887,22 @@ class GcpBackend(Backend):
             return self._create_instance(spec)
         return self._create_disk(spec)
 
-    def _cleanup(self, steps: UndoSteps) -> list[str]:
-        """Run undo steps, newest first; return what failed (logged, never raised: the cause matters more)."""
-        return run_undo(steps, (BackendError,), log)
+    def request(self, spec: ResourceSpec) -> Resource:
+        """Insert an instance and return once Compute Engine accepted it (PROVISIONING), for a deferrable wait.
 
-    def _create_error(self, spec: ResourceSpec, label: str, cause: str, undo: UndoSteps,
-                      hint: str = "") -> ResourceCreateError:
-        return create_failure(PROVIDER, spec, label, cause, self._cleanup(undo), hint)
+        Instances with disks to attach, and disks, are made as by :meth:`create`.
+
+        :param spec: the resource wanted
+        """
+        self.check(spec)
+        if self._kind(spec) != _INSTANCE or required_resources(spec, PROVIDER, _DISK):
+            return self.create(spec)
+        return self._create_instance(spec, wait=False)
+
+    def _undo_on_failure(self, spec: ResourceSpec, label: str, undo: UndoSteps,
+                         failed_prefix: str = "") -> contextlib.AbstractContextManager[None]:
+        return undo_on_failure(PROVIDER, spec, label, undo, log, api_error=GceApiError, hint=self._hint,
+                               failed=(_Failed,), failed_prefix=failed_prefix)
 
     @staticmethod
     def _hint(err: GceApiError) -> str:
@@ -983,7 +986,9 @@ class GcpBackend(Backend):
             "machine_type": f"zones/{self.zone}/machineTypes/{size.name}",
             "labels": labels,
             # the exact tags (labels may be hashed): what describe and delete trust
-            "metadata": {"items": [{"key": k, "value": v} for k, v in spec.tags.items()]},
+            "metadata": {"items": [{"key": k, "value": v} for k, v in spec.tags.items()]
+                         # cloud-init on Compute Engine images reads the user-data key
+                         + ([{"key": "user-data", "value": spec.user_data}] if spec.user_data else [])},
             "disks": [{"boot": True, "auto_delete": True, "device_name": "boot", "initialize_params": {
                 "source_image": image["id"], "disk_size_gb": max(MIN_DISK_GB, math.ceil(req.disk_gb)),
                 "labels": labels}}],
@@ -995,14 +1000,20 @@ class GcpBackend(Backend):
             body["scheduling"] = scheduling
         return body
 
-    def _create_instance(self, spec: ResourceSpec) -> Resource:
+    def _create_instance(self, spec: ResourceSpec, wait: bool = True) -> Resource:
         size, image, req = self._instance_plan(spec)
         name = instance_name(spec)
         label = f"instance {name}"
         _, public = security_rules(spec)
         undo: list[tuple[str, Callable[[], None]]] = []
-        try:
+        with self._undo_on_failure(spec, label, undo):
             instance = self._existing_instance(spec)
+            if not wait:  # the caller waits (a deferrable trigger polling describe)
+                if instance is None:
+                    self._insert_instance(spec, name, size, image, req, public, undo)
+                    instance = self._get_instance(name)
+                if instance is not None and instance.get("status") in ("PROVISIONING", "STAGING", "RUNNING"):
+                    return self._instance_resource(instance)
             if instance is not None and instance.get("status") in (
                     "STOPPING", "SUSPENDING", "TERMINATED", "STOPPED", "SUSPENDED"):
                 # stopped in the console, or a delete in flight (STOPPING, then gone): let it settle first
@@ -1020,17 +1031,6 @@ class GcpBackend(Backend):
             instance = self._wait_instance_running(name)
             if self._attach_required_disks(spec, instance):
                 instance = self._get_instance(name) or instance
-        except _Failed as err:
-            raise self._create_error(spec, label, str(err), undo) from None
-        except ResourceTimeoutError as err:
-            problems = self._cleanup(undo)
-            suffix = f" (cleanup also failed: {'; '.join(problems)})" if problems else " (what was made is removed)"
-            raise ResourceTimeoutError(err.message + suffix, provider=PROVIDER, resource=label) from err
-        except GceApiError as err:
-            raise self._create_error(spec, label, err.message, undo, self._hint(err)) from err
-        except BackendError:
-            self._cleanup(undo)
-            raise
         return self._instance_resource(instance)
 
     def _insert_instance(self, spec: ResourceSpec, name: str, size: Size, image: Mapping[str, Any],
@@ -1053,11 +1053,8 @@ class GcpBackend(Backend):
     def _attach_required_disks(self, spec: ResourceSpec, instance: Mapping[str, Any]) -> bool:
         """Attach the disks of the BlockStorage nodes this instance requires (same index); return if any was."""
         attached = False
-        for resources in spec.requirements.values():
-            for resource in resources:
-                if (resource.backend == PROVIDER and resource.attributes.get("kind") == _DISK
-                        and resource.index == spec.index):
-                    attached |= self._attach(resource.resource_id, str(instance["name"]))
+        for disk in required_resources(spec, PROVIDER, _DISK):
+            attached |= self._attach(disk.resource_id, str(instance["name"]))
         return attached
 
     def _attach(self, disk_name: str, instance_name_: str) -> bool:
@@ -1092,7 +1089,7 @@ class GcpBackend(Backend):
         name = instance_name(spec)
         label = f"disk {name}"
         undo: list[tuple[str, Callable[[], None]]] = []
-        try:
+        with self._undo_on_failure(spec, label, undo):
             disk = None
             for found in self._disks(spec.tags):
                 if found.get("status") == "FAILED":  # a failed earlier attempt: replace it
@@ -1112,20 +1109,10 @@ class GcpBackend(Backend):
                 undo.append((label, lambda: self._delete_disk(name)))
                 self._wait_operation(op, f"insert {label}", self.create_timeout)
             disk = self._wait_disk_ready(str(disk["name"]) if disk else name)
-            for resources in spec.requirements.values():
-                for resource in resources:
-                    if (resource.backend == PROVIDER and resource.attributes.get("kind") == _INSTANCE
-                            and resource.index == spec.index):
-                        if self._attach(disk["name"], resource.resource_id):
-                            disk = self.hook.get_disk_dict(project_id=self.project_id, zone=self.zone,
-                                                           name=disk["name"]) or disk
-        except _Failed as err:
-            raise self._create_error(spec, label, str(err), undo) from None
-        except GceApiError as err:
-            raise self._create_error(spec, label, err.message, undo, self._hint(err)) from err
-        except BackendError:
-            self._cleanup(undo)
-            raise
+            for instance in required_resources(spec, PROVIDER, _INSTANCE):
+                if self._attach(disk["name"], instance.resource_id):
+                    disk = self.hook.get_disk_dict(project_id=self.project_id, zone=self.zone,
+                                                   name=disk["name"]) or disk
         return self._disk_resource(disk)
 
     # ---------------------------------------------------------------- delete

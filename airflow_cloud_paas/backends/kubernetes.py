@@ -496,7 +496,8 @@ class KubernetesBackend(Backend):
 
     def _wait(self, spec: ResourceSpec) -> Resource:
         where = f"{spec.deployment_id}/{spec.node_name}/{spec.index}"
-        deadline = time.monotonic() + self.ready_timeout
+        budget = self.wait_budget(self.ready_timeout)
+        deadline = time.monotonic() + budget
         while True:
             found = self._describe(spec.deployment_id, spec.node_name, spec.index)
             if not found:
@@ -513,7 +514,7 @@ class KubernetesBackend(Backend):
                 )
             if time.monotonic() > deadline:
                 raise ResourceTimeoutError(
-                    f"Deployment {resource.attributes['deployment']} not ready after {self.ready_timeout:g}s "
+                    f"Deployment {resource.attributes['deployment']} not ready after {budget:g}s "
                     f"({resource.attributes['ready_replicas']}/{resource.attributes['replicas']} ready, state "
                     f"{resource.attributes['native_state']}); raise ready_timeout, or use wait_for_ready=False "
                     "on an API server without controllers",

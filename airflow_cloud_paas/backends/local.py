@@ -679,7 +679,8 @@ class LocalBackend(Backend):
 
     def _await_ready(self, driver: LocalDriver, spec: ResourceSpec, record: ProcessRecord) -> Resource:
         where = f"{spec.deployment_id}/{spec.node_name}/{spec.index}"
-        deadline = time.monotonic() + self.ready_timeout
+        budget = self.wait_budget(self.ready_timeout)
+        deadline = time.monotonic() + budget
         try:
             while not driver.ready(record):
                 if not self._alive(record):
@@ -694,8 +695,11 @@ class LocalBackend(Backend):
                     )
                 if time.monotonic() > deadline:
                     raise ResourceTimeoutError(
-                        f"not ready after {self.ready_timeout:.0f} s (raise LocalBackend(ready_timeout=...) "
-                        f"on a slow machine); last log lines:\n{_log_tail(Path(record.log_file))}",
+                        f"not ready after {budget:.0f} s ("
+                        + ("the provider attempt's time limit, provider_timeout_mins, was reached"
+                           if budget < self.ready_timeout else
+                           "raise LocalBackend(ready_timeout=...) on a slow machine")
+                        + f"); last log lines:\n{_log_tail(Path(record.log_file))}",
                         provider=PROVIDER,
                         resource=where,
                     )

@@ -14,6 +14,7 @@ what a crashed attempt left. All API calls go through :class:`~airflow_cloud_paa
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -32,8 +33,9 @@ from airflow_cloud_paas.backends.base import (
     ResourceSpec,
     ResourceState,
     UndoSteps,
-    create_failure,
-    run_undo,
+    machine_or_disk,
+    required_resources,
+    undo_on_failure,
 )
 from airflow_cloud_paas.backends.mapping import (
     HostRequirements,
@@ -55,8 +57,6 @@ from airflow_cloud_paas.hooks.openstack import OpenStackApiError, OpenStackHook
 log = logging.getLogger(__name__)
 
 PROVIDER = "openstack"
-COMPUTE_TYPE = "tosca.nodes.Compute"
-BLOCK_STORAGE_TYPES = ("tosca.nodes.BlockStorage", "tosca.nodes.Storage.BlockStorage")
 
 _SERVER = "server"
 _VOLUME = "volume"
@@ -103,6 +103,9 @@ class OpenStackBackend(Backend):
     """
 
     name: ClassVar[str] = PROVIDER
+    #: Nova's limit on user data, counted base64-encoded
+    max_user_data_bytes: ClassVar[int | None] = 65535
+    user_data_base64: ClassVar[bool] = True
     #: Nova server statuses (upper case) and Cinder volume statuses (lower case): the two never collide.
     state_map: ClassVar[Mapping[str, ResourceState]] = {
         # Nova
@@ -237,16 +240,7 @@ class OpenStackBackend(Backend):
         return f"{spec.deployment_id}/{spec.node_name}/{spec.index}"
 
     def _kind(self, spec: ResourceSpec) -> str:
-        if spec.is_a(COMPUTE_TYPE):
-            return _SERVER
-        if any(spec.is_a(t) for t in BLOCK_STORAGE_TYPES):
-            return _VOLUME
-        raise UnsupportedNodeError(
-            f"node '{spec.node_name}' of type '{spec.node_type}' cannot be deployed on OpenStack: only "
-            f"{COMPUTE_TYPE} (servers) and {BLOCK_STORAGE_TYPES[0]} (volumes) and their subtypes are; host it "
-            "on a Compute node or use another backend",
-            provider=PROVIDER, resource=f"{spec.deployment_id}/{spec.node_name}",
-        )
+        return machine_or_disk(spec, PROVIDER, "OpenStack", (_SERVER, "servers"), (_VOLUME, "volumes"))
 
     def _server_plan(self, spec: ResourceSpec) -> tuple[Size, Mapping[str, Any]]:
         where = f"{spec.deployment_id}/{spec.node_name}"
@@ -273,6 +267,7 @@ class OpenStackBackend(Backend):
         :param spec: the resource wanted (requirements may be empty)
         """
         if self._kind(spec) == _SERVER:
+            self.check_user_data(spec)
             self._server_plan(spec)
             _, public = security_rules(spec)
             self.network_id  # noqa: B018 - resolving it validates the network configuration
@@ -390,7 +385,7 @@ class OpenStackBackend(Backend):
             return server.get("status") == "ACTIVE"
 
         result = self._wait(f"server {name} ({server_id}) becoming ACTIVE", lambda: self.hook.get_server(server_id),
-                            gone, failed, self.create_timeout, name)
+                            gone, failed, self.wait_budget(self.create_timeout), name)
         assert result is not None
         return result
 
@@ -436,13 +431,24 @@ class OpenStackBackend(Backend):
             return self._create_server(spec)
         return self._create_volume(spec)
 
-    def _cleanup(self, steps: UndoSteps) -> list[str]:
-        """Run undo steps, newest first; return what failed (logged, never raised: the cause matters more)."""
-        return run_undo(steps, (BackendError, _Failed), log)
+    def request(self, spec: ResourceSpec) -> Resource:
+        """Boot a server and return while it is in BUILD, for a deferrable wait.
 
-    def _create_error(self, spec: ResourceSpec, label: str, cause: str, undo: UndoSteps,
-                      hint: str = "") -> ResourceCreateError:
-        return create_failure(PROVIDER, spec, label, cause, self._cleanup(undo), hint)
+        Servers that need a floating IP or volumes (both want an ACTIVE server), and volumes, are made as
+        by :meth:`create`.
+
+        :param spec: the resource wanted
+        """
+        self.check(spec)
+        if (self._kind(spec) != _SERVER or security_rules(spec)[1]
+                or required_resources(spec, PROVIDER, _VOLUME)):
+            return self.create(spec)
+        return self._create_server(spec, wait=False)
+
+    def _undo_on_failure(self, spec: ResourceSpec, label: str, undo: UndoSteps,
+                         failed_prefix: str = "") -> contextlib.AbstractContextManager[None]:
+        return undo_on_failure(PROVIDER, spec, label, undo, log, api_error=OpenStackApiError, hint=self._hint,
+                               failed=(_Failed,), failed_prefix=failed_prefix, tolerate=(_Failed,))
 
     @staticmethod
     def _hint(err: OpenStackApiError) -> str:
@@ -500,13 +506,13 @@ class OpenStackBackend(Backend):
             self._wait_server_gone(server_id)
         return undo
 
-    def _create_server(self, spec: ResourceSpec) -> Resource:
+    def _create_server(self, spec: ResourceSpec, wait: bool = True) -> Resource:
         size, image = self._server_plan(spec)
         name = self.resource_name(spec)
         label = f"server {name}"
         _, public = security_rules(spec)
         undo: list[tuple[str, Callable[[], None]]] = []
-        try:
+        with self._undo_on_failure(spec, label, undo, failed_prefix="the server went to ERROR: "):
             server = self._existing_server(spec)
             if server is None:
                 group, made_group = self._security_group(spec)
@@ -517,9 +523,14 @@ class OpenStackBackend(Backend):
                     name=name, flavor_id=self._flavor_ids[size.name], image_id=str(image["id"]),
                     network_id=self.network_id, security_group_id=group["id"], metadata=spec.tags,
                     key_name=self.key_name,
+                    user_data=spec.user_data if spec.user_data is not None else spec.properties.get("user_data"),
                 )
                 undo.append((label, self._server_undo(server["id"])))
                 log.info("Booting %s (%s, flavor %s, image %s)", label, server["id"], size.name, image.get("name"))
+                if not wait:  # the caller waits (a deferrable trigger polling describe)
+                    return self._server_resource(self.hook.get_server(server["id"]) or server)
+            elif not wait and server.get("status") in ("BUILD", "ACTIVE"):
+                return self._server_resource(server)
             elif server.get("status") == "SHUTOFF":
                 log.info("%s (%s) is SHUTOFF: starting it", label, server["id"])
                 self.hook.start_server(server["id"])
@@ -534,17 +545,6 @@ class OpenStackBackend(Backend):
                 self._ensure_floating_ip(spec, server["id"])
             self._attach_required_volumes(spec, server["id"])
             server = self.hook.get_server(server["id"]) or server
-        except _Failed as err:
-            raise self._create_error(spec, label, f"the server went to ERROR: {err}", undo) from None
-        except ResourceTimeoutError as err:
-            problems = self._cleanup(undo)
-            suffix = f" (cleanup also failed: {'; '.join(problems)})" if problems else " (what was made is removed)"
-            raise ResourceTimeoutError(err.message + suffix, provider=PROVIDER, resource=label) from err
-        except OpenStackApiError as err:
-            raise self._create_error(spec, label, err.message, undo, self._hint(err)) from err
-        except BackendError:
-            self._cleanup(undo)
-            raise
         return self._server_resource(server)
 
     def _ensure_floating_ip(self, spec: ResourceSpec, server_id: str) -> None:
@@ -562,11 +562,8 @@ class OpenStackBackend(Backend):
 
     def _attach_required_volumes(self, spec: ResourceSpec, server_id: str) -> None:
         """Attach the volumes of the BlockStorage nodes this server requires (same index)."""
-        for resources in spec.requirements.values():
-            for resource in resources:
-                if (resource.backend == PROVIDER and resource.attributes.get("kind") == _VOLUME
-                        and resource.index == spec.index):
-                    self._attach(resource.resource_id, server_id)
+        for volume in required_resources(spec, PROVIDER, _VOLUME):
+            self._attach(volume.resource_id, server_id)
 
     def _attach(self, volume_id: str, server_id: str) -> None:
         volume = self.hook.get_volume(volume_id)
@@ -582,7 +579,7 @@ class OpenStackBackend(Backend):
         name = self.resource_name(spec)
         label = f"volume {name}"
         undo: list[tuple[str, Callable[[], None]]] = []
-        try:
+        with self._undo_on_failure(spec, label, undo):
             volume = None
             for found in self._tagged(self.hook.volumes(spec.tags)):
                 if str(found.get("status")).startswith("error") or found.get("status") == "deleting":
@@ -602,19 +599,9 @@ class OpenStackBackend(Backend):
 
                 undo.append((label, undo_volume))
             volume = dict(self._wait_volume(volume["id"], name, ("available", "in-use")))
-            for resources in spec.requirements.values():
-                for resource in resources:
-                    if (resource.backend == PROVIDER and resource.attributes.get("kind") == _SERVER
-                            and resource.index == spec.index):
-                        self._attach(volume["id"], resource.resource_id)
+            for server in required_resources(spec, PROVIDER, _SERVER):
+                self._attach(volume["id"], server.resource_id)
             volume = self.hook.get_volume(volume["id"]) or volume
-        except _Failed as err:
-            raise self._create_error(spec, label, str(err), undo) from None
-        except OpenStackApiError as err:
-            raise self._create_error(spec, label, err.message, undo, self._hint(err)) from err
-        except BackendError:
-            self._cleanup(undo)
-            raise
         return self._volume_resource(volume)
 
     # ---------------------------------------------------------------- delete

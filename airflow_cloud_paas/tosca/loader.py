@@ -56,7 +56,7 @@ from airflow_cloud_paas.tosca.typedefs import TypeRegistry, UnknownParentError
 log = logging.getLogger(__name__)
 
 # Part of every content hash: bump it when what a Topology holds, or how it is built, changes.
-LAYER_VERSION = "airflow_cloud_paas.tosca/1 tosca-parser==2.12.0"
+LAYER_VERSION = "airflow_cloud_paas.tosca/2 tosca-parser==2.12.0"
 TOSCA_VERSIONS = ("tosca_simple_yaml_1_0", "tosca_simple_yaml_1_2", "tosca_simple_yaml_1_3")
 
 _PARSER_LOCK = threading.Lock()  # tosca-parser collects errors in a process-wide list
@@ -348,9 +348,48 @@ def _node(
         scalable=scalable,
         endpoints=tuple(endpoints),
         artifacts=dict(_mapping(spec.get("artifacts"), file, "artifacts")),
-        interfaces=dict(_mapping(spec.get("interfaces"), file, "interfaces")),
+        interfaces=_interfaces(node_type, hierarchy, spec, registry, file),
         description=str(spec.get("description") or "").strip(),
     )
+
+
+#: keys of an interface definition that are not operations
+_INTERFACE_KEYS = frozenset({"type", "inputs", "notifications", "description", "derived_from"})
+
+
+def _interfaces(node_type: str, hierarchy: Sequence[str], spec: Mapping[str, Any], registry: TypeRegistry,
+                file: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """Return interface -> operation -> {implementation, inputs}, merged from the types down to the template.
+
+    INDIGO types carry the implementations (Ansible playbooks); templates override or add inputs.
+    """
+    merged: dict[str, dict[str, dict[str, Any]]] = {}
+    layers = [(registry.definition(t).get("interfaces"), registry.origin(t) or file) for t in reversed(hierarchy)]
+    layers.append((_mapping(spec.get("interfaces"), file, "interfaces"), file))
+    for layer, origin in layers:
+        if not isinstance(layer, Mapping):
+            continue
+        for interface, operations in layer.items():
+            if not isinstance(operations, Mapping):
+                raise ToscaValidationError(f"interface '{interface}' must be a mapping of operations",
+                                           file=origin, field=f"interfaces.{interface}")
+            if isinstance(operations.get("operations"), Mapping):  # TOSCA 1.3 nests them
+                operations = {**operations, **operations["operations"]}
+            target = merged.setdefault(str(interface), {})
+            for name, definition in operations.items():
+                if name in _INTERFACE_KEYS or name == "operations" or definition is None:
+                    continue
+                if isinstance(definition, str):
+                    definition = {"implementation": definition}
+                if not isinstance(definition, Mapping):
+                    raise ToscaValidationError(
+                        "an operation is an implementation string or a mapping with 'implementation' and 'inputs'",
+                        file=origin, field=f"interfaces.{interface}.{name}")
+                before = target.get(str(name), {})
+                inputs = {**(before.get("inputs") or {}), **_mapping(definition.get("inputs"), origin,
+                                                                      f"interfaces.{interface}.{name}.inputs")}
+                target[str(name)] = {**before, **copy.deepcopy(dict(definition)), "inputs": copy.deepcopy(inputs)}
+    return {name: ops for name, ops in merged.items() if ops}
 
 
 def _written_type(definition: Any) -> Any:

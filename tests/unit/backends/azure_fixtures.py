@@ -136,12 +136,15 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
 class AzureStandIn:
     """The stand-in: start it, point an ``azure`` connection at :attr:`base` (trusting :attr:`ca_bundle`).
 
-    :param build_seconds: how long a VM stays Creating (other resources: a tenth of it)
+    :param build_seconds: how long a VM stays Creating
     :param delete_seconds: how long a deleted VM or resource group stays listed as Deleting
+    :param resource_seconds: how long other resources stay Creating (default: a tenth of ``build_seconds``)
     """
 
-    def __init__(self, build_seconds: float = 0.05, delete_seconds: float = 0.03) -> None:
+    def __init__(self, build_seconds: float = 0.05, delete_seconds: float = 0.03,
+                 resource_seconds: float | None = None) -> None:
         self.build_seconds = build_seconds
+        self.resource_seconds = build_seconds / 10 if resource_seconds is None else resource_seconds
         self.delete_seconds = delete_seconds
         self.lock = threading.RLock()
         #: lower-case ARM id -> resource (REST JSON plus private ``_`` keys)
@@ -548,7 +551,7 @@ class AzureStandIn:
             res: dict[str, Any] = {
                 "id": rid, "name": name, "type": _TYPES[type_key][0], "location": body.get("location", LOCATION),
                 "tags": dict(body.get("tags") or {}), "properties": props, "_group": group.lower(),
-                "_ready_at": time.monotonic() + self.build_seconds / 10, "_fail": None,
+                "_ready_at": time.monotonic() + self.resource_seconds, "_fail": None,
             }
             if existing is not None:
                 res["_nics"] = existing.get("_nics", set())

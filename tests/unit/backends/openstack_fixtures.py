@@ -500,7 +500,9 @@ class OpenStackStandIn:
                        "swap": 0, "original_name": flavor["name"], "extra_specs": flavor["extra_specs"]},
             "created": _now(), "updated": _now(), "accessIPv4": "", "accessIPv6": "", "links": [],
             "OS-DCF:diskConfig": "AUTO", "OS-EXT-AZ:availability_zone": "nova", "config_drive": "",
-            "key_name": spec.get("key_name"), "OS-SRV-USG:launched_at": None, "OS-SRV-USG:terminated_at": None,
+            "key_name": spec.get("key_name"), "OS-SRV-USG:launched_at": None,
+            # what Nova keeps of the user data (shown to admins from microversion 2.3): base64, as sent
+            "OS-EXT-SRV-ATTR:user_data": spec.get("user_data"), "OS-SRV-USG:terminated_at": None,
             "OS-EXT-STS:task_state": "scheduling", "OS-EXT-STS:vm_state": "building", "OS-EXT-STS:power_state": 0,
             "security_groups": [{"name": g["name"] if g else "default"} for g in groups],
             "progress": 0, "locked": False, "description": None, "tags": [], "trusted_image_certificates": None,

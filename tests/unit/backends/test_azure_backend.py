@@ -398,3 +398,12 @@ def test_states_map_power_and_provisioning(azure: AzureBackend) -> None:
     assert azure.vm_state(vm("Deleting", "PowerState/running"))[0] == ResourceState.DELETING
     assert azure.normalize_state("Unattached") == ResourceState.RUNNING
     assert azure.normalize_state("PowerState/starting") == ResourceState.CREATING
+
+
+def test_user_data_is_the_vms_custom_data(azure: AzureBackend, cloud: AzureStandIn) -> None:
+    import base64
+
+    user_data = "#cloud-config\nruncmd:\n- [touch, /tmp/configured]\n"
+    resource = azure.create(compute("dep", "vm", user_data=user_data))
+    custom = cloud.get(resource.resource_id)["properties"]["osProfile"]["customData"]
+    assert base64.b64decode(custom).decode() == user_data

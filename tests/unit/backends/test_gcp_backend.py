@@ -401,3 +401,12 @@ def test_create_during_a_delete_in_flight_waits_then_makes_a_new_one(gcp: GcpBac
     assert cloud.state.instances[again.resource_id]["id"] != old_id  # a new instance, same deterministic name
     assert len(cloud.state.instances) == 1
     gcp.delete("dep")
+
+
+def test_user_data_goes_to_the_user_data_metadata_key(gcp: GcpBackend, cloud: ComputeEngineStandIn) -> None:
+    user_data = "#cloud-config\nruncmd:\n- [touch, /tmp/configured]\n"
+    resource = gcp.create(compute("dep", "vm", user_data=user_data))
+    items = {i["key"]: i["value"] for i in cloud.state.instances[resource.resource_id]["metadata"]["items"]}
+    assert items["user-data"] == user_data
+    assert items[TAG_DEPLOYMENT] == "dep"  # the exact tags are still there
+    assert {r.resource_id for r in gcp.describe("dep", "vm")} == {resource.resource_id}

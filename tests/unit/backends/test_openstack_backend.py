@@ -342,3 +342,17 @@ def test_states_map_nova_and_cinder(openstack: OpenStackBackend) -> None:
     assert openstack.normalize_state("in-use") == ResourceState.RUNNING
     assert openstack.normalize_state("error_deleting") == ResourceState.ERROR
     assert openstack.normalize_state("deleting") == ResourceState.DELETING
+
+
+def test_user_data_reaches_nova_base64_encoded(openstack: OpenStackBackend, cloud: OpenStackStandIn) -> None:
+    import base64
+
+    user_data = "#cloud-config\nruncmd:\n- [touch, /tmp/configured]\n"
+    resource = openstack.create(compute("dep", "vm", user_data=user_data))
+    sent = cloud.state.servers[resource.resource_id]["OS-EXT-SRV-ATTR:user_data"]
+    assert base64.b64decode(sent).decode() == user_data
+    too_big = "#!/bin/sh\n" + "x" * 50_000  # 50 kB: over Nova's 65535 once base64-encoded
+    servers = len(cloud.state.servers)
+    with pytest.raises(UnsupportedNodeError, match="over openstack's limit of 65535"):
+        openstack.create(compute("dep", "big", user_data=too_big))
+    assert len(cloud.state.servers) == servers

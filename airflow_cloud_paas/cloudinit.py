@@ -1,0 +1,329 @@
+"""Render the software nodes hosted on a VM as the cloud-init user data that installs and configures them.
+
+The INDIGO PaaS configured a VM's software with Ansible after boot (the IM's contextualization).
+Here the same TOSCA lifecycle operations run at first boot through cloud-init, so no task waits on
+an SSH connection. For each software node hosted on the VM (directly or through another software
+node), in deployment order:
+
+* ``/etc/cloud-paas/nodes/<node>.json`` (mode 0600) holds its type and resolved properties;
+* each ``Standard`` operation that has an implementation (``create``, ``configure``, ``start``, in
+  that order) becomes a ``runcmd`` step:
+
+  - a shell script (``.sh``/``.bash``, or an artifact of type ``tosca.artifacts.Implementation.Bash``)
+    runs with the operation's inputs as environment variables (the TOSCA convention);
+  - an Ansible playbook (``.yml``/``.yaml``, as in INDIGO's types) runs with ``ansible-playbook``
+    on localhost, the inputs passed as extra variables; ``ansible`` is added to ``packages``;
+  - a file next to the template is inlined; a URL is fetched with ``curl`` at boot.
+
+A compute node's own ``user_data`` property is kept: with software to configure as well, both go in
+one multipart MIME document, which cloud-init reads part by part.
+
+User data holds the software's settings, secrets included (that is its purpose): it is never logged,
+and :class:`~airflow_cloud_paas.backends.base.ResourceSpec` keeps it out of its ``repr``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shlex
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from airflow_cloud_paas.exceptions import ToscaValidationError
+from airflow_cloud_paas.tosca.model import NodeTemplate, Topology
+from airflow_cloud_paas.tosca.resolve import _effective_inputs, _evaluate, resolved_node
+
+#: the lifecycle operations run at boot, in this order (stop and delete do not apply to a first boot)
+LIFECYCLE = ("create", "configure", "start")
+CONFIG_DIR = "/etc/cloud-paas/nodes"
+SCRIPT_DIR = "/opt/cloud-paas"
+_COMPUTE_TYPES = ("tosca.nodes.Compute",)
+_SHELL_SUFFIXES = (".sh", ".bash")
+_PLAYBOOK_SUFFIXES = (".yml", ".yaml")
+_BASH_ARTIFACT = "tosca.artifacts.Implementation.Bash"
+_ANSIBLE_ARTIFACT = "tosca.artifacts.Implementation.Ansible"  # not normative, but used by INDIGO-like types
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class BootStep:
+    """One lifecycle operation of one software node, as run at first boot.
+
+    :param node: the software node
+    :param operation: create, configure or start
+    :param kind: ``shell`` or ``ansible``
+    :param source: the script's text (``inline``) or its URL
+    :param inline: whether ``source`` is the text itself
+    :param inputs: the operation's inputs, evaluated
+    """
+
+    node: str
+    operation: str
+    kind: str
+    source: str
+    inline: bool
+    inputs: Mapping[str, Any]
+
+    @property
+    def path(self) -> str:
+        """Return where the script lands on the VM."""
+        return f"{SCRIPT_DIR}/{self.node}/{self.operation}{'.sh' if self.kind == 'shell' else '.yml'}"
+
+    @property
+    def inputs_path(self) -> str:
+        """Return where the operation's inputs land on the VM."""
+        return f"{CONFIG_DIR}/{self.node}.{self.operation}.{'env' if self.kind == 'shell' else 'json'}"
+
+
+def is_compute(node: NodeTemplate) -> bool:
+    """Return whether a node is a machine that boots with user data.
+
+    :param node: a node template
+    """
+    return any(node.is_a(t) for t in _COMPUTE_TYPES)
+
+
+def hosted_software(topology: Topology, host_name: str) -> tuple[str, ...]:
+    """Return the nodes hosted on a compute node, directly or through other software, in deployment order.
+
+    :param topology: the parsed template
+    :param host_name: the compute node
+    """
+    def host_of(name: str) -> str | None:
+        return next((r.node for r in topology.nodes[name].requirements if r.name == "host"), None)
+
+    hosted = []
+    for name in topology.plan:
+        seen, current = {name}, host_of(name)
+        while current is not None and current != host_name and current not in seen and \
+                not is_compute(topology.nodes[current]):
+            seen.add(current)
+            current = host_of(current)
+        if current == host_name and name != host_name and not is_compute(topology.nodes[name]):
+            hosted.append(name)
+    return tuple(hosted)
+
+
+def boot_steps(
+    topology: Topology,
+    node_name: str,
+    inputs: Mapping[str, Any] | None,
+    attributes: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+) -> list[BootStep]:
+    """Return the lifecycle operations of one software node that run at boot, checked and evaluated.
+
+    :param topology: the parsed template
+    :param node_name: the software node
+    :param inputs: the run's input values
+    :param attributes: node name -> attributes of its deployed instances, for ``get_attribute``
+        (None at validation time: ``get_attribute`` is then not evaluated)
+    """
+    node = resolved_node(topology, node_name, inputs)
+    operations = (node.interfaces or {}).get("Standard") or {}
+    steps = []
+    for operation in LIFECYCLE:
+        definition = operations.get(operation)
+        if not definition or not definition.get("implementation"):
+            continue
+        field = f"interfaces.Standard.{operation}"
+        kind, source, inline = _implementation(topology, node, definition["implementation"], field)
+        values = _operation_inputs(topology, node, definition.get("inputs") or {}, inputs, attributes, field)
+        if kind == "shell":
+            bad = [k for k in values if not _ENV_NAME.match(k)]
+            if bad:
+                raise ToscaValidationError(
+                    f"inputs {bad} of a shell operation must be valid environment variable names",
+                    file=topology.source, node=node_name, field=f"{field}.inputs")
+        steps.append(BootStep(node_name, operation, kind, source, inline, values))
+    return steps
+
+
+def render_user_data(
+    topology: Topology,
+    host_name: str,
+    inputs: Mapping[str, Any] | None,
+    attributes: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    explicit: str | None = None,
+) -> str | None:
+    """Return the user data of a compute node: its hosted software's configuration, plus its own ``user_data``.
+
+    Returns ``explicit`` unchanged when nothing is hosted on the node, and None when there is neither.
+
+    :param topology: the parsed template
+    :param host_name: the compute node
+    :param inputs: the run's input values
+    :param attributes: node name -> attributes of deployed instances, for ``get_attribute`` in inputs
+    :param explicit: the node's own ``user_data`` property (cloud-init text or a script)
+    """
+    if explicit is not None and not isinstance(explicit, str):
+        raise ToscaValidationError("user_data must be a string (cloud-config or a script)", file=topology.source,
+                                   node=host_name, field="properties.user_data")
+    software = hosted_software(topology, host_name)
+    if not software:
+        return explicit or None
+    values = _effective_inputs(topology, inputs)
+    write_files: list[dict[str, Any]] = []
+    runcmd: list[Any] = []
+    ansible = False
+    for name in software:
+        node = resolved_node(topology, name, values)
+        properties = _evaluate_all(dict(node.properties), topology, node, values, attributes)
+        write_files.append(_file(f"{CONFIG_DIR}/{name}.json", json.dumps(
+            {"node": name, "type": node.type, "properties": properties}, indent=1, sort_keys=True, default=str)))
+        for step in boot_steps(topology, name, values, attributes):
+            ansible |= step.kind == "ansible"
+            write_files.extend(_step_files(step))
+            runcmd.extend(_step_commands(step))
+        runcmd.append(["touch", f"/var/lib/cloud-paas/{name}.done"])
+    document: dict[str, Any] = {"write_files": write_files}
+    if ansible:
+        document["packages"] = ["ansible", "curl"]
+    document["runcmd"] = [["mkdir", "-p", "/var/lib/cloud-paas"], *runcmd]
+    config = "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False, default_flow_style=False, width=1000)
+    if not explicit:
+        return config
+    return _multipart([(explicit, _content_type(explicit)), (config, "cloud-config")])
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _implementation(topology: Topology, node: NodeTemplate, implementation: Any, field: str) -> tuple[str, str, bool]:
+    """Return (kind, source, inline) of an operation's implementation, or raise naming what is wrong."""
+    artifact_type = None
+    if isinstance(implementation, Mapping):  # {primary: ..., dependencies: [...]}
+        implementation = implementation.get("primary")
+    if not isinstance(implementation, str) or not implementation:
+        raise ToscaValidationError("an implementation must name a script, a playbook or an artifact",
+                                   file=topology.source, node=node.name, field=f"{field}.implementation")
+    artifact = (node.artifacts or {}).get(implementation)
+    if artifact is not None:
+        if isinstance(artifact, Mapping):
+            artifact_type, implementation = artifact.get("type"), artifact.get("file")
+        else:
+            implementation = artifact
+        if not isinstance(implementation, str) or not implementation:
+            raise ToscaValidationError(f"artifact '{artifact}' has no file", file=topology.source, node=node.name,
+                                       field=f"artifacts.{implementation}")
+    lowered = implementation.lower().split("?", 1)[0]
+    if artifact_type == _BASH_ARTIFACT or lowered.endswith(_SHELL_SUFFIXES):
+        kind = "shell"
+    elif artifact_type == _ANSIBLE_ARTIFACT or lowered.endswith(_PLAYBOOK_SUFFIXES):
+        kind = "ansible"
+    else:
+        raise ToscaValidationError(
+            f"cannot run implementation '{implementation}' at boot: use a shell script (.sh) or an Ansible "
+            "playbook (.yml)", file=topology.source, node=node.name, field=f"{field}.implementation")
+    if re.match(r"^https?://", implementation):
+        return kind, implementation, False
+    base = Path(topology.source).parent if topology.source and not topology.source.startswith("<") else None
+    path = Path(implementation) if Path(implementation).is_absolute() or base is None else base / implementation
+    try:
+        return kind, path.read_text(encoding="utf-8"), True
+    except OSError as err:
+        raise ToscaValidationError(
+            f"implementation file '{implementation}' cannot be read ({err.strerror}); put it next to the template "
+            "or give a URL", file=topology.source, node=node.name, field=f"{field}.implementation") from None
+
+
+def _operation_inputs(topology: Topology, node: NodeTemplate, raw: Mapping[str, Any], inputs: Mapping[str, Any] | None,
+                      attributes: Mapping[str, Sequence[Mapping[str, Any]]] | None, field: str) -> dict[str, Any]:
+    values = _evaluate_all(dict(raw), topology, node, _effective_inputs(topology, inputs), attributes)
+    if attributes is not None:
+        for key, value in values.items():
+            if value is None and _uses_attribute(raw.get(key)):
+                raise ToscaValidationError(
+                    f"input '{key}' reads an attribute of a node that is not deployed before this one's host: add a "
+                    "requirement (dependency) on it to the host node", file=topology.source, node=node.name,
+                    field=f"{field}.inputs.{key}")
+    return values
+
+
+def _uses_attribute(value: Any) -> bool:
+    if isinstance(value, Mapping):
+        return "get_attribute" in value or any(_uses_attribute(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_uses_attribute(v) for v in value)
+    return False
+
+
+def _evaluate_all(values: dict[str, Any], topology: Topology, node: NodeTemplate, inputs: Mapping[str, Any],
+                  attributes: Mapping[str, Sequence[Mapping[str, Any]]] | None) -> dict[str, Any]:
+    """Evaluate functions in operation inputs, SELF and HOST naming the node and its host."""
+    host = next((r.node for r in node.requirements if r.name == "host"), None)
+
+    def named(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            out = {}
+            for key, item in value.items():
+                if key in ("get_property", "get_attribute") and isinstance(item, list) and item:
+                    item = [{"SELF": node.name, "HOST": host or node.name}.get(item[0], item[0]), *item[1:]]
+                out[key] = named(item)
+            return out
+        if isinstance(value, list | tuple):
+            return [named(v) for v in value]
+        return value
+
+    return {k: _evaluate(named(v), topology, inputs, attributes or {}, node.name) for k, v in values.items()}
+
+
+def _file(path: str, content: str, permissions: str = "0600") -> dict[str, Any]:
+    return {"path": path, "permissions": permissions, "owner": "root:root", "content": content}
+
+
+def _step_files(step: BootStep) -> Iterator[dict[str, Any]]:
+    if step.inline:
+        yield _file(step.path, step.source, "0700")
+    if step.kind == "shell":
+        yield _file(step.inputs_path, "".join(f"{k}={shlex.quote(_scalar(v))}\n" for k, v in step.inputs.items()))
+    else:
+        yield _file(step.inputs_path, json.dumps(dict(step.inputs), indent=1, sort_keys=True, default=str))
+
+
+def _step_commands(step: BootStep) -> Iterator[Any]:
+    if not step.inline:
+        yield ["mkdir", "-p", f"{SCRIPT_DIR}/{step.node}"]
+        yield ["curl", "-fsSL", "--retry", "5", "-o", step.path, step.source]
+    if step.kind == "shell":
+        yield ["sh", "-c", f"set -a; . {step.inputs_path}; set +a; exec bash {step.path}"]
+    else:
+        yield ["ansible-playbook", "-i", "localhost,", "-c", "local", step.path, "-e", f"@{step.inputs_path}"]
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    if isinstance(value, Mapping | list | tuple):
+        return json.dumps(value, sort_keys=True, default=str)
+    return str(value)
+
+
+def _content_type(text: str) -> str:
+    first = text.lstrip().split("\n", 1)[0]
+    if first.startswith("#cloud-config"):
+        return "cloud-config"
+    if first.startswith("#!"):
+        return "x-shellscript"
+    if first.startswith("#include"):
+        return "x-include-url"
+    return "x-shellscript" if first.startswith("#") else "plain"
+
+
+def _multipart(parts: Sequence[tuple[str, str]]) -> str:
+    # a boundary derived from the content: the same deployment renders the same bytes
+    boundary = "cloud-paas-" + hashlib.sha256("".join(p for p, _ in parts).encode()).hexdigest()[:24]
+    message = MIMEMultipart("mixed", boundary=boundary)
+    for number, (text, subtype) in enumerate(parts):
+        part = MIMEText(text, subtype, "utf-8")
+        part.add_header("Content-Disposition", "attachment", filename=f"part-{number:03d}")
+        message.attach(part)
+    return message.as_string()
+

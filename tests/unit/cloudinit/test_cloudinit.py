@@ -1,0 +1,152 @@
+"""Software nodes' configuration rendered as cloud-init user data, and the rendered steps run for real."""
+
+from __future__ import annotations
+
+import email
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from airflow_cloud_paas.backends.local import LocalBackend
+from airflow_cloud_paas.cloudinit import boot_steps, hosted_software, render_user_data
+from airflow_cloud_paas.deployer import Deployer
+from airflow_cloud_paas.exceptions import ToscaValidationError
+from airflow_cloud_paas.store import DeploymentStore
+from airflow_cloud_paas.tosca import load_topology
+
+DATA = Path(__file__).with_name("data")
+PASSWORD = "it's a $ecret \"pass\" word"
+
+
+@pytest.fixture(scope="module")
+def topology():
+    return load_topology(DATA / "webapp.yaml", use_cache=False)
+
+
+def cloud_config(text: str) -> dict:
+    assert text.startswith("#cloud-config\n")
+    return yaml.safe_load(text)
+
+
+def test_hosted_software_follows_host_chains_in_plan_order(topology) -> None:
+    assert hosted_software(topology, "vm") == ("db", "web", "app")
+    assert hosted_software(topology, "bare_vm") == ()
+    assert render_user_data(topology, "bare_vm", {}) is None
+
+
+def test_interfaces_come_from_the_types(topology) -> None:
+    steps = boot_steps(topology, "db", {})
+    assert [(s.operation, s.kind, s.inline) for s in steps] == [("create", "shell", True),
+                                                                ("configure", "shell", True)]
+    assert steps[0].source == (DATA / "scripts/install_db.sh").read_text()
+    assert steps[1].inputs == {"DB_PASSWORD": PASSWORD, "DB_NAME": "app", "HOST_CPUS": 2}
+    (start,) = boot_steps(topology, "web", {})
+    assert (start.operation, start.kind, start.inline, start.inputs) == (
+        "start", "ansible", False, {"port": 8080})
+
+
+def test_user_data_holds_each_nodes_properties_scripts_and_steps(topology) -> None:
+    data = cloud_config(render_user_data(topology, "vm", {"db_password": "pw"}))
+    files = {f["path"]: f for f in data["write_files"]}
+    assert json.loads(files["/etc/cloud-paas/nodes/db.json"]["content"]) == {
+        "node": "db", "type": "test.nodes.Database", "properties": {"password": "pw", "name": "app"}}
+    assert files["/etc/cloud-paas/nodes/db.json"]["permissions"] == "0600"
+    assert files["/opt/cloud-paas/db/configure.sh"]["content"] == (DATA / "scripts/configure_db.sh").read_text()
+    assert json.loads(files["/etc/cloud-paas/nodes/web.start.json"]["content"]) == {"port": 8080}
+    assert data["packages"] == ["ansible", "curl"]  # the web server's playbook needs Ansible
+    commands = [" ".join(c) for c in data["runcmd"]]
+    order = [i for i, c in enumerate(commands) if "/opt/cloud-paas/" in c and ("exec bash" in c or "ansible" in c)]
+    ran = [commands[i].split("/opt/cloud-paas/")[-1].split()[0] for i in order]
+    assert ran == ["db/create.sh", "db/configure.sh", "web/start.yml", "app/configure.sh"]
+    assert "curl -fsSL --retry 5 -o /opt/cloud-paas/web/start.yml https://example.org/playbooks/apache_start.yml" \
+        in commands
+
+
+def _materialize(user_data: str, root: Path) -> list[list[str]]:
+    """Write the cloud-config's files under ``root``; return its shell steps with paths moved there."""
+    data = cloud_config(user_data)
+    moved = {p: str(root / p.lstrip("/")) for p in ("/etc/cloud-paas", "/opt/cloud-paas", "/var/lib/cloud-paas")}
+
+    def move(text: str) -> str:
+        for old, new in moved.items():
+            text = text.replace(old, new)
+        return text
+
+    for item in data["write_files"]:
+        path = Path(move(item["path"]))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(item["content"])
+        path.chmod(int(item["permissions"], 8))
+    return [[move(part) for part in command] for command in data["runcmd"]
+            if command[0] in ("sh", "mkdir", "touch")]
+
+
+def test_rendered_shell_steps_run_with_their_inputs(topology, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "CLOUD_PAAS_TEST_OUT": str(out)}
+    for command in _materialize(render_user_data(topology, "vm", {}), tmp_path / "root"):
+        subprocess.run(command, check=True, env=env, timeout=30)
+    assert (out / "steps").read_text().split() == ["create", "configure-db", "configure-app"]
+    assert (out / "db_password").read_text() == PASSWORD  # quotes, $ and spaces survive the env file
+    assert (out / "db_name").read_text() == "app/2"
+    assert (out / "app_url").read_text() == "http://localhost:8080/app"
+    assert sorted(p.name for p in (tmp_path / "root/var/lib/cloud-paas").iterdir()) == [
+        "app.done", "db.done", "web.done"]
+
+
+def test_a_nodes_own_user_data_is_kept_in_a_multipart_document(topology) -> None:
+    own = "#!/bin/sh\necho hello > /tmp/hello\n"
+    text = render_user_data(topology, "vm", {"vm_user_data": own}, explicit=own)
+    message = email.message_from_string(text)
+    assert message.is_multipart()
+    parts = message.get_payload()
+    assert [p.get_content_type() for p in parts] == ["text/x-shellscript", "text/cloud-config"]
+    assert parts[0].get_payload(decode=True).decode() == own
+    assert "db/configure.sh" in parts[1].get_payload(decode=True).decode()
+    assert text == render_user_data(topology, "vm", {"vm_user_data": own}, explicit=own)  # deterministic
+
+
+def _variant(tmp_path: Path, old: str, new: str) -> Path:
+    (tmp_path / "scripts").mkdir(exist_ok=True)
+    for script in (DATA / "scripts").iterdir():
+        (tmp_path / "scripts" / script.name).write_text(script.read_text())
+    path = tmp_path / "variant.yaml"
+    text = (DATA / "webapp.yaml").read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+    return path
+
+
+@pytest.mark.parametrize(("old", "new", "field", "words"), [
+    ("create: scripts/install_db.sh", "create: scripts/install_db.exe", "interfaces.Standard.create.implementation",
+     "cannot run implementation 'scripts/install_db.exe'"),
+    ("create: scripts/install_db.sh", "create: scripts/missing.sh", "interfaces.Standard.create.implementation",
+     "'scripts/missing.sh' cannot be read"),
+    ("DB_NAME: { get_property: [SELF, name] }", "db-name: { get_property: [SELF, name] }",
+     "interfaces.Standard.configure.inputs", "valid environment variable names"),
+])
+def test_bad_implementations_fail_before_anything_is_made(tmp_path: Path, old, new, field, words) -> None:
+    topology = load_topology(_variant(tmp_path, old, new), use_cache=False)
+    backend = LocalBackend(tmp_path / "work")
+    store = DeploymentStore(f"sqlite:///{tmp_path}/store.db")
+    deployer = Deployer(topology, store, backend, "dep-bad", {}, actor="dag/run")
+    with pytest.raises(ToscaValidationError) as caught:
+        deployer.begin_create()
+    assert caught.value.node == "db" and caught.value.field == field
+    assert words in str(caught.value)
+    assert store.list() == []  # refused before the deployment was even recorded
+    assert not (tmp_path / "work").exists() or not any((tmp_path / "work").iterdir())
+
+
+def test_user_data_is_kept_out_of_the_specs_repr(topology, tmp_path: Path) -> None:
+    backend = LocalBackend(tmp_path / "work")
+    store = DeploymentStore(f"sqlite:///{tmp_path}/store.db")
+    spec = Deployer(topology, store, backend, "dep-repr", {}, actor="dag/run").spec("vm", 0, with_requirements=False)
+    files = {f["path"]: f["content"] for f in cloud_config(spec.user_data)["write_files"]}
+    assert json.loads(files["/etc/cloud-paas/nodes/db.json"])["properties"]["password"] == PASSWORD
+    assert "$ecret" not in repr(spec) and "user_data=" not in repr(spec)
