@@ -215,6 +215,7 @@ def deploy_with_fallback(
         if policy.timeout_mins is not None:
             total_deadline = started + policy.timeout_mins * 60
             deadline = total_deadline if deadline is None else min(deadline, total_deadline)
+        deployer.deadline = deadline  # also cuts waits short inside one node's create
         try:
             deployer.begin_create(owner=owner)
             if attempt == 1:  # the record exists now: say which providers were passed over, and why

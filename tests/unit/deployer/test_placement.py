@@ -46,7 +46,8 @@ def world(tmp_path):
 
     def make_backend(candidate):
         driver = NeverReady() if candidate.options.get("broken") else Sleeper()
-        backend = LocalBackend(tmp_path / candidate.conn_id, drivers={"test.nodes.Flaky": driver}, ready_timeout=1.0)
+        backend = LocalBackend(tmp_path / candidate.conn_id, drivers={"test.nodes.Flaky": driver},
+                               ready_timeout=candidate.options.get("ready_timeout", 1.0))
         made[candidate.conn_id] = backend
         return backend
 
@@ -96,6 +97,25 @@ def test_every_provider_failing_reports_each_error_and_leaves_nothing(world, tmp
     assert "site-a" in str(info.value) and "site-b" in str(info.value)
     assert store.get("dep2").status == "CREATE_FAILED"
     assert all(b.describe("dep2") == [] for b in made.values())
+
+
+def test_provider_timeout_cuts_a_boot_wait_short_inside_one_node(world, tmp_path):
+    import time
+
+    store, make_backend, made = world
+    # site-a's instances never boot and its own ready timeout is 10 minutes: only the attempt's limit ends it
+    policy = PlacementPolicy(candidates=(
+        ProviderCandidate("local", "site-a", {"broken": True, "ready_timeout": 600}),
+        ProviderCandidate("local", "site-b"),
+    ), provider_timeout_mins=0.05)
+    started = time.monotonic()
+    chosen, _ = deploy_with_fallback(load_topology(TEMPLATE), store, "dep-slow", {"count": 2}, policy,
+                                     make_backend, actor="dag/run1")
+    assert chosen.ref == "local:site-b"
+    assert time.monotonic() - started < 30  # 3 s of attempt, then site-b: not 600 s
+    assert made["site-a"].describe("dep-slow") == [] and _procs_under(tmp_path / "site-a") == 0
+    messages = [e.message for e in store.events("dep-slow")]
+    assert any("CREATE_FAILED" in m and "provider_timeout_mins, was reached" in m for m in messages), messages
 
 
 def test_keep_last_attempt_and_max_providers_retry(world):
