@@ -133,13 +133,19 @@ class _CloudPaaSBaseOperator(BaseOperator):
         else:
             inputs = self._inputs(context, topology)
         backend_name = self.backend or (record.backend if record else None)
+        from airflow.sdk import BaseHook
+
+        from airflow_cloud_paas.secrets import connection_refs, resolve_connection_refs
+
+        refs = connection_refs(inputs)
         return Deployer(
             topology=topology,
             store=store,
             backend=backend_from_hook(self.hook, backend_name),
             deployment_id=deployment_id,
-            inputs=inputs,
+            inputs=resolve_connection_refs(inputs, deployment_id, BaseHook.get_connection) if refs else inputs,
             actor=f"{context['dag'].dag_id}/{context['run_id']}",
+            input_refs=refs,
         )
 
 
