@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 # Extras the test suite needs; `make install EXTRAS=all` for every cloud and service.
-EXTRAS ?= test,spark,postgres,aws,docker,kubernetes,openstack,gcp,azure
+EXTRAS ?= test,spark,postgres,aws,docker,kubernetes,openstack,gcp,azure,condor,xcache
 
 .PHONY: install test lint run bench clean lock
 

@@ -289,6 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--wait", action="store_true", help="wait for the deployment's status")
         p.add_argument("--timeout", type=float, default=600)
         p.set_defaults(func=func)
+
+    # offline simulators: no Airflow, no store
+    from airflow_cloud_paas.scaling.cli import add_scale_sim_parser
+
+    add_scale_sim_parser(sub)
     return parser
 
 

@@ -1,0 +1,345 @@
+"""Elastic scaling of a deployment's worker group: probe the cluster, ask the policy, apply through the deployer.
+
+One round (:meth:`ElasticScaler.run_once`), run by the scheduled scaling DAG or after the queue-driven
+sensor fired:
+
+1. the service's probe reads the live cluster (Spark master, HTCondor schedd and collector...) and says,
+   per instance of the worker node, whether it is booting, idle or busy, and what work is queued;
+2. the policy (:mod:`airflow_cloud_paas.scaling`, the same code ``cloud-paas scale-sim`` replays) decides;
+3. workers to retire are drained and checked again: one that picked up work meanwhile is kept;
+4. the change goes through :meth:`Deployer.rescale`, one update at a time per deployment (a concurrent
+   second update is refused with DeploymentBusyError, the orchestrator's 409);
+5. the decision, its reasons, what was applied and the policy's state go into the deployment history
+   (event ``scale_decision``); the next round, in another process, starts from that state.
+
+No Airflow import here: operators, triggers and tests use it alike.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_cloud_paas.backends.base import Resource, ResourceState
+from airflow_cloud_paas.deployer import Deployer
+from airflow_cloud_paas.scaling.policy import Policy, QueuedJob, ScaleDecision, Snapshot, Worker, WorkerState
+
+log = logging.getLogger(__name__)
+
+#: the history event of one scaling round
+SCALE_EVENT = "scale_decision"
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    """What a probe sees of one worker instance.
+
+    :param state: booting, idle, busy or draining
+    :param cores: cores it offers
+    :param used_cores: cores its running work uses
+    """
+
+    state: WorkerState
+    cores: int
+    used_cores: int = 0
+
+
+@dataclass(frozen=True)
+class Observation:
+    """A probe's reading of the cluster.
+
+    :param queued: the work waiting for a worker
+    :param workers: instance index of the worker node -> what the cluster says of it (an instance the
+        cluster does not know yet is booting)
+    """
+
+    queued: tuple[QueuedJob, ...] = ()
+    workers: Mapping[int, WorkerView] = field(default_factory=dict)
+
+
+class ClusterProbe(abc.ABC):
+    """Reads a service's queue and workers; drains a worker before it is retired."""
+
+    #: the service's name in history events
+    service: str = "cluster"
+
+    @abc.abstractmethod
+    def observe(self, workers: Sequence[Resource], now: float) -> Observation:
+        """Return the queued work and the state of each worker instance.
+
+        :param workers: the live resources of the worker node, one per instance
+        :param now: the current time (epoch seconds)
+        """
+
+    def drain(self, worker: Resource) -> None:  # noqa: B027 - most services drain as they stop
+        """Stop new work from starting on a worker that is about to be retired.
+
+        :param worker: the worker instance
+        """
+
+
+@dataclass
+class ElasticScaler:
+    """Run scaling rounds of one worker node of one deployment.
+
+    :param deployer: the deployment's deployer (store, backend, topology, actor)
+    :param node_name: the worker node (e.g. ``spark_worker``; its scalable host group is what is resized)
+    :param probe: reads the service
+    :param policy: decides; its state is restored from, and saved to, the deployment history
+    :param clock: returns the time (epoch seconds)
+    """
+
+    deployer: Deployer
+    node_name: str
+    probe: ClusterProbe
+    policy: Policy
+    clock: Callable[[], float] = time.time
+    _first_seen: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+
+    def _last_state(self) -> dict[str, Any]:
+        for event in reversed(self.deployer.store.events(self.deployer.deployment_id)):
+            if event.kind == SCALE_EVENT and (event.data or {}).get("node") == self.node_name:
+                return dict(event.data.get("state") or {})
+        return {}
+
+    def snapshot(self, state: Mapping[str, Any]) -> tuple[Snapshot, dict[str, Resource], dict[str, float]]:
+        """Return the policy's view of the cluster, the workers by name, and when each became idle.
+
+        :param state: the saved state of the previous round (``idle_since``, ``first_seen``)
+        """
+        now = self.clock()
+        resources = [r for r in self.deployer.backend.describe(self.deployer.deployment_id, self.node_name)
+                     if r.state not in (ResourceState.DELETING, ResourceState.DELETED)]
+        seen = self.probe.observe(resources, now)
+        idle_since = {k: float(v) for k, v in (state.get("idle_since") or {}).items()}
+        first_seen = {k: float(v) for k, v in (state.get("first_seen") or {}).items()}
+        workers, by_name, new_idle = [], {}, {}
+        for resource in sorted(resources, key=lambda r: r.index):
+            name = f"{self.node_name}-{resource.index}"
+            by_name[name] = resource
+            first_seen.setdefault(name, now)
+            view = seen.workers.get(resource.index)
+            if view is None:  # made, but the service does not know it yet
+                workers.append(Worker(name, WorkerState.BOOTING, int(resource.attributes.get("cores") or 1),
+                                      boot_started_s=first_seen[name]))
+                continue
+            if view.state is WorkerState.IDLE:
+                new_idle[name] = idle_since.get(name, now)
+            workers.append(Worker(name, view.state, view.cores, view.used_cores, idle_since_s=new_idle.get(name),
+                                  boot_started_s=first_seen[name]))
+        first_seen = {k: v for k, v in first_seen.items() if k in by_name}
+        self._first_seen = first_seen
+        return Snapshot(now, tuple(seen.queued), tuple(workers)), by_name, new_idle
+
+    def run_once(self) -> ScaleDecision:
+        """Probe, decide, apply and record one scaling round; return the decision taken."""
+        state = self._last_state()
+        if state.get("policy"):
+            self.policy.load_state(state["policy"])
+        snapshot, by_name, idle_since = self.snapshot(state)
+        decision = self.policy.decide(snapshot)
+        reasons = list(decision.reasons)
+        retire = []
+        for name in decision.retire:
+            worker = by_name.get(name)
+            if worker is None:
+                reasons.append(f"{name}: not found any more, nothing to retire")
+                continue
+            self.probe.drain(worker)
+            again = self.probe.observe([worker], self.clock()).workers.get(worker.index)
+            if again is not None and again.used_cores:
+                reasons.append(f"{name}: picked up work while draining, kept")
+                continue
+            retire.append(worker.index)
+        applied: dict[str, Any] = {"added": [], "retired": []}
+        if decision.add or retire:
+            why = "; ".join(decision.reasons) or "policy decision"
+            applied = self.deployer.rescale(self.node_name, add=decision.add, retire=retire, reason=why)
+        summary = (f"{self.node_name}: +{len(applied['added'])} -{len(applied['retired'])} "
+                   f"({len(snapshot.queued)} queued, {len(snapshot.workers)} workers: "
+                   f"{sum(w.state is WorkerState.BUSY for w in snapshot.workers)} busy, "
+                   f"{len(snapshot.idle)} idle, {len(snapshot.booting)} booting)")
+        self.deployer.store.add_event(self.deployer.deployment_id, SCALE_EVENT, summary, {
+            "node": self.node_name,
+            "service": self.probe.service,
+            "policy": type(self.policy).__name__,
+            "decision": decision.to_dict(),
+            "reasons": reasons,
+            "applied": applied,
+            "snapshot": {"time_s": snapshot.time_s, "queued_jobs": len(snapshot.queued),
+                         "queued_cpus": snapshot.queued_cpus,
+                         "workers": {w.name: w.state.value for w in snapshot.workers}},
+            "state": {"policy": self.policy.state_dict(), "idle_since": idle_since,
+                      "first_seen": self._first_seen},
+        })
+        log.info("Scaling round: %s; %s", summary, "; ".join(reasons) or "no change")
+        return decision
+
+
+# ------------------------------------------------------------------------------------------ Spark
+class SparkProbe(ClusterProbe):
+    """Reads a Spark standalone master's ``/json/``: applications waiting for cores, and each worker's use.
+
+    Spark does not publish how many cores a waiting application asks for, so each WAITING application
+    counts as one worker's worth of cores (``app_cores``, default: the workers' size).
+
+    :param webui_url: the master's web UI
+    :param app_cores: cores to count per waiting application
+    """
+
+    service = "spark"
+
+    def __init__(self, webui_url: str, app_cores: int | None = None) -> None:
+        self.webui_url = webui_url
+        self.app_cores = app_cores
+
+    def observe(self, workers: Sequence[Resource], now: float) -> Observation:
+        """Return the waiting applications and each worker's state from the master.
+
+        :param workers: the Spark worker instances (their ``port`` attribute identifies them)
+        :param now: the current time (epoch seconds)
+        """
+        from airflow_cloud_paas.services.spark.client import master_status
+
+        status = master_status(self.webui_url)
+        by_port = {int(w.get("port")): w for w in status["alive_workers"] if w.get("port")}
+        views = {}
+        for resource in workers:
+            entry = by_port.get(int(resource.attributes.get("port") or 0))
+            if entry is None:
+                continue
+            used = int(entry.get("coresused") or 0)
+            views[resource.index] = WorkerView(WorkerState.BUSY if used else WorkerState.IDLE,
+                                               int(entry.get("cores") or 1), used)
+        size = self.app_cores or max([v.cores for v in views.values()] or [1])
+        queued = tuple(
+            QueuedJob(cpus=size, submitted_s=float(app["starttime"]) / 1000 if app.get("starttime") else None)
+            for app in status.get("activeapps", []) if app.get("state") == "WAITING"
+        )
+        return Observation(queued, views)
+
+
+# ------------------------------------------------------------------------------------------ targets
+#: the TOSCA policy type that opts a worker node into elastic scaling
+ELASTIC_POLICY = "cloud_paas.policies.ElasticScaling"
+_LIMITS = ("min_nodes", "max_nodes", "max_booting", "idle_time_s", "spare_nodes", "node_cores")
+
+
+@dataclass(frozen=True)
+class ElasticTarget:
+    """A worker node of a deployment that an ElasticScaling policy asks to scale.
+
+    :param deployment_id: the deployment
+    :param node_name: the worker node the policy targets
+    :param service: what reports its queue (spark, htcondor)
+    :param policy: the policy's name (static:N, clues, smart)
+    :param limits: the policy's bounds and CLUES-like settings
+    """
+
+    deployment_id: str
+    node_name: str
+    service: str
+    policy: str = "smart"
+    limits: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-able form (XCom, operator arguments)."""
+        return {"deployment_id": self.deployment_id, "node_name": self.node_name, "service": self.service,
+                "policy": self.policy, "limits": dict(self.limits)}
+
+
+def elastic_targets_of(topology: Any, deployment_id: str, inputs: Mapping[str, Any]) -> list[ElasticTarget]:
+    """Return the ElasticScaling policies of a deployment's template, inputs resolved.
+
+    :param topology: the deployment's parsed template
+    :param deployment_id: the deployment
+    :param inputs: its input values
+    """
+    from airflow_cloud_paas.tosca import resolve_value
+    from airflow_cloud_paas.tosca.resolve import _effective_inputs
+
+    inputs = _effective_inputs(topology, inputs)  # defaults filled: records keep only what was given
+    found = []
+    for policy in topology.policies:
+        if policy.type != ELASTIC_POLICY:
+            continue
+        props = resolve_value(dict(policy.properties), inputs, file=topology.source, node=policy.name,
+                              field="properties")
+        for node in policy.targets:
+            found.append(ElasticTarget(deployment_id, node, str(props.get("service")),
+                                       str(props.get("policy") or "smart"),
+                                       {k: props[k] for k in _LIMITS if props.get(k) is not None}))
+    return found
+
+
+def elastic_targets(store: Any, import_map: Mapping[str, str] | None = None) -> list[ElasticTarget]:
+    """Return every worker node, of every deployment that is up, that an ElasticScaling policy targets.
+
+    A deployment whose template cannot be read any more is skipped with a warning: one broken record
+    must not stop the others from scaling.
+
+    :param store: the deployment store
+    :param import_map: TOSCA import URL -> local file, for offline imports
+    """
+    from airflow_cloud_paas.tosca_text import load_topology_text
+
+    targets = []
+    for record in store.list(status=("CREATE_COMPLETE", "UPDATE_COMPLETE", "UPDATE_FAILED"), limit=10_000):
+        if ELASTIC_POLICY not in record.template:
+            continue
+        try:
+            topology = load_topology_text(record.template, import_map=import_map)
+            targets.extend(elastic_targets_of(topology, record.id, record.inputs))
+        except Exception as err:  # named in the log; the other deployments go on
+            log.warning("Deployment %s: cannot read its scaling policy: %s", record.id, err)
+    return targets
+
+
+# ------------------------------------------------------------------------------------------ probes
+def probe_address(target: ElasticTarget, outputs: Mapping[str, Any]) -> str:
+    """Return where a target's service is read: the Spark master's web UI, or the HTCondor connection id.
+
+    :param target: the scaled worker node
+    :param outputs: its deployment's outputs
+    """
+    from airflow_cloud_paas.exceptions import ToscaValidationError
+
+    if target.service == "spark":
+        url = outputs.get("spark_webui_url")
+        if not url:
+            raise ToscaValidationError("an elastic Spark cluster needs an output 'spark_webui_url' (the master's "
+                                       "web UI) to read its queue", node=target.node_name, field="outputs")
+        return str(url)
+    if target.service == "htcondor":
+        return str(outputs.get("htcondor_conn_id") or f"htcondor_{target.deployment_id}")
+    raise ToscaValidationError(f"service '{target.service}' cannot be scaled: use spark or htcondor",
+                               node=target.node_name, field="policies.properties.service")
+
+
+def make_probe(service: str, address: str, **options: Any) -> ClusterProbe:
+    """Return the probe of a service.
+
+    :param service: spark or htcondor
+    :param address: from :func:`probe_address`
+    :param options: the probe's own options (e.g. ``app_cores`` for Spark)
+    """
+    if service == "spark":
+        return SparkProbe(address, **options)
+    if service == "htcondor":
+        from airflow_cloud_paas.services.condor.probe import HTCondorProbe
+
+        return HTCondorProbe(address, **options)
+    raise ValueError(f"no probe for service '{service}': use spark or htcondor")
+
+
+def queued_demand(service: str, address: str) -> int:
+    """Return how many jobs or applications wait for a worker now (what the queue-driven trigger polls).
+
+    :param service: spark or htcondor
+    :param address: from :func:`probe_address`
+    """
+    return len(make_probe(service, address).observe([], time.time()).queued)

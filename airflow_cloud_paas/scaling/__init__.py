@@ -1,0 +1,31 @@
+"""Elastic scaling engine shared by every cluster service, and its trace simulator.
+
+``policy`` holds the snapshot/decision types and the policies (``static:N``, ``clues``, ``smart``)
+that live callers and ``sim`` (the ``cloud-paas scale-sim`` replay) use alike. Standard library
+only: importing this package does not import Airflow.
+"""
+
+from __future__ import annotations
+
+from airflow_cloud_paas.scaling.errors import PolicyError, ScalingError, SimulationError, TraceError
+from airflow_cloud_paas.scaling.policy import (
+    CluesPolicy,
+    Limits,
+    Policy,
+    QueuedJob,
+    ScaleDecision,
+    SmartPolicy,
+    Snapshot,
+    StaticPolicy,
+    Worker,
+    WorkerState,
+    pack_nodes,
+    policy_from_name,
+)
+from airflow_cloud_paas.scaling.sim import Job, SimResult, load_trace, parse_trace, simulate
+
+__all__ = [
+    "CluesPolicy", "Job", "Limits", "Policy", "PolicyError", "QueuedJob", "ScaleDecision", "ScalingError",
+    "SimResult", "SimulationError", "SmartPolicy", "Snapshot", "StaticPolicy", "TraceError", "Worker",
+    "WorkerState", "load_trace", "pack_nodes", "parse_trace", "policy_from_name", "simulate",
+]

@@ -1,0 +1,1 @@
+../../dags/cloud_paas_elastic_scaling.py
