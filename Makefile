@@ -7,7 +7,10 @@ export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 # Extras the test suite needs; `make install EXTRAS=all` for every cloud and service.
 EXTRAS ?= test,spark,postgres,aws,docker,kubernetes,openstack,gcp,azure,condor,xcache
 
-.PHONY: install test lint run bench clean lock
+# Debian packages the tests run for real (XRootD origin and XCache servers).
+SYSTEM_PACKAGES := xrootd-server xrootd-client xrootd-plugins
+
+.PHONY: install system-deps test lint run bench clean lock
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +20,16 @@ $(VENV)/.installed-$(EXTRAS): $(BIN)/activate pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e ".[$(EXTRAS)]"
 	touch $@
 
-install: $(VENV)/.installed-$(EXTRAS)
+install: $(VENV)/.installed-$(EXTRAS) system-deps
+
+# apt only when something is missing (root, or passwordless sudo); otherwise say what to install
+system-deps:
+	@if ! command -v xrootd >/dev/null || ! command -v xrdpfc_print >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+		else echo "install the Debian packages $(SYSTEM_PACKAGES) (needed by the XCache tests)"; exit 1; fi; \
+		$$SUDO apt-get install -y -q $(SYSTEM_PACKAGES) || \
+			{ $$SUDO apt-get update -q && $$SUDO apt-get install -y -q $(SYSTEM_PACKAGES); }; \
+	fi
 
 lint: install
 	$(BIN)/ruff check airflow_cloud_paas hooks operators sensors dags tests bench

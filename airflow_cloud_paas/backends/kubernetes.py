@@ -442,6 +442,16 @@ class KubernetesBackend(Backend):
 
         :param spec: the resource wanted
         """
+        return self._create(spec, wait=True)
+
+    def request(self, spec: ResourceSpec) -> Resource:
+        """Create the instance's objects and return at once, for a deferrable wait on its readiness.
+
+        :param spec: the resource wanted
+        """
+        return self._create(spec, wait=False)
+
+    def _create(self, spec: ResourceSpec, wait: bool) -> Resource:
         self.check(spec)
         req = self.requirements(spec)
         where = f"{spec.deployment_id}/{spec.node_name}/{spec.index}"
@@ -463,6 +473,8 @@ class KubernetesBackend(Backend):
                 self._ensure(
                     manifests["service"], self.core.read_namespaced_service, self.core.create_namespaced_service
                 )
+            if not wait:  # the caller waits (a deferrable trigger polling describe)
+                return self._describe(spec.deployment_id, spec.node_name, spec.index)[0]
             return self._wait(spec)
         except BaseException as err:
             try:

@@ -10,6 +10,7 @@ probe reads what the emulator holds. The emulator runs no controllers, so the co
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -277,3 +278,21 @@ def test_packaged_template_deploys(kube: KubernetesBackend, api: KubernetesApiEm
     }
     assert resource.attributes["endpoint"].endswith(".svc:8080")
     kube.delete("k8")
+
+
+def test_request_returns_before_the_deployment_is_ready(api: KubernetesApiEmulator) -> None:
+    backend = KubernetesBackend(
+        conn_id=None, config_dict=api.kubeconfig(NAMESPACE), poll_interval=0.02, ready_timeout=20
+    )
+    try:
+        started = time.monotonic()
+        requested = backend.request(container_spec("k9", "web"))
+        assert time.monotonic() - started < 5  # create would wait up to ready_timeout: no controller runs
+        assert requested.state == ResourceState.CREATING
+        assert backend.request(container_spec("k9", "web")).resource_id == requested.resource_id  # a retry
+        api.set_status(NAMESPACE, "cp-k9-web-0", {"replicas": 1, "readyReplicas": 1, "observedGeneration": 1})
+        (found,) = backend.describe("k9")
+        assert found.state == ResourceState.RUNNING  # what the trigger polls
+    finally:
+        backend.delete("k9")
+    assert backend.describe("k9") == []
