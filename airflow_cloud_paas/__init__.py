@@ -93,6 +93,41 @@ _OPENSTACK_CONNECTION: dict[str, Any] = {
 }
 
 
+_HTCONDOR_CONNECTION: dict[str, Any] = {
+    "hook-class-name": "airflow_cloud_paas.services.condor.hook.HTCondorHook",
+    "hook-name": "HTCondor",
+    "connection-type": "htcondor",
+    "conn-fields": {
+        "token": {
+            "label": "IDTOKEN",
+            "schema": {"type": ["string", "null"]},
+            "description": "Airflow's token in the pool; empty: one is signed with the Password (the pool's "
+            "signing key) for admin_user@trust_domain.",
+        },
+        "trust_domain": {
+            "label": "Trust domain",
+            "schema": {"type": ["string", "null"]},
+            "description": "The pool's TRUST_DOMAIN (the tokens' issuer).",
+        },
+        "schedd_name": {
+            "label": "Schedd name",
+            "schema": {"type": ["string", "null"]},
+            "description": "The schedd to submit to (needed when the pool has several).",
+        },
+        "admin_user": {
+            "label": "Airflow user in the pool",
+            "schema": {"type": ["string", "null"], "default": "airflow"},
+        },
+    },
+    "ui-field-behaviour": {
+        "hidden-fields": ["schema", "login"],
+        "relabeling": {"host": "Collector (central manager)", "password": "Pool password (signing key)"},
+        "placeholders": {"host": "cm.example.org", "port": "9618",
+                         "extra": '{"trust_domain": "my-pool.cloud-paas", "schedd_name": "submit.example.org"}'},
+    },
+}
+
+
 def get_provider_info() -> dict[str, Any]:
     """Return the provider metadata Airflow reads through the ``apache_airflow_provider`` entry point."""
     return {
@@ -105,17 +140,30 @@ def get_provider_info() -> dict[str, Any]:
                 "integration-name": "Cloud PaaS",
                 "external-doc-url": "https://github.com/indigo-dc/tosca-types",
                 "tags": ["service"],
-            }
+            },
+            {
+                "integration-name": "HTCondor",
+                "external-doc-url": "https://htcondor.readthedocs.io",
+                "tags": ["service"],
+            },
         ],
         "operators": [
-            {"integration-name": "Cloud PaaS", "python-modules": ["airflow_cloud_paas.operators.deployment"]}
+            {"integration-name": "Cloud PaaS", "python-modules": ["airflow_cloud_paas.operators.deployment",
+                                                                  "airflow_cloud_paas.operators.scaling"]},
+            {"integration-name": "HTCondor", "python-modules": ["airflow_cloud_paas.operators.condor"]},
         ],
-        "sensors": [{"integration-name": "Cloud PaaS", "python-modules": ["airflow_cloud_paas.sensors.deployment"]}],
+        "sensors": [{"integration-name": "Cloud PaaS", "python-modules": ["airflow_cloud_paas.sensors.deployment",
+                                                                          "airflow_cloud_paas.sensors.scaling"]}],
         "hooks": [
             {"integration-name": "Cloud PaaS", "python-modules": ["airflow_cloud_paas.hooks.store"]},
             {"integration-name": "OpenStack", "python-modules": ["airflow_cloud_paas.hooks.openstack"]},
+            {"integration-name": "HTCondor", "python-modules": ["airflow_cloud_paas.services.condor.hook"]},
         ],
-        "triggers": [{"integration-name": "Cloud PaaS", "python-modules": ["airflow_cloud_paas.triggers.deployment"]}],
+        "triggers": [
+            {"integration-name": "Cloud PaaS", "python-modules": ["airflow_cloud_paas.triggers.deployment",
+                                                                  "airflow_cloud_paas.triggers.scaling"]},
+            {"integration-name": "HTCondor", "python-modules": ["airflow_cloud_paas.triggers.condor"]},
+        ],
         "connection-types": [
             {
                 "hook-class-name": "airflow_cloud_paas.hooks.store.CloudPaaSStoreHook",
@@ -145,6 +193,7 @@ def get_provider_info() -> dict[str, Any]:
                 },
             },
             _OPENSTACK_CONNECTION,
+            _HTCONDOR_CONNECTION,
         ],
         "plugins": [{"name": "cloud_paas", "plugin-class": "airflow_cloud_paas.plugin.CloudPaaSPlugin"}],
     }

@@ -51,6 +51,8 @@ _PLAYBOOK_SUFFIXES = (".yml", ".yaml")
 _BASH_ARTIFACT = "tosca.artifacts.Implementation.Bash"
 _ANSIBLE_ARTIFACT = "tosca.artifacts.Implementation.Ansible"  # not normative, but used by INDIGO-like types
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: the scripts of the package's own node types (``implementation: scripts/<name>.sh``)
+PACKAGED_SCRIPTS_DIR = Path(__file__).resolve().parent / "templates" / "scripts"
 
 
 @dataclass(frozen=True)
@@ -222,14 +224,20 @@ def _implementation(topology: Topology, node: NodeTemplate, implementation: Any,
             "playbook (.yml)", file=topology.source, node=node.name, field=f"{field}.implementation")
     if re.match(r"^https?://", implementation):
         return kind, implementation, False
-    base = Path(topology.source).parent if topology.source and not topology.source.startswith("<") else None
-    path = Path(implementation) if Path(implementation).is_absolute() or base is None else base / implementation
-    try:
-        return kind, path.read_text(encoding="utf-8"), True
-    except OSError as err:
-        raise ToscaValidationError(
-            f"implementation file '{implementation}' cannot be read ({err.strerror}); put it next to the template "
-            "or give a URL", file=topology.source, node=node.name, field=f"{field}.implementation") from None
+    # next to the template, then among the package's own scripts (a stored deployment's template is
+    # reloaded from text, away from its folder; the packaged types' scripts are found all the same)
+    places = [Path(implementation)] if Path(implementation).is_absolute() else [
+        *([Path(topology.source).parent / implementation]
+          if topology.source and not topology.source.startswith("<") else []),
+        PACKAGED_SCRIPTS_DIR.parent / implementation,
+    ]
+    for path in places:
+        if path.is_file():
+            return kind, path.read_text(encoding="utf-8"), True
+    raise ToscaValidationError(
+        f"implementation file '{implementation}' cannot be read (looked in {', '.join(map(str, places))}); put "
+        "it next to the template or give a URL", file=topology.source, node=node.name,
+        field=f"{field}.implementation")
 
 
 def _operation_inputs(topology: Topology, node: NodeTemplate, raw: Mapping[str, Any], inputs: Mapping[str, Any] | None,

@@ -36,6 +36,10 @@ from airflow_cloud_paas.tosca._yaml import decode, load_yaml
 PACKAGED_TYPES_FILE = Path(__file__).resolve().parent / "types" / "cloud_paas_types.yaml"
 PACKAGED_TYPES_URL = "https://raw.githubusercontent.com/airflow-cloud-paas/tosca-types/main/cloud_paas_types.yaml"
 PACKAGED_TYPES_NAME = "cloud_paas_types.yaml"
+#: more packaged types files (service families), by the same URL scheme and short name
+_TYPES_DIR = Path(__file__).resolve().parent / "types"
+_TYPES_BASE_URL = "https://raw.githubusercontent.com/airflow-cloud-paas/tosca-types/main/"
+EXTRA_TYPES_FILES = ("htcondor_types.yaml", "xrootd_types.yaml")
 
 INDIGO_TYPES_URL = "https://raw.githubusercontent.com/indigo-dc/tosca-types/{ref}/custom_types.yaml"
 INDIGO_BRANCHES = ("master", "devel", "dodas_roll", "k8s", "add-ek")
@@ -79,7 +83,11 @@ def _parsed(digest: str, data: bytes, path: str) -> Any:
 def default_import_map() -> dict[str, str]:
     """Return the package's own import map: the Cloud PaaS types by URL and by short name."""
     path = str(PACKAGED_TYPES_FILE)
-    return {PACKAGED_TYPES_URL: path, PACKAGED_TYPES_NAME: path}
+    mapping = {PACKAGED_TYPES_URL: path, PACKAGED_TYPES_NAME: path}
+    for name in EXTRA_TYPES_FILES:
+        if (_TYPES_DIR / name).is_file():
+            mapping[_TYPES_BASE_URL + name] = mapping[name] = str(_TYPES_DIR / name)
+    return mapping
 
 
 def indigo_import_map(types_dir: str | os.PathLike) -> dict[str, str]:

@@ -126,7 +126,7 @@ def _variant(tmp_path: Path, old: str, new: str) -> Path:
     ("create: scripts/install_db.sh", "create: scripts/install_db.exe", "interfaces.Standard.create.implementation",
      "cannot run implementation 'scripts/install_db.exe'"),
     ("create: scripts/install_db.sh", "create: scripts/missing.sh", "interfaces.Standard.create.implementation",
-     "'scripts/missing.sh' cannot be read"),
+     "'scripts/missing.sh' cannot be read (looked in"),
     ("DB_NAME: { get_property: [SELF, name] }", "db-name: { get_property: [SELF, name] }",
      "interfaces.Standard.configure.inputs", "valid environment variable names"),
 ])
