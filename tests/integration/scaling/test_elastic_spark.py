@@ -115,6 +115,9 @@ def test_scheduled_scaling_follows_a_real_spark_queue(airflow_db, store_url, air
         _until("the retired worker to leave the master", lambda: len(_alive(webui)) == 1, timeout=60)
         assert [r.index for r in backend.describe(deployment, "spark_worker")] == [1 - retired[0]]
     finally:
+        for proc in psutil.process_iter(["cmdline"]):  # drivers of a failed run: their own session
+            if str(app) in " ".join(proc.info["cmdline"] or []):
+                proc.kill()
         backend.delete(deployment)
     leftover = [p for p in psutil.process_iter(["cwd"]) if str(work_root / deployment) in (p.info["cwd"] or "")]
     assert not leftover
