@@ -128,6 +128,35 @@ _HTCONDOR_CONNECTION: dict[str, Any] = {
 }
 
 
+_XROOTD_CONNECTION: dict[str, Any] = {
+    "hook-class-name": "airflow_cloud_paas.hooks.xrootd.XRootDHook",
+    "hook-name": "XRootD / XCache",
+    "connection-type": "xrootd",
+    "conn-fields": {
+        "cache_dir": {
+            "label": "Cache directory",
+            "schema": {"type": ["string", "null"]},
+            "description": "The XCache's directory (oss.localroot) when this machine can read it: lets the hook "
+            "list cached files, check prefetches and evictions on disk and read disk usage.",
+        },
+        "origin": {
+            "label": "Origin",
+            "schema": {"type": ["string", "null"]},
+            "description": "The origin behind the cache (root://host:port).",
+        },
+    },
+    "ui-field-behaviour": {
+        "hidden-fields": ["schema", "login", "password"],
+        "relabeling": {"host": "Server or cache host"},
+        "placeholders": {
+            "host": "127.0.0.1",
+            "port": "1094",
+            "extra": '{"cache_dir": "/var/cache/xrootd", "origin": "root://origin.example.org:1094"}',
+        },
+    },
+}
+
+
 def get_provider_info() -> dict[str, Any]:
     """Return the provider metadata Airflow reads through the ``apache_airflow_provider`` entry point."""
     return {
@@ -139,6 +168,11 @@ def get_provider_info() -> dict[str, Any]:
             {
                 "integration-name": "Cloud PaaS",
                 "external-doc-url": "https://github.com/indigo-dc/tosca-types",
+                "tags": ["service"],
+            },
+            {
+                "integration-name": "XRootD",
+                "external-doc-url": "https://xrootd.org/docs.html",
                 "tags": ["service"],
             },
             {
@@ -158,6 +192,7 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "Cloud PaaS", "python-modules": ["airflow_cloud_paas.hooks.store"]},
             {"integration-name": "OpenStack", "python-modules": ["airflow_cloud_paas.hooks.openstack"]},
             {"integration-name": "HTCondor", "python-modules": ["airflow_cloud_paas.services.condor.hook"]},
+            {"integration-name": "XRootD", "python-modules": ["airflow_cloud_paas.hooks.xrootd"]},
         ],
         "triggers": [
             {"integration-name": "Cloud PaaS", "python-modules": ["airflow_cloud_paas.triggers.deployment",
@@ -194,6 +229,7 @@ def get_provider_info() -> dict[str, Any]:
             },
             _OPENSTACK_CONNECTION,
             _HTCONDOR_CONNECTION,
+            _XROOTD_CONNECTION,
         ],
         "plugins": [{"name": "cloud_paas", "plugin-class": "airflow_cloud_paas.plugin.CloudPaaSPlugin"}],
     }

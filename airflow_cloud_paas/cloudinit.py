@@ -278,7 +278,9 @@ def _evaluate_all(values: dict[str, Any], topology: Topology, node: NodeTemplate
             return [named(v) for v in value]
         return value
 
-    return {k: _evaluate(named(v), topology, inputs, attributes or {}, node.name) for k, v in values.items()}
+    # "is not None": the deployer's live attributes read the backend only when asked, so look empty at first
+    live = attributes if attributes is not None else {}
+    return {k: _evaluate(named(v), topology, inputs, live, node.name) for k, v in values.items()}
 
 
 def _file(path: str, content: str, permissions: str = "0600") -> dict[str, Any]:

@@ -181,6 +181,8 @@ _DRIVERS: dict[str, LocalDriver | str] = {
     "tosca.nodes.Compute": "airflow_cloud_paas.backends.local:ComputeDriver",
     "cloud_paas.nodes.spark.Master": "airflow_cloud_paas.services.spark.local:SparkMasterDriver",
     "cloud_paas.nodes.spark.Worker": "airflow_cloud_paas.services.spark.local:SparkWorkerDriver",
+    "cloud_paas.nodes.xrootd.Origin": "airflow_cloud_paas.services.xcache.local:XRootDOriginDriver",
+    "cloud_paas.nodes.xrootd.XCache": "airflow_cloud_paas.services.xcache.local:XCacheDriver",
 }
 
 # Popen objects of the processes this Python process started, so they are reaped (no zombies).

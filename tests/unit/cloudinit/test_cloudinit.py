@@ -150,3 +150,29 @@ def test_user_data_is_kept_out_of_the_specs_repr(topology, tmp_path: Path) -> No
     files = {f["path"]: f["content"] for f in cloud_config(spec.user_data)["write_files"]}
     assert json.loads(files["/etc/cloud-paas/nodes/db.json"])["properties"]["password"] == PASSWORD
     assert "$ecret" not in repr(spec) and "user_data=" not in repr(spec)
+
+
+def test_get_attribute_in_inputs_reads_the_nodes_deployed_before(tmp_path: Path) -> None:
+    import sys
+
+    from airflow_cloud_paas.backends.local import Launch, LocalDriver
+
+    class Sleeper(LocalDriver):
+        def command(self, spec, work_dir, ports):
+            return Launch(argv=(sys.executable, "-c", "import time; time.sleep(600)"))
+
+    topology = load_topology(DATA / "webapp.yaml")
+    backend = LocalBackend(tmp_path / "work", drivers={t: Sleeper() for t in (
+        "test.nodes.Database", "test.nodes.WebServer", "test.nodes.App")})
+    store = DeploymentStore(f"sqlite:///{tmp_path}/store.db")
+    deployer = Deployer(topology, store, backend, "dep-attr", {}, actor="dag/run")
+    try:
+        deployer.begin_create()
+        with pytest.raises(ToscaValidationError, match="not deployed before this one's host") as caught:
+            deployer.spec("vm", 0)  # bare_vm is not there yet
+        assert caught.value.field == "interfaces.Standard.configure.inputs.PEER"
+        deployer.deploy_node("bare_vm")
+        files = {f["path"]: f["content"] for f in cloud_config(deployer.spec("vm", 0).user_data)["write_files"]}
+        assert "PEER=127.0.0.1\n" in files["/etc/cloud-paas/nodes/app.configure.env"]
+    finally:
+        backend.delete("dep-attr")
