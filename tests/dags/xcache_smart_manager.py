@@ -1,0 +1,1 @@
+../../dags/xcache_smart_manager.py
