@@ -343,3 +343,22 @@ def queued_demand(service: str, address: str) -> int:
     :param address: from :func:`probe_address`
     """
     return len(make_probe(service, address).observe([], time.time()).queued)
+
+
+def scalable_targets(store: Any, import_map: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """Return every elastic worker group with where its service is read, as CloudPaaSElasticScaleOperator kwargs.
+
+    A deployment whose outputs do not say where to read its service is skipped with a warning.
+
+    :param store: the deployment store
+    :param import_map: TOSCA import URL -> local file, for offline imports
+    """
+    found = []
+    for target in elastic_targets(store, import_map=import_map):
+        try:
+            address = probe_address(target, store.get(target.deployment_id).outputs)
+        except Exception as err:  # one broken deployment does not stop the others
+            log.warning("Deployment %s is not scaled: %s", target.deployment_id, err)
+            continue
+        found.append({**target.to_dict(), "address": address})
+    return found

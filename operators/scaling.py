@@ -68,17 +68,9 @@ class CloudPaaSListElasticTargetsOperator(_CloudPaaSBaseOperator):
     """
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
-        from airflow_cloud_paas.elastic import elastic_targets, probe_address
+        from airflow_cloud_paas.elastic import scalable_targets
 
-        store = self.hook.store
-        found = []
-        for target in elastic_targets(store, import_map=self.import_map):
-            try:
-                address = probe_address(target, store.get(target.deployment_id).outputs)
-            except Exception as err:  # one broken deployment does not stop the others
-                self.log.warning("Deployment %s is not scaled: %s", target.deployment_id, err)
-                continue
-            found.append({**target.to_dict(), "address": address})
+        found = scalable_targets(self.hook.store, import_map=self.import_map)
         self.log.info("%d elastic worker group(s): %s", len(found),
                       ", ".join(f"{t['deployment_id']}/{t['node_name']}" for t in found) or "none")
         return found

@@ -34,19 +34,10 @@ class CloudPaaSQueueDemandSensor(BaseSensorOperator):
         self.deferrable = deferrable
 
     def _targets(self) -> list[dict[str, Any]]:
-        from airflow_cloud_paas.elastic import elastic_targets, probe_address
+        from airflow_cloud_paas.elastic import scalable_targets
         from airflow_cloud_paas.hooks.store import CloudPaaSStoreHook
 
-        store = CloudPaaSStoreHook(cloud_paas_conn_id=self.cloud_paas_conn_id).store
-        found = []
-        for target in elastic_targets(store):
-            try:
-                address = probe_address(target, store.get(target.deployment_id).outputs)
-            except Exception as err:  # one broken deployment does not stop the others
-                self.log.warning("Deployment %s: %s", target.deployment_id, err)
-                continue
-            found.append({**target.to_dict(), "address": address})
-        return found
+        return scalable_targets(CloudPaaSStoreHook(cloud_paas_conn_id=self.cloud_paas_conn_id).store)
 
     @staticmethod
     def _with_demand(targets: list[dict[str, Any]]) -> list[dict[str, Any]]:

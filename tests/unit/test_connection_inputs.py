@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 import pytest
 from airflow.sdk import BaseHook
+from unit.backends.local_drivers import SleeperDriver
 
-from airflow_cloud_paas.backends.local import Launch, LocalBackend, LocalDriver
+from airflow_cloud_paas.backends.local import LocalBackend
 from airflow_cloud_paas.deployer import Deployer
 from airflow_cloud_paas.exceptions import ToscaInputError
 from airflow_cloud_paas.secrets import connection_refs, resolve_connection_refs
@@ -20,15 +20,6 @@ from airflow_cloud_paas.tosca import load_topology
 TEMPLATE = Path(__file__).parent / "cloudinit" / "data" / "webapp.yaml"
 SECRET = "pool-pa$$word with 'quotes'"
 
-
-class Sleeper(LocalDriver):
-    """A real process standing for a software node on the local backend."""
-
-    def command(self, spec, work_dir, ports):
-        return Launch(argv=(sys.executable, "-c", "import time; time.sleep(600)"))
-
-    def ready(self, record):
-        return True
 
 
 @pytest.fixture
@@ -63,7 +54,7 @@ def test_the_store_keeps_the_reference_and_the_vm_gets_the_secret(pool_connectio
     ref = "conn://htcondor_{deployment_id}/password"
     store = DeploymentStore(f"sqlite:///{tmp_path}/store.db")
     topology = load_topology(TEMPLATE)
-    backend = LocalBackend(tmp_path / "work", drivers={t: Sleeper() for t in (
+    backend = LocalBackend(tmp_path / "work", drivers={t: SleeperDriver() for t in (
         "test.nodes.Database", "test.nodes.WebServer", "test.nodes.App")})
     deployer = Deployer(topology, store, backend, "dep7",
                         resolve_connection_refs({"db_password": ref}, "dep7", BaseHook.get_connection),

@@ -105,3 +105,13 @@ DRIVERS: dict[str, LocalDriver] = {
     FAILING_TYPE: FailingDriver(),
     NEVER_READY_TYPE: NeverReadyDriver(),
 }
+
+
+class SleeperDriver(LocalDriver):
+    """A real process that sleeps and is ready at once: a software node whose only job is to exist."""
+
+    def command(self, spec: ResourceSpec, work_dir: Path, ports: Mapping[str, int]) -> Launch:
+        return Launch(argv=(sys.executable, "-c", "import time; time.sleep(600)"))
+
+    def ready(self, record: ProcessRecord) -> bool:
+        return True

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from unit.cloudinit.boot import materialize
 
 from airflow_cloud_paas.backends.local import LocalBackend
 from airflow_cloud_paas.cloudinit import boot_steps, hosted_software, render_user_data
@@ -66,30 +67,12 @@ def test_user_data_holds_each_nodes_properties_scripts_and_steps(topology) -> No
         in commands
 
 
-def _materialize(user_data: str, root: Path) -> list[list[str]]:
-    """Write the cloud-config's files under ``root``; return its shell steps with paths moved there."""
-    data = cloud_config(user_data)
-    moved = {p: str(root / p.lstrip("/")) for p in ("/etc/cloud-paas", "/opt/cloud-paas", "/var/lib/cloud-paas")}
-
-    def move(text: str) -> str:
-        for old, new in moved.items():
-            text = text.replace(old, new)
-        return text
-
-    for item in data["write_files"]:
-        path = Path(move(item["path"]))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(item["content"])
-        path.chmod(int(item["permissions"], 8))
-    return [[move(part) for part in command] for command in data["runcmd"]
-            if command[0] in ("sh", "mkdir", "touch")]
-
 
 def test_rendered_shell_steps_run_with_their_inputs(topology, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     env = {**os.environ, "CLOUD_PAAS_TEST_OUT": str(out)}
-    for command in _materialize(render_user_data(topology, "vm", {}), tmp_path / "root"):
+    for command in materialize(render_user_data(topology, "vm", {}), tmp_path / "root")[1]:
         subprocess.run(command, check=True, env=env, timeout=30)
     assert (out / "steps").read_text().split() == ["create", "configure-db", "configure-app"]
     assert (out / "db_password").read_text() == PASSWORD  # quotes, $ and spaces survive the env file
@@ -153,16 +136,10 @@ def test_user_data_is_kept_out_of_the_specs_repr(topology, tmp_path: Path) -> No
 
 
 def test_get_attribute_in_inputs_reads_the_nodes_deployed_before(tmp_path: Path) -> None:
-    import sys
-
-    from airflow_cloud_paas.backends.local import Launch, LocalDriver
-
-    class Sleeper(LocalDriver):
-        def command(self, spec, work_dir, ports):
-            return Launch(argv=(sys.executable, "-c", "import time; time.sleep(600)"))
+    from unit.backends.local_drivers import SleeperDriver
 
     topology = load_topology(DATA / "webapp.yaml")
-    backend = LocalBackend(tmp_path / "work", drivers={t: Sleeper() for t in (
+    backend = LocalBackend(tmp_path / "work", drivers={t: SleeperDriver() for t in (
         "test.nodes.Database", "test.nodes.WebServer", "test.nodes.App")})
     store = DeploymentStore(f"sqlite:///{tmp_path}/store.db")
     deployer = Deployer(topology, store, backend, "dep-attr", {}, actor="dag/run")

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
+from unit.cloudinit.boot import materialize
 
 from airflow_cloud_paas.cloudinit import render_user_data
 from airflow_cloud_paas.services.condor.config import (
@@ -57,25 +57,6 @@ def test_both_templates_load_with_their_secrets_marked(vm_pool, docker_pool) -> 
         assert load_topology_text(topology.template_text, import_map=IMPORTS).plan == topology.plan
 
 
-def _materialize(user_data: str, root: Path) -> tuple[dict[str, dict], list[list[str]]]:
-    """Write the cloud-config's files under ``root``; return them and its shell steps, paths moved there."""
-    data = yaml.safe_load(user_data)
-    assert user_data.startswith("#cloud-config\n")
-    moved = {p: str(root / p.lstrip("/")) for p in ("/etc/cloud-paas", "/opt/cloud-paas", "/var/lib/cloud-paas")}
-
-    def move(text: str) -> str:
-        for old, new in moved.items():
-            text = text.replace(old, new)
-        return text
-
-    for item in data["write_files"]:
-        path = Path(move(item["path"]))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(item["content"])
-        path.chmod(int(item["permissions"], 8))
-    steps = [[move(part) for part in command] for command in data["runcmd"] if command[0] == "sh"]
-    return {f["path"]: f for f in data["write_files"]}, steps
-
 
 @pytest.mark.parametrize("mode", ["idtokens", "password"])
 def test_the_user_data_of_each_vm_writes_a_config_htcondor_accepts(vm_pool, tmp_path, mode) -> None:
@@ -87,7 +68,7 @@ def test_the_user_data_of_each_vm_writes_a_config_htcondor_accepts(vm_pool, tmp_
     attributes = {"condor_cm_host": [{"private_address": CM_ADDRESS, "public_address": "198.51.100.7"}]}
     for host, (node, role) in HOSTS.items():
         user_data = render_user_data(vm_pool, host, inputs, attributes)
-        files, steps = _materialize(user_data, tmp_path / host)
+        files, steps = materialize(user_data, tmp_path / host, commands=("sh",))
         env_file = files[f"/etc/cloud-paas/nodes/{node}.configure.env"]
         assert env_file["permissions"] == "0600"
         # least privilege: in idtokens mode the machines that run jobs never get the pool password

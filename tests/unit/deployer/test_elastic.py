@@ -6,12 +6,12 @@ narrowest boundary, the one the real probes read over HTTP or the bindings.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
+from unit.backends.local_drivers import SleeperDriver
 
-from airflow_cloud_paas.backends.local import Launch, LocalBackend, LocalDriver
+from airflow_cloud_paas.backends.local import LocalBackend
 from airflow_cloud_paas.deployer import Deployer
 from airflow_cloud_paas.elastic import (
     SCALE_EVENT,
@@ -28,13 +28,6 @@ from airflow_cloud_paas.tosca import load_topology
 
 TEMPLATE = Path(__file__).with_name("data_flaky.yaml")
 
-
-class Sleeper(LocalDriver):
-    def command(self, spec, work_dir, ports):
-        return Launch(argv=(sys.executable, "-c", "import time; time.sleep(600)"))
-
-    def ready(self, record):
-        return True
 
 
 class DictProbe(ClusterProbe):
@@ -62,7 +55,7 @@ class DictProbe(ClusterProbe):
 @pytest.fixture
 def env(tmp_path):
     store = DeploymentStore(f"sqlite:///{tmp_path}/store.db")
-    backend = LocalBackend(tmp_path / "work", drivers={"test.nodes.Flaky": Sleeper()})
+    backend = LocalBackend(tmp_path / "work", drivers={"test.nodes.Flaky": SleeperDriver()})
     deployer = Deployer(load_topology(TEMPLATE), store, backend, "dep1", {"count": 2}, actor="dag/run1")
     deployer.create_all()
     yield store, backend, deployer
