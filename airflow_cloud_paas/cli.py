@@ -238,6 +238,21 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_condor_credentials(args: argparse.Namespace) -> int:
+    """Create a pool's ``htcondor_<deployment_id>`` connection with new credentials (idempotent); print its id."""
+    from airflow_cloud_paas.services.condor.credentials import ensure_pool_connection
+    from airflow_cloud_paas.services.condor.errors import CondorError
+
+    try:
+        conn_id = ensure_pool_connection(args.deployment_id, collector_host=args.collector,
+                                         security_mode=args.security_mode)
+    except CondorError as err:
+        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+        return 2
+    print(conn_id)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``cloud-paas`` argument parser."""
     parser = argparse.ArgumentParser(prog="cloud-paas", description=__doc__.splitlines()[0])
@@ -289,6 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--wait", action="store_true", help="wait for the deployment's status")
         p.add_argument("--timeout", type=float, default=600)
         p.set_defaults(func=func)
+
+    p = sub.add_parser("condor-credentials", help="make an HTCondor pool's credentials connection "
+                       "(htcondor_<deployment_id>; secrets are never printed)")
+    p.add_argument("deployment_id")
+    p.add_argument("--collector", help="the central manager's address, if known")
+    p.add_argument("--security-mode", choices=("idtokens", "password"), default="idtokens")
+    p.set_defaults(func=cmd_condor_credentials)
 
     # offline simulators: no Airflow, no store
     from airflow_cloud_paas.scaling.cli import add_scale_sim_parser

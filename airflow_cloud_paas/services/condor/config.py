@@ -401,5 +401,5 @@ def template_inputs(settings: CondorPoolSettings, *, container: bool = False) ->
         "low_port": low,
         "high_port": high,
         "admin_user": settings.admin_user or "",
-        "deployment_id": settings.deployment_id or "",
+        "pool_id": settings.deployment_id or "",
     }

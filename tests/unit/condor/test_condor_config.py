@@ -126,7 +126,7 @@ def _script_config(tmp_path: Path, role: str, settings: CondorPoolSettings) -> s
         "TRUST_DOMAIN": values["trust_domain"], "SECURITY_MODE": values["security_mode"],
         "CCB": "true" if values["ccb"] else "false", "LOW_PORT": str(values["low_port"]),
         "HIGH_PORT": str(values["high_port"]), "ADMIN_USER": values["admin_user"],
-        "DEPLOYMENT_ID": values["deployment_id"], "EXECUTE_CPUS": str(settings.execute_cpus or 0),
+        "DEPLOYMENT_ID": values["pool_id"], "EXECUTE_CPUS": str(settings.execute_cpus or 0),
         "EXECUTE_MEMORY_MB": str(settings.execute_memory_mb or 0),
         "EXECUTE_GPUS": "true" if settings.execute_gpus else "false",
         "CLOUD_PAAS_CONDOR_CONFIG_ONLY": "1", "CLOUD_PAAS_CONDOR_CONFIG_FILE": str(tmp_path / f"{role}.config"),

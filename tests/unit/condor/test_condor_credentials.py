@@ -131,3 +131,26 @@ def test_a_connection_of_another_type_is_not_taken_over(airflow_db) -> None:
         ensure_pool_connection("dep-taken")
     with pytest.raises(CondorCredentialError, match="does not exist"):
         read_pool_connection("htcondor_nowhere")
+
+
+def test_the_cli_makes_the_pool_connection_the_pool_dag_reads(airflow_db, capsys) -> None:
+    # the metadata database is where a task's connection lookup ends (through the execution API)
+    from airflow.models.connection import Connection
+
+    from airflow_cloud_paas.cli import main
+
+    get_connection = Connection.get_connection_from_secrets
+    from airflow_cloud_paas.secrets import resolve_connection_refs
+
+    assert main(["condor-credentials", "dep-cli"]) == 0
+    out = capsys.readouterr()
+    assert out.out.strip() == "htcondor_dep-cli"
+    conn = get_connection("htcondor_dep-cli")
+    assert conn.password and conn.password not in out.out + out.err
+    assert main(["condor-credentials", "dep-cli"]) == 0  # idempotent: the secrets stay
+    assert get_connection("htcondor_dep-cli").password == conn.password
+    # what the htcondor_pool DAG's default params resolve to at run time
+    resolved = resolve_connection_refs({"pool_password": "conn://htcondor_{deployment_id}/password",
+                                        "execute_secret": "conn://htcondor_{deployment_id}/extra.execute_token"},
+                                       "dep-cli", get_connection)
+    assert resolved["pool_password"] == conn.password and resolved["execute_secret"]

@@ -1,0 +1,1 @@
+../../dags/htcondor_pool.py
