@@ -6,6 +6,7 @@ separated by newlines and ended by NUL), standing in for a live cache, which tes
 
 from __future__ import annotations
 
+import csv
 import json
 import socket
 import struct
@@ -23,7 +24,6 @@ from airflow_cloud_paas.services.xcache.monitor import (
     PfcMonitor,
     parse_gstream_packet,
 )
-from airflow_cloud_paas.services.xcache.sim import load_trace
 
 
 def packet(*events: dict, code: bytes = b"g") -> bytes:
@@ -125,8 +125,11 @@ def test_the_sqlite_access_log(tmp_path: Path) -> None:
     assert log.since(0, cache="other") == []
     assert log.totals(since=100.0) == {"records": 2, "bytes_hit": 3, "bytes_missed": 17, "bytes_bypassed": 0}
     assert log.write_trace(tmp_path / "trace.csv") == 3
-    trace = load_trace(tmp_path / "trace.csv")  # the simulator reads it: sorted, one request per access
-    assert trace.paths == ["/store/b", "/store/a", "/store/a"] and trace.times == [85.0, 96.0, 97.0]
+    with open(tmp_path / "trace.csv", newline="") as f:  # the simulator's format: sorted, one row per access
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["time_s", "path", "size_bytes"]
+    assert [r["path"] for r in rows] == ["/store/b", "/store/a", "/store/a"]
+    assert [float(r["time_s"]) for r in rows] == [85.0, 96.0, 97.0]
     log.close()
     assert AccessLog(f"sqlite:///{tmp_path}/log.db").count() == 3  # the table stays
 
