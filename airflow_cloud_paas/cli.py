@@ -314,8 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     # offline simulators: no Airflow, no store
     from airflow_cloud_paas.scaling.cli import add_scale_sim_parser
+    from airflow_cloud_paas.services.xcache.cli import add_cache_sim_parser
 
     add_scale_sim_parser(sub)
+    add_cache_sim_parser(sub)
     return parser
 
 

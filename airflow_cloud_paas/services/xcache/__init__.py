@@ -1,4 +1,5 @@
-"""XCache as a service: a cache-policy simulator and the popularity model that manages a live XCache.
+"""XCache as a service: its configuration, local driver and monitoring, and the smart cache manager's parts
+(:mod:`.model`, the popularity model; :mod:`.policies` and :mod:`.sim`, the trace simulator).
 
-Nothing is imported eagerly: use :mod:`.sim`, :mod:`.policies` and :mod:`.model` directly.
+Nothing is imported eagerly: import the submodule you need.
 """

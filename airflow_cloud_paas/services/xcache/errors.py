@@ -43,4 +43,5 @@ class PolicyError(XCacheError, ValueError):
 
 
 class ModelStateError(XCacheError, ValueError):
-    """A saved popularity-model state cannot be loaded (corrupt, or from an incompatible version)."""
+    """A popularity model's input is invalid: a saved state that cannot be loaded (corrupt, or from another
+    version), a bad setting, or a malformed access record."""

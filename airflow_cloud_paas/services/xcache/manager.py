@@ -2,7 +2,8 @@
 
 Training replays the access-log window (default 60 days) into a fresh
 :class:`~airflow_cloud_paas.services.xcache.model.PopularityModel`, the model the simulator's ``smart``
-policy uses, and saves what the cache needs to act: each dataset's value and the files seen in it.
+policy uses, and saves what the cache needs to act: each dataset's rate (expected tasks per day) and
+the files seen in it.
 Applying it to the cache (:meth:`SmartCacheManager.plan`) evicts the lowest-valued cached files until
 the cache is under its target, and prefetches the highest-valued files seen but not cached, within a
 byte budget and the room left, and only those worth at least as much as the least valuable file kept
@@ -114,7 +115,7 @@ def train(records: Iterable[Any], cache: str, now: float | None = None, model: A
                       int(record.bytes_missed or 0))
         files[record.path] = int(record.size)
     at = now if now is not None else (float(ordered[-1].time_s) if ordered else time.time())
-    values = {name: float(model.dataset_value(stats, at)) for name, stats in model.datasets.items()}
+    values = {name: float(model.rate(name, at)) for name in model.datasets}
     return TrainedModel(cache, at, len(ordered), values, files)
 
 
