@@ -204,15 +204,16 @@ def _implementation(topology: Topology, node: NodeTemplate, implementation: Any,
     if not isinstance(implementation, str) or not implementation:
         raise ToscaValidationError("an implementation must name a script, a playbook or an artifact",
                                    file=topology.source, node=node.name, field=f"{field}.implementation")
-    artifact = (node.artifacts or {}).get(implementation)
+    name = implementation
+    artifact = (node.artifacts or {}).get(name)
     if artifact is not None:
         if isinstance(artifact, Mapping):
             artifact_type, implementation = artifact.get("type"), artifact.get("file")
         else:
             implementation = artifact
         if not isinstance(implementation, str) or not implementation:
-            raise ToscaValidationError(f"artifact '{artifact}' has no file", file=topology.source, node=node.name,
-                                       field=f"artifacts.{implementation}")
+            raise ToscaValidationError(f"artifact '{name}' has no file", file=topology.source, node=node.name,
+                                       field=f"artifacts.{name}")
     lowered = implementation.lower().split("?", 1)[0]
     if artifact_type == _BASH_ARTIFACT or lowered.endswith(_SHELL_SUFFIXES):
         kind = "shell"

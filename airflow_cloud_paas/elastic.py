@@ -98,7 +98,6 @@ class ElasticScaler:
     probe: ClusterProbe
     policy: Policy
     clock: Callable[[], float] = time.time
-    _first_seen: dict[str, float] = field(default_factory=dict, init=False, repr=False)
 
     def _last_state(self) -> dict[str, Any]:
         for event in reversed(self.deployer.store.events(self.deployer.deployment_id)):
@@ -106,8 +105,9 @@ class ElasticScaler:
                 return dict(event.data.get("state") or {})
         return {}
 
-    def snapshot(self, state: Mapping[str, Any]) -> tuple[Snapshot, dict[str, Resource], dict[str, float]]:
-        """Return the policy's view of the cluster, the workers by name, and when each became idle.
+    def snapshot(self, state: Mapping[str, Any]
+                 ) -> tuple[Snapshot, dict[str, Resource], dict[str, float], dict[str, float]]:
+        """Return the policy's view of the cluster, the workers by name, when each became idle and was first seen.
 
         :param state: the saved state of the previous round (``idle_since``, ``first_seen``)
         """
@@ -132,15 +132,14 @@ class ElasticScaler:
             workers.append(Worker(name, view.state, view.cores, view.used_cores, idle_since_s=new_idle.get(name),
                                   boot_started_s=first_seen[name]))
         first_seen = {k: v for k, v in first_seen.items() if k in by_name}
-        self._first_seen = first_seen
-        return Snapshot(now, tuple(seen.queued), tuple(workers)), by_name, new_idle
+        return Snapshot(now, tuple(seen.queued), tuple(workers)), by_name, new_idle, first_seen
 
     def run_once(self) -> ScaleDecision:
         """Probe, decide, apply and record one scaling round; return the decision taken."""
         state = self._last_state()
         if state.get("policy"):
             self.policy.load_state(state["policy"])
-        snapshot, by_name, idle_since = self.snapshot(state)
+        snapshot, by_name, idle_since, first_seen = self.snapshot(state)
         decision = self.policy.decide(snapshot)
         reasons = list(decision.reasons)
         retire = []
@@ -174,7 +173,7 @@ class ElasticScaler:
                          "queued_cpus": snapshot.queued_cpus,
                          "workers": {w.name: w.state.value for w in snapshot.workers}},
             "state": {"policy": self.policy.state_dict(), "idle_since": idle_since,
-                      "first_seen": self._first_seen},
+                      "first_seen": first_seen},
         })
         log.info("Scaling round: %s; %s", summary, "; ".join(reasons) or "no change")
         return decision
