@@ -6,6 +6,8 @@ and ``apps_v1_client``). Per instance of a node there is:
 
 - a Deployment ``cp-<deployment>-<node>-<index>`` with ``replicas: 1`` running the node's image
   (containers) or a placeholder ``compute_image`` sized by the ``host`` capability (Compute nodes);
+  its pod's hostname is the Deployment's name (resource attribute ``hostname``), so a service that
+  names its members by hostname, such as an HTCondor startd, can be matched to the instance;
 - a PersistentVolumeClaim ``...-data`` mounted at ``data_path`` when the node asks for persistent
   data (the Deployment then uses the ``Recreate`` strategy: a ReadWriteOnce claim has one user);
 - a Service (ClusterIP; ``public_service_type``, LoadBalancer by default, for a PUBLIC endpoint) when
@@ -271,7 +273,10 @@ class KubernetesBackend(Backend):
         }
         if req.command:
             container["command"] = list(req.command)
-        pod_spec: dict[str, Any] = {"containers": [container]}
+        # the pod's hostname is the Deployment's name, not the pod's generated one: services that name
+        # their members by hostname (an HTCondor startd's Machine) are then known before the pod exists,
+        # and keep that name when the pod is replaced
+        pod_spec: dict[str, Any] = {"hostname": name, "containers": [container]}
         manifests: dict[str, dict[str, Any]] = {}
         if req.data_path:
             claim = f"{name[:58]}-data"
@@ -380,6 +385,9 @@ class KubernetesBackend(Backend):
             "replicas": deployment.spec.replicas,
             "ready_replicas": (deployment.status.ready_replicas if deployment.status else None) or 0,
         }
+        hostname = _hostname(deployment, pods)
+        if hostname:
+            attributes["hostname"] = hostname
         if why:
             attributes["reason"] = why
         service = services.get(name)
@@ -567,6 +575,21 @@ class KubernetesBackend(Backend):
                             resource=f"{deployment_id}/{node_name or '*'}/{'*' if index is None else index}",
                         ) from err
         return deleted
+
+
+def _hostname(deployment: Any, pods: list) -> str | None:
+    """Return the hostname the instance's container sees (what a daemon in it reports as its machine name).
+
+    The pod template's ``hostname`` (set on every Deployment this backend makes); for a Deployment made
+    without one, the name of its one live pod, which Kubernetes then uses as the hostname.
+    """
+    template = deployment.spec.template.spec if deployment.spec and deployment.spec.template else None
+    if template is not None and template.hostname:
+        return str(template.hostname)
+    live = [p for p in pods if not p.metadata.deletion_timestamp]
+    if len(live) == 1:
+        return str((live[0].spec.hostname if live[0].spec else None) or live[0].metadata.name)
+    return None
 
 
 def _status_message(err: Any) -> str:
