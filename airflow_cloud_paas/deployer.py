@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_cloud_paas.backends.base import Backend, Resource, ResourceSpec, ResourceState
-from airflow_cloud_paas.cloudinit import is_compute, render_user_data
+from airflow_cloud_paas.backends.mapping import HOSTED_ENDPOINTS, security_rules
+from airflow_cloud_paas.cloudinit import hosted_software, is_compute, render_user_data
 from airflow_cloud_paas.exceptions import ResourceTimeoutError, ToscaInputError, ToscaValidationError
 from airflow_cloud_paas.store import DeploymentStore
 from airflow_cloud_paas.tosca import (
@@ -108,21 +109,35 @@ class Deployer:
                         )
                 requirements[req.name] = tuple(found)
         user_data = None
+        capabilities: dict[str, Any] = {k: dict(v) for k, v in node.capabilities.items()}
         if is_compute(node):
             attributes = _LiveAttributes(self.backend, self.deployment_id) if with_requirements else None
             user_data = render_user_data(self.topology, node_name, self.inputs, attributes,
                                          explicit=node.properties.get("user_data"))
-        return ResourceSpec(
+            # the ports of the software it hosts open on this machine (see mapping.security_rules)
+            hosted = {name: resolved_node(self.topology, name, self.inputs).endpoints
+                      for name in hosted_software(self.topology, node_name)}
+            if any(hosted.values()):
+                capabilities[HOSTED_ENDPOINTS] = {name: {e.name: dict(e.properties) for e in endpoints}
+                                                  for name, endpoints in hosted.items() if endpoints}
+        spec = ResourceSpec(
             deployment_id=self.deployment_id,
             node_name=node_name,
             index=index,
             node_type=node.type,
             type_hierarchy=node.type_hierarchy,
             properties=dict(node.properties),
-            capabilities={k: dict(v) for k, v in node.capabilities.items()},
+            capabilities=capabilities,
             requirements=requirements,
             user_data=user_data,
         )
+        if is_compute(node):
+            try:  # a bad port or port range is refused here (Deployer.check), before the backend makes anything
+                security_rules(spec)
+            except ToscaValidationError as err:
+                raise ToscaValidationError(err.message, file=self.topology.source, node=err.node,
+                                           field=err.field) from None
+        return spec
 
     # ---------------------------------------------------------------- create
     def begin_create(self, owner: str = "airflow", secret_inputs: tuple[str, ...] = ()) -> None:

@@ -9,8 +9,9 @@ What is made per node type:
 - ``tosca.nodes.Compute`` and descendants: one EC2 instance per index; the instance type is the
   smallest that fits the ``host`` capability among the region's types (fetched once per backend),
   the image comes from the ``os`` capability; a security group per deployment and node holds the
-  endpoint ports; a key pair per deployment and node when the ``os`` credential carries a public
-  key; the ``user_data`` property becomes the instance's user data; the volumes of the
+  endpoint ports (also those of the software it hosts, open to the VPC's own ranges unless PUBLIC); a
+  key pair per deployment and node when the ``os`` credential carries a public key; the
+  ``user_data`` property becomes the instance's user data; the volumes of the
   ``local_storage``/``attachment`` requirements are attached.
 - ``tosca.nodes.BlockStorage``: one EBS volume per index, in the backend's availability zone.
 - Software nodes hosted on an instance of this backend: recorded as a tag on the host instance
@@ -598,7 +599,7 @@ class AWSBackend(Backend):
                 subnet = self._call(where, "describe_subnets", SubnetIds=[self.subnet_id])["Subnets"][0]
                 kwargs["VpcId"] = subnet["VpcId"]
             group_id = self._call(where, "create_security_group", **kwargs)["GroupId"]
-        rules, _public = security_rules(spec)
+        rules, _public = security_rules(spec, private=lambda: self._vpc_cidrs(spec, where))
         permissions = [
             {"IpProtocol": r.protocol, "FromPort": r.port, "ToPort": r.port_end or r.port,
              "IpRanges": [{"CidrIp": r.cidr}]}
@@ -613,6 +614,25 @@ class AWSBackend(Backend):
                     raise BackendError(f"EC2 authorize_security_group_ingress failed: {err}",
                                        provider=PROVIDER, resource=where) from err
         return group_id
+
+    def _vpc_cidrs(self, spec: ResourceSpec, where: str) -> tuple[str, ...]:
+        """Return the IPv4 ranges of the VPC the node's instances go in: the subnet's VPC, else the default VPC.
+
+        These are the sources of a rule to the deployment's private network (a hosted endpoint not on PUBLIC).
+        """
+        if self.subnet_id:
+            vpc_id = self._call(where, "describe_subnets", SubnetIds=[self.subnet_id])["Subnets"][0]["VpcId"]
+            vpcs = self._call(where, "describe_vpcs", VpcIds=[vpc_id])["Vpcs"]
+        else:
+            vpcs = self._call(where, "describe_vpcs", Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
+        cidrs = [assoc["CidrBlock"] for vpc in vpcs for assoc in vpc.get("CidrBlockAssociationSet") or []
+                 if (assoc.get("CidrBlockState") or {}).get("State", "associated") == "associated"]
+        cidrs = cidrs or [vpc["CidrBlock"] for vpc in vpcs if vpc.get("CidrBlock")]
+        if not cidrs:
+            raise UnsupportedNodeError(
+                f"node '{spec.node_name}' opens ports to the private network, but the region has no default VPC: "
+                "give the backend a subnet_id", provider=PROVIDER, resource=where)
+        return tuple(dict.fromkeys(cidrs))
 
     def _ensure_key_pair(self, spec: ResourceSpec) -> str | None:
         public_key = _public_key(spec)

@@ -535,7 +535,8 @@ class AzureBackend(Backend):
                 "an Azure Linux VM needs an SSH public key: give os.credential.token (token_type public_key) or "
                 "the backend's ssh_public_key option",
                 provider=PROVIDER, resource=where)
-        rules, public = security_rules(spec)
+        # a hosted endpoint not on PUBLIC opens to the NSG service tag of the virtual network's own ranges
+        rules, public = security_rules(spec, private=("VirtualNetwork",))
         os_disk_gb = max(30, math.ceil(req.disk_gb)) if req.disk_gb else None
         return _VmPlan(size, image, key, rules, public, os_disk_gb)
 

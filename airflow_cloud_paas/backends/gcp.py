@@ -945,6 +945,7 @@ class GcpBackend(Backend):
         return bodies
 
     def _ensure_firewalls(self, spec: ResourceSpec, undo: list[tuple[str, Callable[[], None]]]) -> None:
+        # a hosted endpoint not on PUBLIC opens to the RFC 1918 ranges (mapping.PRIVATE_RANGES), one rule each
         rules, _ = security_rules(spec)
         if not rules:
             return

@@ -9,12 +9,12 @@ an :class:`~airflow_cloud_paas.exceptions.UnsupportedNodeError`, never a silent 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from airflow_cloud_paas.backends.base import ResourceSpec
-from airflow_cloud_paas.exceptions import UnsupportedNodeError
+from airflow_cloud_paas.exceptions import ToscaValidationError, UnsupportedNodeError
 
 _UNITS_MB = {
     "b": 1 / 1024**2, "kb": 1 / 1024, "kib": 1 / 1024, "mb": 1, "mib": 1, "gb": 1024, "gib": 1024,
@@ -203,38 +203,154 @@ def select_image(req: ImageRequirements, images: Sequence[Mapping[str, Any]], *,
     return max(matches, key=lambda i: (str(i.get("created", "")), str(i.get("name", ""))))
 
 
+#: the key of :attr:`ResourceSpec.capabilities` under which the deployer gives a compute node the endpoint
+#: capabilities of the software it hosts: ``{hosted node: {capability: properties}}``
+HOSTED_ENDPOINTS = "hosted_endpoints"
+#: what a rule to "the deployment's private network" opens to where the backend names no narrower range
+#: (the RFC 1918 private address ranges)
+PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+ANYWHERE = "0.0.0.0/0"
+_MAX_PORT = 65535
+
+
 @dataclass(frozen=True)
 class Rule:
-    """One inbound firewall rule."""
+    """One inbound firewall rule: ``port``, or ports ``port`` to ``port_end`` (both included) when a range."""
 
     port: int
     protocol: str = "tcp"
-    cidr: str = "0.0.0.0/0"
+    cidr: str = ANYWHERE
     port_end: int | None = None
 
 
-def security_rules(spec: ResourceSpec) -> tuple[tuple[Rule, ...], bool]:
+def _bad(message: str, node: str, field: str) -> ToscaValidationError:
+    return ToscaValidationError(message, node=node, field=field)
+
+
+def _port(value: Any, node: str, field: str, *, zero: bool = False) -> int:
+    """Return a port number (1-65535, or 0 too when ``zero``); a typed error names the node and field."""
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).strip().isdigit():
+        raise _bad(f"{value!r} is not a port number", node, field)
+    number = int(value)
+    if not (0 if zero else 1) <= number <= _MAX_PORT:
+        raise _bad(f"port {number} is outside {0 if zero else 1}-{_MAX_PORT}", node, field)
+    return number
+
+
+def port_range(value: Any, *, node: str, field: str) -> tuple[int, int] | None:
+    """Return ``(low, high)`` of a ``[low, high]`` port range, or None for ``[0, 0]`` (any port: nothing to open).
+
+    ``UNBOUNDED`` as the upper bound (TOSCA's range keyword) means 65535. Raises
+    :class:`~airflow_cloud_paas.exceptions.ToscaValidationError` when the bounds are not ports, when
+    ``low > high``, or when only one of them is 0.
+
+    :param value: the range, e.g. ``[9700, 9800]``
+    :param node: the node template it belongs to (for errors)
+    :param field: where it is written (for errors), e.g. ``capabilities.daemons.port_range``
+    """
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise _bad(f"{value!r} is not a port range [low, high]", node, field)
+    low = _port(value[0], node, field, zero=True)
+    high = _MAX_PORT if value[1] == "UNBOUNDED" else _port(value[1], node, field, zero=True)
+    if low == high == 0:
+        return None
+    if 0 in (low, high):
+        raise _bad(f"port range [{low}, {high}] has only one bound at 0: give both ports, or [0, 0] for any port "
+                   "(then no range is opened)", node, field)
+    if low > high:
+        raise _bad(f"port range [{low}, {high}] starts above its end: the low port must not exceed the high port",
+                   node, field)
+    return low, high
+
+
+def _rule(port: int, protocol: str, cidr: str, end: int | None = None) -> Rule:
+    return Rule(port, protocol, cidr, end if end is not None and end != port else None)
+
+
+def _capability_rules(name: str, cap: Mapping[str, Any], *, node: str, hosted: bool,
+                      private: Callable[[], Sequence[str]]) -> tuple[list[Rule], bool]:
+    """Return the rules and the public-IP wish of one endpoint capability.
+
+    A compute node's own endpoint opens its ports to ``remote_cidr`` or anywhere (INDIGO's behaviour). A
+    hosted endpoint is known to be a ``tosca.capabilities.Endpoint``: its ``port`` opens too, and, unless its
+    ``network_name`` is PUBLIC, its ports open only to the deployment's private network.
+    """
+    public = str(cap.get("network_name", "")).upper() == "PUBLIC"
+    protocol = str(cap.get("protocol") or "tcp").lower()
+    where = f"capabilities.{name}"
+
+    def sources(entry: Mapping[str, Any]) -> Sequence[str]:
+        if entry.get("remote_cidr"):
+            return (str(entry["remote_cidr"]),)
+        return (ANYWHERE,) if public or not hosted else tuple(private())
+
+    rules: list[Rule] = []
+    ports = cap.get("ports") or {}
+    items = ports.items() if isinstance(ports, Mapping) else enumerate(ports) if isinstance(ports, list) else ()
+    for key, entry in items:
+        if not isinstance(entry, Mapping):
+            continue
+        field = f"{where}.ports.{key}"
+        proto = str(entry.get("protocol") or "tcp").lower()  # a PortSpec's own (the endpoint's may be http)
+        if entry.get("source_range") is not None:
+            span = port_range(entry["source_range"], node=node, field=f"{field}.source_range")
+            if span is not None:
+                rules += [_rule(span[0], proto, cidr, span[1]) for cidr in sources(entry)]
+            continue
+        port = entry.get("source") or entry.get("port")
+        if port is None:
+            continue
+        number = _port(port, node, f"{field}.source")
+        rules += [_rule(number, proto, cidr) for cidr in sources(entry)]
+    if cap.get("port") is not None and (hosted or "network_name" in cap):
+        number = _port(cap["port"], node, f"{where}.port")
+        rules += [_rule(number, protocol, cidr) for cidr in sources(cap)]
+    if cap.get("port_range") is not None:
+        span = port_range(cap["port_range"], node=node, field=f"{where}.port_range")
+        if span is not None:
+            rules += [_rule(span[0], protocol, cidr, span[1]) for cidr in sources(cap)]
+    return rules, public
+
+
+def security_rules(spec: ResourceSpec, *, private: Sequence[str] | Callable[[], Sequence[str]] = PRIVATE_RANGES,
+                   ) -> tuple[tuple[Rule, ...], bool]:
     """Return the inbound rules from every endpoint capability, and whether a public IP is wanted.
 
+    An endpoint gives rules from its ``ports`` (PortSpec map: ``source``, or ``source_range`` ``[low, high]``
+    for a range; ``protocol``; ``remote_cidr``), its ``port``, and its ``port_range`` (``[low, high]``, a
+    plain list so that each bound may be a ``get_input``, which tosca-parser refuses inside a TOSCA range).
+    A range of ``[0, 0]`` (any port) opens nothing.
+
+    The endpoints of the software a compute node hosts (under :data:`HOSTED_ENDPOINTS`, put there by the
+    deployer) open on the compute node; those not on the PUBLIC network open only to ``private``.
+
     :param spec: the node's spec
+    :param private: the sources of a rule to the deployment's private network (the backend's network range,
+        or a name its firewall knows, such as Azure's ``VirtualNetwork``), or a function returning them, called
+        only when such a rule exists
+    :raises ToscaValidationError: a port or a port range is not valid (the hosting node and field are named)
     """
+    cache: list[Sequence[str]] = []
+
+    def private_sources() -> Sequence[str]:
+        if not cache:
+            cache.append(tuple(private() if callable(private) else private))
+        return cache[0]
+
     rules: list[Rule] = []
     public = False
-    for cap in spec.capabilities.values():
-        if not isinstance(cap, Mapping):
+    for name, cap in spec.capabilities.items():
+        if name == HOSTED_ENDPOINTS or not isinstance(cap, Mapping):
             continue
-        if str(cap.get("network_name", "")).upper() == "PUBLIC":
-            public = True
-        ports = cap.get("ports") or {}
-        for entry in ports.values() if isinstance(ports, Mapping) else ports:
-            if not isinstance(entry, Mapping):
-                continue
-            port = entry.get("source") or entry.get("port")
-            if port is None:
-                continue
-            rules.append(Rule(int(port), str(entry.get("protocol", "tcp")).lower(),
-                              str(entry.get("remote_cidr", "0.0.0.0/0")), entry.get("source_range")))
-        if cap.get("port") is not None and "network_name" in cap:
-            rules.append(Rule(int(cap["port"]), str(cap.get("protocol", "tcp")).lower()))
+        found, wants_ip = _capability_rules(name, cap, node=spec.node_name, hosted=False, private=private_sources)
+        rules += found
+        public = public or wants_ip
+    hosted = spec.capabilities.get(HOSTED_ENDPOINTS) or {}
+    for node, caps in hosted.items() if isinstance(hosted, Mapping) else ():
+        for name, cap in caps.items() if isinstance(caps, Mapping) else ():
+            if isinstance(cap, Mapping):
+                found, wants_ip = _capability_rules(name, cap, node=node, hosted=True, private=private_sources)
+                rules += found
+                public = public or wants_ip
     unique = tuple(dict.fromkeys(rules))
     return unique, public

@@ -476,7 +476,7 @@ class OpenStackBackend(Backend):
         node_tags = neutron_tags(self._selector(spec.deployment_id, spec.node_name))
         for group in self.hook.security_groups(node_tags):
             return group, False
-        rules, _ = security_rules(spec)
+        rules, _ = security_rules(spec)  # a hosted endpoint not on PUBLIC opens to the RFC 1918 ranges
         name = re.sub(r"[^A-Za-z0-9._-]+", "-", f"cloud-paas-{spec.deployment_id}-{spec.node_name}")
         group = self.hook.create_security_group(
             name=name, description=f"cloud-paas deployment {spec.deployment_id}, node {spec.node_name}",

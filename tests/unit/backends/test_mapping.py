@@ -6,6 +6,8 @@ import pytest
 
 from airflow_cloud_paas.backends.base import ResourceSpec
 from airflow_cloud_paas.backends.mapping import (
+    HOSTED_ENDPOINTS,
+    PRIVATE_RANGES,
     HostRequirements,
     ImageRequirements,
     Rule,
@@ -15,7 +17,7 @@ from airflow_cloud_paas.backends.mapping import (
     select_size,
     size_mb,
 )
-from airflow_cloud_paas.exceptions import UnsupportedNodeError
+from airflow_cloud_paas.exceptions import ToscaValidationError, UnsupportedNodeError
 
 SIZES = [
     Size("m1.small", 1, 2048, 20),
@@ -93,3 +95,66 @@ def test_endpoint_ports_become_rules_and_public_ip():
     assert public is True
     assert set(rules) == {Rule(80, "tcp"), Rule(53, "udp")}
     assert security_rules(spec(endpoint={"network_name": "PRIVATE"})) == ((), False)
+
+
+def test_a_port_range_becomes_one_rule_with_its_end():
+    ports = {"daemons": {"protocol": "tcp", "source_range": [9700, 9800]}, "one": {"source_range": [22, 22]}}
+    rules, _ = security_rules(spec(endpoint={"network_name": "PUBLIC", "ports": ports}))
+    assert set(rules) == {Rule(9700, "tcp", "0.0.0.0/0", 9800), Rule(22, "tcp")}
+    rules, _ = security_rules(spec(endpoint={"network_name": "PUBLIC", "port_range": [9700, "UNBOUNDED"]}))
+    assert rules == (Rule(9700, "tcp", "0.0.0.0/0", 65535),)
+
+
+def hosted(**caps) -> ResourceSpec:
+    """A VM whose hosted node ``condor`` has these endpoint capabilities (as the deployer gives them)."""
+    return spec(host={"num_cpus": 1}, **{HOSTED_ENDPOINTS: {"condor": caps}})
+
+
+def test_hosted_endpoints_open_on_the_host_to_the_private_network_unless_public():
+    private = hosted(daemons={"network_name": "PRIVATE", "port_range": [9700, 9800],
+                              "ports": {"shared": {"protocol": "tcp", "source": 9618}}})
+    rules, public = security_rules(private, private=("10.1.0.0/16",))
+    assert public is False
+    assert set(rules) == {Rule(9700, "tcp", "10.1.0.0/16", 9800), Rule(9618, "tcp", "10.1.0.0/16")}
+    # without the backend's own range: the RFC 1918 ranges, one rule each
+    rules, _ = security_rules(private)
+    assert {r.cidr for r in rules} == set(PRIVATE_RANGES) and len(rules) == 2 * len(PRIVATE_RANGES)
+    # no network_name is TOSCA's default, PRIVATE; a hosted endpoint's port opens without one too
+    rules, _ = security_rules(hosted(api={"port": 8080}), private=("10.1.0.0/16",))
+    assert rules == (Rule(8080, "tcp", "10.1.0.0/16"),)
+    rules, public = security_rules(hosted(web={"network_name": "PUBLIC", "port": 443}), private=("10.1.0.0/16",))
+    assert (rules, public) == ((Rule(443, "tcp"),), True)
+
+
+def test_any_port_opens_nothing_and_the_private_range_is_asked_only_when_needed():
+    asked = []
+
+    def vpc() -> tuple[str, ...]:
+        asked.append(1)
+        return ("172.31.0.0/16",)
+
+    assert security_rules(hosted(daemons={"port_range": [0, 0]}), private=vpc) == ((), False)
+    assert asked == []
+    rules, _ = security_rules(hosted(a={"port_range": [9700, 9800]}, b={"port": 9618}), private=vpc)
+    assert set(rules) == {Rule(9700, "tcp", "172.31.0.0/16", 9800), Rule(9618, "tcp", "172.31.0.0/16")}
+    assert asked == [1]  # once per call, however many rules
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ([9800, 9700], "starts above its end"),
+        ([9700, 0], "only one bound at 0"),
+        ([0, 9800], "only one bound at 0"),
+        ([9700, 70000], "outside 0-65535"),
+        ([9700], "is not a port range"),
+        (["low", 9800], "is not a port number"),
+    ],
+)
+def test_a_bad_range_is_a_validation_error_naming_the_hosted_node_and_field(value, message):
+    with pytest.raises(ToscaValidationError, match=message) as caught:
+        security_rules(hosted(daemons={"port_range": value}))
+    assert (caught.value.node, caught.value.field) == ("condor", "capabilities.daemons.port_range")
+    with pytest.raises(ToscaValidationError, match=message) as caught:
+        security_rules(spec(endpoint={"ports": {"pool": {"source_range": value}}}))
+    assert (caught.value.node, caught.value.field) == ("vm", "capabilities.endpoint.ports.pool.source_range")

@@ -178,3 +178,15 @@ def test_a_stored_template_reloaded_from_text_still_renders_its_boot_steps(vm_po
     attributes = {"condor_cm_host": [{"private_address": CM_ADDRESS, "public_address": "198.51.100.7"}]}
     assert render_user_data(reloaded, "condor_execute_hosts", inputs, attributes) == \
         render_user_data(vm_pool, "condor_execute_hosts", inputs, attributes)
+
+
+def test_both_templates_opt_their_execute_nodes_into_elastic_scaling(vm_pool, docker_pool) -> None:
+    from airflow_cloud_paas.elastic import elastic_targets_of, probe_address
+
+    vm = elastic_targets_of(vm_pool, "pool1", {"execute_cpus": 8, "max_execute": 40, "scaling_policy": "clues"})
+    assert [(t.node_name, t.service, t.policy) for t in vm] == [("condor_execute", "htcondor", "clues")]
+    assert vm[0].limits == {"min_nodes": 0, "max_nodes": 40, "idle_time_s": 600.0, "node_cores": 8}
+    assert probe_address(vm[0], {}) == "htcondor_pool1"  # the pool's credentials connection
+    docker = elastic_targets_of(docker_pool, "pool2", {})
+    assert [(t.node_name, t.service, t.policy) for t in docker] == [("execute", "htcondor", "smart")]
+    assert docker[0].limits["max_nodes"] == 20
