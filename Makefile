@@ -8,7 +8,7 @@ export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 EXTRAS ?= test,spark,postgres,aws,docker,kubernetes,openstack,gcp,azure,condor,xcache
 
 # Debian packages the tests run for real (XRootD origin and XCache servers).
-SYSTEM_PACKAGES := xrootd-server xrootd-client xrootd-plugins
+SYSTEM_PACKAGES := xrootd-server xrootd-client xrootd-plugins libxrootd-server-dev g++
 
 .PHONY: install system-deps test lint run bench clean lock
 
@@ -24,7 +24,8 @@ install: $(VENV)/.installed-$(EXTRAS) system-deps
 
 # apt only when something is missing (root, or passwordless sudo); otherwise say what to install
 system-deps:
-	@if ! command -v xrootd >/dev/null || ! command -v xrdpfc_print >/dev/null; then \
+	@if ! command -v xrootd >/dev/null || ! command -v xrdpfc_print >/dev/null || ! command -v g++ >/dev/null \
+		|| [ ! -f /usr/include/xrootd/XrdPfc/XrdPfcDecision.hh ]; then \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
 		else echo "install the Debian packages $(SYSTEM_PACKAGES) (needed by the XCache tests)"; exit 1; fi; \
 		$$SUDO apt-get install -y -q $(SYSTEM_PACKAGES) || \

@@ -380,6 +380,9 @@ class XRootDHook(BaseHook):
     def connection_extra(cls, attributes: Mapping[str, Any]) -> dict[str, Any]:
         """Return the extras of a connection to a deployed cache, from its node's attributes.
 
+        An XCache with ``admission: model`` adds ``admission_policy`` (the policy file the smart manager
+        writes) and ``bypass_log`` (the opens the cache read from the origin without writing them).
+
         :param attributes: the XCache (or origin) resource's attributes
         """
         extra = {}
@@ -387,4 +390,7 @@ class XRootDHook(BaseHook):
             extra["cache_dir"] = attributes["cache_dir"]
         if attributes.get("origin"):
             extra["origin"] = f"root://{attributes['origin']}"
+        for name in ("admission_policy", "bypass_log"):
+            if attributes.get(name):
+                extra[name] = attributes[name]
         return extra

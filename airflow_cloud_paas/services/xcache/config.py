@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_cloud_paas.services.xcache.admission import decisionlib_directive
 from airflow_cloud_paas.services.xcache.errors import XCacheError
 
 #: XRootD's well-known port
@@ -31,6 +32,9 @@ MIN_BLOCK_SIZE = 4 << 10
 MAX_BLOCK_SIZE = 512 << 20
 #: the path prefix under which XCache takes commands (file eviction) when they are allowed
 COMMAND_PREFIX = "/xrdpfc_command/"
+#: values of the XCache's ``admission`` property: every miss written (XCache's default), or the smart
+#: manager's policy (the decision library of :mod:`~.admission`)
+ADMISSION_MODES = ("all", "model")
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
@@ -115,6 +119,27 @@ def _directory(value: Any, *, field: str) -> str:
             field=field,
         )
     return value.rstrip("/") or "/"
+
+
+def _file(value: Any, *, field: str) -> str:
+    if not isinstance(value, str) or not _PATH.match(value) or value.endswith("/") or "/../" in f"{value}/":
+        raise XRootDConfigError(
+            f"expected an absolute file path of letters, digits and ._~+@%=/- (no spaces, no '..'), got {value!r}",
+            field=field,
+        )
+    return value
+
+
+def admission_mode(value: Any, *, field: str = "admission") -> str:
+    """Return an XCache's admission mode, ``all`` (every miss written) or ``model`` (the manager's policy).
+
+    :param value: the property's value (empty: ``all``)
+    :param field: the property it comes from (named in errors)
+    """
+    mode = "all" if value is None or value == "" else value
+    if mode not in ADMISSION_MODES:
+        raise XRootDConfigError(f"expected one of {', '.join(ADMISSION_MODES)}, got {value!r}", field=field)
+    return mode
 
 
 def _exports(value: Any, *, field: str = "exports") -> tuple[str, ...]:
@@ -230,6 +255,11 @@ class XCacheSettings:
     :param allow_commands: take cache commands under ``/xrdpfc_command/`` (eviction by clients)
     :param admin_dir: where xrootd keeps its admin socket and pid file (None: its default)
     :param allow_hosts: only these hosts may connect; empty: any host
+    :param admission_library: the decision library that chooses which missed files are written
+        (``pfc.decisionlib``; :func:`~.admission.build_library`); None: every miss is written
+    :param admission_policy: the policy file the library reads (required with the library; it need not
+        exist yet: without it the library admits every file)
+    :param bypass_log: where the library appends the opens it did not cache (None: nowhere)
     """
 
     origin: str
@@ -248,6 +278,9 @@ class XCacheSettings:
     allow_commands: bool = False
     admin_dir: str | None = None
     allow_hosts: tuple[str, ...] = ()
+    admission_library: str | None = None
+    admission_policy: str | None = None
+    bypass_log: str | None = None
     _origin_address: tuple[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -301,6 +334,17 @@ class XCacheSettings:
             setattr_(self, "admin_dir", _directory(self.admin_dir, field="admin_dir"))
         setattr_(self, "allow_hosts", _hosts(self.allow_hosts))
         setattr_(self, "allow_commands", bool(self.allow_commands))
+        for name in ("admission_library", "admission_policy", "bypass_log"):
+            value = getattr(self, name)
+            setattr_(self, name, None if value is None or value == "" else _file(value, field=name))
+        if self.admission_library is None:
+            for name in ("admission_policy", "bypass_log"):
+                if getattr(self, name) is not None:
+                    raise XRootDConfigError("is used by the decision library only: set admission_library too",
+                                            field=name)
+        elif self.admission_policy is None:
+            raise XRootDConfigError("the decision library needs the policy file it reads (it need not exist yet)",
+                                    field="admission_policy")
 
     @property
     def origin_host(self) -> str:
@@ -366,6 +410,8 @@ def render_xcache_config(settings: XCacheSettings) -> str:
     lines.append(usage)
     if settings.prefetch is not None:
         lines.append(f"pfc.prefetch {settings.prefetch}")
+    if settings.admission_library is not None:
+        lines.append(decisionlib_directive(settings.admission_library, settings.admission_policy, settings.bypass_log))
     if settings.allow_commands:
         lines += [f"all.export {COMMAND_PREFIX}", "pfc.allow_xrdpfc_command"]
     if settings.monitor:
@@ -403,9 +449,14 @@ def origin_settings(properties: Mapping[str, Any], *, data_dir: str | None = Non
 
 
 def xcache_settings(properties: Mapping[str, Any], *, origin: str | None = None, cache_dir: str | None = None,
-                    port: int | None = None, admin_dir: str | None = None,
-                    allow_hosts: Iterable[str] = ()) -> XCacheSettings:
+                    port: int | None = None, admin_dir: str | None = None, allow_hosts: Iterable[str] = (),
+                    admission_library: str | None = None, admission_policy: str | None = None,
+                    bypass_log: str | None = None) -> XCacheSettings:
     """Build an XCache's settings from the TOSCA properties of a ``cloud_paas.nodes.xrootd.XCache`` node.
+
+    The ``admission`` property picks what the cache writes on a miss: ``all`` (XCache's default, every
+    file) or ``model`` (the smart manager's policy, read by the decision library whose paths the backend
+    supplies here; they are ignored with ``all``).
 
     :param properties: the node's properties
     :param origin: the origin's address when the ``origin`` property is empty (the required origin node's)
@@ -413,6 +464,9 @@ def xcache_settings(properties: Mapping[str, Any], *, origin: str | None = None,
     :param port: the port to use instead of the ``port`` property (a free port picked by a backend)
     :param admin_dir: xrootd's admin directory
     :param allow_hosts: only these hosts may connect
+    :param admission_library: the built decision library (with ``admission: model``)
+    :param admission_policy: the policy file it reads (with ``admission: model``)
+    :param bypass_log: where it logs bypassed opens (with ``admission: model``; None: nowhere)
     """
     chosen_origin = _given(properties, "origin") or origin
     if chosen_origin is None:
@@ -429,6 +483,15 @@ def xcache_settings(properties: Mapping[str, Any], *, origin: str | None = None,
                      "purge_interval_s", "monitor_flush_s")
         if _given(properties, name) is not None
     }
+    if admission_mode(properties.get("admission")) == "model":
+        if not admission_library or not admission_policy:
+            raise XRootDConfigError(
+                "'model' needs the cloud-paas decision library and a policy file, which this backend does not "
+                "provide (the local backend's XCache driver builds them); use 'all' here",
+                field="admission",
+            )
+        optional.update(admission_library=admission_library, admission_policy=admission_policy,
+                        bypass_log=bypass_log)
     return XCacheSettings(
         origin=chosen_origin,
         cache_dir=chosen_dir,

@@ -12,6 +12,12 @@ named by the ``data_dir``/``cache_dir`` property is the user's and is never remo
 
 xrootd listens on every interface (5.5 cannot bind one address) but admits loopback clients only
 (``xrd.allow host 127.0.0.1`` and ``[::1]``). It logs to standard error, which the backend keeps in ``process.log``.
+
+An XCache with ``admission: model`` loads the project's decision library (:mod:`~.admission`), built once
+with the distribution's XRootD headers (Debian: ``libxrootd-server-dev`` and ``g++``) into a build directory
+the ``xrootd`` user can read. Its policy file (``admission.policy``, written by the smart manager; none at
+start, so every file is admitted) and its bypass log (``bypass.log``, appended to by xrootd) live in the
+instance's runtime directory, which belongs to the ``xrootd`` user.
 """
 
 from __future__ import annotations
@@ -33,8 +39,10 @@ from typing import Any, ClassVar
 from airflow_cloud_paas.backends.base import ResourceSpec
 from airflow_cloud_paas.backends.local import PROVIDER, Launch, LocalDriver, ProcessRecord
 from airflow_cloud_paas.exceptions import ResourceCreateError, UnsupportedNodeError
+from airflow_cloud_paas.services.xcache import admission
 from airflow_cloud_paas.services.xcache.config import (
     XRootDConfigError,
+    admission_mode,
     origin_settings,
     render_origin_config,
     render_xcache_config,
@@ -53,6 +61,9 @@ DEFAULT_USER = "xrootd"
 LOOPBACK = "127.0.0.1"
 #: the only clients xrootd admits (by address: the name of 127.0.0.1 differs between systems)
 LOOPBACK_CLIENTS = ("127.0.0.1", "[::1]")
+#: in an XCache's runtime directory with ``admission: model``: the manager's policy, the library's log
+POLICY_FILE = "admission.policy"
+BYPASS_LOG = "bypass.log"
 _INSTALL_HINT = "install XRootD (Debian/Ubuntu: apt-get install xrootd-server xrootd-server-plugins)"
 # Remove the instance's runtime directory (and its node's and deployment's, once empty) when xrootd has
 # ended, however it ended. The shell traps the stop signal so that it outlives xrootd (it runs the trap only
@@ -363,14 +374,24 @@ class XCacheDriver(_XRootDDriver):
         else ``/var/tmp/cloud-paas-xrootd``); the ``xrootd`` user must be able to enter it
     :param user: the user xrootd switches to when the backend runs as root
     :param executable: the xrootd program
+    :param plugin_dir: where the admission library is built (default ``$AIRFLOW_CLOUD_PAAS_XCACHE_PLUGIN_DIR``,
+        else ``/var/tmp/cloud-paas-xcache-plugins``); the ``xrootd`` user must be able to read it
     """
 
     role = "xcache"
     scratch = "cache"
     dir_property = "cache_dir"
 
+    def __init__(self, runtime_root: str | os.PathLike | None = None, *, user: str = DEFAULT_USER,
+                 executable: str = "xrootd", plugin_dir: str | os.PathLike | None = None) -> None:
+        super().__init__(runtime_root, user=user, executable=executable)
+        self.plugin_dir = plugin_dir
+
     def check(self, spec: ResourceSpec) -> None:
         """Raise :class:`UnsupportedNodeError` without xrootd, its user, the cache plugin, or for a bad property.
+
+        With ``admission: model``, also without the XRootD headers or a C++ compiler (unless the decision
+        library is already built).
 
         :param spec: the resource wanted (requirements may be empty)
         """
@@ -382,11 +403,63 @@ class XCacheDriver(_XRootDDriver):
                     f"(lib{library}-5.so), which are not installed: {_INSTALL_HINT}",
                     provider=PROVIDER, resource=_where(spec),
                 )
+        if self._admission(spec) == "model":
+            try:
+                admission.check_build(self.plugin_dir)
+            except admission.AdmissionError as err:
+                raise UnsupportedNodeError(
+                    f"node '{spec.node_name}' ({spec.node_type}), property 'admission': 'model' needs the "
+                    f"cloud-paas decision library, which cannot be built here: {err}",
+                    provider=PROVIDER, resource=_where(spec),
+                ) from err
+
+    @staticmethod
+    def _admission(spec: ResourceSpec) -> str:
+        try:
+            return admission_mode(spec.properties.get("admission"))
+        except XRootDConfigError as err:
+            raise UnsupportedNodeError(
+                f"node '{spec.node_name}' ({spec.node_type}): {err}", provider=PROVIDER, resource=_where(spec)
+            ) from err
+
+    def admission_paths(self, spec: ResourceSpec) -> dict[str, str] | None:
+        """Return the decision library, policy file and bypass log of an ``admission: model`` cache, else None.
+
+        The library's path is where :func:`~.admission.build_library` puts it; nothing is built here.
+
+        :param spec: the resource wanted
+        """
+        if self._admission(spec) != "model":
+            return None
+        runtime = self.runtime_dir(spec)
+        try:
+            library = admission.library_path(self.plugin_dir)
+        except admission.AdmissionError as err:
+            raise UnsupportedNodeError(f"node '{spec.node_name}': {err}", provider=PROVIDER,
+                                       resource=_where(spec)) from err
+        return {"admission_library": str(library), "admission_policy": str(runtime / POLICY_FILE),
+                "bypass_log": str(runtime / BYPASS_LOG)}
 
     def _settings(self, spec: ResourceSpec, *, port: int, directory: str, origin: str | None = None,
                   admin_dir: str | None = None):
         return xcache_settings(spec.properties, origin=origin, cache_dir=directory, port=port, admin_dir=admin_dir,
-                               allow_hosts=LOOPBACK_CLIENTS)
+                               allow_hosts=LOOPBACK_CLIENTS, **(self.admission_paths(spec) or {}))
+
+    def _build_admission(self, spec: ResourceSpec, account: pwd.struct_passwd | None) -> Path:
+        """Build (or find) the decision library and check that xrootd's user can load it."""
+        try:
+            library = admission.build_library(self.plugin_dir)
+        except admission.AdmissionError as err:
+            raise ResourceCreateError(f"node '{spec.node_name}', property 'admission': {err}", provider=PROVIDER,
+                                      resource=f"{_where(spec)}/{spec.index}") from err
+        if account is not None and not _reachable(library, account, write=False):
+            raise ResourceCreateError(
+                f"node '{spec.node_name}', property 'admission': user '{self.user}' cannot read the decision "
+                f"library {library} (or enter a parent directory); set ${admission.BUILD_DIR_ENV} to a directory "
+                "it can enter (e.g. /var/tmp/cloud-paas-xcache-plugins)",
+                provider=PROVIDER, resource=f"{_where(spec)}/{spec.index}",
+            )
+        return library
 
     @staticmethod
     def _origin(spec: ResourceSpec) -> str | None:
@@ -411,6 +484,9 @@ class XCacheDriver(_XRootDDriver):
         """
         origin = self._origin(spec)
         account = self._account()
+        if self._admission(spec) == "model":  # before the runtime directory: a failed build leaves nothing behind
+            self._build_admission(spec, account)
+        # a fresh runtime directory: no policy file yet (every file admitted until the manager writes one)
         runtime = self._prepare_runtime(spec, account)
         cache_dir = self._own_directory(spec, runtime, account, write=True)
         settings = self._settings(spec, port=ports["port"], directory=str(cache_dir), origin=origin,
@@ -423,14 +499,23 @@ class XCacheDriver(_XRootDDriver):
             "ram": settings.ram,
             "allow_commands": settings.allow_commands,
             "exports": list(settings.exports),
+            "admission": "model" if settings.admission_library else "all",
+            "admission_library": settings.admission_library,
+            "admission_policy": settings.admission_policy,
+            "bypass_log": settings.bypass_log,
         }
         return self._launch(spec, runtime, render_xcache_config(settings), ports["port"], account, data)
 
     def attributes(self, spec: ResourceSpec, record: ProcessRecord) -> dict[str, Any]:
         """Return root_url, endpoint, host, port, cache_dir, origin, monitor, block_size, ram and more.
 
+        With ``admission: model``, ``admission_policy`` (the file the smart manager writes) and ``bypass_log``
+        (the opens the cache did not write) name files in the instance's runtime directory; otherwise None.
+
         :param spec: the resource wanted
         :param record: the instance's record
         """
         keys = ("cache_dir", "origin", "monitor", "block_size", "ram", "allow_commands", "exports")
-        return {**self._attributes(record), **{k: record.data[k] for k in keys}}
+        optional = {"admission": "all", "admission_policy": None, "bypass_log": None}
+        return {**self._attributes(record), **{k: record.data[k] for k in keys},
+                **{k: record.data.get(k, default) for k, default in optional.items()}}

@@ -15,6 +15,8 @@
 #   PREFETCH PURGE_INTERVAL_S     xcache: blocks read ahead, seconds between purges (empty: XRootD's)
 #   MONITOR MONITOR_FLUSH_S       xcache: host:port receiving the file-close records (UDP), flush seconds
 #   ALLOW_COMMANDS    xcache: true lets clients evict files through /xrdpfc_command/
+#   ADMISSION         xcache: all (every miss is written); model is refused here: the cloud-paas decision
+#                     library is built by the local backend only, not at boot
 #   ADMIN_DIR         xrootd's admin directory (empty: /var/spool/xrootd)
 #   INSTALL           false: XRootD is already installed
 #
@@ -150,6 +152,11 @@ exports() {
 case "${ROLE:-}" in
     origin | xcache) ;;
     *) fail "ROLE '${ROLE:-}' is not origin or xcache" ;;
+esac
+case "${ADMISSION:-all}" in
+    all) ;;
+    model) fail_prop admission "model needs the cloud-paas XCache decision library, which is not installed at boot yet; deploy with admission all (or on the local backend)" ;;
+    *) fail_prop admission "expected all or model, got '${ADMISSION}'" ;;
 esac
 PORT="${PORT:-0}"
 [ "$PORT" != 0 ] || PORT=1094

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from airflow_cloud_paas.cloudinit import render_user_data
+from airflow_cloud_paas.exceptions import ToscaInputError, ToscaValidationError
 from airflow_cloud_paas.services.xcache.config import (
     OriginSettings,
     XCacheSettings,
@@ -27,7 +28,7 @@ from airflow_cloud_paas.services.xcache.config import (
     render_xcache_config,
     xcache_settings,
 )
-from airflow_cloud_paas.tosca import load_topology
+from airflow_cloud_paas.tosca import load_topology, validate_inputs
 from airflow_cloud_paas.tosca.resolve import resolved_node
 
 PACKAGE = Path(__file__).resolve().parents[3] / "airflow_cloud_paas"
@@ -165,6 +166,49 @@ def test_settings_from_tosca_properties() -> None:
         origin_settings({"data_dir": ""})
 
 
+def test_xcache_config_with_the_admission_library() -> None:
+    settings = XCacheSettings(origin="o:1094", cache_dir="/c", prefetch=0, allow_commands=True,
+                              admission_library="/var/tmp/p/libXrdPfcCloudPaaSAdmission.so",
+                              admission_policy="/run/x/admission.policy", bypass_log="/run/x/bypass.log")
+    lines = render_xcache_config(settings).splitlines()
+    assert lines[lines.index("pfc.prefetch 0") + 1:lines.index("all.export /xrdpfc_command/")] == [
+        "pfc.decisionlib /var/tmp/p/libXrdPfcCloudPaaSAdmission.so /run/x/admission.policy /run/x/bypass.log"]
+    no_log = XCacheSettings(origin="o:1094", cache_dir="/c", admission_library="/p/lib.so", admission_policy="/r/p")
+    assert "pfc.decisionlib /p/lib.so /r/p\n" in render_xcache_config(no_log)
+    assert "decisionlib" not in render_xcache_config(XCacheSettings(origin="o:1094", cache_dir="/c"))
+
+
+@pytest.mark.parametrize(("changes", "field", "fragment"), [
+    ({"admission_library": "/p/lib.so"}, "admission_policy", "needs the policy file"),
+    ({"admission_policy": "/r/p"}, "admission_policy", "set admission_library too"),
+    ({"bypass_log": "/r/b"}, "bypass_log", "set admission_library too"),
+    ({"admission_library": "lib.so", "admission_policy": "/r/p"}, "admission_library", "absolute file path"),
+    ({"admission_library": "/p/lib.so", "admission_policy": "/r/with space"}, "admission_policy", "no spaces"),
+    ({"admission_library": "/p/lib.so", "admission_policy": "/r/"}, "admission_policy", "absolute file path"),
+    ({"admission_library": "/p/lib.so", "admission_policy": "/r/p", "bypass_log": "/r/../b"}, "bypass_log", "'..'"),
+])
+def test_bad_admission_paths_name_the_field(changes, field, fragment) -> None:
+    with pytest.raises(XRootDConfigError, match=fragment) as caught:
+        XCacheSettings(origin="o:1094", cache_dir="/c", **changes)
+    assert caught.value.field == field and f"property '{field}'" in str(caught.value)
+
+
+def test_the_admission_property() -> None:
+    paths = {"admission_library": "/p/lib.so", "admission_policy": "/r/admission.policy",
+             "bypass_log": "/r/bypass.log"}
+    model = xcache_settings({"origin": "o:1", "admission": "model"}, cache_dir="/c", **paths)
+    assert (model.admission_library, model.admission_policy, model.bypass_log) == tuple(paths.values())
+    for value in ("all", "", None):  # XCache's default: every miss is written, whatever paths are offered
+        settings = xcache_settings({"origin": "o:1", "admission": value}, cache_dir="/c", **paths)
+        assert settings.admission_library is None and "decisionlib" not in render_xcache_config(settings)
+    with pytest.raises(XRootDConfigError, match="'model' needs the cloud-paas decision library") as caught:
+        xcache_settings({"origin": "o:1", "admission": "model"}, cache_dir="/c")
+    assert caught.value.field == "admission"
+    with pytest.raises(XRootDConfigError, match="expected one of all, model, got 'Model'") as caught:
+        xcache_settings({"origin": "o:1", "admission": "Model"}, cache_dir="/c", **paths)
+    assert caught.value.field == "admission"
+
+
 # ------------------------------------------------------------------------------------------ the VM script
 def run_script(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
     target = tmp_path / "xrootd.cfg"
@@ -255,6 +299,25 @@ def test_the_template_loads_with_the_types_defaults() -> None:
     origin = resolved_node(topology, "xrootd_origin", {})
     assert origin.properties["port"] == 0 and origin.properties["data_dir"] == ""
     assert "cloud_paas.nodes.xrootd.Server" in cache.type_hierarchy
+    assert cache.properties["admission"] == "all" and settings.admission_library is None
+
+
+def test_the_admission_property_takes_all_or_model(tmp_path: Path) -> None:
+    topology = load_topology(TEMPLATES / "xcache.yaml")
+    assert resolved_node(topology, "xcache", validate_inputs(topology, {"admission": "model"})
+                         ).properties["admission"] == "model"
+    with pytest.raises(ToscaInputError, match="valid_values"):
+        validate_inputs(topology, {"admission": "smart"})
+    assert resolved_node(load_topology(TEMPLATES / "xcache_remote_origin.yaml"), "xcache",
+                         {"origin": "o:1"}).properties["admission"] == "all"
+    template = tmp_path / "cache.yaml"
+    template.write_text(
+        "tosca_definitions_version: tosca_simple_yaml_1_0\n"
+        "imports:\n  - xrootd: https://raw.githubusercontent.com/airflow-cloud-paas/tosca-types/main/xrootd_types.yaml\n"
+        "topology_template:\n  node_templates:\n    xcache:\n      type: cloud_paas.nodes.xrootd.XCache\n"
+        "      properties: { origin: 'o:1', admission: smart }\n")
+    with pytest.raises(ToscaValidationError, match='"smart" of property "admission" is not valid'):
+        load_topology(template, use_cache=False)
 
 
 def test_a_remote_origin_template_needs_its_origin() -> None:
