@@ -1,13 +1,15 @@
-"""The smart XCache manager: the access log feeds the popularity model, the model manages the cache.
+"""The smart XCache manager: the access log feeds the popularity model, the model runs the cache.
 
 Three DAGs per cache (here the ``xrootd_default`` connection; copy the file for more caches):
 
-* ``xcache_ingest_access_log``: every 10 minutes, the cache's ``.cinfo`` records into the access log
-  (outlet: the access-log Asset);
-* ``xcache_train_model``: scheduled on that Asset, retrains the popularity model on the last 60 days
-  (inlet: the access log, outlet: the model Asset), so lineage shows which accesses fed which model;
-* ``xcache_apply_model``: every 15 minutes, evicts the least valuable files and prefetches the most
-  valuable missing ones (inlet: the model).
+* ``xcache_ingest_access_log``: every 10 minutes, the accesses the cache's ``.cinfo`` files remember and
+  the opens its admission library bypassed, into the access log (outlet: the access-log Asset);
+* ``xcache_train_model``: scheduled on that Asset, teaches the popularity model the new accesses (online:
+  each run reads only what was stored since the last; inlet: the access log, outlet: the model Asset), so
+  lineage shows which accesses fed which model;
+* ``xcache_apply_model``: every 15 minutes, evicts the least valuable files, tells the cache which datasets
+  to write on a miss (an XCache deployed with ``admission: model``) and prefetches the files that tasks in
+  progress read next (inlet: the model).
 """
 
 from __future__ import annotations

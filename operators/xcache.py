@@ -57,10 +57,12 @@ class _XCacheBaseOperator(BaseOperator):
 
 
 class CloudPaaSXCacheIngestAccessLogOperator(_XCacheBaseOperator):
-    """Store the accesses the cache's ``.cinfo`` files remember in the access log; return how many were new.
+    """Store the cache's accesses in the access log; return how many were new.
 
-    Re-ingesting is idempotent (each access has a key). The access-log Asset is this task's outlet, so
-    the model's training is scheduled on it.
+    Two sources, each used when the connection names it: the accesses the cache's ``.cinfo`` files remember
+    (extra ``cache_dir``), and the opens its admission library bypassed (extra ``bypass_log``; their sizes
+    are asked of the origin, extra ``origin``). Re-ingesting is idempotent (each access has a key). The
+    access-log Asset is this task's outlet, so the model's training is scheduled on it.
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -68,33 +70,75 @@ class CloudPaaSXCacheIngestAccessLogOperator(_XCacheBaseOperator):
         super().__init__(**kwargs)
 
     def execute(self, context: Context) -> dict[str, int]:
-        from airflow_cloud_paas.hooks.xrootd import XRootDHook
-        from airflow_cloud_paas.services.xcache.monitor import ingest_cinfo
+        from airflow_cloud_paas.hooks.xrootd import XRootDHook, XRootDNotFoundError
+        from airflow_cloud_paas.services.xcache.monitor import MonitorError, ingest_bypass_log, ingest_cinfo
 
         hook = XRootDHook(self.xrootd_conn_id)
         directory = hook.cache_directory
-        if directory is None:
-            from airflow_cloud_paas.services.xcache.monitor import MonitorError
+        bypass_log = hook.extras.get("bypass_log")
+        if directory is None and not bypass_log:
+            raise MonitorError(f"connection '{self.xrootd_conn_id}' has neither a cache_dir nor a bypass_log extra: "
+                               "nothing to read accesses from (or feed the access log from the pfc monitoring stream)")
 
-            raise MonitorError(f"connection '{self.xrootd_conn_id}' has no cache_dir extra: the .cinfo files "
-                               "cannot be read (or feed the access log from the pfc monitoring stream)")
+        def size_at_origin(path: str) -> int | None:
+            try:
+                return hook.stat(path, at_origin=True).size
+            except XRootDNotFoundError:
+                return None
+
         log = self._access_log()
         try:
-            new = ingest_cinfo(log, directory.root, cache=self.xrootd_conn_id)
+            cinfo = ingest_cinfo(log, directory.root, cache=self.xrootd_conn_id) if directory is not None else 0
+            bypassed = (ingest_bypass_log(log, bypass_log, size_at_origin, cache=self.xrootd_conn_id)
+                        if bypass_log else 0)
             total = log.count()
         finally:
             log.close()
-        self.log.info("Access log of %s: %d new record(s), %d in all", self.xrootd_conn_id, new, total)
-        return {"new": new, "total": total}
+        self.log.info("Access log of %s: %d new record(s) from .cinfo files, %d bypassed open(s), %d in all",
+                      self.xrootd_conn_id, cinfo, bypassed, total)
+        return {"new": cinfo + bypassed, "cinfo": cinfo, "bypassed": bypassed, "total": total}
 
 
-class CloudPaaSXCacheTrainModelOperator(_XCacheBaseOperator):
-    """Retrain a cache's popularity model on its access log and save it (inlet: the log; outlet: the model).
+class _ModelOperator(_XCacheBaseOperator):
+    """The popularity model's store and settings.
 
-    :param window_days: how far back the access log is read
+    :param capacity: the cache's size (e.g. ``25t``, ``500g``, or bytes); default: its file system's size
+    :param model_settings: :class:`~airflow_cloud_paas.services.xcache.model.ModelConfig` fields to use
+        instead of the saved model's (or the defaults), e.g. ``{"half_life_days": 10}``
     """
 
-    template_fields: Sequence[str] = (*_XCacheBaseOperator.template_fields, "window_days")
+    template_fields: Sequence[str] = (*_XCacheBaseOperator.template_fields, "capacity", "model_settings")
+
+    def __init__(self, *, capacity: str | int | None = None, model_settings: dict[str, Any] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.capacity = capacity
+        self.model_settings = model_settings
+
+    def _capacity(self, hook: Any) -> int:
+        from airflow_cloud_paas.services.xcache.config import parse_size
+
+        if self.capacity not in (None, ""):
+            return parse_size(self.capacity, field="capacity")
+        return hook.disk_usage().total_bytes
+
+    @staticmethod
+    def _store(log: Any) -> Any:
+        from airflow_cloud_paas.services.xcache.manager import ModelStore
+
+        return ModelStore(str(log.url.render_as_string(hide_password=False)))
+
+
+class CloudPaaSXCacheTrainModelOperator(_ModelOperator):
+    """Teach the cache's popularity model the accesses logged since its last run, and save it.
+
+    The model learns online: each run feeds only the records stored since the previous one (a first run
+    reads ``window_days`` back). Inlet: the access log; outlet: the model.
+
+    :param window_days: how far back a new model's first run reads
+    """
+
+    template_fields: Sequence[str] = (*_ModelOperator.template_fields, "window_days")
 
     def __init__(self, *, window_days: float = 60.0, **kwargs: Any) -> None:
         conn_id = kwargs.get("xrootd_conn_id", "xrootd_default")
@@ -106,64 +150,103 @@ class CloudPaaSXCacheTrainModelOperator(_XCacheBaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         import time
 
-        from airflow_cloud_paas.services.xcache.manager import ModelStore, train
+        from airflow_cloud_paas.hooks.xrootd import XRootDHook
+        from airflow_cloud_paas.services.xcache.manager import model_config, top_datasets, update_model
 
+        config = model_config(self.model_settings)
+        hook = XRootDHook(self.xrootd_conn_id)
+        capacity = self._capacity(hook)
         log = self._access_log()
         try:
-            now = time.time()
-            records = log.since(now - float(self.window_days) * 86400.0, cache=self.xrootd_conn_id)
-            model = train(records, self.xrootd_conn_id, now=now)
-            store = ModelStore(str(log.url.render_as_string(hide_password=False)))
+            store = self._store(log)
             try:
-                store.save(model)
+                saved = store.load_or_new(self.xrootd_conn_id, config)
+                now = time.time()
+                fed = update_model(saved, log, now=now, window_days=float(self.window_days), capacity_bytes=capacity)
+                store.save(saved)
             finally:
                 store.close()
         finally:
             log.close()
-        top = sorted(model.datasets.items(), key=lambda kv: -kv[1])[:5]
-        self.log.info("Model of %s trained on %d access(es), %d dataset(s); most valuable: %s", self.xrootd_conn_id,
-                      model.records, len(model.datasets), ", ".join(f"{d} ({v:.3g}/day)" for d, v in top) or "none")
-        return {"records": model.records, "datasets": len(model.datasets), "files": len(model.files),
-                "trained_at": model.trained_at}
+        model = saved.model
+        top = top_datasets(model, now)
+        self.log.info("Model of %s learned %d new access(es) (%d in all), knows %d dataset(s); most requested: %s",
+                      self.xrootd_conn_id, fed, saved.records, len(model.datasets),
+                      ", ".join(f"{d} ({v:.3g} tasks/day)" for d, v in top) or "none")
+        return {"records": fed, "total_records": saved.records, "datasets": len(model.datasets),
+                "last_id": saved.last_id, "trained_at": saved.trained_at,
+                "write_threshold": model.write_threshold(now)}
 
 
-class CloudPaaSXCacheApplyModelOperator(_XCacheBaseOperator):
-    """Evict the least valuable cached files and prefetch the most valuable missing ones (inlet: the model).
+class CloudPaaSXCacheApplyModelOperator(_ModelOperator):
+    """Run the cache by its popularity model: evict, set what it admits, prefetch (inlet: the model).
 
-    :param capacity: the cache's size (e.g. ``25t``, ``500g``, or bytes); default: its file system's size
+    1. the least valuable cached files are evicted until the cache is under ``target_fraction`` of its capacity;
+    2. when the connection names the admission library's policy file (extra ``admission_policy``), the
+       datasets the model lets the cache write are admitted and the others bypassed;
+    3. files that tasks in progress are about to read are prefetched, within ``prefetch_budget``, if worth more
+       than what they displace; each is recorded so that its read is counted as a write, not an access.
+
     :param target_fraction: evict until the cache holds at most this share of its capacity
     :param prefetch_budget: read at most this much into the cache per run (e.g. ``50g``)
+    :param admission: write the admission policy when the connection names one
     """
 
-    template_fields: Sequence[str] = (*_XCacheBaseOperator.template_fields, "capacity", "prefetch_budget")
+    template_fields: Sequence[str] = (*_ModelOperator.template_fields, "prefetch_budget")
 
-    def __init__(self, *, capacity: str | int | None = None, target_fraction: float = 0.9,
-                 prefetch_budget: str | int = "50g", **kwargs: Any) -> None:
+    def __init__(self, *, target_fraction: float = 0.9, prefetch_budget: str | int = "50g", admission: bool = True,
+                 **kwargs: Any) -> None:
         kwargs.setdefault("inlets", [model_asset(kwargs.get("xrootd_conn_id", "xrootd_default"))])
         super().__init__(**kwargs)
-        self.capacity = capacity
         self.target_fraction = target_fraction
         self.prefetch_budget = prefetch_budget
+        self.admission = admission
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_cloud_paas.hooks.xrootd import XRootDHook
-        from airflow_cloud_paas.services.xcache.config import parse_size
-        from airflow_cloud_paas.services.xcache.manager import ModelStore, plan_for
+        import time
 
-        log = self._access_log()
-        store = ModelStore(str(log.url.render_as_string(hide_password=False)))
-        try:
-            model = store.load(self.xrootd_conn_id)
-        finally:
-            store.close()
-            log.close()
+        from airflow_cloud_paas.hooks.xrootd import XRootDHook
+        from airflow_cloud_paas.services.xcache.admission import policy_from_model, summary
+        from airflow_cloud_paas.services.xcache.config import parse_size
+        from airflow_cloud_paas.services.xcache.manager import model_config, plan_cache
+
         hook = XRootDHook(self.xrootd_conn_id)
-        capacity = (parse_size(self.capacity, field="capacity") if self.capacity not in (None, "")
-                    else hook.disk_usage().total_bytes)
-        plan = plan_for(model, hook.cached_files(), capacity, target_fraction=self.target_fraction,
-                        prefetch_budget_bytes=parse_size(self.prefetch_budget, field="prefetch_budget"))
-        evicted = [path for path in plan.evict if hook.evict(path)]
-        prefetched = [path for path in plan.prefetch if hook.prefetch(path) is not None]
-        for reason in plan.reasons:
-            self.log.info("%s", reason)
-        return {**plan.to_dict(), "evicted": evicted, "prefetched": prefetched}
+        capacity = self._capacity(hook)
+        log = self._access_log()
+        try:
+            store = self._store(log)
+            try:
+                saved = store.load(self.xrootd_conn_id)
+            finally:
+                store.close()
+            config = model_config(self.model_settings)
+            if config is not None:
+                saved.model.config = config
+                saved.model._configure()
+            model = saved.model
+            model.capacity_bytes = capacity
+            now = time.time()
+            cached = {f.path: int(f.cached_bytes) for f in hook.cached_files()}
+            plan = plan_cache(model, cached, capacity, now=now, target_fraction=float(self.target_fraction),
+                              prefetch_budget_bytes=parse_size(self.prefetch_budget, field="prefetch_budget"))
+            for reason in plan.reasons:
+                self.log.info("%s", reason)
+            evicted = [path for path in plan.evict if hook.evict(path)]
+            admission = None
+            policy_file = hook.extras.get("admission_policy")
+            if self.admission and policy_file:
+                kept = set(cached) - set(evicted)
+                policy = policy_from_model(model, now, cached=kept)
+                policy.write(policy_file)
+                admission = dict(summary(policy))
+                self.log.info("Admission policy %s: %d dataset(s) admitted, %d bypassed, default %s", policy_file,
+                              admission["admitted_datasets"], admission["bypassed_datasets"], admission["default"])
+            prefetched = []
+            for path, size in plan.prefetch:
+                started = time.time()
+                if hook.prefetch(path) is not None or hook.cache_directory is None:
+                    log.record_prefetch(path, started, time.time(), size, cache=self.xrootd_conn_id)
+                    prefetched.append(path)
+        finally:
+            log.close()
+        return {**plan.to_dict(), "evicted": evicted, "prefetched": prefetched, "admission": admission}

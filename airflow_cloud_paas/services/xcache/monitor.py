@@ -571,6 +571,7 @@ class _Tables:
     metadata: Any
     access: Any
     columns: list[str] = field(default_factory=list)
+    prefetch: Any = None
 
 
 def _tables(name: str) -> _Tables:
@@ -597,7 +598,17 @@ def _tables(name: str) -> _Tables:
     )
     columns = ["time_s", "path", "size", "bytes_hit", "bytes_missed", "bytes_bypassed", "attach_s", "access_no",
                "source", "cache"]
-    return _Tables(metadata, access, columns)
+    prefetch = Table(
+        f"{name}_prefetch", metadata,
+        Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+        Column("cache", String(255), nullable=False, default=""),
+        Column("path", Text, nullable=False),
+        Column("started_s", Float, nullable=False),
+        Column("ended_s", Float, nullable=False),
+        Column("size", BigInteger, nullable=False),
+        Index(f"ix_{name}_prefetch_time", "started_s"),
+    )
+    return _Tables(metadata, access, columns, prefetch)
 
 
 class AccessLog:
@@ -706,6 +717,65 @@ class AccessLog:
         with self._connection("read") as connection:
             return [AccessRecord(**dict(row._mapping)) for row in connection.execute(query)]
 
+    def after_id(self, last_id: int = 0, *, cache: str | None = None, since: float | None = None,
+                 limit: int | None = None) -> list[tuple[int, AccessRecord]]:
+        """Return ``(row id, record)`` of the records stored after row ``last_id``, in the order they were stored.
+
+        Records arrive out of time order (a ``.cinfo`` is read when its file is closed), so an online learner
+        follows the row ids, not the times, to see every record exactly once.
+
+        :param last_id: the newest row already seen (0: from the start)
+        :param cache: only this cache's
+        :param since: only accesses that ended at or after this time
+        :param limit: at most this many
+        """
+        from sqlalchemy import select
+
+        table = self._tables.access
+        query = select(table.c.id, *(table.c[c] for c in self._tables.columns)).where(table.c.id > last_id)
+        if cache is not None:
+            query = query.where(table.c.cache == cache)
+        if since is not None:
+            query = query.where(table.c.time_s >= since)
+        query = query.order_by(table.c.id)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._connection("read") as connection:
+            rows = connection.execute(query).all()
+        return [(int(row[0]), AccessRecord(**{c: row._mapping[c] for c in self._tables.columns})) for row in rows]
+
+    def record_prefetch(self, path: str, started_s: float, ended_s: float, size: int, *, cache: str = "") -> None:
+        """Remember that the manager read a file into the cache: that read is a write, not a user's access.
+
+        :param path: the file
+        :param started_s: when the prefetch opened it, epoch seconds
+        :param ended_s: when it was done
+        :param size: the bytes written
+        :param cache: the cache's label
+        """
+        from sqlalchemy import insert
+
+        with self._connection("write") as connection:
+            connection.execute(insert(self._tables.prefetch).values(cache=cache, path=path, started_s=started_s,
+                                                                    ended_s=ended_s, size=int(size)))
+
+    def prefetches(self, since: float = 0.0, *, cache: str | None = None) -> list[tuple[str, float, float, int]]:
+        """Return ``(path, started_s, ended_s, size)`` of the prefetches started at or after ``since``.
+
+        :param since: epoch seconds
+        :param cache: only this cache's
+        """
+        from sqlalchemy import select
+
+        table = self._tables.prefetch
+        query = select(table.c.path, table.c.started_s, table.c.ended_s, table.c.size).where(
+            table.c.started_s >= since)
+        if cache is not None:
+            query = query.where(table.c.cache == cache)
+        with self._connection("read") as connection:
+            return [(str(p), float(s), float(e), int(n)) for p, s, e, n in connection.execute(
+                query.order_by(table.c.started_s))]
+
     def count(self, since: float | None = None) -> int:
         """Return the number of records (ended at or after ``since``, if given).
 
@@ -764,3 +834,37 @@ def ingest_cinfo(access_log: AccessLog, cache_dir: str | os.PathLike, *, cache: 
     :param cache: the cache's label (the same as the g-stream listener's, so an access is stored once)
     """
     return access_log.append(CacheDirectory(cache_dir, cache=cache).access_records())
+
+
+def ingest_bypass_log(access_log: AccessLog, bypass_log: str | os.PathLike, size_of: Callable[[str], int | None],
+                      *, cache: str = "") -> int:
+    """Store the opens the cache's admission library bypassed; return how many were new.
+
+    A bypassed file is read straight from the origin, so it leaves no ``.cinfo`` and no monitoring record;
+    the library writes ``<time> <path>`` lines instead (see :mod:`~.admission`). Each becomes a record with
+    ``source='bypass'`` whose whole size counts as bypassed bytes (how much of the file the client read is
+    not known there). The log is taken (renamed) first and deleted once stored; a failure leaves it to the
+    next run, and the records' keys make a second store a no-op.
+
+    :param access_log: where to store them
+    :param bypass_log: the log the library appends to
+    :param size_of: returns a file's size at the origin (None: gone, the record is skipped)
+    :param cache: the cache's label (the same as the other routes')
+    """
+    from airflow_cloud_paas.services.xcache.admission import drain_bypass_log
+
+    new = 0
+    sizes: dict[str, int | None] = {}
+    for _taken, opens in drain_bypass_log(bypass_log):
+        records = []
+        for item in opens:
+            if item.path not in sizes:
+                sizes[item.path] = size_of(item.path)
+            size = sizes[item.path]
+            if size is None:
+                log.warning("Bypassed file %s is gone from the origin: its access is not recorded", item.path)
+                continue
+            records.append(AccessRecord(item.time_s, item.path, int(size), 0, 0, bytes_bypassed=int(size),
+                                        source="bypass", cache=cache))
+        new += access_log.append(records)
+    return new
