@@ -314,10 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     # offline simulators: no Airflow, no store
     from airflow_cloud_paas.scaling.cli import add_scale_sim_parser
-    from airflow_cloud_paas.services.xcache.cli import add_cache_sim_parser
+    from airflow_cloud_paas.services.xcache.cli import add_cache_sim_parser, add_xcache_monitor_parser
 
     add_scale_sim_parser(sub)
     add_cache_sim_parser(sub)
+    # the XCache's monitoring stream into the access log (a service: runs until stopped)
+    add_xcache_monitor_parser(sub)
     return parser
 
 

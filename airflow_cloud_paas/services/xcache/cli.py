@@ -65,3 +65,82 @@ def run_cache_sim(args: argparse.Namespace) -> int:
               f"{result.byte_hit_ratio:.4f}, bytes_written {result.bytes_written} ({result.bytes_written_tb:.1f} TB), "
               f"replayed in {result.replay_s:.1f} s")
     return 0
+
+
+# ------------------------------------------------------------------------------------------ xcache-monitor
+ACCESS_LOG_ENV = "AIRFLOW_CLOUD_PAAS_ACCESS_LOG"
+
+
+def add_xcache_monitor_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``xcache-monitor`` command (a long-running listener) and return its parser.
+
+    :param subparsers: what ``ArgumentParser.add_subparsers()`` returned
+    """
+    p = subparsers.add_parser(
+        "xcache-monitor", help="receive an XCache's pfc monitoring stream into the access log (runs until stopped)",
+        description="Listen for an XCache's g-stream (xrootd.monitor ... dest pfc HOST:PORT) and store every "
+                    "file-close record in the access log, until SIGTERM or SIGINT. Records are stored under "
+                    "idempotent keys, so the .cinfo ingestion of the same accesses adds nothing twice.")
+    p.add_argument("--listen", default="127.0.0.1:9930", help="UDP host:port to bind (default 127.0.0.1:9930; "
+                   "port 0 picks a free one, printed on the first line)")
+    p.add_argument("--access-log", default=None,
+                   help=f"SQLAlchemy URL or SQLite file of the access log (default: ${ACCESS_LOG_ENV})")
+    p.add_argument("--cache", required=True, help="the cache's label in the access log (its xrootd connection id)")
+    p.add_argument("--report-s", type=float, default=300.0, help="seconds between progress lines (default 300)")
+    p.set_defaults(func=run_xcache_monitor)
+    return p
+
+
+def run_xcache_monitor(args: argparse.Namespace) -> int:
+    """Run ``xcache-monitor`` until SIGTERM/SIGINT: 0 when stopped, 2 (message on stderr) for bad arguments.
+
+    :param args: parsed arguments with ``listen``, ``access_log``, ``cache`` and ``report_s``
+    """
+    import os
+    import signal
+    import threading
+
+    from airflow_cloud_paas.services.xcache.config import XRootDConfigError
+    from airflow_cloud_paas.services.xcache.monitor import AccessLog, PfcMonitor
+
+    url = args.access_log or os.environ.get(ACCESS_LOG_ENV)
+    try:
+        if not url:
+            raise XRootDConfigError(f"no access log: give --access-log or set ${ACCESS_LOG_ENV}", field="access_log")
+        if args.report_s <= 0:
+            raise XRootDConfigError(f"--report-s must be more than 0, got {args.report_s}", field="report_s")
+        host, _, port_text = str(args.listen).rpartition(":")
+        if not host or not port_text.isdigit() or int(port_text) > 65535:
+            raise XRootDConfigError(f"--listen must be host:port (port 0: a free one), got {args.listen!r}",
+                                    field="listen")
+        port = int(port_text)
+        log = AccessLog(url)
+    except XCacheError as err:
+        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+        return 2
+    stored = {"records": 0}
+
+    def store(records: list) -> None:
+        stored["records"] += log.append(records)
+
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    monitor = PfcMonitor(port, host=host, cache=args.cache, on_record=store, keep=False)
+    try:
+        monitor.start()
+        print(f"listening on {monitor.address} for cache {args.cache}, storing into "
+              f"{log.url.render_as_string(hide_password=True)}", flush=True)
+        while not stop.wait(args.report_s):
+            print(f"{monitor.packets} packet(s), {stored['records']} new record(s), {monitor.callback_errors} "
+                  "failed store(s)", flush=True)
+    except XCacheError as err:
+        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+        return 2
+    finally:
+        monitor.stop()
+        log.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print(f"stopped: {monitor.packets} packet(s), {stored['records']} new record(s), {monitor.callback_errors} "
+          "failed store(s)", flush=True)
+    return 0
