@@ -6,6 +6,8 @@ without importing Airflow.
 
 from __future__ import annotations
 
+from airflow_cloud_paas.trace_errors import TraceFileError
+
 
 class XCacheError(Exception):
     """Base class of the errors of the XCache simulator and model."""
@@ -15,27 +17,14 @@ class CapacityError(XCacheError, ValueError):
     """A cache capacity is not a positive size such as ``25TB``, ``500GB`` or ``10TiB``."""
 
 
-class TraceError(XCacheError, ValueError):
-    """A trace file cannot be read: missing, wrong header, or a bad value on a line.
+class TraceError(XCacheError, TraceFileError):
+    """A trace file cannot be read: missing, wrong header, or a bad value on a line (file, line and column named)."""
 
-    :param message: what is wrong and how to fix it
-    :param file: the trace file
-    :param line: the 1-based line number in the file
-    :param column: the column name concerned
-    """
-
-    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
-                 column: str | None = None) -> None:
-        self.message = message
-        self.file = file
-        self.line = line
-        self.column = column
-        where = [str(file)] if file else []
-        if line is not None:
-            where.append(f"line {line}")
-        if column:
-            where.append(f"column '{column}'")
-        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+    def _location(self) -> str:  # "file, line N", as the cache-sim messages write it
+        parts = [str(self.file)] if self.file else []
+        if self.line is not None:
+            parts.append(f"line {self.line}")
+        return ", ".join(parts)
 
 
 class PolicyError(XCacheError, ValueError):
