@@ -19,6 +19,7 @@ COPY --chown=airflow:0 airflow_cloud_paas /opt/airflow-cloud-paas/airflow_cloud_
 COPY --chown=airflow:0 hooks /opt/airflow-cloud-paas/hooks
 COPY --chown=airflow:0 operators /opt/airflow-cloud-paas/operators
 COPY --chown=airflow:0 sensors /opt/airflow-cloud-paas/sensors
+COPY --chown=airflow:0 triggers /opt/airflow-cloud-paas/triggers
 
 USER airflow
 WORKDIR /opt/airflow-cloud-paas

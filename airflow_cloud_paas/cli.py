@@ -3,6 +3,14 @@
 ``validate`` works offline. ``list`` and ``show`` read the deployment store. ``deploy``, ``scale`` and
 ``delete`` trigger the same DAGs the UI does, through Airflow's REST API, so every change runs
 with Airflow's retries, logs and lineage.
+
+Which Airflow (and so which deployment store) the command talks to: ``AIRFLOW_HOME`` when set; else
+the nearest ``.airflow/`` holding ``airflow.cfg`` in the current directory or one of its parents (the
+home ``make run`` makes in the checkout); else Airflow's default ``~/airflow``. The store is then
+``--store-url`` / ``CLOUD_PAAS_STORE_URL`` when given, else the ``cloud_paas_default`` connection of
+that Airflow, else the SQLite file ``$AIRFLOW_HOME/cloud_paas/deployments.db``, the one Airflow's
+tasks use without a connection. Airflow is imported only after that choice (its configuration reads
+``AIRFLOW_HOME`` once), and every log line goes to stderr: stdout holds the command's output only.
 """
 
 from __future__ import annotations
@@ -10,13 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
-
-from airflow_cloud_paas.exceptions import CloudPaaSError
 
 SCALE_DAG_ID = "cloud_paas_scale_deployment"
 DELETE_DAG_ID = "cloud_paas_delete_deployment"
@@ -44,20 +52,83 @@ def _import_map(path: str | None) -> dict[str, str] | None:
         return json.load(fh)
 
 
+#: the Airflow home ``make run`` makes in the checkout (the Makefile's ``AIRFLOW_HOME=$(CURDIR)/.airflow``)
+CHECKOUT_HOME = ".airflow"
+
+
+def locate_airflow_home(cwd: str | os.PathLike[str] | None = None) -> tuple[str, str]:
+    """Return the Airflow home the command uses and why; set ``AIRFLOW_HOME`` to it when it was unset.
+
+    ``AIRFLOW_HOME`` when set; else the nearest ``.airflow/`` holding ``airflow.cfg`` (written by
+    ``airflow standalone``, so by ``make run``) in ``cwd`` or one of its parents; else Airflow's default
+    ``~/airflow``. Call it before Airflow is imported: Airflow's configuration reads the variable once.
+
+    :param cwd: where to start looking (default: the current directory)
+    """
+    if os.environ.get("AIRFLOW_HOME"):
+        return os.environ["AIRFLOW_HOME"], "AIRFLOW_HOME is set"
+    here = Path(cwd or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        home = folder / CHECKOUT_HOME
+        if (home / "airflow.cfg").is_file():
+            os.environ["AIRFLOW_HOME"] = str(home)
+            return str(home), f"AIRFLOW_HOME unset; {home / 'airflow.cfg'} found, the home `make run` uses"
+    return (os.path.join(os.path.expanduser("~"), "airflow"),
+            f"AIRFLOW_HOME unset and no {CHECKOUT_HOME}/airflow.cfg here or above: Airflow's default")
+
+
 def _store(args: argparse.Namespace):
-    from airflow_cloud_paas.store import DeploymentStore
+    """Open the deployment store (see the module's docstring); remember which one in ``args.store_used``."""
+    from airflow_cloud_paas.store import DeploymentStore, mask_url
 
     url = args.store_url or os.environ.get("CLOUD_PAAS_STORE_URL")
     if url:
+        args.store_used = f"{mask_url(url)} (from {'--store-url' if args.store_url else 'CLOUD_PAAS_STORE_URL'})"
+        _say(args, f"deployment store {args.store_used}")
         return DeploymentStore(url)
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from airflow_cloud_paas.exceptions import CloudPaaSError
     from airflow_cloud_paas.hooks.store import CloudPaaSStoreHook
 
-    return CloudPaaSStoreHook(cloud_paas_conn_id=args.conn_id).store
+    hook = CloudPaaSStoreHook(cloud_paas_conn_id=args.conn_id)
+    try:
+        args.store_used = f"{hook.store_url} ({hook.store_source}; {args.airflow_home_reason})"
+    except AirflowNotFoundException:
+        raise CloudPaaSError(
+            f"no Airflow connection {args.conn_id!r} in the Airflow at {args.airflow_home} "
+            f"({args.airflow_home_reason}); define it, or name the store with --store-url or CLOUD_PAAS_STORE_URL"
+        ) from None
+    _say(args, f"deployment store {args.store_used}")
+    return hook.store
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    """Print a line to stderr with ``-v``."""
+    if getattr(args, "verbose", 0):
+        print(f"cloud-paas: {text}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------------------- REST API
+#: how to give the API's credentials, for every authentication error
+AUTH_HELP = ("give a user with --username (or CLOUD_PAAS_API_USER) and its password in CLOUD_PAAS_API_PASSWORD, "
+             "or a JWT in CLOUD_PAAS_API_TOKEN; --api-url (or CLOUD_PAAS_API_URL) names the API server")
+
+
+def _auth_help() -> str:
+    """Return :data:`AUTH_HELP`, plus where ``make run`` wrote the admin password when that file exists."""
+    home = os.environ.get("AIRFLOW_HOME")
+    generated = Path(home, "simple_auth_manager_passwords.json.generated") if home else None
+    if generated is not None and generated.is_file():
+        return f"{AUTH_HELP}; `make run` logs in as admin with the password in {generated}"
+    return AUTH_HELP
+
+
 class AirflowApi:
     """A minimal client of Airflow 3's public REST API (``/api/v2``) with JWT login.
+
+    Every failure is a :class:`~airflow_cloud_paas.exceptions.CloudPaaSError` that says what to do:
+    an unreachable server names ``--api-url``, a 401 or 403 names the credentials to set.
 
     :param url: the API server's base URL
     :param username: user for ``/auth/token``
@@ -71,15 +142,47 @@ class AirflowApi:
 
         self.url = url.rstrip("/")
         self.session = requests.Session()
+        self.who = "with the JWT in CLOUD_PAAS_API_TOKEN" if token else (
+            f"as {username!r}" if username else "with no credentials")
         if not token and username:
-            resp = self.session.post(f"{self.url}/auth/token", json={"username": username, "password": password},
-                                     timeout=30)
+            resp = self._send("post", "/auth/token", json={"username": username, "password": password})
             if resp.status_code >= 400:
+                from airflow_cloud_paas.exceptions import CloudPaaSError
+
+                why = " (wrong user or password)" if resp.status_code in (401, 403) else f": {resp.text[:300]}"
                 raise CloudPaaSError(f"Airflow API login as {username!r} at {self.url} failed: HTTP "
-                                     f"{resp.status_code}")
+                                     f"{resp.status_code}{why}; {_auth_help()}")
             token = resp.json()["access_token"]
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def _send(self, method: str, path: str, **kwargs: Any):
+        """Send one request; an unreachable server is a CloudPaaSError naming the URL and how to change it."""
+        import requests
+
+        from airflow_cloud_paas.exceptions import CloudPaaSError
+
+        try:
+            return self.session.request(method, f"{self.url}{path}", timeout=30, **kwargs)
+        except requests.RequestException as err:
+            raise CloudPaaSError(
+                f"cannot reach the Airflow API at {self.url} ({type(err).__name__}); start Airflow (`make run`) "
+                "or name its API server with --api-url or CLOUD_PAAS_API_URL"
+            ) from None
+
+    def _check(self, resp: Any, what: str) -> Any:
+        """Return the response's JSON, or raise a CloudPaaSError that says how to fix a refusal."""
+        from airflow_cloud_paas.exceptions import CloudPaaSError
+
+        if resp.status_code == 401:
+            raise CloudPaaSError(f"{what} failed: HTTP 401 from the Airflow API at {self.url}: not logged in "
+                                 f"({self.who}, or the token expired); {_auth_help()}")
+        if resp.status_code == 403:
+            raise CloudPaaSError(f"{what} failed: HTTP 403 from the Airflow API at {self.url}: the user logged in "
+                                 f"{self.who} may not do this; use a user allowed to run DAGs ({AUTH_HELP})")
+        if resp.status_code >= 400:
+            raise CloudPaaSError(f"{what} failed: HTTP {resp.status_code}: {resp.text[:500]}")
+        return resp.json()
 
     def trigger(self, dag_id: str, conf: dict[str, Any]) -> dict[str, Any]:
         """Trigger a DAG run with ``conf`` and return the run.
@@ -89,15 +192,10 @@ class AirflowApi:
         """
         from datetime import UTC, datetime
 
-        self.session.patch(f"{self.url}/api/v2/dags/{dag_id}", json={"is_paused": False}, timeout=30)
-        resp = self.session.post(
-            f"{self.url}/api/v2/dags/{dag_id}/dagRuns",
-            json={"conf": conf, "logical_date": datetime.now(UTC).isoformat()},
-            timeout=30,
-        )
-        if resp.status_code >= 400:
-            raise CloudPaaSError(f"Triggering DAG {dag_id} failed: HTTP {resp.status_code}: {resp.text[:500]}")
-        return resp.json()
+        self._send("patch", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
+        resp = self._send("post", f"/api/v2/dags/{dag_id}/dagRuns",
+                          json={"conf": conf, "logical_date": datetime.now(UTC).isoformat()})
+        return self._check(resp, f"Triggering DAG {dag_id}")
 
     def run_state(self, dag_id: str, run_id: str) -> str:
         """Return the state of a DAG run.
@@ -105,14 +203,15 @@ class AirflowApi:
         :param dag_id: the DAG
         :param run_id: the run
         """
-        resp = self.session.get(f"{self.url}/api/v2/dags/{dag_id}/dagRuns/{run_id}", timeout=30)
-        resp.raise_for_status()
-        return resp.json()["state"]
+        resp = self._send("get", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+        return self._check(resp, f"Reading run {run_id} of DAG {dag_id}")["state"]
 
 
 def _api(args: argparse.Namespace) -> AirflowApi:
+    url = args.api_url or os.environ.get("CLOUD_PAAS_API_URL", "http://127.0.0.1:8080")
+    _say(args, f"Airflow API {url}")
     return AirflowApi(
-        args.api_url or os.environ.get("CLOUD_PAAS_API_URL", "http://127.0.0.1:8080"),
+        url,
         username=args.username or os.environ.get("CLOUD_PAAS_API_USER"),
         password=os.environ.get("CLOUD_PAAS_API_PASSWORD"),
         token=os.environ.get("CLOUD_PAAS_API_TOKEN"),
@@ -127,16 +226,26 @@ def _wait(args: argparse.Namespace, api: AirflowApi, dag_id: str, run_id: str, d
     UPDATE_COMPLETE at once), so only a brand-new deployment's status counts early: its DAG may
     go on with other work (and its teardown) after CREATE_COMPLETE.
     """
+    from airflow_cloud_paas.exceptions import CloudPaaSError
+
     deadline = time.monotonic() + args.timeout
     store = _store(args)
     while time.monotonic() < deadline:
         state = api.run_state(dag_id, run_id)
         try:
-            status = store.get(deployment_id).status
+            record = store.get(deployment_id)
         except CloudPaaSError:
-            status = None
+            record = None
+        status = record.status if record is not None else None
         if (new_deployment and status in want) or state in ("success", "failed"):
             print(json.dumps({"deployment_id": deployment_id, "status": status, "dag_run_state": state}))
+            if record is not None and status not in want and record.status_reason:
+                print(f"deployment {deployment_id} is {status}: {record.status_reason}", file=sys.stderr)
+            if status is None:
+                print(f"error: the run ended ({state}) but deployment {deployment_id} is not in the deployment "
+                      f"store this command reads: {args.store_used}. If Airflow at {api.url} uses another "
+                      "store, run cloud-paas from the checkout that runs `make run`, or set AIRFLOW_HOME to "
+                      "Airflow's home, or pass --store-url", file=sys.stderr)
             return 0 if status in want else 1
         time.sleep(1)
     print(f"timed out after {args.timeout} s waiting for {deployment_id}", file=sys.stderr)
@@ -145,31 +254,35 @@ def _wait(args: argparse.Namespace, api: AirflowApi, dag_id: str, run_id: str, d
 
 # ---------------------------------------------------------------------------------------- commands
 def cmd_validate(args: argparse.Namespace) -> int:
-    from airflow_cloud_paas.backends.base import ResourceSpec
-    from airflow_cloud_paas.tosca import instance_count, load_topology, resolved_node, validate_inputs
+    """Compile the template for the given inputs and, with ``--backend``, check it as a create would."""
+    from airflow_cloud_paas.plan import PLAN_ONLY_ID
+    from airflow_cloud_paas.request import DeploymentRequest
+    from airflow_cloud_paas.tosca import load_topology
 
     topology = load_topology(args.template, import_map=_import_map(args.import_map))
-    inputs = validate_inputs(topology, _parse_inputs(args.input))
-    backend = None
+    # conn:// inputs are read from their connections at run time: here the references stand in for them
+    request = DeploymentRequest.build(topology, PLAN_ONLY_ID, _parse_inputs(args.input), backend=args.backend,
+                                      resolve_refs=False)
+    plan = request.plan
     if args.backend:
         from airflow_cloud_paas.backends import get_backend
 
-        options = {"work_root": os.environ.get("TMPDIR", "/tmp")} if args.backend == "local" else {}
-        backend = get_backend(args.backend, **options)
+        name, _, conn_id = args.backend.partition(":")  # a provider ref: backend[:conn_id]
+        options = {"work_root": os.environ.get("TMPDIR", "/tmp")} if name == "local" else {}
+        if conn_id and name != "local":
+            options["conn_id"] = conn_id
+        plan.check(get_backend(name, **options))  # what a create checks: sizes, images, rules, user data
     rows = []
-    for step, name in enumerate(topology.plan, 1):
-        node = resolved_node(topology, name, inputs)
-        count = instance_count(topology, name, inputs)
-        if backend is not None:
-            backend.check(ResourceSpec("validate", name, 0, node.type, node.type_hierarchy,
-                                       dict(node.properties), {k: dict(v) for k, v in node.capabilities.items()}))
+    for step, name in enumerate(plan.order, 1):
+        planned = plan.node(name)
         rows.append({
-            "step": step, "node": name, "type": node.type, "instances": count,
-            "requires": [f"{r.name}:{r.node}" for r in node.requirements],
-            "resources": [f"{args.backend or 'any'}:{name}[{i}]" for i in range(count)],
+            "step": step, "node": name, "type": planned.node.type, "instances": planned.count,
+            "requires": [f"{r.name}:{r.node}" for r in planned.node.requirements],
+            "resources": [f"{args.backend or 'any'}:{name}[{i}]" for i in range(planned.count)],
         })
     if args.json:
-        print(json.dumps({"template": str(args.template), "inputs": _masked(inputs), "plan": rows}, indent=2))
+        print(json.dumps({"template": str(args.template), "inputs": _masked(dict(plan.inputs)), "plan": rows},
+                         indent=2))
     else:
         print(f"{args.template}: valid, {len(rows)} node(s), deployment order:")
         for row in rows:
@@ -192,7 +305,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(json.dumps([_summary(r) for r in records], indent=2, default=str))
     else:
         for r in records:
-            print(f"{r.id}  {r.status:<20} {r.backend:<10} {r.owner:<12} {r.created_at:%Y-%m-%d %H:%M:%S}")
+            print(f"{r.id}  {r.status:<20} {r.backend:<10} {r.owner or '-':<12} {_when(r.created_at)}")
+    if not records:  # the usual surprise is another store than Airflow's: say which one was read
+        matching = " matching --owner/--status" if args.owner or args.status else ""
+        print(f"no deployments{matching} in the deployment store {args.store_used}", file=sys.stderr)
     return 0
 
 
@@ -201,9 +317,77 @@ def _summary(record: Any) -> dict[str, Any]:
             "created_at": record.created_at.isoformat()}
 
 
+#: ``scheme://user:password@host``: the password part of a URL written in a value
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]+:)[^/\s@]+@")
+
+
+def _mask_value(value: Any) -> Any:
+    """Return a value with secret-named keys and URL passwords masked, at any depth."""
+    from airflow_cloud_paas.secrets import MASK, mask_secrets
+
+    if isinstance(value, dict):
+        return {k: _mask_value(v) for k, v in mask_secrets(value).items()}
+    if isinstance(value, list | tuple):
+        return [_mask_value(v) for v in value]
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(lambda m: f"{m['head']}{MASK}@", value)
+    return value
+
+
+def _public_record(record: Any) -> dict[str, Any]:
+    """Return a deployment as JSON data with every secret masked (inputs, outputs, attributes, events)."""
+    data = record.to_dict()
+    for key in ("inputs", "outputs", "status_reason"):
+        data[key] = _mask_value(data[key])
+    data["resources"] = [{**r, "attributes": _mask_value(r["attributes"])} for r in data["resources"]]
+    data["events"] = [{**e, "message": _mask_value(e["message"]), "data": _mask_value(e["data"])}
+                      for e in data["events"]]
+    return data
+
+
+def _when(moment: Any) -> str:
+    return f"{moment:%Y-%m-%d %H:%M:%S}" + (" UTC" if getattr(moment, "tzinfo", None) else "")
+
+
+def _short(value: Any, width: int = 160) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+#: how many of the latest events ``show`` prints (``--json`` has them all)
+SHOW_EVENTS = 10
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     record = _store(args).get(args.deployment_id)
-    print(json.dumps(record.to_dict(), indent=2, default=str))
+    data = _public_record(record)
+    if args.json:
+        print(json.dumps(data, indent=2, default=str))
+        return 0
+    lines = [f"deployment {record.id}", f"  status:   {data['status']}"]
+    if data["status_reason"]:
+        lines.append(f"  reason:   {_short(data['status_reason'], 500)}")
+    if record.actor:
+        lines.append(f"  running:  {record.actor}")
+    lines += [f"  backend:  {record.backend}", f"  owner:    {record.owner or '-'}"]
+    if record.dag_id:
+        lines.append(f"  made by:  DAG {record.dag_id}" + (f", run {record.run_id}" if record.run_id else ""))
+    lines += [f"  created:  {_when(record.created_at)}", f"  updated:  {_when(record.updated_at)}"]
+    for title in ("inputs", "outputs"):
+        values = data[title]
+        lines.append(f"  {title}:" + ("" if values else " none"))
+        lines += [f"    {name}: {_short(value)}" for name, value in sorted(values.items())]
+    resources = data["resources"]
+    lines.append(f"  resources ({len(resources)}):" if resources else "  resources: none")
+    for r in resources:
+        lines.append(f"    {r['node_name']}[{r['index']}]  {r['state']:<10} {r['resource_id'] or '-'}")
+    events = data["events"][-SHOW_EVENTS:]
+    shown = f"last {len(events)} of {len(data['events'])}" if len(data["events"]) > len(events) else len(events)
+    lines.append(f"  events ({shown}, oldest first):" if events else "  events: none")
+    for e in events:
+        moment = e["at"].replace("T", " ")[:19] if isinstance(e["at"], str) else e["at"]
+        lines.append(f"    {moment}  {e['kind']:<10} {_short(e['message'])}")
+    print("\n".join(lines))
     return 0
 
 
@@ -253,21 +437,35 @@ def cmd_condor_credentials(args: argparse.Namespace) -> int:
     return 0
 
 
+#: options of every command, given before or after the command's name
+GLOBAL_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    (("--store-url",), {"help": "deployment store SQLAlchemy URL (env CLOUD_PAAS_STORE_URL; default: the "
+                        "connection --conn-id of the Airflow found as AIRFLOW_HOME, else the nearest .airflow/ "
+                        "that `make run` made here or above, else ~/airflow; without that connection "
+                        "$AIRFLOW_HOME/cloud_paas/deployments.db)"}),
+    (("--conn-id",), {"default": "cloud_paas_default", "help": "deployment store connection id"}),
+    (("--api-url",), {"help": "Airflow API server (env CLOUD_PAAS_API_URL; default http://127.0.0.1:8080)"}),
+    (("--username",), {"help": "Airflow user (env CLOUD_PAAS_API_USER; password: CLOUD_PAAS_API_PASSWORD, "
+                       "or a JWT in CLOUD_PAAS_API_TOKEN)"}),
+    (("-v", "--verbose"), {"action": "count", "default": 0, "help": "say which Airflow home, store and API "
+                           "are used; -vv: debug logs (every log line goes to stderr)"}),
+]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``cloud-paas`` argument parser."""
     parser = argparse.ArgumentParser(prog="cloud-paas", description=__doc__.splitlines()[0])
-    parser.add_argument("--store-url", help="deployment store SQLAlchemy URL (default: the Airflow connection)")
-    parser.add_argument("--conn-id", default="cloud_paas_default", help="deployment store connection id")
-    parser.add_argument("--api-url", help="Airflow API server (env CLOUD_PAAS_API_URL)")
-    parser.add_argument("--username", help="Airflow user (env CLOUD_PAAS_API_USER; password: "
-                        "CLOUD_PAAS_API_PASSWORD, or a JWT in CLOUD_PAAS_API_TOKEN)")
+    for flags, options in GLOBAL_OPTIONS:
+        parser.add_argument(*flags, **options)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("validate", help="check a template and print its deployment plan")
     p.add_argument("template")
     p.add_argument("--input", "-i", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--import-map", help="JSON file: import URL -> local file")
-    p.add_argument("--backend", help="also check that this backend can deploy every node")
+    p.add_argument("--backend", help="also check, as a create would, that this backend (or provider ref "
+                   "backend:conn_id) can deploy every node: sizes, images, security rules, user data and its "
+                   "size limit")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_validate)
 
@@ -277,8 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("show", help="show one deployment with its resources and history")
+    p = sub.add_parser("show", help="show one deployment: status, outputs, resources, latest events")
     p.add_argument("deployment_id")
+    p.add_argument("--json", action="store_true", help="the whole record, events included (secrets masked)")
     p.set_defaults(func=cmd_show)
 
     for name, func, helptext in (
@@ -320,7 +519,42 @@ def build_parser() -> argparse.ArgumentParser:
     add_cache_sim_parser(sub)
     # the XCache's monitoring stream into the access log (a service: runs until stopped)
     add_xcache_monitor_parser(sub)
+    for p in sub.choices.values():  # the global options after the command too; SUPPRESS keeps one given before
+        for flags, options in GLOBAL_OPTIONS:
+            p.add_argument(*flags, **{**options, "default": argparse.SUPPRESS, "help": argparse.SUPPRESS})
     return parser
+
+
+class _Stderr:
+    """``sys.stderr`` as it is at each write (a test harness may replace it after logging is set up)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    @property
+    def encoding(self) -> str:
+        return getattr(sys.stderr, "encoding", None) or "utf-8"
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
+def _logs_to_stderr(verbose: int) -> None:
+    """Send every log line (Airflow's structlog and the standard library's) to stderr, never stdout.
+
+    Importing Airflow sets its logging up to write to stdout, which would mix log lines into the
+    output that scripts parse (``list --json``); this sets it up again with stderr. ``-v`` logs at
+    INFO, ``-vv`` at DEBUG; otherwise Airflow's configured level (``[logging] logging_level``).
+
+    :param verbose: how many ``-v`` were given
+    """
+    import airflow  # noqa: F401 - sets Airflow's logging up (to stdout) on import: done first, then redone
+    from airflow.sdk.log import configure_logging
+
+    configure_logging(log_level="DEBUG" if verbose > 1 else "INFO" if verbose else "DEFAULT", output=_Stderr())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -329,10 +563,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     :param argv: the arguments (default: ``sys.argv[1:]``)
     """
     args = build_parser().parse_args(argv)
+    # before Airflow is imported: its configuration reads AIRFLOW_HOME once
+    args.airflow_home, args.airflow_home_reason = locate_airflow_home()
+    args.store_used = None
+    _logs_to_stderr(args.verbose)
+    _say(args, f"Airflow home {args.airflow_home} ({args.airflow_home_reason})")
+    from airflow_cloud_paas.exceptions import CloudPaaSError
+
     try:
         return args.func(args)
     except CloudPaaSError as err:
         print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+        if args.store_used and args.store_used not in str(err):
+            print(f"(deployment store: {args.store_used})", file=sys.stderr)
         return 2
 
 

@@ -119,6 +119,7 @@ def boot_steps(
     node_name: str,
     inputs: Mapping[str, Any] | None,
     attributes: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    resolved: Mapping[str, NodeTemplate] | None = None,
 ) -> list[BootStep]:
     """Return the lifecycle operations of one software node that run at boot, checked and evaluated.
 
@@ -127,8 +128,10 @@ def boot_steps(
     :param inputs: the run's input values
     :param attributes: node name -> attributes of its deployed instances, for ``get_attribute``
         (None at validation time: ``get_attribute`` is then not evaluated)
+    :param resolved: node name -> the node already resolved for these inputs (a compiled plan's nodes); nodes
+        missing from it are resolved here
     """
-    node = resolved_node(topology, node_name, inputs)
+    node = (resolved or {}).get(node_name) or resolved_node(topology, node_name, inputs)
     operations = (node.interfaces or {}).get("Standard") or {}
     steps = []
     for operation in LIFECYCLE:
@@ -137,7 +140,8 @@ def boot_steps(
             continue
         field = f"interfaces.Standard.{operation}"
         kind, source, inline = _implementation(topology, node, definition["implementation"], field)
-        values = _operation_inputs(topology, node, definition.get("inputs") or {}, inputs, attributes, field)
+        values = _operation_inputs(topology, node, definition.get("inputs") or {}, inputs, attributes, field,
+                                   resolved)
         if kind == "shell":
             bad = [k for k in values if not _ENV_NAME.match(k)]
             if bad:
@@ -154,6 +158,7 @@ def render_user_data(
     inputs: Mapping[str, Any] | None,
     attributes: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
     explicit: str | None = None,
+    resolved: Mapping[str, NodeTemplate] | None = None,
 ) -> str | None:
     """Return the user data of a compute node: its hosted software's configuration, plus its own ``user_data``.
 
@@ -164,6 +169,8 @@ def render_user_data(
     :param inputs: the run's input values
     :param attributes: node name -> attributes of deployed instances, for ``get_attribute`` in inputs
     :param explicit: the node's own ``user_data`` property (cloud-init text or a script)
+    :param resolved: node name -> the node already resolved for these inputs (a compiled plan's nodes), so no
+        node is resolved twice; nodes missing from it are resolved here
     """
     if explicit is not None and not isinstance(explicit, str):
         raise ToscaValidationError("user_data must be a string (cloud-config or a script)", file=topology.source,
@@ -176,11 +183,11 @@ def render_user_data(
     runcmd: list[Any] = []
     ansible = False
     for name in software:
-        node = resolved_node(topology, name, values)
-        properties = _evaluate_all(dict(node.properties), topology, node, values, attributes)
+        node = (resolved or {}).get(name) or resolved_node(topology, name, values)
+        properties = _evaluate_all(dict(node.properties), topology, node, values, attributes, resolved)
         write_files.append(_file(f"{CONFIG_DIR}/{name}.json", json.dumps(
             {"node": name, "type": node.type, "properties": properties}, indent=1, sort_keys=True, default=str)))
-        for step in boot_steps(topology, name, values, attributes):
+        for step in boot_steps(topology, name, values, attributes, resolved=resolved):
             ansible |= step.kind == "ansible"
             write_files.extend(_step_files(step))
             runcmd.extend(_step_commands(step))
@@ -242,8 +249,9 @@ def _implementation(topology: Topology, node: NodeTemplate, implementation: Any,
 
 
 def _operation_inputs(topology: Topology, node: NodeTemplate, raw: Mapping[str, Any], inputs: Mapping[str, Any] | None,
-                      attributes: Mapping[str, Sequence[Mapping[str, Any]]] | None, field: str) -> dict[str, Any]:
-    values = _evaluate_all(dict(raw), topology, node, _effective_inputs(topology, inputs), attributes)
+                      attributes: Mapping[str, Sequence[Mapping[str, Any]]] | None, field: str,
+                      resolved: Mapping[str, NodeTemplate] | None = None) -> dict[str, Any]:
+    values = _evaluate_all(dict(raw), topology, node, _effective_inputs(topology, inputs), attributes, resolved)
     if attributes is not None:
         for key, value in values.items():
             if value is None and _uses_attribute(raw.get(key)):
@@ -252,6 +260,16 @@ def _operation_inputs(topology: Topology, node: NodeTemplate, raw: Mapping[str, 
                     "requirement (dependency) on it to the host node", file=topology.source, node=node.name,
                     field=f"{field}.inputs.{key}")
     return values
+
+
+def uses_attributes(node: NodeTemplate) -> bool:
+    """Return whether a software node's boot configuration reads attributes of deployed nodes (``get_attribute``).
+
+    Such user data can only be rendered in full once those nodes exist.
+
+    :param node: a node template
+    """
+    return _uses_attribute(dict(node.properties)) or _uses_attribute(dict(node.interfaces or {}))
 
 
 def _uses_attribute(value: Any) -> bool:
@@ -263,7 +281,8 @@ def _uses_attribute(value: Any) -> bool:
 
 
 def _evaluate_all(values: dict[str, Any], topology: Topology, node: NodeTemplate, inputs: Mapping[str, Any],
-                  attributes: Mapping[str, Sequence[Mapping[str, Any]]] | None) -> dict[str, Any]:
+                  attributes: Mapping[str, Sequence[Mapping[str, Any]]] | None,
+                  resolved: Mapping[str, NodeTemplate] | None = None) -> dict[str, Any]:
     """Evaluate functions in operation inputs, SELF and HOST naming the node and its host."""
     host = next((r.node for r in node.requirements if r.name == "host"), None)
 
@@ -281,7 +300,7 @@ def _evaluate_all(values: dict[str, Any], topology: Topology, node: NodeTemplate
 
     # "is not None": the deployer's live attributes read the backend only when asked, so look empty at first
     live = attributes if attributes is not None else {}
-    return {k: _evaluate(named(v), topology, inputs, live, node.name) for k, v in values.items()}
+    return {k: _evaluate(named(v), topology, inputs, live, node.name, resolved) for k, v in values.items()}
 
 
 def _file(path: str, content: str, permissions: str = "0600") -> dict[str, Any]:

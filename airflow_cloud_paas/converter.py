@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
+from airflow.sdk import DAG, BaseOperator, Param, TaskGroup, conf
 
 from airflow_cloud_paas.exceptions import ToscaInputError
 from airflow_cloud_paas.operators.deployment import (
@@ -27,6 +27,7 @@ from airflow_cloud_paas.operators.deployment import (
 )
 from airflow_cloud_paas.tosca import load_topology
 from airflow_cloud_paas.tosca.model import InputDef, NodeTemplate, Topology
+from airflow_cloud_paas.tosca.resolve import constraints_text
 
 #: builds the task for one node: (node, task_id, common operator kwargs) -> operator
 OperatorFactory = Callable[[NodeTemplate, str, dict[str, Any]], BaseOperator]
@@ -102,34 +103,63 @@ _JSON_TYPES = {
 }
 
 
+#: numeric TOSCA constraints as JSON Schema keywords (``in_range`` gives both ends)
+_NUMERIC_BOUNDS = {
+    "greater_or_equal": "minimum",
+    "greater_than": "exclusiveMinimum",
+    "less_or_equal": "maximum",
+    "less_than": "exclusiveMaximum",
+    "equal": "const",
+}
+_LENGTH_BOUNDS = {"min_length": "minLength", "max_length": "maxLength"}
+
+
 def input_param(spec: InputDef) -> Param:
     """Return the DAG Param for a TOSCA input: its type, default, description and constraints.
 
+    Airflow validates a run's params against the Param's JSON Schema before the run exists, so a
+    value that breaks a constraint is refused (HTTP 400, and the trigger form shows why). Bounds
+    (``minimum``/``maximum``, their exclusive forms, ``minLength``/``maxLength``) sit in an ``allOf``
+    sub-schema rather than at the schema's top: the trigger form reads the top-level ones into its
+    number field, which clamps what was typed to them when it loses focus (-1 silently became 0),
+    and into ``maxlength``, which cuts a pasted value short. The constraints are also written at the
+    end of the description, which the form shows under the field. Scalar-unit bounds (``4 GB``)
+    have no JSON Schema form: the description names them and the run refuses a value that breaks
+    them before anything is made.
+
     :param spec: the input definition
     """
-    schema: dict[str, Any] = {"type": _JSON_TYPES.get(spec.type, "string"), "title": spec.name}
+    json_type = _JSON_TYPES.get(spec.type, "string")
+    schema: dict[str, Any] = {"type": json_type, "title": spec.name}
+    bounds: list[dict[str, Any]] = []
+    numeric = json_type in ("integer", "number")
     for constraint in spec.constraints:
         for op, arg in constraint.items():
             if op == "valid_values":
                 schema["enum"] = list(arg)
-            elif op == "in_range" and schema["type"] in ("integer", "number"):
-                schema["minimum"], schema["maximum"] = arg
-            elif op in ("greater_or_equal",) and schema["type"] in ("integer", "number"):
-                schema["minimum"] = arg
-            elif op in ("less_or_equal",) and schema["type"] in ("integer", "number"):
-                schema["maximum"] = arg
-            elif op == "min_length":
-                schema["minLength"] = arg
-            elif op == "max_length":
-                schema["maxLength"] = arg
+            elif op == "in_range" and numeric:
+                low, high = arg
+                bound = {k: v for k, v in (("minimum", low), ("maximum", high)) if v != "UNBOUNDED"}
+                if bound:
+                    bounds.append(bound)
+            elif op in _NUMERIC_BOUNDS and numeric:
+                bounds.append({_NUMERIC_BOUNDS[op]: arg})
+            elif op in _LENGTH_BOUNDS and json_type in ("string", "array"):
+                bounds.append({_LENGTH_BOUNDS[op]: arg})
             elif op == "pattern":
                 schema["pattern"] = arg
+    if bounds:
+        schema["allOf"] = bounds
     if spec.is_secret:
         schema["format"] = "password"
-    description = spec.description or None
+    description = spec.description or ""
+    allowed = constraints_text(spec.constraints)
+    if allowed:
+        description = f"{description.rstrip().rstrip('.')}. Allowed: {allowed}." if description else (
+            f"Allowed: {allowed}.")
     if spec.has_default:
-        return Param(spec.default, description=description, **schema)
-    return Param(description=description, **schema)
+        return Param(spec.default, description=description or None, **schema)
+    return Param(description=description or None, **schema)
 
 
 def topology_params(topology: Topology) -> dict[str, Param]:
@@ -181,7 +211,8 @@ class ToscaTaskGroup(TaskGroup):
         deployment is then made by the ``create`` task (per-node tasks cannot move between providers)
     :param placement: PlacementPolicy options for ``providers`` (rank_providers, max_providers_retry,
         keep_last_attempt, timeout_mins, provider_timeout_mins)
-    :param deferrable: deploy-node tasks request their instances and wait in the triggerer
+    :param deferrable: deploy-node tasks request their instances and wait in the triggerer (default: the
+        ``[operators] default_deferrable`` setting)
     """
 
     def __init__(
@@ -191,7 +222,7 @@ class ToscaTaskGroup(TaskGroup):
         group_id: str = "deployment",
         providers: Sequence[Any] | None = None,
         placement: Mapping[str, Any] | None = None,
-        deferrable: bool = False,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         import_map: Mapping[str, str] | None = None,
         backend: str | None = None,
         cloud_paas_conn_id: str = "cloud_paas_default",
@@ -229,8 +260,11 @@ class ToscaTaskGroup(TaskGroup):
                 self._build_teardown(common, teardown, setups={n: self.create_task for n in topo.plan})
                 return
             self.create_task = CloudPaaSCreateDeploymentOperator(task_id="create", nodes=[], **common).as_setup()
+            # said even when False if the setting is on (the node operator's own default follows it);
+            # a custom node operator without a deferrable argument works while neither asks to defer
+            asked = self.deferrable or conf.getboolean("operators", "default_deferrable", fallback=False)
             for name in topo.plan:
-                node_args = {**common, **({"deferrable": True} if self.deferrable else {})}
+                node_args = {**common, **({"deferrable": self.deferrable} if asked else {})}
                 task = self.registry.deploy_task(topo.nodes[name], f"deploy_{name}", node_args).as_setup()
                 self.node_tasks[name] = task
             self.outputs_task = CloudPaaSCompleteDeploymentOperator(task_id="outputs", **common).as_setup()
@@ -316,7 +350,8 @@ class ToscaDag(DAG):
     :param operator_args: extra keyword arguments for every task
     :param providers: candidate providers with fallback (see ToscaTaskGroup)
     :param placement: PlacementPolicy options for ``providers``
-    :param deferrable: deploy-node tasks wait for their instances in the triggerer
+    :param deferrable: deploy-node tasks wait for their instances in the triggerer (default: the
+        ``[operators] default_deferrable`` setting)
     """
 
     def __init__(
@@ -333,7 +368,7 @@ class ToscaDag(DAG):
         operator_args: Mapping[str, Any] | None = None,
         providers: Sequence[Any] | None = None,
         placement: Mapping[str, Any] | None = None,
-        deferrable: bool = False,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **dag_kwargs: Any,
     ) -> None:
         caller = sys._getframe(1).f_globals.get("__file__")

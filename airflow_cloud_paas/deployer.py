@@ -1,8 +1,8 @@
-"""The deployment engine shared by the operators, the CLI and the scaling jobs.
+"""The deployment engine shared by the operators, the provider fallback, the scaling jobs and the CLI.
 
-It joins a parsed :class:`~airflow_cloud_paas.tosca.model.Topology`, a deployment store and a
-backend. Operators are thin wrappers around it; it holds no Airflow code, so the same path is
-used from a task, from ``cloud-paas`` and from tests.
+It executes a :class:`~airflow_cloud_paas.request.DeploymentRequest`'s compiled plan on a backend and
+records every step in a deployment store. Operators are thin wrappers around it; it holds no Airflow
+code, so the same path is used from a task, from ``cloud-paas`` and from tests.
 """
 
 from __future__ import annotations
@@ -10,22 +10,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from airflow_cloud_paas.backends.base import Backend, Resource, ResourceSpec, ResourceState
-from airflow_cloud_paas.backends.mapping import HOSTED_ENDPOINTS, security_rules
-from airflow_cloud_paas.cloudinit import hosted_software, is_compute, render_user_data
-from airflow_cloud_paas.exceptions import ResourceTimeoutError, ToscaInputError, ToscaValidationError
-from airflow_cloud_paas.store import DeploymentStore
-from airflow_cloud_paas.tosca import (
-    instance_count,
-    resolve_outputs,
-    resolve_value,
-    resolved_node,
-    scaling_group,
-    validate_inputs,
+from airflow_cloud_paas.exceptions import (
+    DeploymentNotFoundError,
+    ResourceCreateError,
+    ResourceTimeoutError,
+    ToscaInputError,
+    ToscaValidationError,
 )
+from airflow_cloud_paas.plan import DeploymentPlan
+from airflow_cloud_paas.request import DeploymentRequest
+from airflow_cloud_paas.store import DeploymentStore
+from airflow_cloud_paas.tosca import resolve_outputs, scaling_group
 from airflow_cloud_paas.tosca.model import Topology
 
 log = logging.getLogger(__name__)
@@ -53,131 +52,113 @@ class _LiveAttributes(Mapping):
 
 @dataclass
 class Deployer:
-    """Deploy, scale and delete one deployment of one topology on one backend.
+    """Execute a compiled deployment plan on one backend, recording everything in the store.
 
-    :param topology: the parsed template
+    It only executes: what to make comes from the request's plan (:mod:`airflow_cloud_paas.plan`), and time
+    limits are arguments of the calls that wait.
+
+    :param request: the deployment request (id, topology, inputs, backend reference, actor, owner)
     :param store: the deployment store
-    :param backend: where resources are made
-    :param deployment_id: the deployment's id
-    :param inputs: the run's TOSCA input values (validated here, defaults filled)
-    :param actor: who acts (e.g. ``dag_id/run_id``): a retry by the same actor is not a conflict
-    :param input_refs: inputs read from Airflow connections (``conn://<conn_id>/<field>``): the store keeps
-        these references, never the values they resolved to
-    :param deadline: a ``time.monotonic()`` limit for creating (one provider attempt's time limit): no
-        instance is started after it, and the backend stops waiting for a boot at it
+    :param backend: the backend the request's reference names (built by the caller)
     """
 
-    topology: Topology
+    request: DeploymentRequest
     store: DeploymentStore
     backend: Backend
-    deployment_id: str
-    inputs: Mapping[str, Any] | None = None
-    actor: str | None = None
-    deadline: float | None = None
-    input_refs: Mapping[str, str] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        self.inputs = validate_inputs(self.topology, self.inputs or {})
+    @property
+    def deployment_id(self) -> str:
+        """Return the deployment's id."""
+        return self.request.deployment_id
+
+    @property
+    def topology(self) -> Topology:
+        """Return the parsed template."""
+        return self.request.topology
+
+    @property
+    def inputs(self) -> Mapping[str, Any]:
+        """Return the validated input values."""
+        return self.request.inputs
+
+    @property
+    def actor(self) -> str | None:
+        """Return who acts."""
+        return self.request.actor
+
+    @property
+    def plan(self) -> DeploymentPlan:
+        """Return the compiled plan."""
+        return self.request.plan
 
     # ---------------------------------------------------------------- validation
     def check(self) -> None:
         """Raise a typed error if any node cannot be deployed on this backend; touch nothing."""
-        for name in self.topology.plan:
-            self.backend.check(self.spec(name, 0, with_requirements=False))
+        self.plan.check(self.backend, self.deployment_id)
 
     def spec(self, node_name: str, index: int, *, with_requirements: bool = True) -> ResourceSpec:
-        """Build the backend spec of one instance of a node, requirements taken from live resources.
+        """Return the backend spec of one instance of a node, requirements taken from live resources.
 
         :param node_name: the node template
         :param index: the instance index
         :param with_requirements: look up the resources of the nodes it requires
         """
-        node = resolved_node(self.topology, node_name, self.inputs)
+        planned = self.plan.node(node_name)
+        if not with_requirements:
+            return self.plan.spec(self.deployment_id, node_name, index)
         requirements: dict[str, tuple[Resource, ...]] = {}
-        if with_requirements:
-            for req in node.requirements:
-                found = self.backend.describe(self.deployment_id, req.node)
-                if req.name == "host":
-                    found = [r for r in found if r.index == index]
-                    if not found:
-                        raise ToscaValidationError(
-                            f"host '{req.node}' has no instance {index} on backend '{self.backend.name}': "
-                            "deploy (or scale) the host group first",
-                            file=self.topology.source,
-                            node=node_name,
-                            field="requirements.host",
-                        )
-                requirements[req.name] = tuple(found)
-        user_data = None
-        capabilities: dict[str, Any] = {k: dict(v) for k, v in node.capabilities.items()}
-        if is_compute(node):
-            attributes = _LiveAttributes(self.backend, self.deployment_id) if with_requirements else None
-            user_data = render_user_data(self.topology, node_name, self.inputs, attributes,
-                                         explicit=node.properties.get("user_data"))
-            # the ports of the software it hosts open on this machine (see mapping.security_rules)
-            hosted = {name: resolved_node(self.topology, name, self.inputs).endpoints
-                      for name in hosted_software(self.topology, node_name)}
-            if any(hosted.values()):
-                capabilities[HOSTED_ENDPOINTS] = {name: {e.name: dict(e.properties) for e in endpoints}
-                                                  for name, endpoints in hosted.items() if endpoints}
-        spec = ResourceSpec(
-            deployment_id=self.deployment_id,
-            node_name=node_name,
-            index=index,
-            node_type=node.type,
-            type_hierarchy=node.type_hierarchy,
-            properties=dict(node.properties),
-            capabilities=capabilities,
-            requirements=requirements,
-            user_data=user_data,
-        )
-        if is_compute(node):
-            try:  # a bad port or port range is refused here (Deployer.check), before the backend makes anything
-                security_rules(spec)
-            except ToscaValidationError as err:
-                raise ToscaValidationError(err.message, file=self.topology.source, node=err.node,
-                                           field=err.field) from None
-        return spec
+        for req in planned.node.requirements:
+            found = self.backend.describe(self.deployment_id, req.node)
+            if req.name == "host":
+                found = [r for r in found if r.index == index]
+                if not found:
+                    raise ToscaValidationError(
+                        f"host '{req.node}' has no instance {index} on backend '{self.backend.name}': "
+                        "deploy (or scale) the host group first",
+                        file=self.topology.source,
+                        node=node_name,
+                        field="requirements.host",
+                    )
+            requirements[req.name] = tuple(found)
+        return self.plan.spec(self.deployment_id, node_name, index, requirements,
+                              _LiveAttributes(self.backend, self.deployment_id))
 
     # ---------------------------------------------------------------- create
-    def begin_create(self, owner: str = "airflow", secret_inputs: tuple[str, ...] = ()) -> None:
-        """Register the deployment (idempotently) and mark it CREATE_IN_PROGRESS.
-
-        :param owner: who owns the deployment
-        :param secret_inputs: extra input names whose values must never be stored
-        """
+    def begin_create(self) -> None:
+        """Check the plan on the backend, register the deployment (idempotently) and mark it CREATE_IN_PROGRESS."""
         self.check()
-        secrets = tuple(n for n, d in self.topology.inputs.items() if d.is_secret) + tuple(secret_inputs)
         dag_id, _, run_id = (self.actor or "").partition("/")
         self.store.create_deployment(
             self.deployment_id,
             template=self.topology.template_text,
             template_hash=self.topology.content_hash,
-            inputs={**self.inputs, **self.input_refs},  # the references, never what they resolved to
-            owner=owner,
-            backend=self.backend.name,
+            inputs=self.request.record_inputs,  # the references, never what they resolved to
+            owner=self.request.owner,
+            backend=self.request.backend,
             dag_id=dag_id or None,
             run_id=run_id or None,
-            secret_inputs=secrets,
+            secret_inputs=self.request.secret_names,
         )
         # claims the new record, recognizes a retry by the same run, or moves CREATE_FAILED back to
         # CREATE_IN_PROGRESS; another run's action in progress is refused (DeploymentBusyError)
         self.store.begin(self.deployment_id, "CREATE", reason="deployment requested", actor=self.actor)
 
-    def deploy_node(self, node_name: str) -> list[Resource]:
+    def deploy_node(self, node_name: str, *, deadline: float | None = None) -> list[Resource]:
         """Create every instance of one node (idempotent) and record them.
 
         :param node_name: the node template
+        :param deadline: a ``time.monotonic()`` limit (one provider attempt's): no instance is started after it,
+            and the backend stops waiting for a boot at it; the request's own deadline applies too
         """
-        self._node(node_name)
+        count = self.plan.node(node_name).count
         self._hold("CREATE", f"deploying {node_name}")
-        count = instance_count(self.topology, node_name, self.inputs)
+        deadline = _earliest(deadline, self.request.deadline)
         made = []
         started = time.monotonic()
         try:
-            made = self._create_instances(node_name, count)
+            made = self._create_instances(node_name, count, deadline)
         except BaseException as err:  # also task timeouts and SIGTERM: the teardown must find a FAILED record
-            self._fail("CREATE", f"node '{node_name}': {err}")
+            self.fail("CREATE", f"node '{node_name}': {err}")
             raise
         self.store.add_event(
             self.deployment_id,
@@ -187,34 +168,28 @@ class Deployer:
         )
         return made
 
-    def _create_instances(self, node_name: str, count: int) -> list[Resource]:
-        """Create instances 0..count-1, several at once where the backend allows it, within the deadline."""
-        self.backend.deadline = self.deadline
-        try:
-            return self._create_within_deadline(node_name, count)
-        finally:
-            self.backend.deadline = None
-
-    def _past_deadline(self, node_name: str, index: int) -> None:
-        if self.deadline is not None and time.monotonic() >= self.deadline:
+    def _past_deadline(self, node_name: str, index: int, deadline: float | None) -> None:
+        if deadline is not None and time.monotonic() >= deadline:
             raise ResourceTimeoutError(
                 f"the provider attempt ran past its time limit (provider_timeout_mins) before instance {index} of "
                 f"node '{node_name}'", provider=self.backend.name, resource=f"{self.deployment_id}/{node_name}")
 
-    def _create_within_deadline(self, node_name: str, count: int) -> list[Resource]:
+    def _create_instances(self, node_name: str, count: int, deadline: float | None) -> list[Resource]:
+        """Create instances 0..count-1, several at once where the backend allows it, within the deadline."""
         workers = max(1, min(count, self.backend.max_parallel_creates))
         if workers == 1:
             made = []
             for index in range(count):
-                self._past_deadline(node_name, index)
-                made.append(self.backend.create(self.spec(node_name, index)))
+                self._past_deadline(node_name, index, deadline)
+                made.append(self.backend.create(self.spec(node_name, index), deadline=deadline))
                 self._record(made[-1])
             return made
         from concurrent.futures import ThreadPoolExecutor
 
+        self._past_deadline(node_name, 0, deadline)
         specs = [self.spec(node_name, index) for index in range(count)]
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"create-{node_name}") as pool:
-            futures = [pool.submit(self.backend.create, spec) for spec in specs]
+            futures = [pool.submit(self.backend.create, spec, deadline=deadline) for spec in specs]
             made, first_error = [], None
             for future in futures:  # wait for all: none is left half-made behind a raised error
                 try:
@@ -231,9 +206,8 @@ class Deployer:
 
         :param node_name: the node template
         """
-        self._node(node_name)
+        count = self.plan.node(node_name).count
         self._hold("CREATE", f"deploying {node_name}")
-        count = instance_count(self.topology, node_name, self.inputs)
         made = []
         try:
             for index in range(count):
@@ -241,7 +215,7 @@ class Deployer:
                 self._record(resource)
                 made.append(resource)
         except BaseException as err:
-            self._fail("CREATE", f"node '{node_name}': {err}")
+            self.fail("CREATE", f"node '{node_name}': {err}")
             raise
         return made
 
@@ -252,14 +226,12 @@ class Deployer:
 
         :param node_name: the node template
         """
-        from airflow_cloud_paas.exceptions import ResourceCreateError
-
-        count = instance_count(self.topology, node_name, self.inputs)
+        count = self.plan.node(node_name).count
         resources = self.backend.describe(self.deployment_id, node_name)
         broken = [r for r in resources if r.state == ResourceState.ERROR]
         if broken:
             reason = f"node '{node_name}': instance(s) {[r.index for r in broken]} in ERROR"
-            self._fail("CREATE", reason)
+            self.fail("CREATE", reason)
             raise ResourceCreateError(reason, provider=self.backend.name, resource=self.deployment_id)
         running = [r for r in resources if r.state == ResourceState.RUNNING]
         return len(running) >= count, resources
@@ -272,7 +244,7 @@ class Deployer:
         ready, resources = self.node_ready(node_name)
         if not ready:
             reason = f"node '{node_name}' is not running: {[(r.index, r.state.value) for r in resources]}"
-            self._fail("CREATE", reason)
+            self.fail("CREATE", reason)
             raise ToscaValidationError(reason, file=self.topology.source, node=node_name)
         for resource in resources:
             self._record(resource)
@@ -287,26 +259,29 @@ class Deployer:
             outputs = self.outputs()
             self.store.set_outputs(self.deployment_id, outputs)
         except BaseException as err:
-            self._fail("CREATE", f"outputs: {err}")
+            self.fail("CREATE", f"outputs: {err}")
             raise
         self.store.finish(self.deployment_id, "CREATE", ok=True, reason="all nodes deployed")
         return outputs
 
-    def create_all(self, owner: str = "airflow") -> dict[str, Any]:
+    def create_all(self, *, deadline: float | None = None) -> dict[str, Any]:
         """Register, deploy every node in plan order and complete; return the outputs.
 
-        :param owner: who owns the deployment
+        :param deadline: a ``time.monotonic()`` limit for this attempt (see :meth:`deploy_node`)
         """
-        self.begin_create(owner=owner)
-        for name in self.topology.plan:
-            self.deploy_node(name)
+        self.begin_create()
+        for name in self.plan.order:
+            if deadline is not None and time.monotonic() > deadline:
+                raise ResourceTimeoutError(f"the provider attempt ran past its time limit before node '{name}'",
+                                           provider=self.backend.name, resource=self.deployment_id)
+            self.deploy_node(name, deadline=deadline)
         return self.complete_create()
 
     def outputs(self) -> dict[str, Any]:
         """Evaluate the topology outputs from the live resources' attributes."""
         attributes = {
             name: [dict(r.attributes) for r in self.backend.describe(self.deployment_id, name)]
-            for name in self.topology.plan
+            for name in self.plan.order
         }
         return resolve_outputs(self.topology, self.inputs, attributes)
 
@@ -326,16 +301,14 @@ class Deployer:
         try:
             current = {r.index for m in members for r in self.backend.describe(self.deployment_id, m)}
             for index in sorted((i for i in current if i >= count), reverse=True):
-                for member in reversed(members):  # what runs on a host goes before the host
-                    for res in self.backend.delete(self.deployment_id, member, index):
-                        self.store.remove_resource(self.deployment_id, member, res.index)
+                self._delete_instance(members, index)
             for index in range(count):
                 for member in members:
                     self._record(self.backend.create(self.spec(member, index)))
             outputs = self.outputs()
             self.store.set_outputs(self.deployment_id, outputs)
         except BaseException as err:
-            self._fail("UPDATE", f"scaling '{group_root}' to {count}: {err}")
+            self.fail("UPDATE", f"scaling '{group_root}' to {count}: {err}")
             raise
         self.store.add_event(
             self.deployment_id, "scaled", f"{group_root} -> {count}", {"node": group_root, "count": count}
@@ -374,15 +347,13 @@ class Deployer:
         self.store.begin(self.deployment_id, "UPDATE", reason=f"rescale {what}: {reason}"[:500], actor=self.actor)
         try:
             for index in sorted(retire, reverse=True):
-                for member in reversed(members):  # what runs on a host goes before the host
-                    for res in self.backend.delete(self.deployment_id, member, index):
-                        self.store.remove_resource(self.deployment_id, member, res.index)
+                self._delete_instance(members, index)
             for index in new:
                 for member in members:
                     self._record(self.backend.create(self.spec(member, index)))
             self.store.set_outputs(self.deployment_id, self.outputs())
         except BaseException as err:
-            self._fail("UPDATE", f"rescaling {what}: {err}")
+            self.fail("UPDATE", f"rescaling {what}: {err}")
             raise
         self.store.add_event(self.deployment_id, "scaled", what,
                              {"node": group_root, "count": len(kept) + len(new), "added": new,
@@ -390,12 +361,16 @@ class Deployer:
         self.store.finish(self.deployment_id, "UPDATE", ok=True, reason=f"{what}")
         return {"added": new, "retired": sorted(retire), "count": len(kept) + len(new)}
 
+    def _delete_instance(self, members: Sequence[str], index: int) -> None:
+        for member in reversed(members):  # what runs on a host goes before the host
+            delete_and_forget(self.store, self.backend, self.deployment_id, member, index)
+
     def _group_root(self, node_name: str) -> str:
-        node = self._node(node_name)
+        node = self.plan.node(node_name).node
         seen = set()
         while node.scalable is None and node.host and node.name not in seen:
             seen.add(node.name)
-            node = self._node(node.host)
+            node = self.plan.node(node.host).node
         if node.scalable is None:
             raise ToscaValidationError(
                 "is not scalable: neither it nor its host has a 'scalable' capability",
@@ -406,9 +381,9 @@ class Deployer:
         return node.name
 
     def _check_bounds(self, node_name: str, count: int) -> None:
-        scalable = self._node(node_name).scalable
-        low = resolve_value(scalable.min_instances, self.inputs) if scalable else 0
-        high = resolve_value(scalable.max_instances, self.inputs) if scalable else None
+        scalable = self.plan.node(node_name).node.scalable  # inputs already resolved in the plan
+        low = scalable.min_instances if scalable else 0
+        high = scalable.max_instances if scalable else None
         if not isinstance(count, int) or count < (low or 0) or (high is not None and count > high):
             raise ToscaInputError(
                 f"count {count!r} is outside the allowed range [{low or 0}, {high if high is not None else 'inf'}]",
@@ -429,12 +404,10 @@ class Deployer:
         """
         self._hold("DELETE", f"deleting {node_name}")
         try:
-            deleted = self.backend.delete(self.deployment_id, node_name)
+            deleted = delete_and_forget(self.store, self.backend, self.deployment_id, node_name)
         except BaseException as err:
-            self._fail("DELETE", f"node '{node_name}': {err}")
+            self.fail("DELETE", f"node '{node_name}': {err}")
             raise
-        for res in deleted:
-            self.store.remove_resource(self.deployment_id, node_name, res.index)
         if deleted:
             self.store.add_event(self.deployment_id, "node_deleted", f"{node_name}: {len(deleted)} instance(s)")
         return deleted
@@ -442,33 +415,21 @@ class Deployer:
     def delete_all(self) -> list[Resource]:
         """Delete every resource of the deployment, dependents first, then sweep what is left."""
         deleted: list[Resource] = []
-        for name in reversed(self.topology.plan):
+        for name in reversed(self.plan.order):
             deleted += self.delete_node(name)
-        leftovers = self.backend.delete(self.deployment_id)  # anything not in the plan (tag sweep)
-        for res in leftovers:
-            self.store.remove_resource(self.deployment_id, res.node_name, res.index)
-        return deleted + leftovers
+        # anything not in the plan (tag sweep)
+        return deleted + delete_and_forget(self.store, self.backend, self.deployment_id)
 
     def complete_delete(self) -> None:
         """Check nothing is left and mark the deployment DELETE_COMPLETE."""
         left = [r for r in self.backend.describe(self.deployment_id) if r.state != ResourceState.DELETED]
         if left:
             names = ", ".join(f"{r.node_name}[{r.index}]" for r in left)
-            self._fail("DELETE", f"resources still present: {names}")
+            self.fail("DELETE", f"resources still present: {names}")
             raise ToscaValidationError(f"deletion left resources behind: {names}", node=self.deployment_id)
         self.store.finish(self.deployment_id, "DELETE", ok=True, reason="all resources deleted")
 
     # ---------------------------------------------------------------- helpers
-    def _node(self, node_name: str):
-        try:
-            return self.topology.nodes[node_name]
-        except KeyError:
-            raise ToscaValidationError(
-                f"no such node template; known: {', '.join(sorted(self.topology.nodes))}",
-                file=self.topology.source,
-                node=node_name,
-            ) from None
-
     def _record(self, resource: Resource) -> None:
         self.store.upsert_resource(
             self.deployment_id,
@@ -491,12 +452,66 @@ class Deployer:
             return
         self.store.begin(self.deployment_id, action, reason=reason, actor=self.actor)
 
-    def _fail(self, action: str, reason: str) -> None:
-        """Mark the action failed; never let a store error mask the original one."""
-        try:
-            self.store.finish(self.deployment_id, action, ok=False, reason=reason)
-        except Exception:  # the original error is re-raised by the caller; never mask it
-            log.exception("Could not mark deployment %s %s_FAILED", self.deployment_id, action)
+    def fail(self, action: str, reason: str) -> None:
+        """Mark the action failed; never let a store error mask the original one.
+
+        :param action: CREATE, UPDATE or DELETE
+        :param reason: why (for the record)
+        """
+        mark_failed(self.store, self.deployment_id, action, reason)
+
+
+def _earliest(*deadlines: float | None) -> float | None:
+    given = [d for d in deadlines if d is not None]
+    return min(given) if given else None
+
+
+def mark_failed(store: DeploymentStore, deployment_id: str, action: str, reason: str) -> None:
+    """Record an action as failed; a store error is logged, never raised over the error being handled.
+
+    :param store: the deployment store
+    :param deployment_id: the deployment
+    :param action: CREATE, UPDATE or DELETE
+    :param reason: why (for the record)
+    """
+    try:
+        store.finish(deployment_id, action, ok=False, reason=reason)
+    except Exception:  # the original error is re-raised by the caller; never mask it
+        log.exception("Could not mark deployment %s %s_FAILED", deployment_id, action)
+
+
+def delete_and_forget(
+    store: DeploymentStore,
+    backend: Backend,
+    deployment_id: str,
+    node_name: str | None = None,
+    index: int | None = None,
+    *,
+    forget_missing: bool = False,
+) -> list[Resource]:
+    """Delete resources on the backend (found by tags), then forget them in the store; return what was deleted.
+
+    The one way a resource leaves a deployment, so the store never lists what the backend no longer has.
+
+    :param store: the deployment store
+    :param backend: the backend they run on
+    :param deployment_id: the deployment
+    :param node_name: only this node's resources (None: every resource of the deployment)
+    :param index: only this instance
+    :param forget_missing: also forget stored resources the backend no longer has (a whole-deployment sweep)
+    """
+    deleted = backend.delete(deployment_id, node_name, index)
+    try:
+        for res in deleted:
+            store.remove_resource(deployment_id, res.node_name, res.index)
+        if forget_missing:
+            for res in store.resources(deployment_id):
+                if (node_name is None or res.node_name == node_name) and (index is None or res.index == index):
+                    store.remove_resource(deployment_id, res.node_name, res.index)
+    except DeploymentNotFoundError:  # orphans of a deployment the store never knew: nothing to forget
+        log.info("Deployment %s is not in the store: deleted %d orphan(s), nothing to forget", deployment_id,
+                 len(deleted))
+    return deleted
 
 
 def sweep_delete(
@@ -514,16 +529,9 @@ def sweep_delete(
     """
     store.begin(deployment_id, "DELETE", reason="deletion requested (tag sweep)", actor=actor)
     try:
-        deleted = backend.delete(deployment_id)
-        for res in deleted:
-            store.remove_resource(deployment_id, res.node_name, res.index)
-        for res in store.resources(deployment_id):  # records of resources the backend no longer has
-            store.remove_resource(deployment_id, res.node_name, res.index)
+        deleted = delete_and_forget(store, backend, deployment_id, forget_missing=True)
     except BaseException as err:
-        try:
-            store.finish(deployment_id, "DELETE", ok=False, reason=f"tag sweep: {err}")
-        except Exception:
-            log.exception("Could not mark deployment %s DELETE_FAILED", deployment_id)
+        mark_failed(store, deployment_id, "DELETE", f"tag sweep: {err}")
         raise
     store.finish(deployment_id, "DELETE", ok=True, reason=f"all resources deleted ({len(deleted)}, tag sweep)")
     return deleted

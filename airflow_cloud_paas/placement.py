@@ -10,6 +10,7 @@ reports every provider's error.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import statistics
 import time
@@ -18,9 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_cloud_paas.backends.base import Backend
-from airflow_cloud_paas.exceptions import CloudPaaSError, ResourceTimeoutError
+from airflow_cloud_paas.deployer import Deployer, delete_and_forget, mark_failed
+from airflow_cloud_paas.exceptions import CloudPaaSError
+from airflow_cloud_paas.request import DeploymentRequest
 from airflow_cloud_paas.store import DeploymentStore
-from airflow_cloud_paas.tosca.model import Topology
 
 log = logging.getLogger(__name__)
 
@@ -155,39 +157,30 @@ def rank_candidates(
 
 
 def deploy_with_fallback(
-    topology: Topology,
+    request: DeploymentRequest,
     store: DeploymentStore,
-    deployment_id: str,
-    inputs: Mapping[str, Any] | None,
     policy: PlacementPolicy,
     make_backend: Callable[[ProviderCandidate], Backend],
-    *,
-    actor: str | None = None,
-    owner: str = "airflow",
 ) -> tuple[ProviderCandidate, dict[str, Any]]:
     """Deploy on the first provider that succeeds; clean up each failed attempt; return it and the outputs.
 
-    :param topology: the template
+    Every attempt executes the same request (inputs validated and ``conn://`` references resolved once), with
+    the candidate as its backend; the fit test is the plan's own check, as a create runs it.
+
+    :param request: the deployment request
     :param store: the deployment store
-    :param deployment_id: the deployment
-    :param inputs: TOSCA input values
     :param policy: candidates and limits
     :param make_backend: builds a candidate's backend
-    :param actor: who acts (a retry of the same run resumes)
-    :param owner: the deployment's owner
     """
-    from airflow_cloud_paas.deployer import Deployer
-
     started = time.monotonic()
-    backends: dict[str, Backend] = {}
+    deployment_id = request.deployment_id
     deployers: dict[str, Deployer] = {}
     errors: list[tuple[str, str]] = []
 
     def deployer_for(candidate: ProviderCandidate) -> Deployer:
         if candidate.name not in deployers:
-            backends[candidate.name] = make_backend(candidate)
-            deployers[candidate.name] = Deployer(topology, store, backends[candidate.name], deployment_id,
-                                                 inputs, actor=actor)
+            deployers[candidate.name] = Deployer(dataclasses.replace(request, backend=candidate.ref), store,
+                                                 make_backend(candidate))
         return deployers[candidate.name]
 
     def fits(candidate: ProviderCandidate) -> str | None:
@@ -197,6 +190,7 @@ def deploy_with_fallback(
             return f"{type(err).__name__}: {err}"
         return None
 
+    request.plan  # noqa: B018 - a template error for these inputs is the user's, not a provider's: raise it first
     ranked = rank_candidates(policy, fits, store)
     limit = policy.max_providers_retry or len(ranked)
     tried = [(c, r) for c, r in ranked if r is None][:limit]
@@ -215,49 +209,33 @@ def deploy_with_fallback(
         if policy.timeout_mins is not None:
             total_deadline = started + policy.timeout_mins * 60
             deadline = total_deadline if deadline is None else min(deadline, total_deadline)
-        deployer.deadline = deadline  # also cuts waits short inside one node's create
         try:
-            deployer.begin_create(owner=owner)
+            deployer.begin_create()
             if attempt == 1:  # the record exists now: say which providers were passed over, and why
                 for name, reason in errors:
                     store.add_event(deployment_id, "provider_skipped", f"{name}: {reason}", {"provider": name})
             store.set_backend(deployment_id, candidate.name, reason=f"attempt {attempt} of {len(tried)}")
-            for name in topology.plan:
-                if deadline is not None and time.monotonic() > deadline:
-                    raise ResourceTimeoutError(
-                        f"provider attempt ran past its time limit before node '{name}'",
-                        provider=candidate.name, resource=deployment_id,
-                    )
-                deployer.deploy_node(name)
-            outputs = deployer.complete_create()
+            outputs = deployer.create_all(deadline=deadline)
             store.add_event(deployment_id, "provider_selected", f"deployed on {candidate.name}",
                             {"provider": candidate.name, "attempt": attempt})
             return candidate, outputs
         except Exception as err:  # any provider failure moves on to the next provider
             errors.append((candidate.name, f"{type(err).__name__}: {err}"))
             log.warning("Deployment %s failed on %s: %s", deployment_id, candidate.name, err)
-            _mark_failed(store, deployment_id, f"{candidate.name}: {err}")
+            if store.get(deployment_id).status == "CREATE_IN_PROGRESS":
+                mark_failed(store, deployment_id, "CREATE", f"{candidate.name}: {err}")
             if last and policy.keep_last_attempt:
                 store.add_event(deployment_id, "attempt_kept", f"last attempt on {candidate.name} kept")
                 break
-            _cleanup(deployer, candidate, store, deployment_id)
+            _cleanup(deployer, candidate, store)
     raise ProviderFallbackError(deployment_id, errors)
 
 
-def _mark_failed(store: DeploymentStore, deployment_id: str, reason: str) -> None:
-    record = store.get(deployment_id)
-    if record.status == "CREATE_IN_PROGRESS":
-        store.finish(deployment_id, "CREATE", ok=False, reason=reason)
-
-
-def _cleanup(deployer: Any, candidate: ProviderCandidate, store: DeploymentStore, deployment_id: str) -> None:
+def _cleanup(deployer: Deployer, candidate: ProviderCandidate, store: DeploymentStore) -> None:
     """Delete a failed attempt's resources; a cleanup error is recorded, never raised over the cause."""
+    deployment_id = deployer.deployment_id
     try:
-        deleted = deployer.backend.delete(deployment_id)
-        for res in deleted:
-            store.remove_resource(deployment_id, res.node_name, res.index)
-        for res in store.resources(deployment_id):
-            store.remove_resource(deployment_id, res.node_name, res.index)
+        deleted = delete_and_forget(store, deployer.backend, deployment_id, forget_missing=True)
         store.add_event(deployment_id, "attempt_cleaned", f"{len(deleted)} resource(s) of the attempt on "
                         f"{candidate.name} deleted", {"provider": candidate.name})
     except Exception as err:  # recorded; the deployment error stays the one raised

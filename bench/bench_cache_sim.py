@@ -26,7 +26,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from airflow_cloud_paas.services.xcache.policies import POLICIES  # noqa: E402
-from airflow_cloud_paas.services.xcache.sim import TB, load_trace, replay  # noqa: E402
+from airflow_cloud_paas.services.xcache.sim import TB, replay  # noqa: E402
+from airflow_cloud_paas.services.xcache.trace import load_trace  # noqa: E402
 
 GENERATOR = REPO.parent / "shared" / "workloads" / "gen_access_trace.py"
 TARGET_BELADY, TARGET_GAP, TARGET_WRITES = 0.90, 0.5, 0.30

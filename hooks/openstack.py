@@ -11,18 +11,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator, Mapping
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow.sdk import BaseHook
 
-from airflow_cloud_paas import get_provider_info
 from airflow_cloud_paas.exceptions import BackendError
+from airflow_cloud_paas.hooks import OPENSTACK_CONNECTION, ConnectionFormMixin, ui_field_behaviour
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
     from openstack.connection import Connection as SDKConnection
-
-    from airflow_cloud_paas.backends.mapping import Rule
 
 PROVIDER = "openstack"
 
@@ -35,16 +33,37 @@ AUTH_TYPES = {
 #: extras whose values are secrets: masked in logs, never put in a message
 SECRET_EXTRAS = ("application_credential_secret", "token")
 
-#: The connection type as ``get_provider_info()["connection-types"]`` lists it (Airflow 3 builds the
-#: connection form from ``conn-fields`` and ``ui-field-behaviour``).
-# The connection form is declared once, in get_provider_info() (Airflow 3 reads it from there).
-CONNECTION_TYPE: dict[str, Any] = next(
-    c for c in get_provider_info()["connection-types"] if c["connection-type"] == "openstack"
-)
+#: The connection type as ``get_provider_info()["connection-types"]`` lists it (declared in
+#: :mod:`airflow_cloud_paas.hooks`; Airflow 3 builds the form from ``conn-fields`` and ``ui-field-behaviour``).
+CONNECTION_TYPE: dict[str, Any] = OPENSTACK_CONNECTION
 #: Extra fields of the connection form.
 CONN_FIELDS: dict[str, dict[str, Any]] = CONNECTION_TYPE["conn-fields"]
 #: Standard fields hidden, relabelled or hinted in the form.
-UI_FIELD_BEHAVIOUR: dict[str, Any] = {k.replace("-", "_"): v for k, v in CONNECTION_TYPE["ui-field-behaviour"].items()}
+UI_FIELD_BEHAVIOUR: dict[str, Any] = ui_field_behaviour(CONNECTION_TYPE)
+
+
+class IngressRule(Protocol):
+    """An inbound rule as :meth:`OpenStackHook.create_security_group` reads it.
+
+    The backends' ``mapping.Rule`` is one; the hook names only the fields it reads, so that it never
+    imports a backend (backends use hooks, not the other way round).
+    """
+
+    @property
+    def protocol(self) -> str:
+        """``tcp``, ``udp``, ``icmp``..."""
+
+    @property
+    def port(self) -> int:
+        """The first port (ignored for a protocol without ports)."""
+
+    @property
+    def port_end(self) -> Any:
+        """The last port of a range (or a sequence ending with it), or None for one port."""
+
+    @property
+    def cidr(self) -> str:
+        """The source range (``0.0.0.0/0``, ``10.0.0.0/8``, an IPv6 range)."""
 
 
 class OpenStackAuthenticationError(BackendError):
@@ -95,7 +114,7 @@ def _truthy(value: Any, default: bool | str = True) -> bool | str:
     return text  # a CA bundle path
 
 
-class OpenStackHook(BaseHook):
+class OpenStackHook(ConnectionFormMixin, BaseHook):
     """Talk to an OpenStack cloud (Keystone, Nova, Neutron, Cinder, Glance) through openstacksdk.
 
     Connection fields: Host = the Keystone auth URL (``https://keystone:5000/v3``; without a scheme,
@@ -119,14 +138,6 @@ class OpenStackHook(BaseHook):
         super().__init__(**kwargs)
         self.openstack_conn_id = openstack_conn_id
 
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Return which standard fields the connection form hides, relabels and hints."""
-        return {
-            "hidden_fields": list(UI_FIELD_BEHAVIOUR["hidden_fields"]),
-            "relabeling": dict(UI_FIELD_BEHAVIOUR["relabeling"]),
-            "placeholders": dict(UI_FIELD_BEHAVIOUR["placeholders"]),
-        }
 
     # ---------------------------------------------------------------- connection -> SDK config
     @cached_property
@@ -426,7 +437,7 @@ class OpenStackHook(BaseHook):
             return [self._dict(g) for g in self.conn.network.security_groups(tags=",".join(tags))]
 
     def create_security_group(
-        self, *, name: str, description: str, tags: Iterable[str], rules: Iterable[Rule]
+        self, *, name: str, description: str, tags: Iterable[str], rules: Iterable[IngressRule]
     ) -> dict[str, Any]:
         """Create a tagged security group with inbound rules (egress stays open, as Neutron makes it).
 

@@ -11,7 +11,7 @@ from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 from sqlalchemy.engine import URL, make_url
 
-from airflow_cloud_paas import get_provider_info
+from airflow_cloud_paas.hooks import STORE_CONNECTION, ConnectionFormMixin, ui_field_behaviour
 from airflow_cloud_paas.store import DeploymentStore, DeploymentStoreError, default_store_url, mask_url
 from airflow_cloud_paas.store.engine import to_url
 
@@ -25,13 +25,13 @@ DEFAULT_DATABASE = "cloud_paas"
 #: the backend used when the connection does not name one
 DEFAULT_BACKEND = "local"
 
-# The connection form is declared once, in get_provider_info() (Airflow 3.2+ reads ``conn-fields`` and
-# ``ui-field-behaviour`` from there); the hook's legacy form methods derive from it.
-_CONN_TYPE = next(c for c in get_provider_info()["connection-types"] if c["connection-type"] == "cloud_paas")
+#: The connection type as ``get_provider_info()["connection-types"]`` lists it (declared in
+#: :mod:`airflow_cloud_paas.hooks`; Airflow 3 builds the form from ``conn-fields`` and ``ui-field-behaviour``).
+CONNECTION_TYPE: dict[str, Any] = STORE_CONNECTION
 #: Extra fields of the connection form.
-CONN_FIELDS: dict[str, dict[str, Any]] = _CONN_TYPE["conn-fields"]
+CONN_FIELDS: dict[str, dict[str, Any]] = CONNECTION_TYPE["conn-fields"]
 #: Standard fields hidden, relabelled or hinted in the form.
-UI_FIELD_BEHAVIOUR: dict[str, Any] = {k.replace("-", "_"): v for k, v in _CONN_TYPE["ui-field-behaviour"].items()}
+UI_FIELD_BEHAVIOUR: dict[str, Any] = ui_field_behaviour(CONNECTION_TYPE)
 
 
 def _mask_secret(secret: str | None) -> None:
@@ -43,7 +43,7 @@ def _mask_secret(secret: str | None) -> None:
     mask_secret(secret)
 
 
-class CloudPaaSStoreHook(BaseHook):
+class CloudPaaSStoreHook(ConnectionFormMixin, BaseHook):
     """Open the deployment store named by a ``cloud_paas`` connection.
 
     The store URL is, in order: the ``store_url`` extra (a SQLAlchemy URL; the connection's Password
@@ -65,32 +65,6 @@ class CloudPaaSStoreHook(BaseHook):
         super().__init__(**kwargs)
         self.cloud_paas_conn_id = cloud_paas_conn_id
 
-    # ---------------------------------------------------------------- connection form (Airflow UI)
-    @classmethod
-    def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """Return the extra fields of the connection form (legacy UI; Airflow 3 reads ``conn-fields``)."""
-        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
-        from flask_babel import lazy_gettext
-        from wtforms import StringField
-
-        return {
-            name: StringField(
-                lazy_gettext(spec["label"]),
-                widget=BS3TextFieldWidget(),
-                description=spec.get("description"),
-                default=spec["schema"].get("default"),
-            )
-            for name, spec in CONN_FIELDS.items()
-        }
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Return which standard fields the connection form hides, relabels and hints."""
-        return {
-            "hidden_fields": list(UI_FIELD_BEHAVIOUR["hidden_fields"]),
-            "relabeling": dict(UI_FIELD_BEHAVIOUR["relabeling"]),
-            "placeholders": dict(UI_FIELD_BEHAVIOUR["placeholders"]),
-        }
 
     # ---------------------------------------------------------------- connection -> store URL
     @cached_property
@@ -146,6 +120,20 @@ class CloudPaaSStoreHook(BaseHook):
     def store_url(self) -> str:
         """Return the store URL with its password replaced by ``***`` (safe to log)."""
         return mask_url(self.sqlalchemy_url)
+
+    @property
+    def store_source(self) -> str:
+        """Say where the store URL comes from, in words (for ``cloud-paas -v`` and error messages)."""
+        conn_id = self.cloud_paas_conn_id
+        home = os.environ.get("AIRFLOW_HOME") or os.path.join(os.path.expanduser("~"), "airflow")
+        conn = self.connection
+        if conn is None:
+            return f"no connection '{conn_id}': the default SQLite store under AIRFLOW_HOME {home}"
+        if conn.extra_dejson.get("store_url"):
+            return f"connection '{conn_id}', extra store_url"
+        if conn.host:
+            return f"connection '{conn_id}', Host/Port/Database fields"
+        return f"connection '{conn_id}' names no store: the default SQLite store under AIRFLOW_HOME {home}"
 
     @property
     def backend(self) -> str:

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
-from airflow_cloud_paas import _XROOTD_CONNECTION
 from airflow_cloud_paas.exceptions import CloudPaaSError
+from airflow_cloud_paas.hooks import XROOTD_CONNECTION, ConnectionFormMixin, ui_field_behaviour
 from airflow_cloud_paas.services.xcache.config import COMMAND_PREFIX, XRootDConfigError, parse_address
 from airflow_cloud_paas.services.xcache.monitor import CachedFile, CacheDirectory, DiskUsage, MonitorError
 
@@ -38,10 +38,13 @@ READ_CHUNK = 8 << 20
 # kXR_Unavailable: how XCache answers an accepted /xrdpfc_command/ open (it executes the command, opens nothing)
 _COMMAND_ACCEPTED = 3005
 
-#: The connection type, as ``get_provider_info()["connection-types"]`` lists it.
-CONNECTION_TYPE: dict[str, Any] = _XROOTD_CONNECTION
+#: The connection type as ``get_provider_info()["connection-types"]`` lists it (declared in
+#: :mod:`airflow_cloud_paas.hooks`; Airflow 3 builds the form from ``conn-fields`` and ``ui-field-behaviour``).
+CONNECTION_TYPE: dict[str, Any] = XROOTD_CONNECTION
+#: Extra fields of the connection form.
 CONN_FIELDS: dict[str, dict[str, Any]] = CONNECTION_TYPE["conn-fields"]
-UI_FIELD_BEHAVIOUR: dict[str, Any] = {k.replace("-", "_"): v for k, v in CONNECTION_TYPE["ui-field-behaviour"].items()}
+#: Standard fields hidden, relabelled or hinted in the form.
+UI_FIELD_BEHAVIOUR: dict[str, Any] = ui_field_behaviour(CONNECTION_TYPE)
 
 
 class XRootDError(CloudPaaSError):
@@ -90,7 +93,7 @@ def _set_client_env() -> None:
         client.EnvPutInt(name, value)
 
 
-class XRootDHook(BaseHook):
+class XRootDHook(ConnectionFormMixin, BaseHook):
     """Read, stat, prefetch and evict files of an XRootD server or XCache named by an ``xrootd`` connection.
 
     :param xrootd_conn_id: the Airflow connection id (Host, Port; extras ``cache_dir`` and ``origin``)
@@ -107,28 +110,6 @@ class XRootDHook(BaseHook):
         self.xrootd_conn_id = xrootd_conn_id
         self.timeout = int(timeout)
 
-    # ---------------------------------------------------------------- connection form (Airflow UI)
-    @classmethod
-    def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """Return the extra fields of the connection form (legacy UI; Airflow 3 reads ``conn-fields``)."""
-        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
-        from flask_babel import lazy_gettext
-        from wtforms import StringField
-
-        return {
-            name: StringField(lazy_gettext(spec["label"]), widget=BS3TextFieldWidget(),
-                              description=spec.get("description"))
-            for name, spec in CONN_FIELDS.items()
-        }
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Return which standard fields the connection form hides, relabels and hints."""
-        return {
-            "hidden_fields": list(UI_FIELD_BEHAVIOUR["hidden_fields"]),
-            "relabeling": dict(UI_FIELD_BEHAVIOUR["relabeling"]),
-            "placeholders": dict(UI_FIELD_BEHAVIOUR["placeholders"]),
-        }
 
     # ---------------------------------------------------------------- connection
     @cached_property

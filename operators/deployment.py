@@ -7,13 +7,14 @@ from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, conf
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_cloud_paas.deployer import Deployer
     from airflow_cloud_paas.hooks.store import CloudPaaSStoreHook
+    from airflow_cloud_paas.request import DeploymentRequest
     from airflow_cloud_paas.tosca.model import Topology
 
 #: DAG params that are not TOSCA inputs.
@@ -78,12 +79,6 @@ class _CloudPaaSBaseOperator(BaseOperator):
             return str(params["deployment_id"])
         return deployment_id_for(context["dag"].dag_id, context["run_id"])
 
-    def _inputs(self, context: Context, topology: Topology) -> dict[str, Any]:
-        if self.inputs is not None:
-            return dict(self.inputs)
-        params = context.get("params") or {}
-        return {k: params[k] for k in topology.inputs if k in params and params[k] is not None}
-
     def _topology(self, record_template: str | None = None) -> Topology:
         from airflow_cloud_paas.tosca import load_topology
         from airflow_cloud_paas.tosca_text import load_topology_text
@@ -94,59 +89,62 @@ class _CloudPaaSBaseOperator(BaseOperator):
             return load_topology_text(record_template, import_map=self.import_map)
         raise ValueError(f"{self.task_id}: no template given and no deployment record to take it from")
 
-    def _record_inputs(self, context: Context, record: Any, topology: Topology, *, need_secrets: bool) -> dict:
-        """Return the stored inputs, with secret ones (never stored) taken from the run's params."""
-        from airflow_cloud_paas.exceptions import ToscaInputError
-        from airflow_cloud_paas.secrets import MASK
+    def _request(self, context: Context, *, existing: str | None = None, need_secrets: bool = True,
+                 owner: str | None = None, record: Any = None) -> DeploymentRequest:
+        """Return this task's deployment request, built from its context: the one way every task builds one.
 
-        inputs = dict(record.inputs)
+        The run's conf is checked first (an unknown key is refused, naming what the DAG accepts). Inputs come from
+        ``inputs`` or the run's params; ``conn://`` references are resolved here and kept for the record.
+
+        :param context: the task context
+        :param existing: None for a new deployment; ``"nodes"`` for a task of a registered deployment (its
+            recorded backend is used); ``"record"`` to change a deployment as stored (its inputs too)
+        :param need_secrets: with ``"record"``: a secret input not given again is an error
+        :param owner: the owner of a new deployment
+        :param record: the deployment's record, if the caller already read it
+        """
+        from airflow.sdk import BaseHook
+
+        from airflow_cloud_paas.request import DeploymentRequest, refuse_unknown_keys
+
+        dag = context["dag"]
+        dag_run = context.get("dag_run")
+        conf = getattr(dag_run, "conf", None) or {}
         params = context.get("params") or {}
-        missing = []
-        for name, value in list(inputs.items()):
-            if value != MASK:
-                continue
-            if params.get(name) not in (None, ""):
-                inputs[name] = params[name]
-            elif need_secrets:
-                missing.append(name)
-            else:
-                inputs.pop(name)  # not needed to delete; its default (if any) stands in
-        if missing:
-            raise ToscaInputError(
-                f"secret input(s) {missing} are never stored; pass them in this run's params to change "
-                f"deployment {record.id}",
-                file=topology.source,
-                field="inputs",
-            )
-        return inputs
+        deployment_id = self._deployment_id(context)
+        if existing is not None and record is None:
+            record = self.hook.store.get(deployment_id)
+        topology = self._topology(record.template if record is not None and existing == "record" else None)
+        refuse_unknown_keys(conf, dag.params, where=f"DAG {dag.dag_id}", inputs=topology.inputs)
+        if self.inputs is not None:
+            given = dict(self.inputs)
+        else:
+            given = {k: params[k] for k in topology.inputs if k in params and params[k] is not None}
+        return DeploymentRequest.build(
+            topology,
+            deployment_id,
+            given,
+            record=record if existing == "record" else None,
+            # once registered, a deployment's tasks all reach the backend recorded on it
+            backend=(record.backend if record is not None else None) or self.backend,
+            default_backend=self.hook.backend,
+            actor=f"{dag.dag_id}/{context['run_id']}",
+            owner=owner,
+            get_connection=BaseHook.get_connection,
+            need_secrets=need_secrets,
+        )
 
-    def _deployer(self, context: Context, *, from_record: bool = False, need_secrets: bool = True) -> Deployer:
+    def _deployer(self, context: Context, request: DeploymentRequest | None = None, **kwargs: Any) -> Deployer:
+        """Return the Deployer of this task's request (see :meth:`_request` for ``kwargs``).
+
+        :param context: the task context
+        :param request: a request already built
+        """
         from airflow_cloud_paas.backends.factory import backend_from_hook
         from airflow_cloud_paas.deployer import Deployer
 
-        store = self.hook.store
-        deployment_id = self._deployment_id(context)
-        record = store.get(deployment_id) if from_record else None
-        topology = self._topology(record.template if record else None)
-        if record is not None and self.inputs is None:
-            inputs = self._record_inputs(context, record, topology, need_secrets=need_secrets)
-        else:
-            inputs = self._inputs(context, topology)
-        backend_name = self.backend or (record.backend if record else None)
-        from airflow.sdk import BaseHook
-
-        from airflow_cloud_paas.secrets import connection_refs, resolve_connection_refs
-
-        refs = connection_refs(inputs)
-        return Deployer(
-            topology=topology,
-            store=store,
-            backend=backend_from_hook(self.hook, backend_name),
-            deployment_id=deployment_id,
-            inputs=resolve_connection_refs(inputs, deployment_id, BaseHook.get_connection) if refs else inputs,
-            actor=f"{context['dag'].dag_id}/{context['run_id']}",
-            input_refs=refs,
-        )
+        request = request or self._request(context, **kwargs)
+        return Deployer(request, self.hook.store, backend_from_hook(self.hook, request.backend))
 
 
 class CloudPaaSCreateDeploymentOperator(_CloudPaaSBaseOperator):
@@ -198,23 +196,22 @@ class CloudPaaSCreateDeploymentOperator(_CloudPaaSBaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         if self.providers:
             return self._execute_with_fallback(context)
-        deployer = self._deployer(context)
-        owner = self.deployment_owner or self.owner or "airflow"
+        deployer = self._deployer(context, owner=self.deployment_owner or self.owner or "airflow")
         self.log.info("Deployment %s of %s on %s", deployer.deployment_id, deployer.topology.source,
-                      deployer.backend.name)
-        deployer.begin_create(owner=owner)
+                      deployer.request.backend)
+        deployer.begin_create()
         if self.nodes is not None and not self.nodes:
             return {"deployment_id": deployer.deployment_id}
-        for name in self.nodes or deployer.topology.plan:
+        for name in self.nodes or deployer.plan.order:
             deployer.deploy_node(name)
         outputs = deployer.complete_create()
-        return {"deployment_id": deployer.deployment_id, "outputs": _public(outputs, deployer)}
+        return {"deployment_id": deployer.deployment_id, "outputs": _public(outputs)}
 
     def _execute_with_fallback(self, context: Context) -> dict[str, Any]:
         from airflow_cloud_paas.backends.factory import backend_from_hook
         from airflow_cloud_paas.placement import PlacementPolicy, ProviderCandidate, deploy_with_fallback
 
-        topology = self._topology()
+        request = self._request(context, owner=self.deployment_owner or self.owner or "airflow")
         policy = PlacementPolicy(
             candidates=tuple(ProviderCandidate.parse(p) for p in self.providers),
             rank=self.rank_providers,
@@ -223,18 +220,14 @@ class CloudPaaSCreateDeploymentOperator(_CloudPaaSBaseOperator):
             timeout_mins=self.timeout_mins,
             provider_timeout_mins=self.provider_timeout_mins,
         )
-        deployment_id = self._deployment_id(context)
+        deployment_id = request.deployment_id
         chosen, outputs = deploy_with_fallback(
-            topology,
+            request,
             self.hook.store,
-            deployment_id,
-            self._inputs(context, topology),
             policy,
             lambda candidate: backend_from_hook(self.hook, candidate.ref, **candidate.options),
-            actor=f"{context['dag'].dag_id}/{context['run_id']}",
-            owner=self.deployment_owner or self.owner or "airflow",
         )
-        public = _public(outputs, None)
+        public = _public(outputs)
         for key, value in public.items():  # one XCom per output, as the outputs task does
             context["ti"].xcom_push(key=key, value=value)
         self.log.info("Deployment %s CREATE_COMPLETE on %s", deployment_id, chosen.ref)
@@ -259,7 +252,7 @@ class CloudPaaSDeployNodeOperator(_CloudPaaSBaseOperator):
         self,
         *,
         node_name: str,
-        deferrable: bool = False,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 10.0,
         wait_timeout: float | None = 3600.0,
         **kwargs: Any,
@@ -271,7 +264,7 @@ class CloudPaaSDeployNodeOperator(_CloudPaaSBaseOperator):
         self.wait_timeout = wait_timeout
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
-        deployer = self._deployer(context)
+        deployer = self._deployer(context, existing="nodes")
         if not self.deferrable:
             made = deployer.deploy_node(self.node_name)
             self.log.info("Node %s: %d instance(s) running", self.node_name, len(made))
@@ -280,15 +273,14 @@ class CloudPaaSDeployNodeOperator(_CloudPaaSBaseOperator):
         ready, _ = deployer.node_ready(self.node_name)
         if ready:
             return self._finish(deployer)
-        from airflow_cloud_paas.tosca import instance_count
         from airflow_cloud_paas.triggers.deployment import CloudPaaSNodeReadyTrigger
 
         self.defer(
             trigger=CloudPaaSNodeReadyTrigger(
                 deployment_id=deployer.deployment_id,
                 node_name=self.node_name,
-                count=instance_count(deployer.topology, self.node_name, deployer.inputs),
-                backend=self.backend or self.hook.backend or "local",
+                count=deployer.plan.node(self.node_name).count,
+                backend=deployer.request.backend,  # the backend the deployment is recorded on
                 cloud_paas_conn_id=self.cloud_paas_conn_id,
                 poll_interval=self.poll_interval,
                 timeout=self.wait_timeout,
@@ -304,10 +296,10 @@ class CloudPaaSDeployNodeOperator(_CloudPaaSBaseOperator):
         """
         from airflow_cloud_paas.exceptions import ResourceCreateError
 
-        deployer = self._deployer(context)
+        deployer = self._deployer(context, existing="nodes")
         if not event or event.get("status") != "success":
             reason = f"node '{self.node_name}': {(event or {}).get('status')} {(event or {}).get('message') or ''}"
-            deployer._fail("CREATE", reason.strip())
+            deployer.fail("CREATE", reason.strip())
             raise ResourceCreateError(reason.strip(), provider=deployer.backend.name, resource=deployer.deployment_id)
         return self._finish(deployer)
 
@@ -321,8 +313,8 @@ class CloudPaaSCompleteDeploymentOperator(_CloudPaaSBaseOperator):
     """Evaluate the outputs of a deployment, store them and mark it CREATE_COMPLETE."""
 
     def execute(self, context: Context) -> dict[str, Any]:
-        deployer = self._deployer(context)
-        outputs = _public(deployer.complete_create(), deployer)
+        deployer = self._deployer(context, existing="nodes")
+        outputs = _public(deployer.complete_create())
         for key, value in outputs.items():  # one XCom per output, for ToscaTaskGroup.output(name)
             context["ti"].xcom_push(key=key, value=value)
         self.log.info("Deployment %s CREATE_COMPLETE", deployer.deployment_id)
@@ -347,7 +339,7 @@ class CloudPaaSScaleNodeGroupOperator(_CloudPaaSBaseOperator):
         self.count = count
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
-        deployer = self._deployer(context, from_record=True)
+        deployer = self._deployer(context, existing="record")
         count = int(self.count)
         resources = deployer.scale(self.node_name, count)
         self.log.info("Deployment %s: %s scaled to %d", deployer.deployment_id, self.node_name, count)
@@ -374,7 +366,7 @@ class CloudPaaSDeleteNodeOperator(_CloudPaaSBaseOperator):
         if _keep(context):
             self.log.info("keep_deployment is set: node %s is left running", self.node_name)
             return 0
-        deployer = self._deployer(context, from_record=True, need_secrets=False)
+        deployer = self._deployer(context, existing="record", need_secrets=False)
         deployer.begin_delete()
         return len(deployer.delete_node(self.node_name))
 
@@ -411,14 +403,14 @@ class CloudPaaSDeleteDeploymentOperator(_CloudPaaSBaseOperator):
                 self.log.warning("Forcing: %s (held by %s) recorded as %s_FAILED", record.status, record.actor, action)
                 store.set_status(deployment_id, f"{action}_FAILED", reason=f"forced delete by {self.task_id}")
         try:
-            deployer = self._deployer(context, from_record=True, need_secrets=False)
+            deployer = self._deployer(context, existing="record", need_secrets=False)
         except ToscaError as err:
             from airflow_cloud_paas.backends.factory import backend_from_hook
             from airflow_cloud_paas.deployer import sweep_delete
 
             record = store.get(deployment_id)
             self.log.warning("Template of %s cannot be loaded (%s): deleting by tags", deployment_id, err)
-            deleted = sweep_delete(store, backend_from_hook(self.hook, self.backend or record.backend),
+            deleted = sweep_delete(store, backend_from_hook(self.hook, record.backend or self.backend),
                                    deployment_id, actor=f"{context['dag'].dag_id}/{context['run_id']}")
             return f"DELETE_COMPLETE ({len(deleted)} resources, tag sweep)"
         deployer.begin_delete()
@@ -434,7 +426,7 @@ def _keep(context: Context) -> bool:
     return bool(params.get("keep_deployment"))
 
 
-def _public(outputs: Mapping[str, Any], deployer: Deployer | None) -> dict[str, Any]:
+def _public(outputs: Mapping[str, Any]) -> dict[str, Any]:
     """Return outputs safe for XCom: secret-looking ones are masked."""
     from airflow_cloud_paas.secrets import mask_secrets
 
@@ -458,20 +450,19 @@ class CloudPaaSSweepOrphansOperator(_CloudPaaSBaseOperator):
 
     def execute(self, context: Context) -> dict[str, int]:
         from airflow_cloud_paas.backends.factory import backend_from_hook
+        from airflow_cloud_paas.deployer import delete_and_forget
         from airflow_cloud_paas.exceptions import DeploymentNotFoundError
 
         deployment_id = self._deployment_id(context)
         swept: dict[str, int] = {}
         for ref in self.providers:
-            deleted = backend_from_hook(self.hook, ref).delete(deployment_id)
+            deleted = delete_and_forget(self.hook.store, backend_from_hook(self.hook, ref), deployment_id)
             swept[ref] = len(deleted)
             self.log.info("Swept %d orphan(s) of %s on %s", len(deleted), deployment_id, ref)
-            try:
-                for res in deleted:
-                    self.hook.store.remove_resource(deployment_id, res.node_name, res.index)
-                if deleted:
+            if deleted:
+                try:
                     self.hook.store.add_event(deployment_id, "swept", f"{len(deleted)} orphan(s) on {ref}",
                                               {"provider": ref, "count": len(deleted)})
-            except DeploymentNotFoundError:
-                pass  # orphans of a deployment the store never knew: deleting them is the point
+                except DeploymentNotFoundError:
+                    pass  # orphans of a deployment the store never knew: deleting them is the point
         return swept

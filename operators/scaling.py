@@ -47,10 +47,11 @@ class CloudPaaSElasticScaleOperator(_CloudPaaSBaseOperator):
         self.address = address
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_cloud_paas.elastic import ElasticScaler, ElasticTarget, make_probe, probe_address
+        from airflow_cloud_paas.scaling.elastic import ElasticScaler, ElasticTarget, probe_address
         from airflow_cloud_paas.scaling.policy import policy_from_name
+        from airflow_cloud_paas.scaling.probe import make_probe
 
-        deployer = self._deployer(context, from_record=True)
+        deployer = self._deployer(context, existing="record")
         target = ElasticTarget(deployer.deployment_id, self.node_name, self.service, self.policy,
                                dict(self.limits or {}))
         address = self.address or probe_address(target, deployer.store.get(deployer.deployment_id).outputs)
@@ -68,7 +69,7 @@ class CloudPaaSListElasticTargetsOperator(_CloudPaaSBaseOperator):
     """
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
-        from airflow_cloud_paas.elastic import scalable_targets
+        from airflow_cloud_paas.scaling.elastic import scalable_targets
 
         found = scalable_targets(self.hook.store, import_map=self.import_map)
         self.log.info("%d elastic worker group(s): %s", len(found),

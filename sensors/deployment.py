@@ -7,7 +7,7 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator
+from airflow.sdk import BaseSensorOperator, conf
 
 from airflow_cloud_paas.exceptions import CloudPaaSError
 from airflow_cloud_paas.hooks.store import CloudPaaSStoreHook
@@ -28,7 +28,7 @@ class CloudPaaSDeploymentStateSensor(BaseSensorOperator):
     :param target_statuses: statuses that end the wait (default CREATE_COMPLETE)
     :param failure_statuses: statuses that fail the task
     :param cloud_paas_conn_id: the deployment store connection
-    :param deferrable: wait in the triggerer
+    :param deferrable: wait in the triggerer (default: the ``[operators] default_deferrable`` setting)
     """
 
     template_fields: Sequence[str] = ("deployment_id",)
@@ -40,7 +40,7 @@ class CloudPaaSDeploymentStateSensor(BaseSensorOperator):
         target_statuses: Sequence[str] = ("CREATE_COMPLETE",),
         failure_statuses: Sequence[str] = FAILED_STATUSES,
         cloud_paas_conn_id: str = CloudPaaSStoreHook.default_conn_name,
-        deferrable: bool = True,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator
+from airflow.sdk import BaseSensorOperator, conf
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -20,13 +20,14 @@ class CloudPaaSQueueDemandSensor(BaseSensorOperator):
 
     :param cloud_paas_conn_id: the deployment store connection
     :param poll_interval: seconds between two readings of the queues
-    :param deferrable: wait in the triggerer
+    :param deferrable: wait in the triggerer (default: the ``[operators] default_deferrable`` setting)
     """
 
     template_fields: Sequence[str] = ()
 
     def __init__(self, *, cloud_paas_conn_id: str = "cloud_paas_default", poll_interval: float = 30.0,
-                 deferrable: bool = True, **kwargs: Any) -> None:
+                 deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+                 **kwargs: Any) -> None:
         kwargs.setdefault("poke_interval", poll_interval)
         super().__init__(**kwargs)
         self.cloud_paas_conn_id = cloud_paas_conn_id
@@ -34,14 +35,14 @@ class CloudPaaSQueueDemandSensor(BaseSensorOperator):
         self.deferrable = deferrable
 
     def _targets(self) -> list[dict[str, Any]]:
-        from airflow_cloud_paas.elastic import scalable_targets
         from airflow_cloud_paas.hooks.store import CloudPaaSStoreHook
+        from airflow_cloud_paas.scaling.elastic import scalable_targets
 
         return scalable_targets(CloudPaaSStoreHook(cloud_paas_conn_id=self.cloud_paas_conn_id).store)
 
     @staticmethod
     def _with_demand(targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from airflow_cloud_paas.elastic import queued_demand
+        from airflow_cloud_paas.scaling.probe import queued_demand
 
         return [t for t in targets if queued_demand(t["service"], t["address"]) > 0]
 

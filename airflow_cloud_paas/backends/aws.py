@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from typing import Any, ClassVar
 
@@ -35,13 +34,14 @@ from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
 from botocore.exceptions import BotoCoreError, ClientError
 
 from airflow_cloud_paas.backends.base import (
-    TAG_DEPLOYMENT,
     TAG_INDEX,
     TAG_NODE,
     Backend,
     Resource,
     ResourceSpec,
     ResourceState,
+    poll_until,
+    retry_while,
 )
 from airflow_cloud_paas.backends.mapping import (
     HostRequirements,
@@ -52,6 +52,7 @@ from airflow_cloud_paas.backends.mapping import (
     select_size,
     size_mb,
 )
+from airflow_cloud_paas.backends.naming import LONG_PREFIX, node_stem, resource_of, tag_selector
 from airflow_cloud_paas.exceptions import (
     BackendError,
     ResourceCreateError,
@@ -92,12 +93,14 @@ def _tag_spec(kind: str, tags: Mapping[str, str]) -> list[dict[str, Any]]:
 
 
 def _filters(deployment_id: str, node_name: str | None = None, index: int | None = None) -> list[dict[str, Any]]:
-    filters = [{"Name": f"tag:{TAG_DEPLOYMENT}", "Values": [deployment_id]}]
-    if node_name is not None:
-        filters.append({"Name": f"tag:{TAG_NODE}", "Values": [node_name]})
-    if index is not None:
-        filters.append({"Name": f"tag:{TAG_INDEX}", "Values": [str(index)]})
-    return filters
+    """Return EC2 filters that select resources by the cloud-paas tags."""
+    return [{"Name": f"tag:{key}", "Values": [value]}
+            for key, value in tag_selector(deployment_id, node_name, index).items()]
+
+
+def _node_tags(deployment_id: str, node_name: str) -> dict[str, str]:
+    """Return the tags of a node's shared resources (security group, key pair): every index of the node."""
+    return {**tag_selector(deployment_id, node_name), TAG_INDEX: "*"}
 
 
 def _public_key(spec: ResourceSpec) -> str | None:
@@ -355,9 +358,7 @@ class AWSBackend(Backend):
     def _instance_resource(self, raw: Mapping[str, Any]) -> Resource:
         tags = _tags(raw.get("Tags"))
         return Resource(
-            deployment_id=tags[TAG_DEPLOYMENT],
-            node_name=tags[TAG_NODE],
-            index=int(tags[TAG_INDEX]),
+            *resource_of(tags),
             backend=PROVIDER,
             resource_id=raw["InstanceId"],
             state=self.normalize_state(raw["State"]["Name"]),
@@ -396,9 +397,7 @@ class AWSBackend(Backend):
         tags = _tags(raw.get("Tags"))
         attached = [a["InstanceId"] for a in raw.get("Attachments", []) if a.get("State") in ("attaching", "attached")]
         return Resource(
-            deployment_id=tags[TAG_DEPLOYMENT],
-            node_name=tags[TAG_NODE],
-            index=int(tags[TAG_INDEX]),
+            *resource_of(tags),
             backend=PROVIDER,
             resource_id=raw["VolumeId"],
             state=self.normalize_state(raw["State"]),
@@ -427,18 +426,19 @@ class AWSBackend(Backend):
         return sorted(found, key=lambda r: (r.node_name, r.index, r.resource_id))
 
     # ------------------------------------------------------------------ create
-    def create(self, spec: ResourceSpec) -> Resource:
+    def create(self, spec: ResourceSpec, *, deadline: float | None = None) -> Resource:
         """Create the instance, volume or software record (or return the existing one), waiting until RUNNING.
 
         :param spec: the resource wanted
+        :param deadline: a ``time.monotonic()`` limit on the waits, over ``wait_timeout``
         """
         self.check(spec)
         kind = self._kind(spec)
         if kind == "volume":
-            return self._create_volume(spec)
+            return self._create_volume(spec, deadline)
         if kind == "software":
-            return self._create_software(spec)
-        return self._create_instance(spec)
+            return self._create_software(spec, deadline)
+        return self._create_instance(spec, deadline=deadline)
 
     def request(self, spec: ResourceSpec) -> Resource:
         """Launch an instance and return at once (PENDING -> CREATING), for a deferrable wait.
@@ -456,7 +456,7 @@ class AWSBackend(Backend):
     def _where(self, spec: ResourceSpec) -> str:
         return f"{spec.deployment_id}/{spec.node_name}/{spec.index}"
 
-    def _create_instance(self, spec: ResourceSpec, wait: bool = True) -> Resource:
+    def _create_instance(self, spec: ResourceSpec, wait: bool = True, deadline: float | None = None) -> Resource:
         where = self._where(spec)
         existing = self._instances(spec.deployment_id, spec.node_name, spec.index)
         if existing and not wait and existing[0]["State"]["Name"] in ("pending", "running"):
@@ -467,9 +467,9 @@ class AWSBackend(Backend):
             if state in ("stopping", "stopped"):
                 # stopped behind our back (console, spot interruption): start it again, keep its id
                 log.info("starting stopped instance %s of %s", raw["InstanceId"], where)
-                self._wait_instance(raw["InstanceId"], ("stopped",), where)
+                self._wait_instance(raw["InstanceId"], ("stopped",), where, deadline)
                 self._call(where, "start_instances", InstanceIds=[raw["InstanceId"]])
-            return self._instance_resource(self._wait_instance(raw["InstanceId"], ("running",), where))
+            return self._instance_resource(self._wait_instance(raw["InstanceId"], ("running",), where, deadline))
 
         image, size = self._plan_compute(spec)
         volumes = [r for name in STORAGE_REQUIREMENTS for r in spec.requirements.get(name, ())]
@@ -506,10 +506,10 @@ class AWSBackend(Backend):
                 launched = dict(reply["Instances"][0])
                 launched.setdefault("Tags", [{"Key": k, "Value": v} for k, v in spec.tags.items()])
                 return self._instance_resource(launched)
-            self._wait_instance(instance_id, ("running",), where)
+            self._wait_instance(instance_id, ("running",), where, deadline)
             for device, volume in zip(_DEVICES, volumes, strict=False):
-                self._attach(instance_id, volume, device, where)
-            raw = self._wait_instance(instance_id, ("running",), where)
+                self._attach(instance_id, volume, device, where, deadline)
+            raw = self._wait_instance(instance_id, ("running",), where, deadline)
         except BaseException as err:  # also task timeouts: never leave a half-made instance behind
             self._cleanup_failed_instance(spec, instance_id, err)
             if isinstance(err, ResourceTimeoutError | ResourceCreateError):
@@ -533,9 +533,17 @@ class AWSBackend(Backend):
             log.error("cleanup after failed create of %s failed (%s); delete the deployment to retry it; "
                       "cause: %s", self._where(spec), cleanup_err, cause)
 
-    def _wait_instance(self, instance_id: str, states: Sequence[str], where: str) -> dict[str, Any]:
-        deadline = time.monotonic() + self.wait_budget(self.wait_timeout)
-        while True:
+    def _wait(self, what: str, probe: Callable[[], Any], done: Callable[[Any], bool], where: str,
+              deadline: float | None, *, failed: Callable[[Any], str | None] | None = None,
+              status: Callable[[Any], str] | None = None) -> Any:
+        return poll_until(probe, done, timeout=self.wait_timeout, deadline=deadline, interval=self.poll_interval,
+                          what=what, provider=PROVIDER, resource=where, failed=failed, status=status,
+                          failure=lambda reason: ResourceCreateError(reason, provider=PROVIDER, resource=where),
+                          hint="raise wait_timeout, or check the resource in the EC2 console")
+
+    def _wait_instance(self, instance_id: str, states: Sequence[str], where: str,
+                       deadline: float | None = None) -> dict[str, Any]:
+        def read() -> dict[str, Any] | None:
             try:
                 found = self.client.describe_instances(InstanceIds=[instance_id])["Reservations"]
             except ClientError as err:
@@ -543,48 +551,46 @@ class AWSBackend(Backend):
                 if _error_code(err) != "InvalidInstanceID.NotFound":
                     raise BackendError(f"EC2 describe_instances failed: {err}", provider=PROVIDER,
                                        resource=where) from err
-                found = []
-            raw = found[0]["Instances"][0] if found and found[0]["Instances"] else None
-            state = raw["State"]["Name"] if raw else "unknown"
-            if raw and state in states:
-                return raw
-            if "running" in states and state in ("shutting-down", "terminated"):
-                reason = (raw or {}).get("StateReason", {}).get("Message", "no reason given")
-                raise ResourceCreateError(f"instance {instance_id} went to {state} while starting: {reason}",
-                                          provider=PROVIDER, resource=where)
-            if time.monotonic() >= deadline:
-                raise ResourceTimeoutError(
-                    f"instance {instance_id} is {state}, not {'/'.join(states)}, after {self.wait_timeout:.0f}s "
-                    "(raise wait_timeout, or check the instance in the EC2 console)",
-                    provider=PROVIDER, resource=where)
-            time.sleep(self.poll_interval)
+                return None
+            return found[0]["Instances"][0] if found and found[0]["Instances"] else None
 
-    def _attach(self, instance_id: str, volume: Resource, device: str, where: str) -> None:
+        def state(raw: Mapping[str, Any] | None) -> str:
+            return raw["State"]["Name"] if raw else "unknown"
+
+        def failed(raw: Mapping[str, Any] | None) -> str | None:
+            if "running" in states and state(raw) in ("shutting-down", "terminated"):
+                reason = (raw or {}).get("StateReason", {}).get("Message", "no reason given")
+                return f"instance {instance_id} went to {state(raw)} while starting: {reason}"
+            return None
+
+        return self._wait(f"instance {instance_id} {'/'.join(states)}", read,
+                          lambda raw: raw is not None and state(raw) in states, where, deadline, failed=failed,
+                          status=state)
+
+    def _attach(self, instance_id: str, volume: Resource, device: str, where: str, deadline: float | None) -> None:
         volume_id = volume.attributes.get("volume_id") or volume.resource_id
-        self._wait_volume(volume_id, ("available", "in-use"), where)
+        self._wait_volume(volume_id, ("available", "in-use"), where, deadline)
         self._call(where, "attach_volume", InstanceId=instance_id, VolumeId=volume_id, Device=device)
         log.info("attached %s to %s as %s", volume_id, instance_id, device)
 
-    def _wait_volume(self, volume_id: str, states: Sequence[str], where: str) -> dict[str, Any]:
-        deadline = time.monotonic() + self.wait_timeout
-        while True:
-            raw = self._call(where, "describe_volumes", VolumeIds=[volume_id])["Volumes"][0]
-            if raw["State"] in states:
-                return raw
-            if raw["State"] == "error":
-                raise ResourceCreateError(f"volume {volume_id} is in state error", provider=PROVIDER,
-                                          resource=where)
-            if time.monotonic() >= deadline:
-                raise ResourceTimeoutError(f"volume {volume_id} is {raw['State']} after {self.wait_timeout:.0f}s",
-                                           provider=PROVIDER, resource=where)
-            time.sleep(self.poll_interval)
+    def _wait_volume(self, volume_id: str, states: Sequence[str], where: str,
+                     deadline: float | None = None) -> dict[str, Any]:
+        def failed(raw: Mapping[str, Any]) -> str | None:
+            return f"volume {volume_id} is in state error" if raw["State"] == "error" else None
 
-    def _group_name(self, deployment_id: str, node_name: str) -> str:
-        return f"cloud-paas-{deployment_id}-{node_name}"
+        return self._wait(f"volume {volume_id} {'/'.join(states)}",
+                          lambda: self._call(where, "describe_volumes", VolumeIds=[volume_id])["Volumes"][0],
+                          lambda raw: raw["State"] in states, where, deadline, failed=failed,
+                          status=lambda raw: raw["State"])
+
+    @staticmethod
+    def _group_name(deployment_id: str, node_name: str) -> str:
+        """Return the name of a node's security group and key pair (``cloud-paas-<deployment>-<node>``)."""
+        return node_stem(deployment_id, node_name, prefix=LONG_PREFIX)
 
     def _ensure_security_group(self, spec: ResourceSpec) -> str:
         where = self._where(spec)
-        node_tags = {TAG_DEPLOYMENT: spec.deployment_id, TAG_NODE: spec.node_name, TAG_INDEX: "*"}
+        node_tags = _node_tags(spec.deployment_id, spec.node_name)
         found = self._call(where, "describe_security_groups",
                            Filters=_filters(spec.deployment_id, spec.node_name))["SecurityGroups"]
         if found:
@@ -644,16 +650,16 @@ class AWSBackend(Backend):
                            Filters=_filters(spec.deployment_id, spec.node_name))["KeyPairs"]
         if found:
             return found[0]["KeyName"]
-        node_tags = {TAG_DEPLOYMENT: spec.deployment_id, TAG_NODE: spec.node_name, TAG_INDEX: "*"}
+        node_tags = _node_tags(spec.deployment_id, spec.node_name)
         self._call(where, "import_key_pair", KeyName=name, PublicKeyMaterial=public_key.encode(),
                    TagSpecifications=_tag_spec("key-pair", node_tags))
         return name
 
-    def _create_volume(self, spec: ResourceSpec) -> Resource:
+    def _create_volume(self, spec: ResourceSpec, deadline: float | None) -> Resource:
         where = self._where(spec)
         existing = self._volumes(spec.deployment_id, spec.node_name, spec.index)
         if existing:
-            raw = self._wait_volume(existing[0]["VolumeId"], ("available", "in-use"), where)
+            raw = self._wait_volume(existing[0]["VolumeId"], ("available", "in-use"), where, deadline)
             return self._volume_resource(raw)
         size = size_mb(spec.properties.get("size"), field="size") or 1024.0
         kwargs: dict[str, Any] = {
@@ -665,7 +671,7 @@ class AWSBackend(Backend):
             kwargs["SnapshotId"] = spec.properties["snapshot_id"]
         volume_id = self._call(where, "create_volume", **kwargs)["VolumeId"]
         try:
-            raw = self._wait_volume(volume_id, ("available",), where)
+            raw = self._wait_volume(volume_id, ("available",), where, deadline)
         except BaseException as err:
             try:
                 self._call(where, "delete_volume", VolumeId=volume_id)
@@ -674,7 +680,7 @@ class AWSBackend(Backend):
             raise
         return self._volume_resource(raw)
 
-    def _create_software(self, spec: ResourceSpec) -> Resource:
+    def _create_software(self, spec: ResourceSpec, deadline: float | None) -> Resource:
         where = self._where(spec)
         hosts = [r for r in spec.requirements.get("host", ()) if r.backend == PROVIDER]
         if not hosts:
@@ -686,7 +692,7 @@ class AWSBackend(Backend):
         host_id = hosts[0].attributes.get("host_id") or hosts[0].resource_id
         self._call(where, "create_tags", Resources=[host_id],
                    Tags=[{"Key": f"{SOFTWARE_TAG_PREFIX}{spec.node_name}:{spec.index}", "Value": spec.node_type}])
-        raw = self._wait_instance(host_id, ("running",), where)
+        raw = self._wait_instance(host_id, ("running",), where, deadline)
         (software,) = [r for r in self._software_resources(raw) if (r.node_name, r.index) ==
                        (spec.node_name, spec.index)]
         return software
@@ -756,20 +762,18 @@ class AWSBackend(Backend):
                 self._ignore_gone(where, "delete_key_pair", KeyName=pair["KeyName"])
 
     def _delete_group(self, group_id: str, where: str) -> None:
-        deadline = time.monotonic() + self.wait_timeout
-        while True:
+        def attempt() -> None:
             try:
                 self.client.delete_security_group(GroupId=group_id)
-                return
             except ClientError as err:
-                code = _error_code(err)
-                if code in _GONE_ERRORS:
-                    return
-                # a terminated instance keeps its group for a while on real AWS
-                if code != "DependencyViolation" or time.monotonic() >= deadline:
+                if _error_code(err) not in _GONE_ERRORS:
                     raise BackendError(f"cannot delete security group {group_id}: {err}", provider=PROVIDER,
                                        resource=where) from err
-            time.sleep(self.poll_interval)
+
+        # a terminated instance keeps its group for a while on real AWS
+        retry_while(attempt, lambda err: _error_code(err.__cause__) == "DependencyViolation",
+                    timeout=self.wait_timeout, interval=self.poll_interval,
+                    what=f"deletion of security group {group_id}", provider=PROVIDER, resource=where)
 
     def _ignore_gone(self, where: str, method: str, **kwargs: Any) -> None:
         try:

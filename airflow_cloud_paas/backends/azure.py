@@ -4,8 +4,10 @@ Credentials come from the Microsoft Azure provider's ``azure`` connection, read 
 :class:`~airflow.providers.microsoft.azure.hooks.base_azure.AzureBaseHook` reads it (client id and
 secret in login/password with ``tenantId`` in the extra, else ``DefaultAzureCredential``;
 ``subscriptionId`` in the extra). The provider's ``AzureComputeHook`` only starts and stops VMs, so
-:class:`AzureVirtualMachinesHook` (an ``AzureBaseHook``) hands out the azure-mgmt compute, network and
-resource clients built on that credential.
+:class:`~airflow_cloud_paas.hooks.azure.AzureVirtualMachinesHook` (an ``AzureBaseHook``) hands out the
+azure-mgmt compute, network and resource clients built on that credential, and turns their errors into
+:class:`~airflow_cloud_paas.hooks.azure.AzureApiError`. Every wait (long-running operations included) is
+:func:`~airflow_cloud_paas.backends.base.poll_until`.
 
 What is made per node type:
 
@@ -30,28 +32,15 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import math
 import re
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
 from typing import Any, ClassVar
 
-from airflow.providers.microsoft.azure.hooks.base_azure import AzureBaseHook
-from airflow.providers.microsoft.azure.utils import get_sync_default_azure_credential
-from azure.core.exceptions import (
-    AzureError,
-    ClientAuthenticationError,
-    HttpResponseError,
-)
-from azure.identity import AzureAuthorityHosts, ClientSecretCredential
-
 from airflow_cloud_paas.backends.base import (
     TAG_DEPLOYMENT,
-    TAG_INDEX,
     TAG_NODE,
     Backend,
     Resource,
@@ -59,15 +48,23 @@ from airflow_cloud_paas.backends.base import (
     ResourceState,
     UndoSteps,
     machine_or_disk,
+    poll_until,
     required_resources,
     undo_on_failure,
 )
 from airflow_cloud_paas.backends.mapping import HostRequirements, Rule, Size, security_rules, select_size, size_mb
-from airflow_cloud_paas.exceptions import (
-    BackendError,
-    ResourceTimeoutError,
-    UnsupportedNodeError,
+from airflow_cloud_paas.backends.naming import (
+    LONG_PREFIX,
+    bounded_name,
+    instance_stem,
+    node_stem,
+    ours,
+    resource_of,
+    tag_selector,
+    tags_match,
 )
+from airflow_cloud_paas.exceptions import BackendError, UnsupportedNodeError
+from airflow_cloud_paas.hooks.azure import AzureApiError, AzureVirtualMachinesHook, plain
 
 log = logging.getLogger(__name__)
 
@@ -103,72 +100,16 @@ GPU_SIZES: dict[str, tuple[int, str]] = {
     "Standard_NC40ads_H100_v5": (1, "H100"), "Standard_NC80adis_H100_v5": (2, "H100"),
     "Standard_ND96isr_H100_v5": (8, "H100"),
 }
-#: cloud_environment (the provider's connection extra) -> (authority host, resource manager URL)
-CLOUD_ENVIRONMENTS = {
-    "AzurePublicCloud": (AzureAuthorityHosts.AZURE_PUBLIC_CLOUD, "https://management.azure.com"),
-    "AzureUSGovernment": (AzureAuthorityHosts.AZURE_GOVERNMENT, "https://management.usgovcloudapi.net"),
-    "AzureChinaCloud": (AzureAuthorityHosts.AZURE_CHINA, "https://management.chinacloudapi.cn"),
-}
 _QUOTA_CODES = ("QuotaExceeded", "OperationNotAllowed", "SkuNotAvailable")
 
 
-class AzureApiError(BackendError):
-    """Azure Resource Manager refused a call; ``code`` is ARM's error code (``OperationNotAllowed``...).
-
-    :param message: what failed
-    :param code: ARM's error code
-    :param status_code: the HTTP status
-    :param resource: the resource concerned
-    """
-
-    def __init__(self, message: str, *, code: str = "", status_code: int | None = None,
-                 resource: str | None = None) -> None:
-        super().__init__(message, provider=PROVIDER, resource=resource)
-        self.code = code
-        self.status_code = status_code
-
-    def __reduce__(self):
-        return (_rebuild_api_error, (type(self), self.message, self.code, self.status_code, self.resource))
-
-
-def _rebuild_api_error(cls, message, code, status_code, resource):
-    return cls(message, code=code, status_code=status_code, resource=resource)
-
-
-class AzureAuthenticationError(AzureApiError):
-    """The connection's credential was refused (the secret is never part of the message)."""
-
-
-class _Failed(Exception):
-    """A VM reached a failed state while we waited (internal: becomes ResourceCreateError)."""
-
-
-def _plain(obj: Any) -> Any:
-    """Return an SDK model as its REST JSON (camelCase keys), so both SDK majors read alike."""
-    return obj.as_dict() if hasattr(obj, "as_dict") else obj
-
-
 def azure_name(text: str, limit: int = 64) -> str:
-    """Return ``text`` as an Azure resource name: letters, digits and hyphens, at most ``limit`` chars.
-
-    Too long a name keeps its start and gets a hash of the whole, so that names stay distinct.
+    """Return ``text`` as an Azure resource name (:func:`~airflow_cloud_paas.backends.naming.bounded_name`).
 
     :param text: the wanted name
     :param limit: the resource type's maximum length
     """
-    clean = re.sub(r"[^A-Za-z0-9-]+", "-", text).strip("-")
-    if len(clean) > limit:
-        clean = f"{clean[:limit - 9].rstrip('-')}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
-    return clean
-
-
-def _matches(tags: Mapping[str, str] | None, selector: Mapping[str, str]) -> bool:
-    tags = tags or {}
-    return all(tags.get(k) == v for k, v in selector.items())
-
-
-def _ours(item: Mapping[str, Any]) -> bool:
-    return {TAG_DEPLOYMENT, TAG_NODE, TAG_INDEX} <= set(item.get("tags") or {})
+    return bounded_name(text, limit)
 
 
 def _public_key(spec: ResourceSpec) -> str | None:
@@ -180,114 +121,6 @@ def _public_key(spec: ResourceSpec) -> str | None:
             if token.startswith(("ssh-", "ecdsa-")):
                 return token
     return None
-
-
-class AzureVirtualMachinesHook(AzureBaseHook):
-    """Hand out the azure-mgmt compute, network and resource clients of an ``azure`` connection.
-
-    Besides the provider's fields (login = client id, password = secret, extra ``tenantId``,
-    ``subscriptionId``, ``cloud_environment``, ``managed_identity_client_id``,
-    ``workload_identity_tenant_id``), the extra may hold ``authority_host`` and
-    ``resource_manager_url`` (Azure Stack Hub and other private clouds), ``connection_verify`` (a CA
-    bundle path for their TLS) and ``location``.
-
-    :param conn_id: the Airflow connection id
-    :param polling_interval: seconds between two polls of a long-running operation
-    """
-
-    conn_name_attr = "conn_id"
-    default_conn_name = "azure_default"
-    conn_type = "azure"
-    hook_name = "Azure"
-
-    def __init__(self, conn_id: str = default_conn_name, polling_interval: float = 5.0) -> None:
-        super().__init__(sdk_client=None, conn_id=conn_id)
-        self.polling_interval = polling_interval
-
-    @cached_property
-    def connection(self) -> Any:
-        """Return the Airflow connection (read once)."""
-        return self.get_connection(self.conn_id)
-
-    @cached_property
-    def extras(self) -> dict[str, Any]:
-        """Return the connection's extra, without the legacy ``extra__azure__`` prefix."""
-        return {k.removeprefix("extra__azure__"): v for k, v in self.connection.extra_dejson.items()}
-
-    @cached_property
-    def subscription_id(self) -> str:
-        """Return the subscription every call is made in."""
-        subscription = self.extras.get("subscriptionId")
-        if not subscription:
-            raise BackendError(f"connection {self.conn_id!r} has no 'subscriptionId' in its extra: add it",
-                               provider=PROVIDER, resource=self.conn_id)
-        return str(subscription)
-
-    @cached_property
-    def _endpoints(self) -> tuple[str, str]:
-        env_name = self.extras.get("cloud_environment") or "AzurePublicCloud"
-        if env_name not in CLOUD_ENVIRONMENTS:
-            raise BackendError(f"connection {self.conn_id!r}: unknown cloud_environment {env_name!r}; use one of "
-                               f"{', '.join(CLOUD_ENVIRONMENTS)} or set authority_host and resource_manager_url",
-                               provider=PROVIDER, resource=self.conn_id)
-        authority, arm = CLOUD_ENVIRONMENTS[env_name]
-        return (str(self.extras.get("authority_host") or authority),
-                str(self.extras.get("resource_manager_url") or arm).rstrip("/"))
-
-    @property
-    def _transport_options(self) -> dict[str, Any]:
-        verify = self.extras.get("connection_verify")
-        return {"connection_verify": verify} if verify else {}
-
-    @cached_property
-    def credential(self) -> Any:
-        """Return an azure-identity credential (``get_token``), as the provider builds it."""
-        conn, extras = self.connection, self.extras
-        if extras.get("key_path") or extras.get("key_json"):
-            raise BackendError(f"connection {self.conn_id!r} uses key_path/key_json, which only the legacy SDK "
-                               "clients accept; give the client id and secret in login/password with tenantId",
-                               provider=PROVIDER, resource=self.conn_id)
-        tenant = extras.get("tenantId")
-        if conn.login and conn.password and tenant:
-            authority, _ = self._endpoints
-            custom = bool(extras.get("authority_host"))
-            # a private authority (Azure Stack, a sovereign cloud's mirror) is not in Entra's instance list
-            return ClientSecretCredential(tenant, conn.login, conn.password, authority=authority,
-                                          disable_instance_discovery=custom, **self._transport_options)
-        return get_sync_default_azure_credential(
-            managed_identity_client_id=extras.get("managed_identity_client_id"),
-            workload_identity_tenant_id=extras.get("workload_identity_tenant_id"),
-        )
-
-    def _client(self, cls: type) -> Any:
-        _, arm = self._endpoints
-        return cls(self.credential, self.subscription_id, base_url=arm, credential_scopes=[f"{arm}/.default"],
-                   polling_interval=self.polling_interval, **self._transport_options)
-
-    @cached_property
-    def compute(self) -> Any:
-        """Return the ``ComputeManagementClient``."""
-        from azure.mgmt.compute import ComputeManagementClient
-
-        return self._client(ComputeManagementClient)
-
-    @cached_property
-    def network(self) -> Any:
-        """Return the ``NetworkManagementClient``."""
-        from azure.mgmt.network import NetworkManagementClient
-
-        return self._client(NetworkManagementClient)
-
-    @cached_property
-    def resources(self) -> Any:
-        """Return the ``ResourceManagementClient``."""
-        from azure.mgmt.resource.resources import ResourceManagementClient
-
-        return self._client(ResourceManagementClient)
-
-    def get_conn(self) -> Any:
-        """Return the compute client (the hook's main client)."""
-        return self.compute
 
 
 @dataclasses.dataclass(frozen=True)
@@ -356,7 +189,7 @@ class AzureBackend(Backend):
         conn_id: str = AzureVirtualMachinesHook.default_conn_name,
         location: str | None = None,
         resource_group: str | None = None,
-        resource_group_prefix: str = "cloud-paas-",
+        resource_group_prefix: str = f"{LONG_PREFIX}-",
         subnet_id: str | None = None,
         address_space: str = "10.0.0.0/16",
         admin_username: str = "cloudadmin",
@@ -385,57 +218,42 @@ class AzureBackend(Backend):
         self.poll_interval = poll_interval
 
     # ---------------------------------------------------------------- calls
-    @contextmanager
-    def _api(self, what: str) -> Iterator[None]:
-        """Turn an SDK error into an :class:`AzureApiError` naming what was being done."""
-        try:
-            yield
-        except ClientAuthenticationError as err:
-            if isinstance(err, HttpResponseError) and err.status_code not in (None, 401):
-                raise self._api_error(err, what) from err
-            raise AzureAuthenticationError(
-                f"{what}: the credential of connection {self.conn_id!r} was refused "
-                f"({str(err.message or err).splitlines()[0][:300]}); check its client id, secret and tenantId",
-                code="AuthenticationFailed", resource=self.conn_id,
-            ) from None  # the chained error may carry the request's form
-        except HttpResponseError as err:
-            raise self._api_error(err, what) from err
-        except AzureError as err:
-            raise AzureApiError(f"{what}: {err}", resource=what) from err
-
-    @staticmethod
-    def _api_error(err: HttpResponseError, what: str) -> AzureApiError:
-        code = str(getattr(err.error, "code", "") or "")
-        message = str(getattr(err.error, "message", "") or err.message or err)
-        return AzureApiError(f"{what}: HTTP {err.status_code} {code}: {message}", code=code,
-                             status_code=err.status_code, resource=what)
-
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        with self._api(what):
+        with self.hook.errors(what):
             return fn(*args, **kwargs)
 
     def _list(self, what: str, pager: Callable[[], Iterable[Any]]) -> list[dict[str, Any]]:
         """Return every item of a list call, or [] when the resource group does not exist."""
         try:
-            with self._api(what):
-                return [_plain(item) for item in pager()]
+            with self.hook.errors(what):
+                return [plain(item) for item in pager()]
         except AzureApiError as err:
             if err.code in ("ResourceGroupNotFound", "NotFound") or err.status_code == 404:
                 return []
             raise
 
-    def _wait_lro(self, what: str, poller: Any, timeout: float) -> Any:
-        with self._api(what):
-            result = poller.result(timeout=timeout)
-            if not poller.done():
-                raise ResourceTimeoutError(f"{what} did not finish within {timeout:.0f} s",
-                                           provider=PROVIDER, resource=what)
-        return _plain(result) if result is not None else None
+    def _poll(self, what: str, probe: Callable[[], Any], done: Callable[[Any], bool], *, resource: str,
+              deadline: float | None = None, delete: bool = False, failed: Callable[[Any], str | None] | None = None,
+              status: Callable[[Any], str] | None = None) -> Any:
+        """Wait with :func:`poll_until`, for ``create_timeout`` (or ``delete_timeout``) cut to ``deadline``."""
+        timeout, option = (self.delete_timeout, "delete_timeout") if delete else (self.create_timeout, "create_timeout")
+        return poll_until(probe, done, timeout=timeout, deadline=deadline, interval=self.poll_interval, what=what,
+                          provider=PROVIDER, resource=resource, failed=failed, status=status,
+                          hint=f"raise {option}, or look at the resource in the Azure portal")
 
-    def _run(self, what: str, start: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
+    def _wait_lro(self, what: str, poller: Any, *, deadline: float | None = None, delete: bool = False) -> Any:
+        """Wait for a long-running operation (its poller polls ARM in its own thread); return its result."""
+        self._poll(what, poller.done, bool, resource=what, deadline=deadline, delete=delete,
+                   status=lambda _: f"operation {poller.status()}")
+        with self.hook.errors(what):
+            result = poller.result()
+        return plain(result) if result is not None else None
+
+    def _run(self, what: str, start: Callable[..., Any], *args: Any, deadline: float | None = None,
+             delete: bool = False) -> Any:
         """Start a long-running operation and wait for its end."""
         poller = self._call(what, start, *args)
-        return self._wait_lro(what, poller, timeout or self.create_timeout)
+        return self._wait_lro(what, poller, deadline=deadline, delete=delete)
 
     # ---------------------------------------------------------------- catalogue (cached)
     @cached_property
@@ -445,7 +263,7 @@ class AzureBackend(Backend):
         if not location and self.resource_group:
             group = self._call(f"reading resource group {self.resource_group}", self.hook.resources.resource_groups.get,
                                self.resource_group)
-            location = _plain(group)["location"]
+            location = plain(group)["location"]
         if not location:
             raise BackendError("no Azure location: give the 'location' option or the connection's 'location' extra",
                                provider=PROVIDER, resource=self.conn_id)
@@ -455,7 +273,7 @@ class AzureBackend(Backend):
     def sizes(self) -> list[Size]:
         """Return the VM sizes of the location (read once per backend)."""
         found = self._call(f"listing VM sizes of {self.location}",
-                           lambda: [_plain(s) for s in self.hook.compute.virtual_machine_sizes.list(self.location)])
+                           lambda: [plain(s) for s in self.hook.compute.virtual_machine_sizes.list(self.location)])
         sizes = []
         for item in found:
             gpus, model = self.gpu_sizes.get(item["name"], (0, None))
@@ -576,21 +394,12 @@ class AzureBackend(Backend):
 
         :param spec: the spec
         """
-        return azure_name(f"{spec.deployment_id}-{spec.node_name}-{spec.index}", 64)
+        return azure_name(instance_stem(spec.deployment_id, spec.node_name, spec.index), 64)
 
     def _arm_id(self, group: str, kind: str, name: str) -> str:
         return f"/subscriptions/{self.hook.subscription_id}/resourceGroups/{group}/providers/{kind}/{name}"
 
     # ---------------------------------------------------------------- describe
-    @staticmethod
-    def _selector(deployment_id: str, node_name: str | None = None, index: int | None = None) -> dict[str, str]:
-        selector = {TAG_DEPLOYMENT: deployment_id}
-        if node_name is not None:
-            selector[TAG_NODE] = node_name
-            if index is not None:
-                selector[TAG_INDEX] = str(index)
-        return selector
-
     def vm_state(self, vm: Mapping[str, Any]) -> tuple[ResourceState, str]:
         """Return the normalized and native state of a VM read with its instance view.
 
@@ -631,8 +440,7 @@ class AzureBackend(Backend):
             "public_ip": public_ip,
             "data_disks": sorted(str((d.get("managedDisk") or {}).get("id")) for d in storage.get("dataDisks") or []),
         }
-        return Resource(tags[TAG_DEPLOYMENT], tags[TAG_NODE], int(tags[TAG_INDEX]), PROVIDER, vm["id"], state,
-                        attributes)
+        return Resource(*resource_of(tags), PROVIDER, vm["id"], state, attributes)
 
     def _disk_resource(self, disk: Mapping[str, Any]) -> Resource:
         tags = disk.get("tags") or {}
@@ -655,18 +463,18 @@ class AzureBackend(Backend):
             "status": props.get("diskState"),
             "attached_to": disk.get("managedBy"),
         }
-        return Resource(tags[TAG_DEPLOYMENT], tags[TAG_NODE], int(tags[TAG_INDEX]), PROVIDER, disk["id"], state,
-                        attributes)
+        return Resource(*resource_of(tags), PROVIDER, disk["id"], state, attributes)
 
     def _vms(self, group: str, selector: Mapping[str, str]) -> list[dict[str, Any]]:
         found = self._list(f"listing VMs of {group}",
                            lambda: self.hook.compute.virtual_machines.list(group, expand="instanceView"))
-        return [vm for vm in found if _ours(vm) and _matches(vm.get("tags"), selector)]
+        return [vm for vm in found if ours(vm.get("tags"), selector)]
 
     def _tagged(self, what: str, pager: Callable[[], Iterable[Any]], selector: Mapping[str, str],
                 *, instance: bool = True) -> list[dict[str, Any]]:
         found = self._list(what, pager)
-        return [x for x in found if (not instance or _ours(x)) and _matches(x.get("tags"), selector)]
+        return [x for x in found
+                if (ours(x.get("tags"), selector) if instance else tags_match(x.get("tags"), selector))]
 
     def _describe(self, group: str, selector: Mapping[str, str]) -> list[Resource]:
         vms = self._vms(group, selector)
@@ -688,18 +496,19 @@ class AzureBackend(Backend):
         :param deployment_id: the deployment's id
         :param node_name: only this node's resources
         """
-        return self._describe(self.group_name(deployment_id), self._selector(deployment_id, node_name))
+        return self._describe(self.group_name(deployment_id), tag_selector(deployment_id, node_name))
 
     # ---------------------------------------------------------------- create
-    def create(self, spec: ResourceSpec) -> Resource:
+    def create(self, spec: ResourceSpec, *, deadline: float | None = None) -> Resource:
         """Create the VM or disk of a node instance (or return the existing one), waiting until it runs.
 
         :param spec: the resource wanted
+        :param deadline: a ``time.monotonic()`` limit on the waits, over ``create_timeout``
         """
         if self._kind(spec) == _VM:
             self.check_user_data(spec)
-            return self._create_vm(spec, self._vm_plan(spec))
-        return self._create_disk(spec, self._disk_size_gb(spec))
+            return self._create_vm(spec, self._vm_plan(spec), deadline=deadline)
+        return self._create_disk(spec, self._disk_size_gb(spec), deadline)
 
     def request(self, spec: ResourceSpec) -> Resource:
         """Start creating a VM and return without waiting for it to run, for a deferrable wait.
@@ -717,7 +526,7 @@ class AzureBackend(Backend):
     def _undo_on_failure(self, spec: ResourceSpec, label: str, undo: UndoSteps,
                          failed_prefix: str = "") -> contextlib.AbstractContextManager[None]:
         return undo_on_failure(PROVIDER, spec, label, undo, log, api_error=AzureApiError, hint=self._hint,
-                               failed=(_Failed,), failed_prefix=failed_prefix)
+                               failed_prefix=failed_prefix)
 
     @staticmethod
     def _hint(err: AzureApiError) -> str:
@@ -738,23 +547,26 @@ class AzureBackend(Backend):
         log.info("Made resource group %s in %s", group, self.location)
         return True
 
-    def _ensure_subnet(self, group: str, deployment_id: str) -> tuple[str, str | None]:
-        """Return the NICs' subnet id, and the virtual network this call made (or None)."""
+    def _ensure_subnet(self, group: str, deployment_id: str, undo: UndoSteps, deadline: float | None) -> str:
+        """Return the NICs' subnet id; a virtual network made here is an undo step (removed unless used)."""
         if self.subnet_id:
-            return self.subnet_id, None
+            return self.subnet_id
         name = azure_name(f"{deployment_id}-vnet", 64)
         vnet_id = self._arm_id(group, "Microsoft.Network/virtualNetworks", name)
         subnet_id = f"{vnet_id}/subnets/default"
         existing = self._list(f"listing virtual networks of {group}",
                               lambda: self.hook.network.virtual_networks.list(group))
         if any(v["id"].lower() == vnet_id.lower() for v in existing):
-            return subnet_id, None
-        self._run(f"creating virtual network {name}", self.hook.network.virtual_networks.begin_create_or_update,
-                  group, name, {"location": self.location, "tags": {TAG_DEPLOYMENT: deployment_id},
-                                "properties": {"addressSpace": {"addressPrefixes": [self.address_space]},
-                                               "subnets": [{"name": "default", "properties": {
-                                                   "addressPrefix": self.address_space.replace("/16", "/20")}}]}})
-        return subnet_id, vnet_id
+            return subnet_id
+        what = f"creating virtual network {name}"
+        poller = self._call(what, self.hook.network.virtual_networks.begin_create_or_update, group, name, {
+            "location": self.location, "tags": {TAG_DEPLOYMENT: deployment_id},
+            "properties": {"addressSpace": {"addressPrefixes": [self.address_space]},
+                           "subnets": [{"name": "default", "properties": {
+                               "addressPrefix": self.address_space.replace("/16", "/20")}}]}})
+        undo.append((f"virtual network {vnet_id}", lambda: self._delete_vnet_if_unused(group, vnet_id)))
+        self._wait_lro(what, poller, deadline=deadline)
+        return subnet_id
 
     @staticmethod
     def _nsg_rules(rules: Iterable[Rule]) -> list[dict[str, Any]]:
@@ -769,7 +581,7 @@ class AzureBackend(Backend):
         return out
 
     def _nsg_name(self, deployment_id: str, node_name: str) -> str:
-        return azure_name(f"{deployment_id}-{node_name}-nsg", 80)
+        return azure_name(f"{node_stem(deployment_id, node_name)}-nsg", 80)
 
     def _existing_vm(self, spec: ResourceSpec, group: str) -> dict[str, Any] | None:
         for vm in self._vms(group, spec.tags):
@@ -780,37 +592,31 @@ class AzureBackend(Backend):
             if state == ResourceState.ERROR:
                 log.warning("VM %s of %s is %s: replacing it", vm["name"], self._where(spec), native)
                 self._run(f"deleting failed VM {vm['name']}", self.hook.compute.virtual_machines.begin_delete,
-                          group, vm["name"], timeout=self.delete_timeout)
+                          group, vm["name"], delete=True)
                 continue
             return vm
         return None
 
     def _wait_vm_gone(self, group: str, name: str) -> None:
-        deadline = time.monotonic() + self.delete_timeout
-        while any(v["name"] == name for v in self._list(
-                f"listing VMs of {group}", lambda: self.hook.compute.virtual_machines.list(group))):
-            if time.monotonic() >= deadline:
-                raise ResourceTimeoutError(f"VM {name} still exists after {self.delete_timeout:.0f} s",
-                                           provider=PROVIDER, resource=name)
-            time.sleep(self.poll_interval)
+        def present() -> bool:
+            listed = self._list(f"listing VMs of {group}", lambda: self.hook.compute.virtual_machines.list(group))
+            return any(v["name"] == name for v in listed)
+
+        self._poll(f"deletion of VM {name}", present, lambda there: not there, resource=name, delete=True,
+                   status=lambda _: "it still exists")
 
     def _get_vm(self, group: str, name: str) -> dict[str, Any]:
-        return _plain(self._call(f"reading VM {name}", self.hook.compute.virtual_machines.get, group, name,
+        return plain(self._call(f"reading VM {name}", self.hook.compute.virtual_machines.get, group, name,
                                  expand="instanceView"))
 
-    def _wait_vm_running(self, group: str, name: str) -> dict[str, Any]:
-        deadline = time.monotonic() + self.wait_budget(self.create_timeout)
-        while True:
-            vm = self._get_vm(group, name)
+    def _wait_vm_running(self, group: str, name: str, deadline: float | None) -> dict[str, Any]:
+        def failed(vm: Mapping[str, Any]) -> str | None:
             state, native = self.vm_state(vm)
-            if state == ResourceState.RUNNING:
-                return vm
-            if state == ResourceState.ERROR:
-                raise _Failed(native)
-            if time.monotonic() >= deadline:
-                raise ResourceTimeoutError(f"VM {name} is {native} after {self.create_timeout:.0f} s",
-                                           provider=PROVIDER, resource=name)
-            time.sleep(self.poll_interval)
+            return native if state == ResourceState.ERROR else None
+
+        return self._poll(f"VM {name} running", lambda: self._get_vm(group, name),
+                          lambda vm: self.vm_state(vm)[0] == ResourceState.RUNNING, resource=name, deadline=deadline,
+                          failed=failed, status=lambda vm: self.vm_state(vm)[1])
 
     def _vm_body(self, spec: ResourceSpec, plan: _VmPlan, name: str, nic_id: str,
                  data_disks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -843,27 +649,26 @@ class AzureBackend(Backend):
         """Return the ids of the disks of the BlockStorage nodes this VM requires (same index)."""
         return [r.resource_id for r in required_resources(spec, PROVIDER, _DISK)]
 
-    def _create_vm(self, spec: ResourceSpec, plan: _VmPlan, wait: bool = True) -> Resource:
+    def _create_vm(self, spec: ResourceSpec, plan: _VmPlan, wait: bool = True,
+                   deadline: float | None = None) -> Resource:
         group = self.group_name(spec.deployment_id)
         name = self.resource_name(spec)
         label = f"virtual machine {name}"
-        undo: list[tuple[str, Callable[[], None]]] = []
+        undo: UndoSteps = []
         with self._undo_on_failure(spec, label, undo, failed_prefix="the VM went to "):
             vm = self._existing_vm(spec, group)
             if vm is None:
                 if self._ensure_group(group, spec.deployment_id):
                     undo.append((f"resource group {group}", lambda: self._delete_group_if_empty(group)))
-                subnet_id, vnet_id = self._ensure_subnet(group, spec.deployment_id)
-                if vnet_id:
-                    undo.append((f"virtual network {vnet_id}", lambda: self._delete_vnet_if_unused(group, vnet_id)))
-                nsg_id = self._ensure_nsg(spec, group, plan.rules, undo)
+                subnet_id = self._ensure_subnet(group, spec.deployment_id, undo, deadline)
+                nsg_id = self._ensure_nsg(spec, group, plan.rules, undo, deadline)
                 pip_id = None
                 if plan.public:
                     pip_id = self._put(undo, "Microsoft.Network/publicIPAddresses", group, f"{name}-pip",
                                        self.hook.network.public_ip_addresses,
                                        {"location": self.location, "tags": dict(spec.tags),
                                         "sku": {"name": "Standard"},
-                                        "properties": {"publicIPAllocationMethod": "Static"}})
+                                        "properties": {"publicIPAllocationMethod": "Static"}}, deadline)
                 ip_conf: dict[str, Any] = {"subnet": {"id": subnet_id}, "privateIPAllocationMethod": "Dynamic"}
                 if pip_id:
                     ip_conf["publicIPAddress"] = {"id": pip_id}
@@ -871,7 +676,7 @@ class AzureBackend(Backend):
                                    self.hook.network.network_interfaces,
                                    {"location": self.location, "tags": dict(spec.tags), "properties": {
                                        "ipConfigurations": [{"name": "ipconfig1", "properties": ip_conf}],
-                                       "networkSecurityGroup": {"id": nsg_id}}})
+                                       "networkSecurityGroup": {"id": nsg_id}}}, deadline)
                 data_disks = [{"lun": lun, "createOption": "Attach", "managedDisk": {"id": disk_id}}
                               for lun, disk_id in enumerate(self._required_disks(spec))]
                 body = self._vm_body(spec, plan, name, nic_id, data_disks)
@@ -881,9 +686,9 @@ class AzureBackend(Backend):
                 # the VM exists from here on: undo deletes it before its NIC (which Azure refuses otherwise)
                 undo.append((label, lambda: self._run(
                     f"deleting {label}", self.hook.compute.virtual_machines.begin_delete, group, name,
-                    timeout=self.delete_timeout)))
+                    delete=True)))
                 if wait:  # else the caller waits (a deferrable trigger polling describe)
-                    self._wait_lro(f"creating {label}", poller, self.create_timeout)
+                    self._wait_lro(f"creating {label}", poller, deadline=deadline)
             elif not wait and self.vm_state(vm)[0] in (ResourceState.CREATING, ResourceState.RUNNING,
                                                        ResourceState.PENDING):
                 name = vm["name"]
@@ -891,42 +696,46 @@ class AzureBackend(Backend):
                 state, native = self.vm_state(vm)
                 if state == ResourceState.STOPPED:
                     log.info("%s is %s: starting it", label, native)
-                    self._run(f"starting {label}", self.hook.compute.virtual_machines.begin_start, group, vm["name"])
+                    self._run(f"starting {label}", self.hook.compute.virtual_machines.begin_start, group, vm["name"],
+                              deadline=deadline)
                 name = vm["name"]
-                self._attach_disks(group, name, self._required_disks(spec))
+                self._attach_disks(group, name, self._required_disks(spec), deadline)
             if wait:
-                self._wait_vm_running(group, name)
+                self._wait_vm_running(group, name, deadline)
         (resource,) = [r for r in self.describe(spec.deployment_id, spec.node_name) if r.index == spec.index
                        and r.attributes["kind"] == _VM]
         return resource
 
-    def _put(self, undo: list[tuple[str, Callable[[], None]]], kind: str, group: str, name: str, operations: Any,
-             body: dict[str, Any]) -> str:
+    def _put(self, undo: UndoSteps, kind: str, group: str, name: str, operations: Any, body: dict[str, Any],
+             deadline: float | None) -> str:
         """Create (or update) one network resource; register its deletion as an undo step; return its id."""
         what = f"{kind.split('/')[1][:-1]} {name}"
-        made = self._run(f"creating {what}", operations.begin_create_or_update, group, name, body)
+        poller = self._call(f"creating {what}", operations.begin_create_or_update, group, name, body)
+        # registered before the wait: a wait cut short still removes what Azure goes on making
         undo.append((what, lambda: self._run(f"deleting {what}", operations.begin_delete, group, name,
-                                             timeout=self.delete_timeout)))
+                                             delete=True)))
+        made = self._wait_lro(f"creating {what}", poller, deadline=deadline)
         return made["id"] if made else self._arm_id(group, kind, name)
 
-    def _ensure_nsg(self, spec: ResourceSpec, group: str, rules: Iterable[Rule],
-                    undo: list[tuple[str, Callable[[], None]]]) -> str:
+    def _ensure_nsg(self, spec: ResourceSpec, group: str, rules: Iterable[Rule], undo: UndoSteps,
+                    deadline: float | None) -> str:
         """Return the node's network security group (shared by its instances), making it if missing."""
         name = self._nsg_name(spec.deployment_id, spec.node_name)
-        selector = self._selector(spec.deployment_id, spec.node_name)
+        selector = tag_selector(spec.deployment_id, spec.node_name)
         for nsg in self._tagged(f"listing network security groups of {group}",
                                 lambda: self.hook.network.network_security_groups.list(group), selector,
                                 instance=False):
             return nsg["id"]
-        made = self._run(f"creating network security group {name}",
-                         self.hook.network.network_security_groups.begin_create_or_update, group, name,
-                         {"location": self.location, "tags": selector,
-                          "properties": {"securityRules": self._nsg_rules(rules)}})
+        what = f"creating network security group {name}"
+        poller = self._call(what, self.hook.network.network_security_groups.begin_create_or_update, group, name,
+                            {"location": self.location, "tags": selector,
+                             "properties": {"securityRules": self._nsg_rules(rules)}})
         undo.append((f"network security group {name}",
                      lambda: self._delete_nsg_if_unused(group, name, spec.deployment_id, spec.node_name)))
-        return made["id"]
+        made = self._wait_lro(what, poller, deadline=deadline)
+        return made["id"] if made else self._arm_id(group, "Microsoft.Network/networkSecurityGroups", name)
 
-    def _attach_disks(self, group: str, vm_name: str, disk_ids: list[str]) -> None:
+    def _attach_disks(self, group: str, vm_name: str, disk_ids: list[str], deadline: float | None) -> None:
         """Attach these disks to a VM that runs already (a PUT of the VM with more data disks)."""
         if not disk_ids:
             return
@@ -940,21 +749,23 @@ class AzureBackend(Backend):
         free = (n for n in range(64) if n not in luns)
         disks = list(storage.get("dataDisks") or [])
         disks += [{"lun": next(free), "createOption": "Attach", "managedDisk": {"id": d}} for d in missing]
-        self._update_data_disks(group, vm, disks)
+        self._update_data_disks(group, vm, disks, deadline)
 
-    def _update_data_disks(self, group: str, vm: dict[str, Any], disks: list[dict[str, Any]]) -> None:
+    def _update_data_disks(self, group: str, vm: dict[str, Any], disks: list[dict[str, Any]],
+                           deadline: float | None = None) -> None:
         body = {"location": vm["location"], "tags": vm.get("tags") or {}, "properties": {
             key: vm["properties"][key] for key in ("hardwareProfile", "storageProfile", "osProfile", "networkProfile")
             if key in vm["properties"]}}
         body["properties"]["storageProfile"] = {**vm["properties"]["storageProfile"], "dataDisks": disks}
         self._run(f"updating the data disks of VM {vm['name']}",
-                  self.hook.compute.virtual_machines.begin_create_or_update, group, vm["name"], body)
+                  self.hook.compute.virtual_machines.begin_create_or_update, group, vm["name"], body,
+                  deadline=deadline)
 
-    def _create_disk(self, spec: ResourceSpec, size_gb: int) -> Resource:
+    def _create_disk(self, spec: ResourceSpec, size_gb: int, deadline: float | None) -> Resource:
         group = self.group_name(spec.deployment_id)
         name = self.resource_name(spec)
         label = f"disk {name}"
-        undo: list[tuple[str, Callable[[], None]]] = []
+        undo: UndoSteps = []
         with self._undo_on_failure(spec, label, undo):
             found = self._tagged(f"listing disks of {group}",
                                  lambda: self.hook.compute.disks.list_by_resource_group(group), spec.tags)
@@ -969,11 +780,11 @@ class AzureBackend(Backend):
                                      "properties": {"creationData": {"createOption": "Empty"},
                                                     "diskSizeGB": size_gb}})
                 undo.append((label, lambda: self._run(f"deleting {label}", self.hook.compute.disks.begin_delete,
-                                                      group, name, timeout=self.delete_timeout)))
-                self._wait_lro(f"creating {label}", poller, self.create_timeout)
+                                                      group, name, delete=True)))
+                self._wait_lro(f"creating {label}", poller, deadline=deadline)
             for vm in required_resources(spec, PROVIDER, _VM):
                 self._attach_disks(vm.attributes["resource_group"], vm.attributes["name"],
-                                   [self._arm_id(group, "Microsoft.Compute/disks", name)])
+                                   [self._arm_id(group, "Microsoft.Compute/disks", name)], deadline)
         (resource,) = [r for r in self.describe(spec.deployment_id, spec.node_name) if r.index == spec.index
                        and r.attributes["kind"] == _DISK]
         return resource
@@ -984,19 +795,18 @@ class AzureBackend(Backend):
                           lambda: self.hook.resources.resources.list_by_resource_group(group))
         if not left:
             self._run(f"deleting resource group {group}", self.hook.resources.resource_groups.begin_delete, group,
-                      timeout=self.delete_timeout)
+                      delete=True)
 
     def _delete_vnet_if_unused(self, group: str, vnet_id: str) -> None:
         nics = self._list(f"listing NICs of {group}", lambda: self.hook.network.network_interfaces.list(group))
         if not nics:
             self._run(f"deleting virtual network {vnet_id}", self.hook.network.virtual_networks.begin_delete, group,
-                      vnet_id.rsplit("/", 1)[1], timeout=self.delete_timeout)
+                      vnet_id.rsplit("/", 1)[1], delete=True)
 
     def _delete_nsg_if_unused(self, group: str, name: str, deployment_id: str, node_name: str) -> None:
-        if not self._vms(group, self._selector(deployment_id, node_name)):
+        if not self._vms(group, tag_selector(deployment_id, node_name)):
             self._run(f"deleting network security group {name}",
-                      self.hook.network.network_security_groups.begin_delete, group, name,
-                      timeout=self.delete_timeout)
+                      self.hook.network.network_security_groups.begin_delete, group, name, delete=True)
 
     def delete(self, deployment_id: str, node_name: str | None = None, index: int | None = None) -> list[Resource]:
         """Delete the VMs, disks and network resources found by tags; return the VMs and disks deleted.
@@ -1008,27 +818,26 @@ class AzureBackend(Backend):
         :param index: only this instance
         """
         group = self.group_name(deployment_id)
-        selector = self._selector(deployment_id, node_name, index)
+        selector = tag_selector(deployment_id, node_name, index)
         targets = self._describe(group, selector)
         compute, network = self.hook.compute, self.hook.network
         vms = [r for r in targets if r.attributes["kind"] == _VM]
         pollers = [(vm, self._call(f"deleting VM {vm.attributes['name']}", compute.virtual_machines.begin_delete,
                                    group, vm.attributes["name"])) for vm in vms]
         for vm, poller in pollers:
-            self._wait_lro(f"deleting VM {vm.attributes['name']}", poller, self.delete_timeout)
+            self._wait_lro(f"deleting VM {vm.attributes['name']}", poller, delete=True)
         whole = node_name is None
         if whole and not self.resource_group:
             if self._call(f"checking resource group {group}", self.hook.resources.resource_groups.check_existence,
                           group):
                 # what is left (NICs, IPs, groups, disks, network) goes with the group
                 self._run(f"deleting resource group {group}", self.hook.resources.resource_groups.begin_delete, group,
-                          timeout=self.delete_timeout)
+                      delete=True)
             return [dataclasses.replace(r, state=ResourceState.DELETED) for r in targets]
         sweeps = ((network.network_interfaces, "NIC"), (network.public_ip_addresses, "public IP"))
         for operations, what in sweeps:
             for item in self._tagged(f"listing {what}s of {group}", lambda o=operations: o.list(group), selector):
-                self._run(f"deleting {what} {item['name']}", operations.begin_delete, group, item["name"],
-                          timeout=self.delete_timeout)
+                self._run(f"deleting {what} {item['name']}", operations.begin_delete, group, item["name"], delete=True)
         for disk in (r for r in targets if r.attributes["kind"] == _DISK):
             if disk.attributes.get("attached_to"):  # attached to a VM that stays: detach it first
                 vm_name = str(disk.attributes["attached_to"]).rsplit("/", 1)[1]
@@ -1038,19 +847,18 @@ class AzureBackend(Backend):
                         if str(d["managedDisk"]["id"]).lower() != disk.resource_id.lower()]
                 self._update_data_disks(vm_group, vm, kept)
             self._run(f"deleting disk {disk.attributes['name']}", compute.disks.begin_delete, group,
-                      disk.attributes["name"], timeout=self.delete_timeout)
-        group_selector = self._selector(deployment_id, node_name)
+                      disk.attributes["name"], delete=True)
+        group_selector = tag_selector(deployment_id, node_name)
         for nsg in self._tagged(f"listing network security groups of {group}",
                                 lambda: network.network_security_groups.list(group), group_selector, instance=False):
             node = (nsg.get("tags") or {}).get(TAG_NODE)
-            if node is None or not self._vms(group, self._selector(deployment_id, node)):
+            if node is None or not self._vms(group, tag_selector(deployment_id, node)):
                 self._run(f"deleting network security group {nsg['name']}",
-                          network.network_security_groups.begin_delete, group, nsg["name"],
-                          timeout=self.delete_timeout)
+                          network.network_security_groups.begin_delete, group, nsg["name"], delete=True)
         if whole:
             vnets = self._tagged(f"listing virtual networks of {group}", lambda: network.virtual_networks.list(group),
                                  {TAG_DEPLOYMENT: deployment_id}, instance=False)
             for vnet in vnets:
                 self._run(f"deleting virtual network {vnet['name']}", network.virtual_networks.begin_delete, group,
-                          vnet["name"], timeout=self.delete_timeout)
+                          vnet["name"], delete=True)
         return [dataclasses.replace(r, state=ResourceState.DELETED) for r in targets]

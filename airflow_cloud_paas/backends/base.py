@@ -12,7 +12,7 @@ import enum
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 #: Tag keys every backend puts on every resource, so a retry finds what it made and a delete finds all.
 TAG_DEPLOYMENT = "cloud-paas-deployment"
@@ -136,20 +136,6 @@ class Backend(abc.ABC):
     #: whether the provider wants the user data base64-encoded by the caller (its size limit counts that)
     user_data_base64: ClassVar[bool] = False
 
-    #: a time.monotonic() limit on waiting for creates (one provider attempt's time limit), or None
-    deadline: float | None = None
-
-    def wait_budget(self, timeout: float) -> float:
-        """Return how long a create may still wait: ``timeout``, cut to what is left before :attr:`deadline`.
-
-        Deletes and cleanups never use it: a timed-out attempt must still be removed completely.
-
-        :param timeout: the backend's own create timeout, in seconds
-        """
-        if self.deadline is None:
-            return timeout
-        return max(0.0, min(timeout, self.deadline - time.monotonic()))
-
     def check_user_data(self, spec: ResourceSpec) -> None:
         """Raise :class:`UnsupportedNodeError` if a node's user data is over the provider's limit.
 
@@ -184,12 +170,15 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
-    def create(self, spec: ResourceSpec) -> Resource:
+    def create(self, spec: ResourceSpec, *, deadline: float | None = None) -> Resource:
         """Create the resource (or return the existing one) and wait until it is RUNNING.
 
-        On failure, clean up what was partially made and raise :class:`ResourceCreateError`.
+        On failure, clean up what was partially made and raise :class:`ResourceCreateError`; a wait cut
+        short raises :class:`ResourceTimeoutError`, also after cleaning up.
 
         :param spec: the resource wanted
+        :param deadline: a ``time.monotonic()`` limit on this create's waits (one provider attempt's time
+            limit), over the backend's own timeouts; the cleanup of a failed create never uses it
         """
 
     def request(self, spec: ResourceSpec) -> Resource:
@@ -221,13 +210,15 @@ class Backend(abc.ABC):
         :param index: only this instance
         """
 
-    def scale(self, spec_for_index: Callable[[int], ResourceSpec], count: int) -> list[Resource]:
+    def scale(self, spec_for_index: Callable[[int], ResourceSpec], count: int, *,
+              deadline: float | None = None) -> list[Resource]:
         """Make exactly ``count`` instances of a node exist; return the resulting resources.
 
         Missing indices below ``count`` are created; indices at or above it are deleted, highest first.
 
         :param spec_for_index: builds the spec of instance ``index``
         :param count: the wanted number of instances
+        :param deadline: a ``time.monotonic()`` limit on the creates' waits (see :meth:`create`)
         """
         if count < 0:
             raise ValueError(f"count must be >= 0, got {count}")
@@ -237,8 +228,147 @@ class Backend(abc.ABC):
             self.delete(probe.deployment_id, probe.node_name, index)
         for index in range(count):
             if index not in existing:
-                self.create(spec_for_index(index))
+                self.create(spec_for_index(index), deadline=deadline)
         return self.describe(probe.deployment_id, probe.node_name)
+
+
+T = TypeVar("T")
+
+#: what a wait cut short by the provider attempt's deadline says (the words placement's errors use too)
+DEADLINE_REACHED = "the provider attempt's time limit, provider_timeout_mins, was reached"
+
+
+class WaitFailed(Exception):
+    """A resource reached a failed state while :func:`poll_until` waited for it.
+
+    Internal to the backends: :func:`undo_on_failure` turns it into a ResourceCreateError that also says
+    whether the cleanup worked; a backend without that path gives :func:`poll_until` its own ``failure``.
+
+    :param reason: what the ``failed`` check said
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def wait_limit(timeout: float, deadline: float | None = None) -> float:
+    """Return the ``time.monotonic()`` at which a wait starting now stops: ``timeout`` s, or ``deadline`` if sooner.
+
+    :param timeout: the backend's own timeout, in seconds
+    :param deadline: a ``time.monotonic()`` limit (the provider attempt's), or None
+    """
+    limit = time.monotonic() + max(0.0, timeout)
+    return limit if deadline is None else min(limit, deadline)
+
+
+def poll_until(
+    probe: Callable[[], T],
+    done: Callable[[T], bool],
+    *,
+    timeout: float,
+    interval: float,
+    what: str,
+    provider: str,
+    resource: str | None,
+    deadline: float | None = None,
+    failed: Callable[[T], str | None] | None = None,
+    failure: Callable[[str], BaseException] = WaitFailed,
+    status: Callable[[T], str] | None = None,
+    hint: str = "",
+) -> T:
+    """Look at a resource until it is done; the one wait loop of every backend (Libcloud's ``wait_until_running``).
+
+    Each round calls ``probe`` and returns its value once ``done`` says so; ``failed`` may end the wait
+    early with a reason, raised as ``failure(reason)``. Probes start at most every ``interval`` seconds.
+    The wait stops at ``timeout`` seconds from now, or at ``deadline`` if that comes first; the last probe
+    is always made at or after that limit, so a resource that became ready just in time counts, and the
+    wait never runs past it by more than one probe.
+
+    :param probe: reads the resource (its value may be None: gone, not visible yet)
+    :param done: whether the value is what was waited for
+    :param timeout: the backend's own timeout, in seconds
+    :param interval: seconds between the starts of two probes
+    :param what: what is waited for, for the message (``instance i-1 running``)
+    :param provider: the backend's name
+    :param resource: the resource concerned
+    :param deadline: a ``time.monotonic()`` limit (the provider attempt's ``provider_timeout_mins``), or None
+    :param failed: returns why the value means the wait can never succeed, or None
+    :param failure: builds the exception raised for such a reason (default :class:`WaitFailed`)
+    :param status: describes the last value seen, for the timeout message
+    :param hint: how to fix a wait that the backend's own timeout cut (``raise create_timeout``)
+    :raises ResourceTimeoutError: at the limit, saying which of the two limits cut the wait
+    """
+    start = time.monotonic()
+    limit = start + max(0.0, timeout)
+    by_deadline = deadline is not None and deadline < limit
+    if by_deadline:
+        limit = deadline
+    while True:
+        started = time.monotonic()
+        value = probe()
+        if done(value):
+            return value
+        reason = failed(value) if failed is not None else None
+        if reason:
+            raise failure(reason)
+        if started >= limit:
+            break
+        time.sleep(max(0.0, min(started + interval, limit) - time.monotonic()))
+    from airflow_cloud_paas.exceptions import ResourceTimeoutError
+
+    cause = DEADLINE_REACHED if by_deadline else f"the backend's own timeout of {timeout:g} s ran out"
+    if hint and not by_deadline:
+        cause += f" ({hint})"
+    seen = f"; last seen: {status(value)}" if status is not None else ""
+    raise ResourceTimeoutError(f"{what}: not done after {time.monotonic() - start:.1f} s: {cause}{seen}",
+                               provider=provider, resource=resource)
+
+
+def retry_while(
+    call: Callable[[], T],
+    retryable: Callable[[Exception], bool],
+    *,
+    timeout: float,
+    interval: float,
+    what: str,
+    provider: str,
+    resource: str | None,
+) -> T:
+    """Call ``call`` until it stops raising a retryable error (a delete refused while a dependency goes away).
+
+    The waiting is :func:`poll_until`'s; when ``timeout`` runs out, the last retryable error is raised as it
+    is, so callers see the provider's refusal, not a timeout.
+
+    :param call: the attempt
+    :param retryable: whether an error of the attempt is worth another try
+    :param timeout: seconds to keep trying
+    :param interval: seconds between the starts of two attempts
+    :param what: what is attempted, for the log
+    :param provider: the backend's name
+    :param resource: the resource concerned
+    """
+    from airflow_cloud_paas.exceptions import ResourceTimeoutError
+
+    refused: list[Exception] = []
+
+    def attempt() -> tuple[bool, T | None]:
+        try:
+            return True, call()
+        except Exception as err:
+            if not retryable(err):
+                raise
+            refused[:] = [err]
+            return False, None
+
+    try:
+        _, result = poll_until(attempt, lambda outcome: outcome[0], timeout=timeout, interval=interval, what=what,
+                               provider=provider, resource=resource)
+    except ResourceTimeoutError:
+        pass
+    else:
+        return result  # type: ignore[return-value]
+    raise refused[-1]  # outside the handler: the refusal keeps its own cause, not the timeout as context
 
 
 #: undo steps of a half-made resource: (what, how), run newest first
@@ -334,7 +464,7 @@ def undo_on_failure(
     *,
     api_error: type[Exception],
     hint: Callable[[Any], str] = lambda err: "",
-    failed: tuple[type[Exception], ...] = (),
+    failed: tuple[type[Exception], ...] = (WaitFailed,),
     failed_prefix: str = "",
     tolerate: tuple[type[BaseException], ...] = (),
 ) -> Iterator[None]:
@@ -352,13 +482,14 @@ def undo_on_failure(
     :param log: the backend's logger
     :param api_error: the provider's API error type (has ``message``)
     :param hint: how to fix an API error, or ""
-    :param failed: exception types meaning "the resource went to an error state"
+    :param failed: exception types meaning "the resource went to an error state" (what :func:`poll_until`
+        raises when its ``failed`` check gives a reason)
     :param failed_prefix: put before such an error's text
-    :param tolerate: more exception types an undo step may raise (BackendError always is)
+    :param tolerate: more exception types an undo step may raise (BackendError and WaitFailed always are)
     """
     from airflow_cloud_paas.exceptions import BackendError, ResourceTimeoutError
 
-    tolerated = (BackendError, *tolerate)
+    tolerated = (BackendError, WaitFailed, *tolerate)
     try:
         yield
     except failed as err:

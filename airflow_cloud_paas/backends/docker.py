@@ -22,12 +22,9 @@ container port and optional ``target`` = the host port) and the ``ports`` proper
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import re
 import shlex
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -35,18 +32,26 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_cloud_paas.backends.base import (
     TAG_DEPLOYMENT,
-    TAG_INDEX,
-    TAG_NODE,
     Backend,
     Resource,
     ResourceSpec,
     ResourceState,
+    poll_until,
 )
 from airflow_cloud_paas.backends.mapping import size_mb
+from airflow_cloud_paas.backends.naming import (
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    SHORT_PREFIX,
+    dns_name,
+    key_values,
+    resource_of,
+    tag_selector,
+    tags_match,
+)
 from airflow_cloud_paas.exceptions import (
     BackendError,
     ResourceCreateError,
-    ResourceTimeoutError,
     UnsupportedNodeError,
 )
 
@@ -58,9 +63,6 @@ log = logging.getLogger(__name__)
 PROVIDER = "docker"
 CONTAINER_TYPE = "tosca.nodes.Container.Application"
 COMPUTE_TYPE = "tosca.nodes.Compute"
-#: label put on everything this package makes (with the three TAG_* labels)
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-MANAGED_BY = "airflow-cloud-paas"
 DEFAULT_COMPUTE_IMAGE = "busybox:stable"
 DEFAULT_COMPUTE_COMMAND = ("sleep", "infinity")
 _PROTOCOLS = ("tcp", "udp", "sctp")
@@ -218,20 +220,6 @@ def _ports(spec: ResourceSpec, unsupported) -> tuple[tuple[PortBinding, ...], bo
     return tuple(found.values()), public
 
 
-def object_name(*parts: Any, limit: int = 63) -> str:
-    """Return a DNS-1123 name (lowercase letters, digits, '-') for the parts; a hash keeps long ones unique.
-
-    :param parts: the name's parts (joined with '-')
-    :param limit: the maximum length
-    """
-    raw = "-".join(str(p) for p in parts)
-    name = re.sub(r"[^a-z0-9-]+", "-", raw.lower()).strip("-")
-    if name == raw and len(name) <= limit:
-        return name
-    digest = hashlib.sha256(raw.encode()).hexdigest()[:8]  # the rewrite may collide ("a_b" vs "a-b")
-    return f"{name[: limit - 9].rstrip('-')}-{digest}"
-
-
 # ---------------------------------------------------------------------- the backend
 class DockerBackend(Backend):
     """Run node instances as containers on a Docker Engine, through the docker provider's hook.
@@ -333,7 +321,7 @@ class DockerBackend(Backend):
 
         :param deployment_id: the deployment's id
         """
-        return object_name("cp", deployment_id, limit=120)
+        return dns_name(SHORT_PREFIX, deployment_id, limit=120)
 
     @staticmethod
     def container_name(spec: ResourceSpec) -> str:
@@ -341,16 +329,11 @@ class DockerBackend(Backend):
 
         :param spec: the instance
         """
-        return object_name("cp", spec.deployment_id, spec.node_name, spec.index, limit=120)
+        return dns_name(SHORT_PREFIX, spec.deployment_id, spec.node_name, spec.index, limit=120)
 
     @staticmethod
     def _filters(deployment_id: str, node_name: str | None = None, index: int | None = None) -> dict[str, list]:
-        labels = [f"{TAG_DEPLOYMENT}={deployment_id}"]
-        if node_name is not None:
-            labels.append(f"{TAG_NODE}={node_name}")
-        if index is not None:
-            labels.append(f"{TAG_INDEX}={index}")
-        return {"label": labels}
+        return {"label": key_values(tag_selector(deployment_id, node_name, index))}
 
     # ------------------------------------------------------------------ check
     def requirements(self, spec: ResourceSpec) -> ContainerRequirements:
@@ -421,9 +404,7 @@ class DockerBackend(Backend):
         if native in ("exited", "dead"):
             attributes["exit_code"] = status.get("ExitCode")
         return Resource(
-            deployment_id=labels[TAG_DEPLOYMENT],
-            node_name=labels[TAG_NODE],
-            index=int(labels[TAG_INDEX]),
+            *resource_of(labels),
             backend=PROVIDER,
             resource_id=inspected["Id"],
             state=state or self.normalize_state(native),
@@ -450,10 +431,11 @@ class DockerBackend(Backend):
         return sorted(found, key=lambda r: (r.node_name, r.index))
 
     # ------------------------------------------------------------------ create
-    def create(self, spec: ResourceSpec) -> Resource:
+    def create(self, spec: ResourceSpec, *, deadline: float | None = None) -> Resource:
         """Create the instance's container (or find it by its labels) and wait until it runs.
 
         :param spec: the resource wanted
+        :param deadline: a ``time.monotonic()`` limit on the wait, over ``ready_timeout``
         """
         self.check(spec)
         req = self.requirements(spec)
@@ -463,7 +445,7 @@ class DockerBackend(Backend):
             inspected = self._inspect(existing[0]["Id"])
             if inspected is not None and inspected["State"].get("Status") != "dead":
                 if inspected["State"].get("Status") == "running":
-                    return self._wait(spec, inspected["Id"])
+                    return self._wait(spec, inspected["Id"], deadline)
                 log.info(
                     "restarting the %s container %s of %s",
                     inspected["State"].get("Status"),
@@ -471,7 +453,7 @@ class DockerBackend(Backend):
                     where,
                 )
                 self._call(where, self.client.start, inspected["Id"])
-                return self._wait(spec, inspected["Id"])
+                return self._wait(spec, inspected["Id"], deadline)
             self.delete(spec.deployment_id, spec.node_name, spec.index)  # a dead container cannot restart
         self._ensure_image(req.image, where)
         try:
@@ -479,7 +461,7 @@ class DockerBackend(Backend):
             volume = self._ensure_volume(spec) if req.data_path else None
             container_id = self._create_container(spec, req, network, volume)
             self._call(where, self.client.start, container_id)
-            return self._wait(spec, container_id)
+            return self._wait(spec, container_id, deadline)
         except BaseException as err:
             try:
                 self.delete(spec.deployment_id, spec.node_name, spec.index)
@@ -545,7 +527,7 @@ class DockerBackend(Backend):
         return name
 
     def _ensure_volume(self, spec: ResourceSpec) -> str:
-        name = object_name("cp", spec.deployment_id, spec.node_name, spec.index, "data", limit=120)
+        name = dns_name(SHORT_PREFIX, spec.deployment_id, spec.node_name, spec.index, "data", limit=120)
         # creating an existing named volume returns it: idempotent on the engine's side
         self.client.create_volume(name, driver="local", labels={**spec.tags, MANAGED_BY_LABEL: MANAGED_BY})
         return name
@@ -571,7 +553,7 @@ class DockerBackend(Backend):
             req.image,
             command=list(req.command) if req.command else None,
             name=self.container_name(spec),
-            hostname=object_name(spec.node_name, spec.index),
+            hostname=dns_name(spec.node_name, spec.index),
             environment=dict(req.environment) or None,
             labels={**spec.tags, MANAGED_BY_LABEL: MANAGED_BY},
             ports=[(p.container_port, p.protocol) if p.protocol != "tcp" else p.container_port for p in req.ports]
@@ -581,37 +563,32 @@ class DockerBackend(Backend):
         )
         return created["Id"]
 
-    def _wait(self, spec: ResourceSpec, container_id: str) -> Resource:
+    def _wait(self, spec: ResourceSpec, container_id: str, deadline: float | None) -> Resource:
         where = f"{spec.deployment_id}/{spec.node_name}/{spec.index}"
-        deadline = time.monotonic() + self.wait_budget(self.ready_timeout)
-        while True:
+
+        def read() -> tuple[dict, Resource] | None:
             inspected = self._inspect(container_id)
-            if inspected is None:
-                raise ResourceCreateError(
-                    f"container {container_id[:12]} vanished while starting", provider=PROVIDER, resource=where
-                )
-            resource = self._resource(inspected)
-            if resource.state == ResourceState.RUNNING:
-                return resource
-            if (
-                resource.state in (ResourceState.STOPPED, ResourceState.ERROR)
-                and inspected["State"].get("Status") != "created"
-            ):
-                raise ResourceCreateError(
-                    f"container {container_id[:12]} ({inspected['Config'].get('Image')}) is "
-                    f"{resource.attributes['native_state']} (exit code {inspected['State'].get('ExitCode')}); "
-                    f"its log ends with: {self._log_tail(container_id)}",
-                    provider=PROVIDER,
-                    resource=where,
-                )
-            if time.monotonic() > deadline:
-                raise ResourceTimeoutError(
-                    f"container {container_id[:12]} not running after {self.ready_timeout:g}s "
-                    f"(state {resource.attributes['native_state']}); raise ready_timeout or check the image",
-                    provider=PROVIDER,
-                    resource=where,
-                )
-            time.sleep(self.poll_interval)
+            return None if inspected is None else (inspected, self._resource(inspected))
+
+        def failed(found: tuple[dict, Resource] | None) -> str | None:
+            if found is None:
+                return f"container {container_id[:12]} vanished while starting"
+            inspected, resource = found
+            if resource.state in (ResourceState.STOPPED, ResourceState.ERROR) and (
+                    inspected["State"].get("Status") != "created"):
+                return (f"container {container_id[:12]} ({inspected['Config'].get('Image')}) is "
+                        f"{resource.attributes['native_state']} (exit code {inspected['State'].get('ExitCode')}); "
+                        f"its log ends with: {self._log_tail(container_id)}")
+            return None
+
+        _, resource = poll_until(
+            read, lambda found: found is not None and found[1].state == ResourceState.RUNNING,
+            timeout=self.ready_timeout, deadline=deadline, interval=self.poll_interval,
+            what=f"container {container_id[:12]} running", provider=PROVIDER, resource=where, failed=failed,
+            failure=lambda reason: ResourceCreateError(reason, provider=PROVIDER, resource=where),
+            status=lambda found: f"state {found[1].attributes['native_state']}" if found else "gone",
+            hint="raise ready_timeout, or check the image")
+        return resource
 
     def _log_tail(self, container_id: str, lines: int = 20) -> str:
         try:
@@ -662,8 +639,4 @@ class DockerBackend(Backend):
 
 def _labels_match(labels: Mapping[str, str], deployment_id: str, node_name: str | None, index: int | None) -> bool:
     """Filter again on our side: an engine (or proxy) that ignores label filters must not widen a delete."""
-    return (
-        labels.get(TAG_DEPLOYMENT) == deployment_id
-        and (node_name is None or labels.get(TAG_NODE) == node_name)
-        and (index is None or labels.get(TAG_INDEX) == str(index))
-    )
+    return tags_match(labels, tag_selector(deployment_id, node_name, index))

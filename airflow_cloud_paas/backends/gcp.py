@@ -15,15 +15,15 @@ exact tags are kept too: in the instance metadata, and as JSON in the descriptio
 firewall rules (firewall rules have no labels; their names start with a hash of the deployment id,
 which is how ``delete`` finds them).
 
-Every API call goes through :class:`GceHook`, the Google provider's
-:class:`~airflow.providers.google.cloud.hooks.compute.ComputeEngineHook` with the calls it lacks.
+Every API call goes through :class:`~airflow_cloud_paas.hooks.gcp.GceHook`, the Google provider's
+:class:`~airflow.providers.google.cloud.hooks.compute.ComputeEngineHook` with the calls it lacks; every
+wait is :func:`~airflow_cloud_paas.backends.base.poll_until`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -34,15 +34,8 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from typing import Any, ClassVar
 
-from airflow.providers.google.cloud.hooks.compute import ComputeEngineHook
-from airflow.providers.google.common.consts import CLIENT_INFO
-from google.api_core import exceptions as google_exceptions
-from google.auth import exceptions as auth_exceptions
-from google.cloud import compute_v1
-
 from airflow_cloud_paas.backends.base import (
     TAG_DEPLOYMENT,
-    TAG_INDEX,
     TAG_NODE,
     Backend,
     Resource,
@@ -50,8 +43,10 @@ from airflow_cloud_paas.backends.base import (
     ResourceState,
     UndoSteps,
     machine_or_disk,
+    poll_until,
     required_resources,
     undo_on_failure,
+    wait_limit,
 )
 from airflow_cloud_paas.backends.mapping import (
     HostRequirements,
@@ -63,11 +58,19 @@ from airflow_cloud_paas.backends.mapping import (
     select_size,
     size_mb,
 )
-from airflow_cloud_paas.exceptions import (
-    BackendError,
-    ResourceTimeoutError,
-    UnsupportedNodeError,
+from airflow_cloud_paas.backends.naming import (
+    SHORT_PREFIX,
+    TAG_KEYS,
+    digest,
+    label_key,
+    label_value,
+    ours,
+    resource_of,
+    slug,
+    tag_selector,
 )
+from airflow_cloud_paas.exceptions import BackendError, UnsupportedNodeError
+from airflow_cloud_paas.hooks.gcp import SERVER_WAIT_SECONDS, GceApiError, GceHook
 
 log = logging.getLogger(__name__)
 
@@ -79,38 +82,11 @@ MIN_DISK_GB = 10
 
 _INSTANCE = "instance"
 _DISK = "disk"
-_TAG_KEYS = (TAG_DEPLOYMENT, TAG_NODE, TAG_INDEX)
-_LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
+#: the status of a finished operation
+_DONE = "DONE"
 
 
 # ------------------------------------------------------------------------------------------ naming
-def _digest(*parts: str, length: int = 8) -> str:
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:length]
-
-
-def _slug(value: str) -> str:
-    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]+", "-", value.lower())).strip("-")
-
-
-def label_key(tag: str) -> str:
-    """Return the Compute Engine label key of a cloud-paas tag key (``cloud-paas-node`` -> ``cloud_paas_node``).
-
-    :param tag: the tag key
-    """
-    return tag.replace("-", "_")
-
-
-def label_value(value: str) -> str:
-    """Return a label-safe value: itself when already valid, else a slug plus a hash of the original.
-
-    :param value: the tag value
-    """
-    if _LABEL_VALUE.fullmatch(value):
-        return value
-    slug = re.sub(r"[^a-z0-9_-]+", "-", value.lower())
-    return f"{slug[:54]}-{_digest(value)}"
-
-
 def gce_labels(tags: Mapping[str, str]) -> dict[str, str]:
     """Return cloud-paas tags as Compute Engine labels.
 
@@ -135,9 +111,9 @@ def instance_name(spec: ResourceSpec) -> str:
 
     :param spec: the spec
     """
-    suffix = f"{spec.index}-{_digest(spec.deployment_id, spec.node_name, str(spec.index))}"
-    dep, node = _slug(spec.deployment_id)[:20].strip("-"), _slug(spec.node_name)[:20].strip("-")
-    return "-".join(p for p in ("cp", dep, node, suffix) if p)
+    suffix = f"{spec.index}-{digest(spec.deployment_id, spec.node_name, str(spec.index))}"
+    dep, node = slug(spec.deployment_id)[:20].strip("-"), slug(spec.node_name)[:20].strip("-")
+    return "-".join(p for p in (SHORT_PREFIX, dep, node, suffix) if p)
 
 
 def firewall_prefix(deployment_id: str) -> str:
@@ -145,7 +121,7 @@ def firewall_prefix(deployment_id: str) -> str:
 
     :param deployment_id: the deployment's id
     """
-    return f"cpfw-{_digest(deployment_id)}-"
+    return f"{SHORT_PREFIX}fw-{digest(deployment_id)}-"
 
 
 def firewall_tag(deployment_id: str, node_name: str) -> str:
@@ -154,8 +130,8 @@ def firewall_tag(deployment_id: str, node_name: str) -> str:
     :param deployment_id: the deployment's id
     :param node_name: the node template
     """
-    node = _slug(node_name)[:30].strip("-")
-    return f"{firewall_prefix(deployment_id)}{node + '-' if node else ''}{_digest(node_name, length=6)}"
+    node = slug(node_name)[:30].strip("-")
+    return f"{firewall_prefix(deployment_id)}{node + '-' if node else ''}{digest(node_name, length=6)}"
 
 
 def _image_facts(project: str, family: str) -> tuple[str, str | None, str]:
@@ -179,344 +155,15 @@ def _last(url: str | None) -> str | None:
     return url.rsplit("/", 1)[-1] if url else None
 
 
-# ------------------------------------------------------------------------------------------ the hook
-class GceApiError(BackendError):
-    """A Compute Engine API call or operation failed.
-
-    :param message: what failed
-    :param status_code: the HTTP status (or the operation's httpErrorStatusCode)
-    :param reason: the error reason or operation error code (``notFound``, ``QUOTA_EXCEEDED``...)
-    :param resource: the resource concerned
-    """
-
-    def __init__(self, message: str, *, status_code: int | None = None, reason: str | None = None,
-                 resource: str | None = None, provider: str | None = PROVIDER) -> None:
-        super().__init__(message, provider=provider, resource=resource)
-        self.status_code = status_code
-        self.reason = reason
-
-    def __reduce__(self):
-        return (_rebuild_api_error, (self.message, self.status_code, self.reason, self.resource))
-
-    @property
-    def is_quota(self) -> bool:
-        """Return whether a quota refused the request."""
-        return (self.reason or "").upper() in ("QUOTA_EXCEEDED", "QUOTAEXCEEDED", "RATELIMITEXCEEDED") or (
-            "quota" in self.message.lower() and self.status_code in (403, 429)
-        )
-
-
-def _rebuild_api_error(message, status_code, reason, resource):
-    return GceApiError(message, status_code=status_code, reason=reason, resource=resource)
-
-
-def _to_dict(message: Any) -> dict[str, Any]:
-    """Return a proto-plus message as a dict (snake_case keys, enums as names)."""
-    return type(message).to_dict(message, use_integers_for_enums=False)
-
-
-class GceHook(ComputeEngineHook):
-    """The Google provider's ComputeEngineHook, plus the Compute Engine calls the backend needs.
-
-    The provider's hook builds google-cloud-compute clients from a ``google_cloud_platform``
-    connection (key file, key JSON, workload identity, impersonation or ``is_anonymous``); the extra
-    clients here are built the same way (credentials, client info, client options). An
-    ``api_endpoint`` connection extra (or argument) points every client at another endpoint, such as a
-    Private Service Connect one.
-
-    :param gcp_conn_id: the Airflow connection (type ``google_cloud_platform``)
-    :param api_endpoint: the Compute Engine endpoint (default: the connection's ``api_endpoint`` extra,
-        else Google's)
-    :param impersonation_chain: service account(s) to impersonate
-    :param request_timeout: seconds one API request may take
-    """
-
-    def __init__(self, gcp_conn_id: str = "google_cloud_default", api_endpoint: str | None = None,
-                 impersonation_chain: str | Sequence[str] | None = None, request_timeout: float = 60.0) -> None:
-        super().__init__(gcp_conn_id=gcp_conn_id, impersonation_chain=impersonation_chain)
-        self._api_endpoint = api_endpoint
-        self.request_timeout = request_timeout
-        self._clients: dict[type, Any] = {}
-
-    def extra(self, name: str) -> Any:
-        """Return a connection extra (plain or ``extra__google_cloud_platform__`` prefixed).
-
-        :param name: the extra's name
-        """
-        return self._get_field(name, None)
-
-    def get_client_options(self, api_endpoint_override: str | None = None):
-        """Return the client options, with the configured ``api_endpoint`` unless overridden.
-
-        :param api_endpoint_override: an endpoint for this client only
-        """
-        return super().get_client_options(api_endpoint_override or self._api_endpoint or self.extra("api_endpoint"))
-
-    def _client(self, cls: type) -> Any:
-        if cls not in self._clients:
-            if cls is compute_v1.InstancesClient:
-                self._clients[cls] = self.get_compute_instance_client()  # the provider's own
-            else:
-                self._clients[cls] = cls(credentials=self.get_credentials(), client_info=CLIENT_INFO,
-                                         client_options=self.get_client_options())
-        return self._clients[cls]
-
-    def _call(self, what: str, call: Callable[[], Any], *, missing_ok: bool = False) -> Any:
-        """Run one SDK call, turning its errors into :class:`GceApiError` (None for 404 if ``missing_ok``)."""
-        try:
-            return call()
-        except google_exceptions.NotFound:
-            if missing_ok:
-                return None
-            raise GceApiError(f"{what}: not found", status_code=404, reason="notFound", resource=what) from None
-        except google_exceptions.GoogleAPICallError as err:
-            reasons = [e.get("reason") for e in getattr(err, "errors", None) or [] if isinstance(e, Mapping)]
-            reason = err.reason or next((r for r in reasons if r), None)
-            raise GceApiError(f"{what} failed: HTTP {err.code} {err.message}", status_code=err.code,
-                              reason=reason, resource=what) from err
-        except auth_exceptions.GoogleAuthError as err:
-            raise GceApiError(
-                f"{what}: cannot authenticate with connection {self.gcp_conn_id!r} ({type(err).__name__}); "
-                "check its key file, key JSON or workload identity",
-                resource=self.gcp_conn_id,
-            ) from None
-
-    # ---------------------------------------------------------------- instances
-    def list_instances(self, *, project_id: str, zone: str, filter_: str) -> list[dict[str, Any]]:
-        """Return the instances of a zone that match a list filter.
-
-        :param project_id: the project
-        :param zone: the zone
-        :param filter_: a Compute Engine list filter
-        """
-        client = self._client(compute_v1.InstancesClient)
-        return self._call(f"list instances in {zone}", lambda: [_to_dict(i) for i in client.list(
-            request={"project": project_id, "zone": zone, "filter": filter_}, timeout=self.request_timeout)])
-
-    def get_instance_dict(self, *, project_id: str, zone: str, name: str) -> dict[str, Any] | None:
-        """Return an instance (through the provider's ``get_instance``), or None if it does not exist.
-
-        :param project_id: the project
-        :param zone: the zone
-        :param name: the instance name
-        """
-        found = self._call(f"instance {name}", lambda: self.get_instance(
-            resource_id=name, zone=zone, project_id=project_id, timeout=self.request_timeout), missing_ok=True)
-        return None if found is None else _to_dict(found)
-
-    def _instance_op(self, method: str, what: str, *, missing_ok: bool = False, **request: Any) -> str | None:
-        client = self._client(compute_v1.InstancesClient)
-        op = self._call(what, lambda: getattr(client, method)(request=request, timeout=self.request_timeout),
-                        missing_ok=missing_ok)
-        return None if op is None else op.name
-
-    def insert_instance_nowait(self, *, project_id: str, zone: str, body: Mapping[str, Any], request_id: str) -> str:
-        """Start inserting an instance; return the zone operation's name.
-
-        :param project_id: the project
-        :param zone: the zone
-        :param body: the instance resource (snake_case fields)
-        :param request_id: makes a retried request a no-op on the server (a UUID)
-        """
-        return self._instance_op("insert", f"insert instance {body['name']}", project=project_id, zone=zone,
-                                 instance_resource=dict(body), request_id=request_id)
-
-    def delete_instance_nowait(self, *, project_id: str, zone: str, name: str) -> str | None:
-        """Start deleting an instance; return the operation's name (None if it does not exist).
-
-        :param project_id: the project
-        :param zone: the zone
-        :param name: the instance name
-        """
-        return self._instance_op("delete", f"delete instance {name}", missing_ok=True, project=project_id,
-                                 zone=zone, instance=name)
-
-    def start_instance_nowait(self, *, project_id: str, zone: str, name: str, resume: bool = False) -> str:
-        """Start a stopped (or resume a suspended) instance; return the operation's name.
-
-        :param project_id: the project
-        :param zone: the zone
-        :param name: the instance name
-        :param resume: resume a SUSPENDED instance instead of starting a TERMINATED one
-        """
-        method = "resume" if resume else "start"
-        return self._instance_op(method, f"{method} instance {name}", project=project_id, zone=zone, instance=name)
-
-    def attach_disk_nowait(self, *, project_id: str, zone: str, instance: str, disk_link: str,
-                           device_name: str) -> str:
-        """Attach a persistent disk to an instance; return the operation's name.
-
-        :param project_id: the project
-        :param zone: the zone
-        :param instance: the instance name
-        :param disk_link: the disk's self link
-        :param device_name: the device name seen in the guest (/dev/disk/by-id/google-<name>)
-        """
-        return self._instance_op("attach_disk", f"attach disk {device_name} to {instance}", project=project_id,
-                                 zone=zone, instance=instance,
-                                 attached_disk_resource={"source": disk_link, "device_name": device_name,
-                                                         "auto_delete": False, "boot": False})
-
-    def detach_disk_nowait(self, *, project_id: str, zone: str, instance: str, device_name: str) -> str | None:
-        """Detach a disk from an instance; return the operation's name (None if the instance is gone).
-
-        :param project_id: the project
-        :param zone: the zone
-        :param instance: the instance name
-        :param device_name: the disk's device name on that instance
-        """
-        return self._instance_op("detach_disk", f"detach disk {device_name} from {instance}", missing_ok=True,
-                                 project=project_id, zone=zone, instance=instance, device_name=device_name)
-
-    # ---------------------------------------------------------------- operations
-    def wait_zone_operation(self, *, project_id: str, zone: str, name: str) -> dict[str, Any]:
-        """Wait (server side, up to about 2 minutes) for a zone operation; return it, DONE or not.
-
-        :param project_id: the project
-        :param zone: the zone
-        :param name: the operation's name
-        """
-        client = self._client(compute_v1.ZoneOperationsClient)
-        return self._call(f"zone operation {name}", lambda: _to_dict(client.wait(
-            request={"project": project_id, "zone": zone, "operation": name}, timeout=self.request_timeout + 130)))
-
-    def wait_global_operation(self, *, project_id: str, name: str) -> dict[str, Any]:
-        """Wait (server side, up to about 2 minutes) for a global operation; return it, DONE or not.
-
-        :param project_id: the project
-        :param name: the operation's name
-        """
-        client = self._client(compute_v1.GlobalOperationsClient)
-        return self._call(f"global operation {name}", lambda: _to_dict(client.wait(
-            request={"project": project_id, "operation": name}, timeout=self.request_timeout + 130)))
-
-    # ---------------------------------------------------------------- catalogue
-    def list_machine_types(self, *, project_id: str, zone: str) -> list[dict[str, Any]]:
-        """Return the machine types of a zone.
-
-        :param project_id: the project
-        :param zone: the zone
-        """
-        client = self._client(compute_v1.MachineTypesClient)
-        return self._call(f"list machine types in {zone}", lambda: [_to_dict(m) for m in client.list(
-            request={"project": project_id, "zone": zone}, timeout=self.request_timeout)])
-
-    def list_images(self, *, project_id: str) -> list[dict[str, Any]]:
-        """Return the images of a project (for public images: ``ubuntu-os-cloud``, ``debian-cloud``...).
-
-        :param project_id: the image project
-        """
-        client = self._client(compute_v1.ImagesClient)
-        return self._call(f"list images of {project_id}", lambda: [_to_dict(i) for i in client.list(
-            request={"project": project_id}, timeout=self.request_timeout)])
-
-    def get_image_dict(self, *, project_id: str, name: str | None = None,
-                       family: str | None = None) -> dict[str, Any] | None:
-        """Return an image by name, or the newest of a family; None if there is none.
-
-        :param project_id: the image project
-        :param name: the image name
-        :param family: the image family (instead of a name)
-        """
-        client = self._client(compute_v1.ImagesClient)
-        if family:
-            what = f"image family {project_id}/{family}"
-            found = self._call(what, lambda: client.get_from_family(
-                request={"project": project_id, "family": family}, timeout=self.request_timeout), missing_ok=True)
-        else:
-            found = self._call(f"image {project_id}/{name}", lambda: client.get(
-                request={"project": project_id, "image": name}, timeout=self.request_timeout), missing_ok=True)
-        return None if found is None else _to_dict(found)
-
-    # ---------------------------------------------------------------- firewalls
-    def list_firewalls(self, *, project_id: str, filter_: str) -> list[dict[str, Any]]:
-        """Return the project's firewall rules that match a list filter.
-
-        :param project_id: the project
-        :param filter_: a Compute Engine list filter
-        """
-        client = self._client(compute_v1.FirewallsClient)
-        return self._call("list firewall rules", lambda: [_to_dict(f) for f in client.list(
-            request={"project": project_id, "filter": filter_}, timeout=self.request_timeout)])
-
-    def insert_firewall_nowait(self, *, project_id: str, body: Mapping[str, Any]) -> str:
-        """Start inserting a firewall rule; return the global operation's name.
-
-        :param project_id: the project
-        :param body: the firewall resource (snake_case fields)
-        """
-        client = self._client(compute_v1.FirewallsClient)
-        return self._call(f"insert firewall rule {body['name']}", lambda: client.insert(
-            request={"project": project_id, "firewall_resource": dict(body)}, timeout=self.request_timeout)).name
-
-    def delete_firewall_nowait(self, *, project_id: str, name: str) -> str | None:
-        """Start deleting a firewall rule; return the operation's name (None if it does not exist).
-
-        :param project_id: the project
-        :param name: the rule's name
-        """
-        client = self._client(compute_v1.FirewallsClient)
-        op = self._call(f"delete firewall rule {name}", lambda: client.delete(
-            request={"project": project_id, "firewall": name}, timeout=self.request_timeout), missing_ok=True)
-        return None if op is None else op.name
-
-    # ---------------------------------------------------------------- disks
-    def list_disks(self, *, project_id: str, zone: str, filter_: str) -> list[dict[str, Any]]:
-        """Return the persistent disks of a zone that match a list filter.
-
-        :param project_id: the project
-        :param zone: the zone
-        :param filter_: a Compute Engine list filter
-        """
-        client = self._client(compute_v1.DisksClient)
-        return self._call(f"list disks in {zone}", lambda: [_to_dict(d) for d in client.list(
-            request={"project": project_id, "zone": zone, "filter": filter_}, timeout=self.request_timeout)])
-
-    def get_disk_dict(self, *, project_id: str, zone: str, name: str) -> dict[str, Any] | None:
-        """Return a persistent disk, or None if it does not exist.
-
-        :param project_id: the project
-        :param zone: the zone
-        :param name: the disk name
-        """
-        client = self._client(compute_v1.DisksClient)
-        found = self._call(f"disk {name}", lambda: client.get(
-            request={"project": project_id, "zone": zone, "disk": name}, timeout=self.request_timeout),
-            missing_ok=True)
-        return None if found is None else _to_dict(found)
-
-    def insert_disk_nowait(self, *, project_id: str, zone: str, body: Mapping[str, Any], request_id: str) -> str:
-        """Start inserting a persistent disk; return the zone operation's name.
-
-        :param project_id: the project
-        :param zone: the zone
-        :param body: the disk resource (snake_case fields)
-        :param request_id: makes a retried request a no-op on the server (a UUID)
-        """
-        client = self._client(compute_v1.DisksClient)
-        return self._call(f"insert disk {body['name']}", lambda: client.insert(
-            request={"project": project_id, "zone": zone, "disk_resource": dict(body), "request_id": request_id},
-            timeout=self.request_timeout)).name
-
-    def delete_disk_nowait(self, *, project_id: str, zone: str, name: str) -> str | None:
-        """Start deleting a persistent disk; return the operation's name (None if it does not exist).
-
-        :param project_id: the project
-        :param zone: the zone
-        :param name: the disk name
-        """
-        client = self._client(compute_v1.DisksClient)
-        op = self._call(f"delete disk {name}", lambda: client.delete(
-            request={"project": project_id, "zone": zone, "disk": name}, timeout=self.request_timeout),
-            missing_ok=True)
-        return None if op is None else op.name
+def _status(item: Mapping[str, Any] | None) -> str:
+    """Return the status of an instance or disk for a message (``gone`` when it does not exist)."""
+    if item is None:
+        return "gone"
+    message = item.get("status_message")
+    return f"{item.get('status')}{f' ({message})' if message else ''}"
 
 
 # ------------------------------------------------------------------------------------------ the backend
-class _Failed(Exception):
-    """A resource failed while we waited (internal: becomes ResourceCreateError)."""
-
-
 class GcpBackend(Backend):
     """Deploy Compute and BlockStorage nodes on Google Compute Engine, in one zone of one project.
 
@@ -731,7 +378,7 @@ class GcpBackend(Backend):
     @staticmethod
     def _instance_tags(instance: Mapping[str, Any]) -> dict[str, str]:
         items = (instance.get("metadata") or {}).get("items") or []
-        return {i["key"]: i.get("value", "") for i in items if i.get("key") in _TAG_KEYS}
+        return {i["key"]: i.get("value", "") for i in items if i.get("key") in TAG_KEYS}
 
     @staticmethod
     def _description_tags(item: Mapping[str, Any]) -> dict[str, str]:
@@ -740,7 +387,7 @@ class GcpBackend(Backend):
         except ValueError:  # a hand-made resource's free text: not ours
             return {}
         tags = data.get("cloud-paas") if isinstance(data, Mapping) else None
-        return {k: str(v) for k, v in tags.items() if k in _TAG_KEYS} if isinstance(tags, Mapping) else {}
+        return {k: str(v) for k, v in tags.items() if k in TAG_KEYS} if isinstance(tags, Mapping) else {}
 
     def _instance_resource(self, instance: Mapping[str, Any]) -> Resource:
         tags = self._instance_tags(instance)
@@ -760,8 +407,8 @@ class GcpBackend(Backend):
         }
         if instance.get("status_message"):
             attributes["status_message"] = instance["status_message"]
-        return Resource(tags[TAG_DEPLOYMENT], tags[TAG_NODE], int(tags[TAG_INDEX]), PROVIDER,
-                        str(instance.get("name")), self.normalize_state(status), attributes)
+        return Resource(*resource_of(tags), PROVIDER, str(instance.get("name")), self.normalize_state(status),
+                        attributes)
 
     def _disk_resource(self, disk: Mapping[str, Any]) -> Resource:
         tags = self._description_tags(disk)
@@ -776,30 +423,17 @@ class GcpBackend(Backend):
             "self_link": disk.get("self_link"),
             "attached_to": sorted(_last(u) for u in disk.get("users") or []),
         }
-        return Resource(tags[TAG_DEPLOYMENT], tags[TAG_NODE], int(tags[TAG_INDEX]), PROVIDER,
-                        str(disk.get("name")), self.normalize_state(status), attributes)
-
-    @staticmethod
-    def _selector(deployment_id: str, node_name: str | None = None, index: int | None = None) -> dict[str, str]:
-        tags = {TAG_DEPLOYMENT: deployment_id}
-        if node_name is not None:
-            tags[TAG_NODE] = node_name
-            if index is not None:
-                tags[TAG_INDEX] = str(index)
-        return tags
-
-    @staticmethod
-    def _matches(tags: Mapping[str, str], selector: Mapping[str, str]) -> bool:
-        # labels may be hashed: the exact tags decide; all three must be there (else not ours)
-        return set(_TAG_KEYS) <= set(tags) and all(tags[k] == v for k, v in selector.items())
+        return Resource(*resource_of(tags), PROVIDER, str(disk.get("name")), self.normalize_state(status),
+                        attributes)
 
     def _instances(self, selector: Mapping[str, str]) -> list[dict[str, Any]]:
         found = self.hook.list_instances(project_id=self.project_id, zone=self.zone, filter_=label_filter(selector))
-        return [i for i in found if self._matches(self._instance_tags(i), selector)]
+        # labels may be hashed: the exact tags decide; all three must be there (else not ours)
+        return [i for i in found if ours(self._instance_tags(i), selector)]
 
     def _disks(self, selector: Mapping[str, str]) -> list[dict[str, Any]]:
         found = self.hook.list_disks(project_id=self.project_id, zone=self.zone, filter_=label_filter(selector))
-        return [d for d in found if self._matches(self._description_tags(d), selector)]
+        return [d for d in found if ours(self._description_tags(d), selector)]
 
     def _describe(self, selector: Mapping[str, str]) -> list[Resource]:
         found = [self._instance_resource(i) for i in self._instances(selector)]
@@ -812,80 +446,75 @@ class GcpBackend(Backend):
         :param deployment_id: the deployment's id
         :param node_name: only this node's resources
         """
-        return self._describe(self._selector(deployment_id, node_name))
+        return self._describe(tag_selector(deployment_id, node_name))
 
     # ---------------------------------------------------------------- waiting
-    def _wait_operation(self, op_name: str, what: str, timeout: float, *, zone: bool = True) -> None:
-        """Wait for an operation to be DONE; raise GceApiError with its first error code if it failed."""
-        deadline = time.monotonic() + timeout
-        while True:
-            started = time.monotonic()
-            if zone:
-                op = self.hook.wait_zone_operation(project_id=self.project_id, zone=self.zone, name=op_name)
-            else:
-                op = self.hook.wait_global_operation(project_id=self.project_id, name=op_name)
-            if op.get("status") == "DONE":
-                errors = (op.get("error") or {}).get("errors") or []
-                if errors:
-                    first = errors[0]
-                    detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors)
-                    raise GceApiError(f"{what} failed: {detail}", status_code=op.get("http_error_status_code"),
-                                      reason=first.get("code"), resource=what)
-                return
-            if time.monotonic() >= deadline:
-                raise ResourceTimeoutError(
-                    f"{what}: operation {op_name} not done after {timeout:.0f} s (raise create_timeout/delete_timeout)",
-                    provider=PROVIDER, resource=what,
-                )
-            if time.monotonic() - started < self.poll_interval:  # the server returned early: do not spin
-                time.sleep(self.poll_interval)
+    def _wait(self, what: str, probe: Callable[[], Any], done: Callable[[Any], bool], *, resource: str,
+              deadline: float | None = None, delete: bool = False, failed: Callable[[Any], str | None] | None = None,
+              status: Callable[[Any], str] | None = None) -> Any:
+        timeout, option = (self.delete_timeout, "delete_timeout") if delete else (self.create_timeout, "create_timeout")
+        return poll_until(probe, done, timeout=timeout, deadline=deadline, interval=self.poll_interval, what=what,
+                          provider=PROVIDER, resource=resource, failed=failed, status=status,
+                          hint=f"raise {option}, or check the zone's capacity and the instance's serial console")
 
-    def _wait_for(self, what: str, read: Callable[[], Mapping[str, Any] | None],
-                  ready: Callable[[Mapping[str, Any] | None], bool], timeout: float, resource: str) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            current = read()
-            if ready(current):
-                return current
-            if time.monotonic() >= deadline:
-                status = (current or {}).get("status", "gone")
-                raise ResourceTimeoutError(
-                    f"{what}: still {status} after {timeout:.0f} s (raise create_timeout or check the zone's "
-                    "capacity and the instance's serial console)",
-                    provider=PROVIDER, resource=resource,
-                )
-            time.sleep(self.poll_interval)
+    def _wait_operation(self, op_name: str, what: str, *, zone: bool = True, deadline: float | None = None,
+                        delete: bool = False) -> None:
+        """Wait for an operation to be DONE; raise GceApiError with its first error code if it failed.
+
+        Compute Engine's ``wait`` blocks up to two minutes on the server; when less time is left than that,
+        the operation is read with ``get`` instead, so the wait never outlives its limit.
+        """
+        limit = wait_limit(self.delete_timeout if delete else self.create_timeout, deadline)
+
+        def read() -> dict[str, Any]:
+            server_wait = limit - time.monotonic() > SERVER_WAIT_SECONDS + self.hook.request_timeout
+            if zone:
+                reader = self.hook.wait_zone_operation if server_wait else self.hook.get_zone_operation
+                return reader(project_id=self.project_id, zone=self.zone, name=op_name)
+            reader = self.hook.wait_global_operation if server_wait else self.hook.get_global_operation
+            return reader(project_id=self.project_id, name=op_name)
+
+        op = self._wait(f"{what} (operation {op_name})", read, lambda o: o.get("status") == _DONE, resource=what,
+                        deadline=deadline, delete=delete, status=lambda o: str(o.get("status")))
+        errors = (op.get("error") or {}).get("errors") or []
+        if errors:
+            first = errors[0]
+            detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors)
+            raise GceApiError(f"{what} failed: {detail}", status_code=op.get("http_error_status_code"),
+                              reason=first.get("code"), resource=what)
 
     def _get_instance(self, name: str) -> dict[str, Any] | None:
         return self.hook.get_instance_dict(project_id=self.project_id, zone=self.zone, name=name)
 
-    def _wait_instance_running(self, name: str) -> dict[str, Any]:
-        def ready(instance: Mapping[str, Any] | None) -> bool:
+    def _wait_instance_running(self, name: str, deadline: float | None) -> dict[str, Any]:
+        def failed(instance: Mapping[str, Any] | None) -> str | None:
             if instance is None:
-                raise _Failed("it disappeared while booting")
+                return "it disappeared while booting"
             if instance.get("status") in ("TERMINATED", "STOPPED", "REPAIRING"):
-                raise _Failed(f"it went {instance.get('status')} while booting"
-                              f"{': ' + instance['status_message'] if instance.get('status_message') else ''}")
-            return instance.get("status") == "RUNNING"
+                return (f"it went {instance.get('status')} while booting"
+                        f"{': ' + instance['status_message'] if instance.get('status_message') else ''}")
+            return None
 
-        return dict(self._wait_for(f"instance {name} becoming RUNNING", lambda: self._get_instance(name), ready,
-                                   self.wait_budget(self.create_timeout), f"instance {name}"))
+        return dict(self._wait(f"instance {name} becoming RUNNING", lambda: self._get_instance(name),
+                               lambda i: i is not None and i.get("status") == "RUNNING", resource=f"instance {name}",
+                               deadline=deadline, failed=failed, status=_status))
 
     def _delete_instance(self, name: str) -> None:
         op = self.hook.delete_instance_nowait(project_id=self.project_id, zone=self.zone, name=name)
         if op is not None:
-            self._wait_operation(op, f"delete instance {name}", self.delete_timeout)
+            self._wait_operation(op, f"delete instance {name}", delete=True)
 
     # ---------------------------------------------------------------- create
-    def create(self, spec: ResourceSpec) -> Resource:
+    def create(self, spec: ResourceSpec, *, deadline: float | None = None) -> Resource:
         """Create the instance or disk of a node instance (or return the existing one), waiting until ready.
 
         :param spec: the resource wanted
+        :param deadline: a ``time.monotonic()`` limit on the waits, over ``create_timeout``
         """
         self.check(spec)
         if self._kind(spec) == _INSTANCE:
-            return self._create_instance(spec)
-        return self._create_disk(spec)
+            return self._create_instance(spec, deadline=deadline)
+        return self._create_disk(spec, deadline)
 
     def request(self, spec: ResourceSpec) -> Resource:
         """Insert an instance and return once Compute Engine accepted it (PROVISIONING), for a deferrable wait.
@@ -902,7 +531,7 @@ class GcpBackend(Backend):
     def _undo_on_failure(self, spec: ResourceSpec, label: str, undo: UndoSteps,
                          failed_prefix: str = "") -> contextlib.AbstractContextManager[None]:
         return undo_on_failure(PROVIDER, spec, label, undo, log, api_error=GceApiError, hint=self._hint,
-                               failed=(_Failed,), failed_prefix=failed_prefix)
+                               failed_prefix=failed_prefix)
 
     @staticmethod
     def _hint(err: GceApiError) -> str:
@@ -944,7 +573,7 @@ class GcpBackend(Backend):
             })
         return bodies
 
-    def _ensure_firewalls(self, spec: ResourceSpec, undo: list[tuple[str, Callable[[], None]]]) -> None:
+    def _ensure_firewalls(self, spec: ResourceSpec, undo: UndoSteps, deadline: float | None) -> None:
         # a hosted endpoint not on PUBLIC opens to the RFC 1918 ranges (mapping.PRIVATE_RANGES), one rule each
         rules, _ = security_rules(spec)
         if not rules:
@@ -958,15 +587,15 @@ class GcpBackend(Backend):
             op = self.hook.insert_firewall_nowait(project_id=self.project_id, body=body)
             undo.append((f"firewall rule {body['name']}", lambda n=body["name"]: self._delete_firewall_if_unused(
                 n, spec.deployment_id, spec.node_name)))
-            self._wait_operation(op, f"insert firewall rule {body['name']}", self.create_timeout, zone=False)
+            self._wait_operation(op, f"insert firewall rule {body['name']}", zone=False, deadline=deadline)
 
     def _delete_firewall(self, name: str) -> None:
         op = self.hook.delete_firewall_nowait(project_id=self.project_id, name=name)
         if op is not None:
-            self._wait_operation(op, f"delete firewall rule {name}", self.delete_timeout, zone=False)
+            self._wait_operation(op, f"delete firewall rule {name}", zone=False, delete=True)
 
     def _delete_firewall_if_unused(self, name: str, deployment_id: str, node_name: str) -> None:
-        if not self._instances(self._selector(deployment_id, node_name)):
+        if not self._instances(tag_selector(deployment_id, node_name)):
             self._delete_firewall(name)
 
     def _instance_body(self, spec: ResourceSpec, name: str, size: Size, image: Mapping[str, Any],
@@ -1001,42 +630,42 @@ class GcpBackend(Backend):
             body["scheduling"] = scheduling
         return body
 
-    def _create_instance(self, spec: ResourceSpec, wait: bool = True) -> Resource:
+    def _create_instance(self, spec: ResourceSpec, wait: bool = True, deadline: float | None = None) -> Resource:
         size, image, req = self._instance_plan(spec)
         name = instance_name(spec)
         label = f"instance {name}"
         _, public = security_rules(spec)
-        undo: list[tuple[str, Callable[[], None]]] = []
+        undo: UndoSteps = []
         with self._undo_on_failure(spec, label, undo):
             instance = self._existing_instance(spec)
             if not wait:  # the caller waits (a deferrable trigger polling describe)
                 if instance is None:
-                    self._insert_instance(spec, name, size, image, req, public, undo)
+                    self._insert_instance(spec, name, size, image, req, public, undo, deadline)
                     instance = self._get_instance(name)
                 if instance is not None and instance.get("status") in ("PROVISIONING", "STAGING", "RUNNING"):
                     return self._instance_resource(instance)
             if instance is not None and instance.get("status") in (
                     "STOPPING", "SUSPENDING", "TERMINATED", "STOPPED", "SUSPENDED"):
                 # stopped in the console, or a delete in flight (STOPPING, then gone): let it settle first
-                instance = self._wait_for(f"{label} settling", lambda: self._get_instance(name),
-                                          lambda i: i is None or i.get("status") not in ("STOPPING", "SUSPENDING"),
-                                          self.create_timeout, label)
+                instance = self._wait(f"{label} settling", lambda: self._get_instance(name),
+                                      lambda i: i is None or i.get("status") not in ("STOPPING", "SUSPENDING"),
+                                      resource=label, deadline=deadline, status=_status)
                 if instance is not None:
                     resume = instance.get("status") == "SUSPENDED"
                     log.info("%s is %s: %s it", label, instance.get("status"), "resuming" if resume else "starting")
                     op = self.hook.start_instance_nowait(project_id=self.project_id, zone=self.zone, name=name,
                                                          resume=resume)
-                    self._wait_operation(op, f"start {label}", self.create_timeout)
+                    self._wait_operation(op, f"start {label}", deadline=deadline)
             if instance is None:
-                self._insert_instance(spec, name, size, image, req, public, undo)
-            instance = self._wait_instance_running(name)
-            if self._attach_required_disks(spec, instance):
+                self._insert_instance(spec, name, size, image, req, public, undo, deadline)
+            instance = self._wait_instance_running(name, deadline)
+            if self._attach_required_disks(spec, instance, deadline):
                 instance = self._get_instance(name) or instance
         return self._instance_resource(instance)
 
     def _insert_instance(self, spec: ResourceSpec, name: str, size: Size, image: Mapping[str, Any],
-                         req: HostRequirements, public: bool, undo: list[tuple[str, Callable[[], None]]]) -> None:
-        self._ensure_firewalls(spec, undo)
+                         req: HostRequirements, public: bool, undo: UndoSteps, deadline: float | None) -> None:
+        self._ensure_firewalls(spec, undo, deadline)
         body = self._instance_body(spec, name, size, image, req, public)
         try:
             op = self.hook.insert_instance_nowait(project_id=self.project_id, zone=self.zone, body=body,
@@ -1049,16 +678,16 @@ class GcpBackend(Backend):
         # undo even if the operation fails: an instance may exist in a failed state
         undo.append((f"instance {name}", lambda: self._delete_instance(name)))
         log.info("Inserting instance %s (machine type %s, image %s)", name, size.name, image.get("name"))
-        self._wait_operation(op, f"insert instance {name}", self.create_timeout)
+        self._wait_operation(op, f"insert instance {name}", deadline=deadline)
 
-    def _attach_required_disks(self, spec: ResourceSpec, instance: Mapping[str, Any]) -> bool:
+    def _attach_required_disks(self, spec: ResourceSpec, instance: Mapping[str, Any], deadline: float | None) -> bool:
         """Attach the disks of the BlockStorage nodes this instance requires (same index); return if any was."""
         attached = False
         for disk in required_resources(spec, PROVIDER, _DISK):
-            attached |= self._attach(disk.resource_id, str(instance["name"]))
+            attached |= self._attach(disk.resource_id, str(instance["name"]), deadline)
         return attached
 
-    def _attach(self, disk_name: str, instance_name_: str) -> bool:
+    def _attach(self, disk_name: str, instance_name_: str, deadline: float | None) -> bool:
         disk = self.hook.get_disk_dict(project_id=self.project_id, zone=self.zone, name=disk_name)
         if disk is None:
             raise GceApiError(f"disk {disk_name} does not exist (any more)", status_code=404, resource=disk_name)
@@ -1066,30 +695,32 @@ class GcpBackend(Backend):
             return False
         op = self.hook.attach_disk_nowait(project_id=self.project_id, zone=self.zone, instance=instance_name_,
                                           disk_link=disk["self_link"], device_name=disk_name)
-        self._wait_operation(op, f"attach disk {disk_name} to {instance_name_}", self.create_timeout)
+        self._wait_operation(op, f"attach disk {disk_name} to {instance_name_}", deadline=deadline)
         return True
 
-    def _wait_disk_ready(self, name: str) -> dict[str, Any]:
-        def ready(disk: Mapping[str, Any] | None) -> bool:
+    def _wait_disk_ready(self, name: str, deadline: float | None) -> dict[str, Any]:
+        def failed(disk: Mapping[str, Any] | None) -> str | None:
             if disk is None:
-                raise _Failed("it disappeared")
-            if disk.get("status") == "FAILED":
-                raise _Failed("disk status FAILED")
-            return disk.get("status") == "READY"
+                return "it disappeared"
+            return "disk status FAILED" if disk.get("status") == "FAILED" else None
 
-        return dict(self._wait_for(f"disk {name} becoming READY", lambda: self.hook.get_disk_dict(
-            project_id=self.project_id, zone=self.zone, name=name), ready, self.create_timeout, f"disk {name}"))
+        def read() -> dict[str, Any] | None:
+            return self.hook.get_disk_dict(project_id=self.project_id, zone=self.zone, name=name)
+
+        return dict(self._wait(f"disk {name} becoming READY", read,
+                               lambda d: d is not None and d.get("status") == "READY", resource=f"disk {name}",
+                               deadline=deadline, failed=failed, status=_status))
 
     def _delete_disk(self, name: str) -> None:
         op = self.hook.delete_disk_nowait(project_id=self.project_id, zone=self.zone, name=name)
         if op is not None:
-            self._wait_operation(op, f"delete disk {name}", self.delete_timeout)
+            self._wait_operation(op, f"delete disk {name}", delete=True)
 
-    def _create_disk(self, spec: ResourceSpec) -> Resource:
+    def _create_disk(self, spec: ResourceSpec, deadline: float | None) -> Resource:
         size_gb = self._disk_size_gb(spec)
         name = instance_name(spec)
         label = f"disk {name}"
-        undo: list[tuple[str, Callable[[], None]]] = []
+        undo: UndoSteps = []
         with self._undo_on_failure(spec, label, undo):
             disk = None
             for found in self._disks(spec.tags):
@@ -1108,10 +739,10 @@ class GcpBackend(Backend):
                 op = self.hook.insert_disk_nowait(project_id=self.project_id, zone=self.zone, body=body,
                                                   request_id=str(uuid.uuid4()))
                 undo.append((label, lambda: self._delete_disk(name)))
-                self._wait_operation(op, f"insert {label}", self.create_timeout)
-            disk = self._wait_disk_ready(str(disk["name"]) if disk else name)
+                self._wait_operation(op, f"insert {label}", deadline=deadline)
+            disk = self._wait_disk_ready(str(disk["name"]) if disk else name, deadline)
             for instance in required_resources(spec, PROVIDER, _INSTANCE):
-                if self._attach(disk["name"], instance.resource_id):
+                if self._attach(disk["name"], instance.resource_id, deadline):
                     disk = self.hook.get_disk_dict(project_id=self.project_id, zone=self.zone,
                                                    name=disk["name"]) or disk
         return self._disk_resource(disk)
@@ -1124,7 +755,7 @@ class GcpBackend(Backend):
         :param node_name: only this node's resources
         :param index: only this instance
         """
-        selector = self._selector(deployment_id, node_name, index)
+        selector = tag_selector(deployment_id, node_name, index)
         targets = self._describe(selector)
         instances = [r for r in targets if r.attributes["kind"] == _INSTANCE]
         disks = [r for r in targets if r.attributes["kind"] == _DISK]
@@ -1133,7 +764,7 @@ class GcpBackend(Backend):
                                                                     name=r.resource_id)) for r in instances]
         for name, op in pending:
             if op is not None:
-                self._wait_operation(op, f"delete instance {name}", self.delete_timeout)
+                self._wait_operation(op, f"delete instance {name}", delete=True)
         for disk in disks:
             current = self.hook.get_disk_dict(project_id=self.project_id, zone=self.zone, name=disk.resource_id)
             if current is None:
@@ -1142,7 +773,7 @@ class GcpBackend(Backend):
                 op = self.hook.detach_disk_nowait(project_id=self.project_id, zone=self.zone, instance=_last(user),
                                                   device_name=self._device_name(_last(user), disk.resource_id))
                 if op is not None:
-                    self._wait_operation(op, f"detach disk {disk.resource_id}", self.delete_timeout)
+                    self._wait_operation(op, f"detach disk {disk.resource_id}", delete=True)
             self._delete_disk(disk.resource_id)
         self._delete_firewalls(deployment_id, node_name)
         return [dataclasses.replace(r, state=ResourceState.DELETED) for r in targets]
@@ -1163,5 +794,5 @@ class GcpBackend(Backend):
                 continue  # a hash collision or a hand-made rule: not ours
             if node_name is not None and tags[TAG_NODE] != node_name:
                 continue
-            if not self._instances(self._selector(deployment_id, tags[TAG_NODE])):
+            if not self._instances(tag_selector(deployment_id, tags[TAG_NODE])):
                 self._delete_firewall(firewall["name"])

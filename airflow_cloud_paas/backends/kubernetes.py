@@ -34,30 +34,33 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_cloud_paas.backends.base import (
-    TAG_DEPLOYMENT,
     TAG_INDEX,
     TAG_NODE,
     Backend,
     Resource,
     ResourceSpec,
     ResourceState,
+    poll_until,
 )
-from airflow_cloud_paas.backends.docker import (
+from airflow_cloud_paas.backends.docker import ContainerRequirements
+from airflow_cloud_paas.backends.naming import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
-    ContainerRequirements,
-    object_name,
+    SHORT_PREFIX,
+    dns_name,
+    key_values,
+    resource_of,
+    tag_selector,
+    tags_match,
 )
 from airflow_cloud_paas.exceptions import (
     BackendError,
     ResourceCreateError,
-    ResourceTimeoutError,
     UnsupportedNodeError,
 )
 
@@ -207,27 +210,17 @@ class KubernetesBackend(Backend):
         :param node_name: the node template's name
         :param index: the instance index
         """
-        return object_name("cp", deployment_id, node_name, index, limit=63)
+        return dns_name(SHORT_PREFIX, deployment_id, node_name, index, limit=63)
 
     @staticmethod
     def _selector(deployment_id: str, node_name: str | None = None, index: int | None = None) -> str:
-        terms = [f"{TAG_DEPLOYMENT}={deployment_id}"]
-        if node_name is not None:
-            terms.append(f"{TAG_NODE}={node_name}")
-        if index is not None:
-            terms.append(f"{TAG_INDEX}={index}")
-        return ",".join(terms)
+        return ",".join(key_values(tag_selector(deployment_id, node_name, index)))
 
     @staticmethod
     def _matches(
         labels: Mapping[str, str] | None, deployment_id: str, node_name: str | None, index: int | None
     ) -> bool:
-        labels = labels or {}
-        return (
-            labels.get(TAG_DEPLOYMENT) == deployment_id
-            and (node_name is None or labels.get(TAG_NODE) == node_name)
-            and (index is None or labels.get(TAG_INDEX) == str(index))
-        )
+        return tags_match(labels, tag_selector(deployment_id, node_name, index))
 
     # ------------------------------------------------------------------ check
     def requirements(self, spec: ResourceSpec) -> ContainerRequirements:
@@ -409,9 +402,7 @@ class KubernetesBackend(Backend):
             first = ports[0].port if ports else None
             attributes["endpoint"] = f"{public or f'{name}.{ns}.svc'}:{first}" if first else None
         return Resource(
-            deployment_id=labels[TAG_DEPLOYMENT],
-            node_name=labels[TAG_NODE],
-            index=int(labels[TAG_INDEX]),
+            *resource_of(labels),
             backend=PROVIDER,
             resource_id=f"{attributes['namespace']}/{name}",
             state=state or normalized,
@@ -445,12 +436,13 @@ class KubernetesBackend(Backend):
         return self._describe(deployment_id, node_name)
 
     # ------------------------------------------------------------------ create
-    def create(self, spec: ResourceSpec) -> Resource:
+    def create(self, spec: ResourceSpec, *, deadline: float | None = None) -> Resource:
         """Create the instance's objects (or find them by name and labels) and wait until it is ready.
 
         :param spec: the resource wanted
+        :param deadline: a ``time.monotonic()`` limit on the wait, over ``ready_timeout``
         """
-        return self._create(spec, wait=True)
+        return self._create(spec, wait=True, deadline=deadline)
 
     def request(self, spec: ResourceSpec) -> Resource:
         """Create the instance's objects and return at once, for a deferrable wait on its readiness.
@@ -459,7 +451,7 @@ class KubernetesBackend(Backend):
         """
         return self._create(spec, wait=False)
 
-    def _create(self, spec: ResourceSpec, wait: bool) -> Resource:
+    def _create(self, spec: ResourceSpec, wait: bool, deadline: float | None = None) -> Resource:
         self.check(spec)
         req = self.requirements(spec)
         where = f"{spec.deployment_id}/{spec.node_name}/{spec.index}"
@@ -483,7 +475,7 @@ class KubernetesBackend(Backend):
                 )
             if not wait:  # the caller waits (a deferrable trigger polling describe)
                 return self._describe(spec.deployment_id, spec.node_name, spec.index)[0]
-            return self._wait(spec)
+            return self._wait(spec, deadline)
         except BaseException as err:
             try:
                 self.delete(spec.deployment_id, spec.node_name, spec.index)
@@ -514,34 +506,35 @@ class KubernetesBackend(Backend):
             return read(name, self.namespace)
         return None
 
-    def _wait(self, spec: ResourceSpec) -> Resource:
+    def _wait(self, spec: ResourceSpec, deadline: float | None) -> Resource:
         where = f"{spec.deployment_id}/{spec.node_name}/{spec.index}"
-        budget = self.wait_budget(self.ready_timeout)
-        deadline = time.monotonic() + budget
-        while True:
+
+        def read() -> Resource | None:
             found = self._describe(spec.deployment_id, spec.node_name, spec.index)
-            if not found:
-                raise ResourceCreateError("its Deployment vanished while starting", provider=PROVIDER, resource=where)
-            resource = found[0]
-            if resource.state == ResourceState.RUNNING:
-                return resource
+            return found[0] if found else None
+
+        def failed(resource: Resource | None) -> str | None:
+            if resource is None:
+                return "its Deployment vanished while starting"
             if resource.state == ResourceState.ERROR:
-                raise ResourceCreateError(
-                    f"Deployment {resource.attributes['deployment']} failed: {resource.attributes.get('reason')}; "
-                    "check the image name, the registry credentials and the pod's logs",
-                    provider=PROVIDER,
-                    resource=where,
-                )
-            if time.monotonic() > deadline:
-                raise ResourceTimeoutError(
-                    f"Deployment {resource.attributes['deployment']} not ready after {budget:g}s "
-                    f"({resource.attributes['ready_replicas']}/{resource.attributes['replicas']} ready, state "
-                    f"{resource.attributes['native_state']}); raise ready_timeout, or use wait_for_ready=False "
-                    "on an API server without controllers",
-                    provider=PROVIDER,
-                    resource=where,
-                )
-            time.sleep(self.poll_interval)
+                return (f"Deployment {resource.attributes['deployment']} failed: {resource.attributes.get('reason')}; "
+                        "check the image name, the registry credentials and the pod's logs")
+            return None
+
+        def status(resource: Resource | None) -> str:
+            if resource is None:
+                return "gone"
+            attributes = resource.attributes
+            return (f"{attributes['ready_replicas']}/{attributes['replicas']} ready, state "
+                    f"{attributes['native_state']}")
+
+        return poll_until(
+            read, lambda resource: resource is not None and resource.state == ResourceState.RUNNING,
+            timeout=self.ready_timeout, deadline=deadline, interval=self.poll_interval,
+            what=f"Deployment {self.object_name(spec.deployment_id, spec.node_name, spec.index)} ready",
+            provider=PROVIDER, resource=where, failed=failed, status=status,
+            failure=lambda reason: ResourceCreateError(reason, provider=PROVIDER, resource=where),
+            hint="raise ready_timeout, or use wait_for_ready=False on an API server without controllers")
 
     # ------------------------------------------------------------------ delete
     def delete(self, deployment_id: str, node_name: str | None = None, index: int | None = None) -> list[Resource]:

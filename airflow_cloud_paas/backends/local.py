@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 
 import psutil
 
-from airflow_cloud_paas.backends.base import Backend, Resource, ResourceSpec, ResourceState
+from airflow_cloud_paas.backends.base import Backend, Resource, ResourceSpec, ResourceState, poll_until
 from airflow_cloud_paas.exceptions import (
     BackendError,
     ResourceCreateError,
@@ -258,10 +258,11 @@ def _reap_children() -> None:
 
 
 def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
-    """Wait until the processes are gone or zombies (a zombie of another parent never disappears)."""
-    deadline = time.monotonic() + timeout
+    """Wait until the processes are gone or zombies (a zombie of another parent never disappears); return the rest."""
     pending = list(procs)
-    while pending:
+
+    def still_running() -> list[psutil.Process]:
+        nonlocal pending
         _reap_children()
         still = []
         for proc in pending:
@@ -271,10 +272,13 @@ def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Proce
             except psutil.NoSuchProcess:
                 continue
         pending = still
-        if not pending or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    return pending
+        return pending
+
+    try:
+        return poll_until(still_running, lambda left: not left, timeout=timeout, interval=0.05,
+                          what=f"processes {sorted(p.pid for p in procs)} to stop", provider=PROVIDER, resource=None)
+    except ResourceTimeoutError:
+        return pending
 
 
 def _check_name(value: str, what: str) -> str:
@@ -561,10 +565,11 @@ class LocalBackend(Backend):
         self.work_dir(spec.deployment_id, spec.node_name, spec.index)  # names must be usable as dirs
         self.driver(spec).check(spec)
 
-    def create(self, spec: ResourceSpec) -> Resource:
+    def create(self, spec: ResourceSpec, *, deadline: float | None = None) -> Resource:
         """Start the instance (or return the running one) and wait until it is ready.
 
         :param spec: the resource wanted
+        :param deadline: a ``time.monotonic()`` limit on the wait, over ``ready_timeout``
         """
         driver = self.driver(spec)
         driver.check(spec)
@@ -577,7 +582,7 @@ class LocalBackend(Backend):
                     return self._resource(previous)
                 if state == ResourceState.CREATING and previous.pid is not None:
                     # An earlier attempt started it and died while waiting: wait for that process.
-                    return self._await_ready(driver, spec, previous)
+                    return self._await_ready(driver, spec, previous, deadline)
                 log.info(
                     "%s/%s[%d] is %s; restarting it",
                     spec.deployment_id,
@@ -586,7 +591,7 @@ class LocalBackend(Backend):
                     state.value,
                 )
             self._stop(previous, work_dir, graceful=False)  # leftovers of a crash hold ports
-            return self._start(driver, spec, work_dir, previous)
+            return self._start(driver, spec, work_dir, previous, deadline)
 
     def _choose_ports(self, spec: ResourceSpec, wanted: Mapping[str, int], previous: Mapping[str, int]) -> dict:
         ports = {}
@@ -607,7 +612,8 @@ class LocalBackend(Backend):
         return ports
 
     def _start(
-        self, driver: LocalDriver, spec: ResourceSpec, work_dir: Path, previous: ProcessRecord | None
+        self, driver: LocalDriver, spec: ResourceSpec, work_dir: Path, previous: ProcessRecord | None,
+        deadline: float | None = None,
     ) -> Resource:
         where = f"{spec.deployment_id}/{spec.node_name}/{spec.index}"
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -677,35 +683,27 @@ class LocalBackend(Backend):
         except BaseException as err:
             self._discard(record, err)
             raise
-        return self._await_ready(driver, spec, record)
+        return self._await_ready(driver, spec, record, deadline)
 
-    def _await_ready(self, driver: LocalDriver, spec: ResourceSpec, record: ProcessRecord) -> Resource:
+    def _await_ready(self, driver: LocalDriver, spec: ResourceSpec, record: ProcessRecord,
+                     deadline: float | None = None) -> Resource:
         where = f"{spec.deployment_id}/{spec.node_name}/{spec.index}"
-        budget = self.wait_budget(self.ready_timeout)
-        deadline = time.monotonic() + budget
+
+        def failed(ready: bool) -> str | None:
+            if self._alive(record):
+                return None
+            child = _CHILDREN.get(record.pid or -1)
+            code = child.poll() if child is not None else None
+            return (f"the process exited{f' with code {code}' if code is not None else ''} before it was "
+                    f"ready; command: {' '.join(record.argv)}; last log lines:\n{_log_tail(Path(record.log_file))}")
+
         try:
-            while not driver.ready(record):
-                if not self._alive(record):
-                    child = _CHILDREN.get(record.pid or -1)
-                    code = child.poll() if child is not None else None
-                    raise ResourceCreateError(
-                        f"the process exited{f' with code {code}' if code is not None else ''} before it was "
-                        f"ready; command: {' '.join(record.argv)}; last log lines:\n"
-                        f"{_log_tail(Path(record.log_file))}",
-                        provider=PROVIDER,
-                        resource=where,
-                    )
-                if time.monotonic() > deadline:
-                    raise ResourceTimeoutError(
-                        f"not ready after {budget:.0f} s ("
-                        + ("the provider attempt's time limit, provider_timeout_mins, was reached"
-                           if budget < self.ready_timeout else
-                           "raise LocalBackend(ready_timeout=...) on a slow machine")
-                        + f"); last log lines:\n{_log_tail(Path(record.log_file))}",
-                        provider=PROVIDER,
-                        resource=where,
-                    )
-                time.sleep(self.poll_interval)
+            poll_until(lambda: driver.ready(record), bool, timeout=self.ready_timeout, deadline=deadline,
+                       interval=self.poll_interval, what=f"{type(driver).__name__} process {record.pid} ready",
+                       provider=PROVIDER, resource=where, failed=failed,
+                       failure=lambda reason: ResourceCreateError(reason, provider=PROVIDER, resource=where),
+                       status=lambda _: f"running, not ready; last log lines:\n{_log_tail(Path(record.log_file))}",
+                       hint="raise LocalBackend(ready_timeout=...) on a slow machine")
             record.attributes = dict(driver.attributes(spec, record))
             record.state = _RUNNING
             record.ready_at = time.time()

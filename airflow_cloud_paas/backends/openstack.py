@@ -18,15 +18,11 @@ import contextlib
 import dataclasses
 import logging
 import math
-import re
-import time
 from collections.abc import Callable, Mapping
 from functools import cached_property
 from typing import Any, ClassVar
 
 from airflow_cloud_paas.backends.base import (
-    TAG_DEPLOYMENT,
-    TAG_INDEX,
     TAG_NODE,
     Backend,
     Resource,
@@ -34,7 +30,9 @@ from airflow_cloud_paas.backends.base import (
     ResourceState,
     UndoSteps,
     machine_or_disk,
+    poll_until,
     required_resources,
+    retry_while,
     undo_on_failure,
 )
 from airflow_cloud_paas.backends.mapping import (
@@ -46,10 +44,19 @@ from airflow_cloud_paas.backends.mapping import (
     select_size,
     size_mb,
 )
+from airflow_cloud_paas.backends.naming import (
+    LONG_PREFIX,
+    carries_all_tags,
+    instance_stem,
+    key_values,
+    node_stem,
+    plain_name,
+    resource_of,
+    tag_selector,
+)
 from airflow_cloud_paas.exceptions import (
     BackendError,
     ResourceCreateError,
-    ResourceTimeoutError,
     UnsupportedNodeError,
 )
 from airflow_cloud_paas.hooks.openstack import OpenStackApiError, OpenStackHook
@@ -62,16 +69,12 @@ _SERVER = "server"
 _VOLUME = "volume"
 
 
-class _Failed(Exception):
-    """A resource reached a failed state while we waited (internal: becomes ResourceCreateError)."""
-
-
 def neutron_tags(tags: Mapping[str, str]) -> list[str]:
     """Return cloud-paas tags as Neutron tags (``key=value`` strings).
 
     :param tags: the tags
     """
-    return [f"{key}={value}" for key, value in tags.items()]
+    return key_values(tags)
 
 
 def _gpus(extra_specs: Mapping[str, Any]) -> tuple[int, str | None]:
@@ -300,8 +303,7 @@ class OpenStackBackend(Backend):
         }
         if server.get("fault"):
             attributes["fault"] = str((server["fault"] or {}).get("message"))
-        return Resource(meta[TAG_DEPLOYMENT], meta[TAG_NODE], int(meta[TAG_INDEX]), PROVIDER, server["id"], state,
-                        attributes)
+        return Resource(*resource_of(meta), PROVIDER, server["id"], state, attributes)
 
     def _volume_resource(self, volume: Mapping[str, Any]) -> Resource:
         meta = volume.get("metadata") or {}
@@ -315,22 +317,13 @@ class OpenStackBackend(Backend):
             "attached_to": sorted(a["server_id"] for a in attachments if a.get("server_id")),
             "devices": sorted(a["device"] for a in attachments if a.get("device")),
         }
-        return Resource(meta[TAG_DEPLOYMENT], meta[TAG_NODE], int(meta[TAG_INDEX]), PROVIDER, volume["id"],
-                        self.normalize_state(str(volume.get("status"))), attributes)
-
-    @staticmethod
-    def _selector(deployment_id: str, node_name: str | None = None, index: int | None = None) -> dict[str, str]:
-        tags = {TAG_DEPLOYMENT: deployment_id}
-        if node_name is not None:
-            tags[TAG_NODE] = node_name
-            if index is not None:
-                tags[TAG_INDEX] = str(index)
-        return tags
+        return Resource(*resource_of(meta), PROVIDER, volume["id"], self.normalize_state(str(volume.get("status"))),
+                        attributes)
 
     @staticmethod
     def _tagged(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Keep only what carries all three tags (a hand-made resource with one of them is not ours)."""
-        return [f for f in found if {TAG_DEPLOYMENT, TAG_NODE, TAG_INDEX} <= set(f.get("metadata") or {})]
+        return [f for f in found if carries_all_tags(f.get("metadata"))]
 
     def _describe(self, selector: Mapping[str, str]) -> list[Resource]:
         found = [self._server_resource(s) for s in self._tagged(self.hook.servers(selector))]
@@ -343,74 +336,55 @@ class OpenStackBackend(Backend):
         :param deployment_id: the deployment's id
         :param node_name: only this node's resources
         """
-        return self._describe(self._selector(deployment_id, node_name))
+        return self._describe(tag_selector(deployment_id, node_name))
 
     # ---------------------------------------------------------------- waiting
-    def _wait(
-        self,
-        what: str,
-        read: Callable[[], Mapping[str, Any] | None],
-        done: Callable[[Mapping[str, Any] | None], bool],
-        failed: Callable[[Mapping[str, Any]], str | None],
-        timeout: float,
-        resource: str,
-    ) -> Mapping[str, Any] | None:
-        deadline = time.monotonic() + timeout
-        while True:
-            current = read()
-            if done(current):
-                return current
-            if current is not None:
-                reason = failed(current)
-                if reason:
-                    raise _Failed(reason)
-            if time.monotonic() >= deadline:
-                status = current.get("status") if current is not None else "gone"
-                raise ResourceTimeoutError(
-                    f"{what} did not finish in {timeout:.0f} s (last status {status}); raise the backend's "
-                    "create_timeout/delete_timeout or look at the cloud's console",
-                    provider=PROVIDER, resource=resource,
-                )
-            time.sleep(self.poll_interval)
+    def _wait(self, what: str, read: Callable[[], Mapping[str, Any] | None],
+              done: Callable[[Mapping[str, Any] | None], bool], resource: str, *, delete: bool = False,
+              deadline: float | None = None, failed: Callable[[Mapping[str, Any] | None], str | None] | None = None,
+              ) -> Mapping[str, Any] | None:
+        timeout, option = (self.delete_timeout, "delete_timeout") if delete else (self.create_timeout, "create_timeout")
+        return poll_until(read, done, timeout=timeout, deadline=deadline, interval=self.poll_interval, what=what,
+                          provider=PROVIDER, resource=resource, failed=failed,
+                          status=lambda current: str(current.get("status")) if current is not None else "gone",
+                          hint=f"raise the backend's {option}, or look at the cloud's console")
 
-    def _wait_server_active(self, server_id: str, name: str) -> Mapping[str, Any]:
-        def failed(server: Mapping[str, Any]) -> str | None:
+    def _wait_server_active(self, server_id: str, name: str, deadline: float | None) -> Mapping[str, Any]:
+        def failed(server: Mapping[str, Any] | None) -> str | None:
+            if server is None:
+                return "it disappeared while booting"
             if server.get("status") == "ERROR":
                 return str((server.get("fault") or {}).get("message") or "no fault message")
             return None
 
-        def gone(server: Mapping[str, Any] | None) -> bool:
-            if server is None:
-                raise _Failed("it disappeared while booting")
-            return server.get("status") == "ACTIVE"
-
         result = self._wait(f"server {name} ({server_id}) becoming ACTIVE", lambda: self.hook.get_server(server_id),
-                            gone, failed, self.wait_budget(self.create_timeout), name)
+                            lambda s: s is not None and s.get("status") == "ACTIVE", name, deadline=deadline,
+                            failed=failed)
         assert result is not None
         return result
 
     def _wait_server_gone(self, server_id: str) -> None:
-        self._wait(f"deletion of server {server_id}", lambda: self.hook.get_server(server_id),
-                   lambda s: s is None, lambda s: None, self.delete_timeout, server_id)
+        self._wait(f"deletion of server {server_id}", lambda: self.hook.get_server(server_id), lambda s: s is None,
+                   server_id, delete=True)
 
-    def _wait_volume(self, volume_id: str, name: str, statuses: tuple[str, ...]) -> Mapping[str, Any]:
-        def failed(volume: Mapping[str, Any]) -> str | None:
+    def _wait_volume(self, volume_id: str, name: str, statuses: tuple[str, ...], *, deadline: float | None = None,
+                     delete: bool = False) -> Mapping[str, Any]:
+        def failed(volume: Mapping[str, Any] | None) -> str | None:
+            if volume is None:
+                return "it disappeared"
             status = str(volume.get("status"))
             return f"volume status {status}" if status.startswith("error") else None
 
-        def ready(volume: Mapping[str, Any] | None) -> bool:
-            if volume is None:
-                raise _Failed("it disappeared")
-            return volume.get("status") in statuses
-
         result = self._wait(f"volume {name} ({volume_id}) becoming {'/'.join(statuses)}",
-                            lambda: self.hook.get_volume(volume_id), ready, failed, self.create_timeout, name)
+                            lambda: self.hook.get_volume(volume_id),
+                            lambda v: v is not None and v.get("status") in statuses, name, delete=delete,
+                            deadline=deadline, failed=failed)
         assert result is not None
         return result
 
     def _wait_volume_gone(self, volume_id: str) -> None:
-        self._wait(f"deletion of volume {volume_id}", lambda: self.hook.get_volume(volume_id),
-                   lambda v: v is None, lambda v: None, self.delete_timeout, volume_id)
+        self._wait(f"deletion of volume {volume_id}", lambda: self.hook.get_volume(volume_id), lambda v: v is None,
+                   volume_id, delete=True)
 
     # ---------------------------------------------------------------- create
     @staticmethod
@@ -419,17 +393,18 @@ class OpenStackBackend(Backend):
 
         :param spec: the spec
         """
-        return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{spec.deployment_id}-{spec.node_name}-{spec.index}")[:255]
+        return plain_name(instance_stem(spec.deployment_id, spec.node_name, spec.index))
 
-    def create(self, spec: ResourceSpec) -> Resource:
+    def create(self, spec: ResourceSpec, *, deadline: float | None = None) -> Resource:
         """Create the server or volume of a node instance (or return the existing one), waiting until ready.
 
         :param spec: the resource wanted
+        :param deadline: a ``time.monotonic()`` limit on the waits, over ``create_timeout``
         """
         self.check(spec)
         if self._kind(spec) == _SERVER:
-            return self._create_server(spec)
-        return self._create_volume(spec)
+            return self._create_server(spec, deadline=deadline)
+        return self._create_volume(spec, deadline)
 
     def request(self, spec: ResourceSpec) -> Resource:
         """Boot a server and return while it is in BUILD, for a deferrable wait.
@@ -448,7 +423,7 @@ class OpenStackBackend(Backend):
     def _undo_on_failure(self, spec: ResourceSpec, label: str, undo: UndoSteps,
                          failed_prefix: str = "") -> contextlib.AbstractContextManager[None]:
         return undo_on_failure(PROVIDER, spec, label, undo, log, api_error=OpenStackApiError, hint=self._hint,
-                               failed=(_Failed,), failed_prefix=failed_prefix, tolerate=(_Failed,))
+                               failed_prefix=failed_prefix)
 
     @staticmethod
     def _hint(err: OpenStackApiError) -> str:
@@ -473,11 +448,11 @@ class OpenStackBackend(Backend):
 
     def _security_group(self, spec: ResourceSpec) -> tuple[dict[str, Any], bool]:
         """Return the node's security group, and whether this call created it."""
-        node_tags = neutron_tags(self._selector(spec.deployment_id, spec.node_name))
+        node_tags = neutron_tags(tag_selector(spec.deployment_id, spec.node_name))
         for group in self.hook.security_groups(node_tags):
             return group, False
         rules, _ = security_rules(spec)  # a hosted endpoint not on PUBLIC opens to the RFC 1918 ranges
-        name = re.sub(r"[^A-Za-z0-9._-]+", "-", f"cloud-paas-{spec.deployment_id}-{spec.node_name}")
+        name = plain_name(node_stem(spec.deployment_id, spec.node_name, prefix=LONG_PREFIX))
         group = self.hook.create_security_group(
             name=name, description=f"cloud-paas deployment {spec.deployment_id}, node {spec.node_name}",
             tags=node_tags, rules=rules,
@@ -485,20 +460,15 @@ class OpenStackBackend(Backend):
         return group, True
 
     def _delete_group_if_unused(self, group_id: str, deployment_id: str, node_name: str) -> None:
-        if not self._tagged(self.hook.servers(self._selector(deployment_id, node_name))):
+        if not self._tagged(self.hook.servers(tag_selector(deployment_id, node_name))):
             self._delete_group(group_id)
 
     def _delete_group(self, group_id: str) -> None:
         # Neutron refuses (409) while a port still uses the group; ports go a moment after their server.
-        deadline = time.monotonic() + self.delete_timeout
-        while True:
-            try:
-                self.hook.delete_security_group(group_id)
-                return
-            except OpenStackApiError as err:
-                if err.status_code != 409 or time.monotonic() >= deadline:
-                    raise
-            time.sleep(self.poll_interval)
+        retry_while(lambda: self.hook.delete_security_group(group_id),
+                    lambda err: isinstance(err, OpenStackApiError) and err.status_code == 409,
+                    timeout=self.delete_timeout, interval=self.poll_interval,
+                    what=f"deletion of security group {group_id}", provider=PROVIDER, resource=group_id)
 
     def _server_undo(self, server_id: str) -> Callable[[], None]:
         def undo() -> None:
@@ -506,12 +476,12 @@ class OpenStackBackend(Backend):
             self._wait_server_gone(server_id)
         return undo
 
-    def _create_server(self, spec: ResourceSpec, wait: bool = True) -> Resource:
+    def _create_server(self, spec: ResourceSpec, wait: bool = True, deadline: float | None = None) -> Resource:
         size, image = self._server_plan(spec)
         name = self.resource_name(spec)
         label = f"server {name}"
         _, public = security_rules(spec)
-        undo: list[tuple[str, Callable[[], None]]] = []
+        undo: UndoSteps = []
         with self._undo_on_failure(spec, label, undo, failed_prefix="the server went to ERROR: "):
             server = self._existing_server(spec)
             if server is None:
@@ -540,10 +510,10 @@ class OpenStackBackend(Backend):
                     "node and deploy it again",
                     provider=PROVIDER, resource=label,
                 )
-            server = dict(self._wait_server_active(server["id"], name))
+            server = dict(self._wait_server_active(server["id"], name, deadline))
             if public:
                 self._ensure_floating_ip(spec, server["id"])
-            self._attach_required_volumes(spec, server["id"])
+            self._attach_required_volumes(spec, server["id"], deadline)
             server = self.hook.get_server(server["id"]) or server
         return self._server_resource(server)
 
@@ -560,25 +530,25 @@ class OpenStackBackend(Backend):
         fip = self.hook.create_floating_ip(network_id=self.floating_network_id, port_id=ports[0]["id"], tags=tags)
         log.info("Floating IP %s bound to server %s", fip.get("floating_ip_address"), server_id)
 
-    def _attach_required_volumes(self, spec: ResourceSpec, server_id: str) -> None:
+    def _attach_required_volumes(self, spec: ResourceSpec, server_id: str, deadline: float | None) -> None:
         """Attach the volumes of the BlockStorage nodes this server requires (same index)."""
         for volume in required_resources(spec, PROVIDER, _VOLUME):
-            self._attach(volume.resource_id, server_id)
+            self._attach(volume.resource_id, server_id, deadline)
 
-    def _attach(self, volume_id: str, server_id: str) -> None:
+    def _attach(self, volume_id: str, server_id: str, deadline: float | None) -> None:
         volume = self.hook.get_volume(volume_id)
         if volume is None:
             raise OpenStackApiError(f"volume {volume_id} does not exist (any more)", resource=volume_id)
         if any(a.get("server_id") == server_id for a in volume.get("attachments") or []):
             return
         self.hook.attach_volume(server_id, volume_id)
-        self._wait_volume(volume_id, volume.get("name") or volume_id, ("in-use",))
+        self._wait_volume(volume_id, volume.get("name") or volume_id, ("in-use",), deadline=deadline)
 
-    def _create_volume(self, spec: ResourceSpec) -> Resource:
+    def _create_volume(self, spec: ResourceSpec, deadline: float | None) -> Resource:
         size_gb = self._volume_size_gb(spec)
         name = self.resource_name(spec)
         label = f"volume {name}"
-        undo: list[tuple[str, Callable[[], None]]] = []
+        undo: UndoSteps = []
         with self._undo_on_failure(spec, label, undo):
             volume = None
             for found in self._tagged(self.hook.volumes(spec.tags)):
@@ -598,9 +568,9 @@ class OpenStackBackend(Backend):
                     self._wait_volume_gone(volume_id)
 
                 undo.append((label, undo_volume))
-            volume = dict(self._wait_volume(volume["id"], name, ("available", "in-use")))
+            volume = dict(self._wait_volume(volume["id"], name, ("available", "in-use"), deadline=deadline))
             for server in required_resources(spec, PROVIDER, _SERVER):
-                self._attach(volume["id"], server.resource_id)
+                self._attach(volume["id"], server.resource_id, deadline)
             volume = self.hook.get_volume(volume["id"]) or volume
         return self._volume_resource(volume)
 
@@ -612,7 +582,7 @@ class OpenStackBackend(Backend):
         :param node_name: only this node's resources
         :param index: only this instance
         """
-        selector = self._selector(deployment_id, node_name, index)
+        selector = tag_selector(deployment_id, node_name, index)
         targets = self._describe(selector)
         for fip in self.hook.floating_ips(neutron_tags(selector)):
             self.hook.delete_floating_ip(fip["id"])
@@ -630,14 +600,14 @@ class OpenStackBackend(Backend):
                 self.hook.detach_volume(attachment["server_id"], volume.resource_id)
             if current.get("attachments"):
                 self._wait_volume(volume.resource_id, volume.attributes.get("name") or volume.resource_id,
-                                  ("available", "error"))
+                                  ("available", "error"), delete=True)
             if current.get("status") != "deleting":
                 self.hook.delete_volume(volume.resource_id)
         for volume in volumes:
             self._wait_volume_gone(volume.resource_id)
-        group_selector = self._selector(deployment_id, node_name)
+        group_selector = tag_selector(deployment_id, node_name)
         for group in self.hook.security_groups(neutron_tags(group_selector)):
             node = next((t.split("=", 1)[1] for t in group.get("tags") or [] if t.startswith(f"{TAG_NODE}=")), None)
-            if node is None or not self._tagged(self.hook.servers(self._selector(deployment_id, node))):
+            if node is None or not self._tagged(self.hook.servers(tag_selector(deployment_id, node))):
                 self._delete_group(group["id"])
         return [dataclasses.replace(r, state=ResourceState.DELETED) for r in targets]

@@ -3,6 +3,10 @@
 ``policy`` holds the snapshot/decision types and the policies (``static:N``, ``clues``, ``smart``)
 that live callers and ``sim`` (the ``cloud-paas scale-sim`` replay) use alike. Standard library
 only: importing this package does not import Airflow.
+
+The live loop is imported from its own modules, not from here: ``probe`` (what a round reads of a
+service, and the registry of each service's probe) and ``elastic`` (:class:`~.elastic.ElasticScaler`,
+which applies decisions through the deployer, and the deployments' ElasticScaling targets).
 """
 
 from __future__ import annotations

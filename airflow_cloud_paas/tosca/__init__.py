@@ -24,6 +24,7 @@ from airflow_cloud_paas.tosca.resolve import (
     resolve_outputs,
     resolve_value,
     resolved_node,
+    resolved_nodes,
     scaling_group,
     validate_inputs,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "resolve_outputs",
     "resolve_value",
     "resolved_node",
+    "resolved_nodes",
     "scaling_group",
     "topology_from_dict",
     "topology_to_dict",

@@ -2,7 +2,8 @@
 
 A :class:`Topology` is built once per template content (see :mod:`airflow_cloud_paas.tosca.loader`)
 and never re-parsed at DAG-parse time. Property values keep TOSCA intrinsic functions
-(``{"get_input": name}``) until :meth:`Topology.resolve` is given the run's input values.
+(``{"get_input": name}``) until :mod:`airflow_cloud_paas.tosca.resolve` is given the run's input values
+(:func:`~airflow_cloud_paas.tosca.resolve.resolved_nodes`); nothing here imports it.
 """
 
 from __future__ import annotations
@@ -127,13 +128,3 @@ class Topology:
     imports: tuple[str, ...] = ()
     template_text: str = ""  # the template's own text (stored with each deployment)
     plan: tuple[str, ...] = ()  # node names in deployment order (requirements first)
-
-    def resolve(self, inputs: Mapping[str, Any] | None = None) -> dict[str, NodeTemplate]:
-        """Return every node, in plan order, with the run's inputs checked and ``get_input`` resolved.
-
-        :param inputs: input name -> value; defaults fill the rest
-        """
-        from airflow_cloud_paas.tosca.resolve import resolved_node, validate_inputs
-
-        values = validate_inputs(self, inputs)
-        return {name: resolved_node(self, name, values) for name in self.plan}

@@ -214,7 +214,51 @@ def check_constraints(value: Any, type_name: str, constraints: Sequence[Mapping[
             continue
         for op, limit in constraint.items():
             if not _satisfies(value, type_name, op, limit):
-                raise _BadValue(f"breaks the constraint {op}: {limit!r}", "constraints")
+                raise _BadValue(
+                    f"is not allowed: it must be {constraint_text(op, limit)} (constraint {op}: {limit!r})",
+                    "constraints",
+                )
+
+
+def constraint_text(op: str, limit: Any) -> str:
+    """Return a TOSCA constraint in words, as in "it must be ...": ``in_range: [0, 16]`` -> ``from 0 to 16``.
+
+    :param op: the constraint's operator (``in_range``, ``greater_or_equal``, ``valid_values``, ...)
+    :param limit: its argument
+    """
+    if op == "in_range" and isinstance(limit, Sequence) and not isinstance(limit, str) and len(limit) == 2:
+        low, high = limit
+        if low == "UNBOUNDED" and high == "UNBOUNDED":
+            return "any value"
+        if low == "UNBOUNDED":
+            return f"at most {high}"
+        if high == "UNBOUNDED":
+            return f"at least {low}"
+        return f"from {low} to {high}"
+    if op == "valid_values" and isinstance(limit, Sequence) and not isinstance(limit, str):
+        return "one of " + ", ".join(str(v) for v in limit)
+    words = {
+        "equal": "equal to {}",
+        "greater_than": "more than {}",
+        "greater_or_equal": "at least {}",
+        "less_than": "less than {}",
+        "less_or_equal": "at most {}",
+        "length": "of length {}",
+        "min_length": "at least {} long",
+        "max_length": "at most {} long",
+        "pattern": "matching the pattern {}",
+    }
+    return words[op].format(limit) if op in words else f"{op} {limit}"
+
+
+def constraints_text(constraints: Sequence[Mapping[str, Any]]) -> str:
+    """Return every constraint of a definition in words, joined by "and" (empty without constraints).
+
+    :param constraints: e.g. ``[{"in_range": [1, 8]}]``
+    """
+    return " and ".join(
+        constraint_text(op, limit) for c in constraints or () if isinstance(c, Mapping) for op, limit in c.items()
+    )
 
 
 def _satisfies(value: Any, type_name: str, op: str, limit: Any) -> bool:
@@ -295,9 +339,11 @@ def validate_inputs(topology: Topology, values: Mapping[str, Any] | None) -> dic
             result[name] = check_input_value(definition, value)
         except _BadValue as err:
             shown = "the value given" if definition.is_secret else f"{value!r}"
+            allowed = constraints_text(definition.constraints)
+            hint = "" if err.kind == "constraints" else f"; pass a value of type {definition.type}" + (
+                f" that is {allowed}" if allowed else "")
             raise ToscaInputError(
-                f"{shown} {err}; pass a value of type {definition.type}"
-                + (f" satisfying {list(definition.constraints)}" if definition.constraints else ""),
+                f"input {name}: {shown} {err}{hint}",
                 file=topology.source,
                 node=name,
                 field=err.kind,
@@ -462,6 +508,16 @@ def resolved_node(topology: Topology, node_name: str, inputs: Mapping[str, Any] 
     )
 
 
+def resolved_nodes(topology: Topology, inputs: Mapping[str, Any] | None = None) -> dict[str, NodeTemplate]:
+    """Return every node, in plan order, with the run's inputs checked and ``get_input`` resolved.
+
+    :param topology: the parsed template
+    :param inputs: input name -> value; defaults fill the rest
+    """
+    values = validate_inputs(topology, inputs)
+    return {name: resolved_node(topology, name, values) for name in topology.plan}
+
+
 def instance_count(topology: Topology, node_name: str, inputs: Mapping[str, Any] | None) -> int:
     """Return how many instances of a node to deploy: its scalable count, else its host's, else 1.
 
@@ -530,9 +586,10 @@ def _evaluate(
     inputs: Mapping[str, Any],
     attributes: Mapping[str, Sequence[Mapping[str, Any]]],
     output: str,
+    resolved: Mapping[str, NodeTemplate] | None = None,
 ) -> Any:
     def again(v: Any) -> Any:
-        return _evaluate(v, topology, inputs, attributes, output)
+        return _evaluate(v, topology, inputs, attributes, output, resolved)
 
     where = {"file": topology.source, "node": output, "field": "value"}
     if isinstance(value, Mapping):
@@ -551,7 +608,7 @@ def _evaluate(
         if name == "get_attribute":
             return _get_attribute(args, attributes)
         if name == "get_property":
-            return _get_property(args, topology, inputs)
+            return _get_property(args, topology, inputs, resolved)
         return {name: args}  # not evaluable here (get_operation_output...)
     if isinstance(value, list | tuple):
         return [again(v) for v in value]
@@ -576,10 +633,12 @@ def _get_attribute(args: Any, attributes: Mapping[str, Sequence[Mapping[str, Any
     return _walk(flat, path)
 
 
-def _get_property(args: Any, topology: Topology, inputs: Mapping[str, Any]) -> Any:
+def _get_property(args: Any, topology: Topology, inputs: Mapping[str, Any],
+                  resolved: Mapping[str, NodeTemplate] | None = None) -> Any:
     if not isinstance(args, list) or len(args) < 2 or args[0] not in topology.nodes:
         return None
-    node = resolved_node(topology, args[0], inputs)
+    # a compiled plan passes its nodes, resolved once for these inputs
+    node = (resolved or {}).get(args[0]) or resolved_node(topology, args[0], inputs)
     name, *path = args[1:]
     if name in node.properties:
         return _walk(node.properties[name], path)
@@ -588,5 +647,5 @@ def _get_property(args: Any, topology: Topology, inputs: Mapping[str, Any]) -> A
         return _walk(node.capabilities[name].get(prop), rest)
     for req in node.requirements:  # [node, requirement, property]: the target's property
         if req.name == name and path:
-            return _get_property([req.node, *path], topology, inputs)
+            return _get_property([req.node, *path], topology, inputs, resolved)
     return None

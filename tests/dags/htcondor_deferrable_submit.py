@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param
 
-from airflow_cloud_paas.operators.condor import (
+from airflow_cloud_paas.operators.htcondor import (
     CloudPaaSHTCondorDrainNodeOperator,
     CloudPaaSHTCondorSubmitJobOperator,
 )

@@ -16,6 +16,7 @@ import pytest
 
 from airflow_cloud_paas.backends import get_backend
 from airflow_cloud_paas.deployer import Deployer
+from airflow_cloud_paas.request import DeploymentRequest
 from airflow_cloud_paas.store import DeploymentStore
 from airflow_cloud_paas.tosca import load_topology
 
@@ -32,7 +33,8 @@ def test_deploy_and_delete_one_vm(provider, tmp_path):
     store = DeploymentStore(f"sqlite:///{tmp_path}/store.db")
     backend = get_backend(provider, conn_id=conn_id)
     deployment_id = f"system-{uuid.uuid4().hex[:8]}"
-    deployer = Deployer(load_topology(TEMPLATE), store, backend, deployment_id, {}, actor="system-test")
+    deployer = Deployer(DeploymentRequest.build(load_topology(TEMPLATE), deployment_id, {}, actor="system-test"),
+                        store, backend)
     try:
         outputs = deployer.create_all()
         assert store.get(deployment_id).status == "CREATE_COMPLETE"

@@ -13,6 +13,7 @@ from unit.backends.local_drivers import SleeperDriver
 from airflow_cloud_paas.backends.local import LocalBackend
 from airflow_cloud_paas.deployer import Deployer
 from airflow_cloud_paas.exceptions import ToscaInputError
+from airflow_cloud_paas.request import DeploymentRequest
 from airflow_cloud_paas.secrets import connection_refs, resolve_connection_refs
 from airflow_cloud_paas.store import DeploymentStore
 from airflow_cloud_paas.tosca import load_topology
@@ -56,9 +57,8 @@ def test_the_store_keeps_the_reference_and_the_vm_gets_the_secret(pool_connectio
     topology = load_topology(TEMPLATE)
     backend = LocalBackend(tmp_path / "work", drivers={t: SleeperDriver() for t in (
         "test.nodes.Database", "test.nodes.WebServer", "test.nodes.App")})
-    deployer = Deployer(topology, store, backend, "dep7",
-                        resolve_connection_refs({"db_password": ref}, "dep7", BaseHook.get_connection),
-                        actor="dag/run", input_refs={"db_password": ref})
+    deployer = Deployer(DeploymentRequest.build(topology, "dep7", {"db_password": ref}, actor="dag/run",
+                                                get_connection=BaseHook.get_connection), store, backend)
     user_data = deployer.spec("vm", 0, with_requirements=False).user_data
     assert json.dumps(SECRET)[1:-1] in user_data  # the VM is configured with the connection's password
     try:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow_cloud_paas.backends.base import Resource
-from airflow_cloud_paas.elastic import ClusterProbe, Observation, WorkerView
 from airflow_cloud_paas.scaling.policy import QueuedJob, WorkerState
+from airflow_cloud_paas.scaling.probe import ClusterProbe, Observation, WorkerView
+
+if TYPE_CHECKING:
+    from airflow_cloud_paas.backends.base import Resource
 
 #: resource attributes that may name the machine a startd reports (VM backends set some of these)
 _NAME_ATTRIBUTES = ("hostname", "private_dns", "public_dns", "private_address", "public_address", "name",
@@ -33,7 +35,7 @@ class HTCondorProbe(ClusterProbe):
 
     def __init__(self, htcondor_conn_id: str = "htcondor_default", hook: Any = None) -> None:
         if hook is None:
-            from airflow_cloud_paas.services.condor.hook import HTCondorHook
+            from airflow_cloud_paas.hooks.htcondor import HTCondorHook
 
             hook = HTCondorHook(htcondor_conn_id=htcondor_conn_id)
         self.hook = hook

@@ -1,7 +1,7 @@
 """Spark standalone as a service: local drivers (master, workers) and a client (status, spark-submit).
 
 Nothing here imports pyspark at import time; :mod:`.local` is loaded by the local backend when a
-Spark node is deployed.
+Spark node is deployed, and :mod:`.probe` (the elastic scaler's view of the master) by the scaler.
 """
 
 from __future__ import annotations

@@ -40,7 +40,8 @@ def run_cache_sim(args: argparse.Namespace) -> int:
     :param args: parsed arguments with ``trace``, ``capacity``, ``policy`` and ``json``
     """
     from airflow_cloud_paas.services.xcache.policies import make_policy
-    from airflow_cloud_paas.services.xcache.sim import load_trace, parse_capacity, replay
+    from airflow_cloud_paas.services.xcache.sim import parse_capacity, replay
+    from airflow_cloud_paas.services.xcache.trace import load_trace
 
     try:
         capacity = parse_capacity(args.capacity)

@@ -21,7 +21,7 @@ from airflow_cloud_paas.services.xcache.errors import PolicyError
 
 if TYPE_CHECKING:
     from airflow_cloud_paas.services.xcache.model import PopularityModel
-    from airflow_cloud_paas.services.xcache.sim import Trace
+    from airflow_cloud_paas.services.xcache.trace import Trace
 
 
 class CachePolicy:

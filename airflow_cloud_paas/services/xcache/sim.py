@@ -1,7 +1,7 @@
 """Replay a file-access trace through a cache policy and measure hits and writes.
 
-A trace is a CSV file with the header ``time_s,path,size_bytes`` and one request per line, sorted by
-time (``shared/workloads/gen_access_trace.py`` writes them). A request of a cached file is a hit;
+A trace (:mod:`.trace`) is a CSV file with the header ``time_s,path,size_bytes`` and one request per line,
+sorted by time (``shared/workloads/gen_access_trace.py`` writes them). A request of a cached file is a hit;
 a miss reads the whole file from the origin and, if the policy admits it, writes the whole file to the
 cache. Prefetched files count in the bytes written. Sizes are binary: 1 TB here is ``1024**4`` bytes,
 as in the trace generator.
@@ -9,20 +9,17 @@ as in the trace generator.
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 import time
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-from airflow_cloud_paas.services.xcache.errors import CapacityError, TraceError, XCacheError
+from airflow_cloud_paas.services.xcache.errors import CapacityError, XCacheError
 from airflow_cloud_paas.services.xcache.policies import CachePolicy, make_policy
+from airflow_cloud_paas.services.xcache.trace import Trace
 
 TB = 1024**4
-HEADER = ("time_s", "path", "size_bytes")
 _UNITS = {"": 1, "B": 1}
 for _i, _p in enumerate("KMGTPE", start=1):
     # binary for every spelling: the traces' generator counts a TB as 1024**4 bytes
@@ -56,118 +53,6 @@ def parse_capacity(text: str | int | float) -> int:
     if capacity <= 0:
         raise CapacityError(f"capacity {text!r} must be more than 0 bytes")
     return capacity
-
-
-@dataclass
-class Trace:
-    """Requests of a trace, in order: times, paths and sizes (paths are shared, interned objects)."""
-
-    times: list[float]
-    paths: list[str]
-    sizes: list[int]
-    source: str = "<memory>"
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def head(self, n: int) -> Trace:
-        """Return the first ``n`` requests as a new trace.
-
-        :param n: how many requests to keep
-        """
-        return Trace(self.times[:n], self.paths[:n], self.sizes[:n], source=f"{self.source}[:{n}]")
-
-    @classmethod
-    def from_rows(cls, rows: Iterable[tuple[float, str, int]], source: str = "<memory>") -> Trace:
-        """Build a trace from ``(time_s, path, size_bytes)`` tuples, checking each value.
-
-        :param rows: the requests, sorted by time
-        :param source: a name for error messages
-        """
-        trace = cls([], [], [], source=source)
-        interned: dict[str, str] = {}
-        previous = float("-inf")
-        for number, (t, path, size) in enumerate(rows, start=1):
-            t, path, size = _checked(t, path, size, source, number, previous)
-            previous = t
-            trace.times.append(t)
-            trace.paths.append(interned.setdefault(path, path))
-            trace.sizes.append(size)
-        return trace
-
-
-def _checked(t: Any, path: Any, size: Any, source: str, line: int, previous: float) -> tuple[float, str, int]:
-    try:
-        t = float(t)
-    except (TypeError, ValueError):
-        raise TraceError(f"time {t!r} is not a number of seconds", file=source, line=line, column="time_s") from None
-    if t != t or t in (float("inf"), float("-inf")):
-        raise TraceError(f"time {t!r} is not finite", file=source, line=line, column="time_s")
-    if t < previous:
-        raise TraceError(f"time {t:g} is before the previous request's ({previous:g}): sort the trace by time",
-                         file=source, line=line, column="time_s")
-    if not isinstance(path, str) or not path.strip():
-        raise TraceError("path is empty", file=source, line=line, column="path")
-    try:
-        size = int(size)
-    except (TypeError, ValueError):
-        raise TraceError(f"size {size!r} is not a whole number of bytes", file=source, line=line,
-                         column="size_bytes") from None
-    if size < 0:
-        raise TraceError(f"size {size} is negative", file=source, line=line, column="size_bytes")
-    return t, path, size
-
-
-def load_trace(path: str | Path) -> Trace:
-    """Read a trace CSV (``time_s,path,size_bytes``) and check every line.
-
-    :param path: the CSV file
-    """
-    source = str(path)
-    try:
-        fh = open(path, newline="")
-    except OSError as err:
-        raise TraceError(f"cannot open the trace: {err.strerror or err}", file=source) from None
-    with fh:
-        try:
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            if header is None:
-                raise TraceError(f"the trace is empty: expected the header {','.join(HEADER)}", file=source, line=1)
-            if tuple(h.strip() for h in header) != HEADER:
-                raise TraceError(f"header is {','.join(header)!r}, expected {','.join(HEADER)!r}", file=source,
-                                 line=1)
-            times: list[float] = []
-            paths: list[str] = []
-            sizes: list[int] = []
-            interned: dict[str, str] = {}
-            previous = float("-inf")
-            line = 1
-            for line, row in enumerate(reader, start=2):
-                if len(row) != 3:
-                    if not row:
-                        continue  # a blank line (a trailing newline) is not a request
-                    column = HEADER[min(len(row), 3) - 1] if len(row) > 3 else HEADER[len(row)]
-                    raise TraceError(f"expected 3 values ({','.join(HEADER)}), got {len(row)}", file=source,
-                                     line=line, column=column)
-                t, p, s = row
-                try:  # the fast path; _checked explains what is wrong with a bad line
-                    tf = float(t)
-                    si = int(s)
-                    ok = previous <= tf < float("inf") and si >= 0 and p
-                except ValueError:
-                    ok = False
-                if not ok:
-                    tf, p, si = _checked(t, p, s, source, line, previous)
-                previous = tf
-                times.append(tf)
-                paths.append(interned.setdefault(p, p))
-                sizes.append(si)
-        except UnicodeDecodeError as err:
-            raise TraceError(f"not a text file ({err.reason})", file=source) from None
-        except csv.Error as err:
-            raise TraceError(f"not valid CSV: {err}", file=source, line=reader.line_num) from None
-    return Trace(times, paths, sizes, source=source)
 
 
 @dataclass(frozen=True)

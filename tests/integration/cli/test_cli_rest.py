@@ -68,7 +68,7 @@ def test_deploy_scale_delete_through_the_rest_api(airflow):
     deployment_id = json.loads(out.stdout.splitlines()[0])["deployment_id"]
     assert json.loads(out.stdout.splitlines()[-1])["status"] == "CREATE_COMPLETE"
 
-    shown = _cli(airflow, "show", deployment_id)
+    shown = _cli(airflow, "show", deployment_id, "--json")
     record = json.loads(shown.stdout)
     webui = record["outputs"]["spark_webui_url"]
     assert _alive_workers(webui) == 1
@@ -97,7 +97,7 @@ def test_deploy_scale_delete_through_the_rest_api(airflow):
 
     out = _cli(airflow, "delete", deployment_id, "--wait", "--timeout", "300")
     assert out.returncode == 0, out.stdout + out.stderr
-    assert json.loads(_cli(airflow, "show", deployment_id).stdout)["status"] == "DELETE_COMPLETE"
+    assert json.loads(_cli(airflow, "show", deployment_id, "--json").stdout)["status"] == "DELETE_COMPLETE"
     work = airflow.home / "cloud_paas" / "work" / deployment_id
     left = [p for p in psutil.process_iter(["cmdline"]) if str(work) in " ".join(p.info["cmdline"] or [])]
     assert not left

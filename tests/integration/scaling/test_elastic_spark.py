@@ -55,6 +55,7 @@ def test_scheduled_scaling_follows_a_real_spark_queue(airflow_db, store_url, air
     from airflow_cloud_paas import packaged_template
     from airflow_cloud_paas.backends.local import LocalBackend
     from airflow_cloud_paas.deployer import Deployer
+    from airflow_cloud_paas.request import DeploymentRequest
     from airflow_cloud_paas.services.spark.client import submit
     from airflow_cloud_paas.store import DeploymentStore
     from airflow_cloud_paas.tosca import load_topology
@@ -64,8 +65,8 @@ def test_scheduled_scaling_follows_a_real_spark_queue(airflow_db, store_url, air
     backend = LocalBackend(work_root)
     deployment = f"elastic-{uuid.uuid4().hex[:8]}"
     inputs = {"worker_count": 1, "scaling_policy": "clues", "idle_time_s": 0}
-    Deployer(load_topology(packaged_template("spark_elastic_cluster.yaml")), store, backend, deployment, inputs,
-             actor="test/setup").create_all()
+    Deployer(DeploymentRequest.build(load_topology(packaged_template("spark_elastic_cluster.yaml")), deployment,
+                                     inputs, actor="test/setup"), store, backend).create_all()
     app = tmp_path / "hold_a_core.py"
     app.write_text(APP)
     results, threads = {}, []

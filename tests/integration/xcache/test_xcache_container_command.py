@@ -21,6 +21,7 @@ from conftest import BLOCK
 
 from airflow_cloud_paas.backends.docker import ContainerRequirements
 from airflow_cloud_paas.deployer import Deployer
+from airflow_cloud_paas.request import DeploymentRequest
 from airflow_cloud_paas.services.xcache.config import (
     CONTAINER_CONFIG_ENV,
     OriginSettings,
@@ -46,7 +47,8 @@ def free_port() -> int:
 
 
 def test_the_container_command_configures_and_starts_xrootd(tmp_path: Path, runtime_root: Path) -> None:
-    deployer = Deployer(load_topology(TEMPLATE), DeploymentStore(f"sqlite:///{tmp_path}/s.db"), None, "c1", {})
+    deployer = Deployer(DeploymentRequest.build(load_topology(TEMPLATE), "c1", {}), DeploymentStore(f"sqlite:///{tmp_path}/s.db"),
+                        None)
     requirements = {name: ContainerRequirements.from_spec(deployer.spec(name, 0, with_requirements=False),
                                                           provider="docker")
                     for name in ("origin", "xcache")}

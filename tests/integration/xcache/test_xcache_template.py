@@ -17,6 +17,7 @@ from conftest import make_loopback, still_running
 
 from airflow_cloud_paas.deployer import Deployer
 from airflow_cloud_paas.hooks.xrootd import XRootDHook
+from airflow_cloud_paas.request import DeploymentRequest
 from airflow_cloud_paas.store import DeploymentStore
 from airflow_cloud_paas.tosca import load_topology
 from airflow_cloud_paas.tosca.imports import PACKAGED_TYPES_FILE
@@ -42,9 +43,10 @@ def test_the_template_deploys_serves_and_cleans_up(tmp_path: Path, runtime_root:
     loopback = make_loopback(tmp_path, runtime_root)
     store = DeploymentStore(f"sqlite:///{tmp_path}/store.db")
     topology = load_topology(TEMPLATE)
-    deployer = Deployer(topology, store, loopback.backend, loopback.deployment,
-                        {"exports": ["/store"], "block_size": "128k", "cache_size": "1g", "allow_commands": True},
-                        actor="test/run1")
+    deployer = Deployer(DeploymentRequest.build(
+        topology, loopback.deployment,
+        {"exports": ["/store"], "block_size": "128k", "cache_size": "1g", "allow_commands": True},
+        actor="test/run1"), store, loopback.backend)
     started = time.monotonic()
     try:
         outputs = deployer.create_all()

@@ -3,7 +3,8 @@
 ``moto_server`` is the emulated EC2 API (a separate process, stopped by its PID). ``FaultyEC2Endpoint``
 stands between the EC2Hook's client and moto at the HTTP boundary: it forwards every request and,
 when a rule matches (API action and request parameters), answers with an EC2 error instead, the way
-a quota error or a 5xx of the real API would reach boto3.
+a quota error or a 5xx of the real API would reach boto3; a rewrite changes moto's answer on its way
+back (an instance that stays ``pending``, a volume that stays ``creating``: moto makes both at once).
 """
 
 from __future__ import annotations
@@ -100,6 +101,21 @@ def aws_connection(conn_id: str, endpoint_url: str, **extra) -> None:
 
 #: a rule gets the API action and the request's parameters; returns (HTTP status, EC2 error code) or None
 Rule = Callable[[str, Mapping[str, str]], "tuple[int, str] | None"]
+#: a rewrite gets the API action, the request's parameters and moto's answer; returns the answer to send
+Rewrite = Callable[[str, Mapping[str, str], bytes], bytes]
+
+
+def still_booting(action: str, params: Mapping[str, str], body: bytes) -> bytes:
+    """Report every running instance as ``pending`` (an instance that takes long to boot)."""
+    if action != "DescribeInstances":
+        return body
+    return body.replace(b"<code>16</code><name>running</name>", b"<code>0</code><name>pending</name>")
+
+
+def still_creating(action: str, params: Mapping[str, str], body: bytes) -> bytes:
+    """Report every available volume as ``creating`` (a volume that takes long to be made)."""
+    return body.replace(b"<status>available</status>", b"<status>creating</status>") if action == "DescribeVolumes" \
+        else body
 
 
 @dataclass
@@ -111,6 +127,7 @@ class FaultyEC2Endpoint:
 
     upstream: str
     rules: list[Rule] = field(default_factory=list)
+    rewrites: list[Rewrite] = field(default_factory=list)
     seen: list[str] = field(default_factory=list)  # the API actions forwarded or refused, in order
 
     def start(self) -> str:
@@ -145,6 +162,8 @@ class FaultyEC2Endpoint:
                 upstream.request("POST", self.path, body=body, headers=headers)
                 reply = upstream.getresponse()
                 data = reply.read()
+                for rewrite in list(proxy.rewrites):
+                    data = rewrite(action, params, data)
                 self.send_response(reply.status)
                 for key, value in reply.getheaders():
                     if key.lower() not in ("content-length", "transfer-encoding", "connection", "server", "date"):

@@ -10,12 +10,15 @@ Use it by subclassing :class:`BackendContract` in a ``Test...`` class and provid
 
 Node kinds: ``compute`` (a host), ``service`` (something that really runs and answers, whose
 existence the probe can check), ``failing`` (a node whose creation fails after it has started
-to make something) and ``unsupported`` (a type the backend cannot deploy).
+to make something) and ``unsupported`` (a type the backend cannot deploy). A probe that can slow the
+infrastructure down (:meth:`Probe.slow_boot`) also gets the deadline tests.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 import uuid
 
 import pytest
@@ -29,7 +32,12 @@ from airflow_cloud_paas.backends.base import (
     ResourceSpec,
     ResourceState,
 )
-from airflow_cloud_paas.exceptions import BackendError, UnsupportedNodeError
+from airflow_cloud_paas.exceptions import BackendError, ResourceTimeoutError, UnsupportedNodeError
+
+#: how long a slowed-down stand-in takes to make a ``service`` ready (far more than a deadline test waits)
+SLOW_BOOT_SECONDS = 30.0
+#: how long a create given a near deadline may take, cleanup included
+QUICKLY = 10.0
 
 
 class SpecFactory:
@@ -108,6 +116,15 @@ class Probe:
         :param resource: a resource the backend returned
         """
         pytest.skip("this backend's probe cannot stop a resource behind its back")
+
+    def slow_boot(self, seconds: float) -> contextlib.AbstractContextManager[None]:
+        """Return a context in which a ``service`` created takes ``seconds`` to become ready (a slow-booting cloud).
+
+        Override with a ``@contextlib.contextmanager`` method; this default skips the test at once.
+
+        :param seconds: how long
+        """
+        pytest.skip("this backend's probe cannot slow its infrastructure down")
 
 
 class BackendContract:
@@ -278,6 +295,35 @@ class BackendContract:
         assert [(r.node_name, r.index) for r in deleted] == [("first", 0)]
         assert backend.describe(deployment_id) == []
         assert probe.count(deployment_id) == 0
+
+    # ------------------------------------------------------------------ deadlines
+    def test_create_near_its_deadline_times_out_quickly_and_leaves_nothing(
+        self, backend: Backend, specs: SpecFactory, probe: Probe, deployment_id: str
+    ) -> None:
+        slowly = probe.slow_boot(SLOW_BOOT_SECONDS)  # skips here where the stand-in cannot be slowed
+        made = backend.create(specs.service(deployment_id, "fast"))
+        with slowly:
+            started = time.monotonic()
+            with pytest.raises(ResourceTimeoutError) as err:
+                backend.create(specs.service(deployment_id, "slow"), deadline=time.monotonic() + 0.3)
+            took = time.monotonic() - started
+        assert took < QUICKLY, f"a create 0.3 s from its deadline took {took:.1f} s"
+        assert err.value.provider == backend.name
+        # the message says that the attempt's limit cut the wait, not the backend's own timeout
+        assert "provider_timeout_mins" in str(err.value)
+        # the timed-out node was removed by create itself, completely; what was made before stays
+        assert [r.node_name for r in backend.describe(deployment_id)] == ["fast"]
+        assert probe.exists(made)
+        backend.delete(deployment_id)
+        assert probe.count(deployment_id) == 0
+
+    def test_create_past_its_deadline_still_counts_a_resource_already_ready(
+        self, backend: Backend, specs: SpecFactory, probe: Probe, deployment_id: str
+    ) -> None:
+        made = backend.create(specs.service(deployment_id, "svc"))
+        # one last look is always taken at the limit: what is ready then is not a timeout
+        again = backend.create(specs.service(deployment_id, "svc"), deadline=time.monotonic() - 1)
+        assert again.resource_id == made.resource_id and again.state == ResourceState.RUNNING
 
     def test_delete_of_nonexistent_is_fine(self, backend: Backend, specs: SpecFactory, deployment_id: str) -> None:
         assert backend.delete(f"{deployment_id}-never") == []

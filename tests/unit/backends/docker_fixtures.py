@@ -6,7 +6,8 @@ label filters/stop/delete/logs, networks and volumes), on 127.0.0.1, with the en
 matter to a client: a name is unique (409), an unknown image is 404 on create and pull, a network
 with containers attached cannot be removed (403), a volume in use cannot be removed (409), a running
 container cannot be removed without force (409). Containers do not run: "start" marks them running
-(or, for an image in ``crashing``, exited with code 3 and a log line) and assigns host ports.
+(or, for an image in ``crashing``, exited with code 3 and a log line) and assigns host ports; with
+``start_seconds`` set, a started container's health check says "starting" that long (a slow boot).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import re
 import socket
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,6 +38,7 @@ class FakeContainer:
     ports: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     ip: str = ""
     log: bytes = b""
+    healthy_at: float | None = None  # when a health check passes (None: the container has none)
 
     @property
     def labels(self) -> dict[str, str]:
@@ -67,6 +70,8 @@ class FakeDockerEngine:
         self.registry = {self._ref(i) for i in registry}
         self.crashing = {self._ref(i) for i in crashing}
         self.ncpu, self.mem_total = ncpu, mem_total
+        #: seconds a started container reports health "starting" before "healthy" (0: no health check)
+        self.start_seconds = 0.0
         self.containers: dict[str, FakeContainer] = {}
         self.networks: dict[str, dict[str, Any]] = {}
         self.volumes: dict[str, dict[str, Any]] = {}
@@ -253,6 +258,7 @@ class FakeDockerEngine:
             c.log += b"boom: cannot read /etc/app.conf\n"
             return 204, b""
         c.state = {"Status": "running", "Running": True, "ExitCode": 0}
+        c.healthy_at = time.monotonic() + self.start_seconds if self.start_seconds else None
         c.ip = c.ip or f"172.18.0.{next(self._ips)}"
         c.ports = {}
         for key, bindings in (c.host_config.get("PortBindings") or {}).items():
@@ -279,7 +285,8 @@ class FakeDockerEngine:
             "Id": c.id,
             "Name": f"/{c.name}",
             "Config": {**config, "Tty": False},
-            "State": dict(c.state),
+            "State": {**c.state, **({"Health": {"Status": "healthy" if time.monotonic() >= c.healthy_at else
+                                                "starting"}} if c.state["Running"] and c.healthy_at else {})},
             "HostConfig": c.host_config,
             "NetworkSettings": {
                 "Ports": c.ports,

@@ -7,6 +7,7 @@ injected at the HTTP boundary by a loopback proxy in front of moto (``FaultyEC2E
 from __future__ import annotations
 
 import base64
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -16,6 +17,8 @@ from unit.backends.aws_fixtures import (  # noqa: F401 - moto_server is a fixtur
     MotoServer,
     aws_connection,
     moto_server,
+    still_booting,
+    still_creating,
     tag_value,
 )
 from unit.backends.contract import BackendContract, Probe, SpecFactory
@@ -23,7 +26,7 @@ from unit.backends.contract import BackendContract, Probe, SpecFactory
 from airflow_cloud_paas.backends import get_backend
 from airflow_cloud_paas.backends.aws import AWSBackend
 from airflow_cloud_paas.backends.base import TAG_DEPLOYMENT, TAG_INDEX, TAG_NODE, Resource, ResourceSpec, ResourceState
-from airflow_cloud_paas.exceptions import BackendError, ResourceCreateError, UnsupportedNodeError
+from airflow_cloud_paas.exceptions import BackendError, ResourceCreateError, ResourceTimeoutError, UnsupportedNodeError
 
 CONN_ID = "aws_cloud_paas_test"
 COMPUTE = ("tosca.nodes.indigo.Compute", "tosca.nodes.Compute", "tosca.nodes.Root")
@@ -265,6 +268,40 @@ def test_5xx_after_launch_terminates_the_instance(faulty, ec2, dep: str) -> None
     assert by_tag(ec2, "describe_security_groups", "SecurityGroups", dep) == []
     proxy.rules.clear()
     backend.delete(dep)
+    assert [v for v in by_tag(ec2, "describe_volumes", "Volumes", dep) if v["State"] != "deleted"] == []
+
+
+def test_instance_booting_past_the_deadline_times_out_and_is_terminated(faulty, ec2, dep: str) -> None:
+    proxy, backend = faulty
+    proxy.rewrites.append(still_booting)
+    started = time.monotonic()
+    with pytest.raises(ResourceTimeoutError) as err:
+        backend.create(compute(dep, "vm"), deadline=time.monotonic() + 0.5)
+    assert time.monotonic() - started < 10, "the wait outlived the deadline (wait_timeout is 30 s)"
+    assert err.value.provider == "aws" and err.value.resource == f"{dep}/vm/0"
+    assert "provider_timeout_mins" in str(err.value) and "last seen: pending" in str(err.value)
+    proxy.rewrites.clear()
+    assert live_instances(ec2, dep) == [], "the timed-out instance was left behind"
+    assert by_tag(ec2, "describe_security_groups", "SecurityGroups", dep) == []
+
+
+def test_volume_wait_honours_the_deadline_and_removes_the_volume(faulty, ec2, dep: str) -> None:
+    proxy, backend = faulty
+    proxy.rewrites.append(still_creating)
+    started = time.monotonic()
+    with pytest.raises(ResourceTimeoutError) as err:
+        backend.create(ResourceSpec(dep, "disk", 0, STORAGE[0], STORAGE, properties={"size": 1}),
+                       deadline=time.monotonic() + 0.5)
+    assert time.monotonic() - started < 10, "the volume wait ignored the deadline (wait_timeout is 30 s)"
+    assert "provider_timeout_mins" in str(err.value) and "last seen: creating" in str(err.value)
+    proxy.rewrites.clear()
+    assert [v for v in by_tag(ec2, "describe_volumes", "Volumes", dep) if v["State"] != "deleted"] == []
+    # the backend's own timeout cuts a wait too, and says so
+    slow = AWSBackend("aws_faulty", wait_timeout=0.3, poll_interval=0.05)
+    proxy.rewrites.append(still_creating)
+    with pytest.raises(ResourceTimeoutError, match="own timeout of 0.3 s ran out .raise wait_timeout"):
+        slow.create(ResourceSpec(dep, "disk", 0, STORAGE[0], STORAGE, properties={"size": 1}))
+    proxy.rewrites.clear()
     assert [v for v in by_tag(ec2, "describe_volumes", "Volumes", dep) if v["State"] != "deleted"] == []
 
 

@@ -8,6 +8,7 @@ from the Airflow connection. The probe reads the stand-in's state, never the bac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Iterator
@@ -25,9 +26,10 @@ from unit.backends.azure_fixtures import (
 from unit.backends.contract import BackendContract, Probe, SpecFactory
 
 from airflow_cloud_paas.backends import get_backend
-from airflow_cloud_paas.backends.azure import AzureAuthenticationError, AzureBackend
+from airflow_cloud_paas.backends.azure import AzureBackend
 from airflow_cloud_paas.backends.base import TAG_DEPLOYMENT, TAG_INDEX, TAG_NODE, Resource, ResourceSpec, ResourceState
 from airflow_cloud_paas.exceptions import BackendError, ResourceCreateError, UnsupportedNodeError
+from airflow_cloud_paas.hooks.azure import AzureAuthenticationError
 
 CONN_ID = "azure_test"
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTheStandInOnly cloud-paas@test"
@@ -92,6 +94,14 @@ class StandInProbe(Probe):
 
     def stop_behind_backend(self, resource: Resource) -> None:
         self.cloud.deallocate_behind_backend(resource.resource_id)
+
+    @contextlib.contextmanager
+    def slow_boot(self, seconds: float) -> Iterator[None]:
+        before, self.cloud.build_seconds = self.cloud.build_seconds, seconds  # a VM stays Creating that long
+        try:
+            yield
+        finally:
+            self.cloud.build_seconds = before
 
 
 def set_connection(monkeypatch: pytest.MonkeyPatch, cloud: AzureStandIn, conn_id: str = CONN_ID, **fields) -> None:

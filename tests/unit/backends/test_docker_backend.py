@@ -6,6 +6,7 @@ stand-in for dockerd's Engine API on 127.0.0.1, and the probe reads that stand-i
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,6 +76,14 @@ class EngineProbe(Probe):
 
     def stop_behind_backend(self, resource: Resource) -> None:
         self.engine.kill(resource.resource_id)
+
+    @contextlib.contextmanager
+    def slow_boot(self, seconds: float) -> Iterator[None]:
+        self.engine.start_seconds = seconds  # started containers report health "starting" that long
+        try:
+            yield
+        finally:
+            self.engine.start_seconds = 0.0
 
 
 @pytest.fixture(scope="module")

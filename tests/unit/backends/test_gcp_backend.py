@@ -8,6 +8,7 @@ stand-in's state, never the backend.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from unit.backends.gcp_fixtures import (
 
 from airflow_cloud_paas.backends import get_backend
 from airflow_cloud_paas.backends.base import TAG_DEPLOYMENT, TAG_INDEX, TAG_NODE, Resource, ResourceSpec, ResourceState
-from airflow_cloud_paas.backends.gcp import GceHook, GcpBackend
+from airflow_cloud_paas.backends.gcp import GcpBackend
 from airflow_cloud_paas.exceptions import BackendError, ResourceCreateError, ResourceTimeoutError, UnsupportedNodeError
 
 CONN_ID = "gcp_test"
@@ -86,6 +87,14 @@ class StandInProbe(Probe):
 
     def stop_behind_backend(self, resource: Resource) -> None:
         self.cloud.stop_instance(resource.resource_id)
+
+    @contextlib.contextmanager
+    def slow_boot(self, seconds: float) -> Iterator[None]:
+        before, self.cloud.boot_seconds = self.cloud.boot_seconds, seconds  # PROVISIONING, then STAGING
+        try:
+            yield
+        finally:
+            self.cloud.boot_seconds = before
 
 
 def make_backend(conn_id: str = CONN_ID, **options) -> GcpBackend:
@@ -379,15 +388,6 @@ def test_states_map_instances_and_disks(gcp: GcpBackend) -> None:
     assert gcp.normalize_state("READY") == ResourceState.RUNNING
     assert gcp.normalize_state("FAILED") == ResourceState.ERROR
     assert gcp.normalize_state("DELETING") == ResourceState.DELETING
-
-
-def test_hook_is_the_providers_with_the_extra_calls(cloud: ComputeEngineStandIn) -> None:
-    hook = GceHook(gcp_conn_id=CONN_ID)
-    assert hook.get_compute_instance_client() is not None
-    assert [m["name"] for m in hook.list_machine_types(project_id=PROJECT, zone=ZONE)][:2] == ["e2-micro", "e2-small"]
-    assert hook.get_image_dict(project_id="ubuntu-os-cloud", family="ubuntu-2204-lts")["name"] == (
-        "ubuntu-2204-jammy-v20250110")
-    assert hook.get_instance_dict(project_id=PROJECT, zone=ZONE, name="nobody") is None
 
 
 def test_create_during_a_delete_in_flight_waits_then_makes_a_new_one(gcp: GcpBackend,

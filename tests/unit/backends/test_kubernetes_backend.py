@@ -9,6 +9,7 @@ probe reads what the emulator holds. The emulator runs no controllers, so the co
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -71,8 +72,9 @@ def labelled(items: list[dict], deployment_id: str) -> list[dict]:
 class ApiServerProbe(Probe):
     """Reads what the emulated API server holds, never the backend."""
 
-    def __init__(self, api: KubernetesApiEmulator) -> None:
+    def __init__(self, api: KubernetesApiEmulator, backend: KubernetesBackend | None = None) -> None:
         self.api = api
+        self.backend = backend
 
     def _deployment(self, resource: Resource) -> dict | None:
         name = resource.resource_id.split("/", 1)[1]
@@ -98,6 +100,16 @@ class ApiServerProbe(Probe):
             client.AppsV1Api(api).patch_namespaced_deployment(
                 resource.resource_id.split("/", 1)[1], NAMESPACE, {"spec": {"replicas": 0}}
             )
+
+    @contextlib.contextmanager
+    def slow_boot(self, seconds: float) -> Iterator[None]:
+        # the emulator runs no controller: a backend that waits for readyReplicas waits for ever
+        assert self.backend is not None
+        self.backend.wait_for_ready = True
+        try:
+            yield
+        finally:
+            self.backend.wait_for_ready = False
 
 
 @pytest.fixture(scope="module")
@@ -125,8 +137,8 @@ class TestKubernetesBackendContract(BackendContract):
         return KubernetesSpecs()
 
     @pytest.fixture
-    def probe(self, api: KubernetesApiEmulator) -> Probe:
-        return ApiServerProbe(api)
+    def probe(self, api: KubernetesApiEmulator, kube: KubernetesBackend) -> Probe:
+        return ApiServerProbe(api, kube)
 
 
 # ---------------------------------------------------------------------- kubernetes specifics

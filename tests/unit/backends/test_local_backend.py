@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -100,6 +101,17 @@ class LocalProbe(Probe):
     def stop_behind_backend(self, resource: Resource) -> None:
         os.killpg(resource.attributes["pid"], signal.SIGKILL)
         psutil.Process(resource.attributes["pid"]).wait(timeout=5)
+
+    @contextlib.contextmanager
+    def slow_boot(self, seconds: float) -> Iterator[None]:
+        # the service's server starts at once but fails its readiness probe until then
+        driver = drivers.DRIVERS[drivers.HTTP_TYPE]
+        until = time.monotonic() + seconds
+        driver.ready = lambda record: time.monotonic() >= until and type(driver).ready(driver, record)
+        try:
+            yield
+        finally:
+            del driver.ready
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ Cinder, Glance stand-ins on loopback); the probe reads the stand-in's state, nev
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Iterator
@@ -85,6 +86,14 @@ class StandInProbe(Probe):
 
     def stop_behind_backend(self, resource: Resource) -> None:
         self.cloud.stop_server(resource.resource_id)
+
+    @contextlib.contextmanager
+    def slow_boot(self, seconds: float) -> Iterator[None]:
+        before, self.cloud.build_seconds = self.cloud.build_seconds, seconds  # a server stays in BUILD that long
+        try:
+            yield
+        finally:
+            self.cloud.build_seconds = before
 
 
 def set_connection(monkeypatch: pytest.MonkeyPatch, cloud: OpenStackStandIn, conn_id: str = CONN_ID, **fields) -> None:

@@ -66,7 +66,7 @@ def test_list_and_show_read_the_store(tmp_path):
     listed = cloud_paas("--store-url", url, "list", "--json")
     assert listed.returncode == 0, listed.stderr
     assert [d["id"] for d in json.loads(listed.stdout)] == ["dep-1"]
-    shown = cloud_paas("--store-url", url, "show", "dep-1")
+    shown = cloud_paas("--store-url", url, "show", "dep-1", "--json")
     assert shown.returncode == 0
     assert "hunter2" not in shown.stdout and json.loads(shown.stdout)["inputs"]["n"] == 2
     missing = cloud_paas("--store-url", url, "show", "nope")

@@ -16,6 +16,7 @@ from airflow_cloud_paas.backends.local import LocalBackend
 from airflow_cloud_paas.cloudinit import boot_steps, hosted_software, render_user_data
 from airflow_cloud_paas.deployer import Deployer
 from airflow_cloud_paas.exceptions import ToscaValidationError
+from airflow_cloud_paas.request import DeploymentRequest
 from airflow_cloud_paas.store import DeploymentStore
 from airflow_cloud_paas.tosca import load_topology
 
@@ -117,7 +118,7 @@ def test_bad_implementations_fail_before_anything_is_made(tmp_path: Path, old, n
     topology = load_topology(_variant(tmp_path, old, new), use_cache=False)
     backend = LocalBackend(tmp_path / "work")
     store = DeploymentStore(f"sqlite:///{tmp_path}/store.db")
-    deployer = Deployer(topology, store, backend, "dep-bad", {}, actor="dag/run")
+    deployer = Deployer(DeploymentRequest.build(topology, "dep-bad", {}, actor="dag/run"), store, backend)
     with pytest.raises(ToscaValidationError) as caught:
         deployer.begin_create()
     assert caught.value.node == "db" and caught.value.field == field
@@ -129,7 +130,8 @@ def test_bad_implementations_fail_before_anything_is_made(tmp_path: Path, old, n
 def test_user_data_is_kept_out_of_the_specs_repr(topology, tmp_path: Path) -> None:
     backend = LocalBackend(tmp_path / "work")
     store = DeploymentStore(f"sqlite:///{tmp_path}/store.db")
-    spec = Deployer(topology, store, backend, "dep-repr", {}, actor="dag/run").spec("vm", 0, with_requirements=False)
+    spec = Deployer(DeploymentRequest.build(topology, "dep-repr", {}, actor="dag/run"), store,
+                    backend).spec("vm", 0, with_requirements=False)
     files = {f["path"]: f["content"] for f in cloud_config(spec.user_data)["write_files"]}
     assert json.loads(files["/etc/cloud-paas/nodes/db.json"])["properties"]["password"] == PASSWORD
     assert "$ecret" not in repr(spec) and "user_data=" not in repr(spec)
@@ -142,7 +144,7 @@ def test_get_attribute_in_inputs_reads_the_nodes_deployed_before(tmp_path: Path)
     backend = LocalBackend(tmp_path / "work", drivers={t: SleeperDriver() for t in (
         "test.nodes.Database", "test.nodes.WebServer", "test.nodes.App")})
     store = DeploymentStore(f"sqlite:///{tmp_path}/store.db")
-    deployer = Deployer(topology, store, backend, "dep-attr", {}, actor="dag/run")
+    deployer = Deployer(DeploymentRequest.build(topology, "dep-attr", {}, actor="dag/run"), store, backend)
     try:
         deployer.begin_create()
         with pytest.raises(ToscaValidationError, match="not deployed before this one's host") as caught:

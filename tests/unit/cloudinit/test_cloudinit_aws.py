@@ -13,6 +13,7 @@ from unit.cloudinit.test_cloudinit import DATA, _variant
 from airflow_cloud_paas.backends.aws import AWSBackend
 from airflow_cloud_paas.deployer import Deployer
 from airflow_cloud_paas.exceptions import UnsupportedNodeError
+from airflow_cloud_paas.request import DeploymentRequest
 from airflow_cloud_paas.store import DeploymentStore
 from airflow_cloud_paas.tosca import load_topology
 
@@ -35,7 +36,8 @@ def test_the_vm_boots_with_its_softwares_configuration(aws, tmp_path: Path) -> N
     backend, ec2 = aws
     store = DeploymentStore(f"sqlite:///{tmp_path}/store.db")
     deployment = f"ci-{uuid.uuid4().hex[:8]}"
-    deployer = Deployer(load_topology(DATA / "webapp.yaml"), store, backend, deployment, {}, actor="dag/run")
+    deployer = Deployer(DeploymentRequest.build(load_topology(DATA / "webapp.yaml"), deployment, {}, actor="dag/run"),
+                        store, backend)
     try:
         deployer.create_all()
         resources = {(r.node_name, r.attributes.get("kind")): r for r in backend.describe(deployment)}
@@ -56,9 +58,24 @@ def test_user_data_over_the_ec2_limit_is_refused_before_any_instance(aws, tmp_pa
     (tmp_path / "scripts/big.sh").write_text("#!/bin/bash\n" + "echo padding-padding-padding\n" * 800)
     store = DeploymentStore(f"sqlite:///{tmp_path}/store.db")
     deployment = f"ci-{uuid.uuid4().hex[:8]}"
-    deployer = Deployer(load_topology(path, use_cache=False), store, backend, deployment, {}, actor="dag/run")
+    deployer = Deployer(DeploymentRequest.build(load_topology(path, use_cache=False), deployment, {}, actor="dag/run"),
+                        store, backend)
     with pytest.raises(UnsupportedNodeError, match="over aws's limit of 16384") as caught:
         deployer.begin_create()
     assert caught.value.provider == "aws"
     assert backend.describe(deployment) == []
     assert store.list() == []
+
+
+def test_validate_with_a_backend_checks_what_a_create_checks(aws, tmp_path: Path, capsys) -> None:
+    """``cloud-paas validate --backend`` compiles the same plan a create runs: the user data limit is enforced."""
+    from airflow_cloud_paas.cli import main
+
+    backend, ec2 = aws
+    path = _variant(tmp_path, "create: scripts/install_db.sh", "create: scripts/big.sh")
+    (tmp_path / "scripts/big.sh").write_text("#!/bin/bash\n" + "echo padding-padding-padding\n" * 800)
+    before = ec2.describe_instances()["Reservations"]
+    assert main(["validate", str(path), "--backend", f"aws:{CONN_ID}"]) == 2
+    assert "over aws's limit of 16384" in capsys.readouterr().err
+    assert ec2.describe_instances()["Reservations"] == before  # nothing made
+    assert main(["validate", str(DATA / "webapp.yaml"), "--backend", f"aws:{CONN_ID}"]) == 0

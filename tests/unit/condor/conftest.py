@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from unit.condor.standin import StandInPool
 
 from airflow_cloud_paas.services.condor.credentials import generate_pool_credentials
-from airflow_cloud_paas.services.condor.standin import StandInPool
 
 CONN_ID = "htcondor_unit"
 

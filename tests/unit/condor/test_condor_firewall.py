@@ -19,6 +19,7 @@ from airflow_cloud_paas.backends.local import LocalBackend
 from airflow_cloud_paas.backends.mapping import PRIVATE_RANGES, Rule, security_rules
 from airflow_cloud_paas.deployer import Deployer
 from airflow_cloud_paas.exceptions import ToscaValidationError
+from airflow_cloud_paas.request import DeploymentRequest
 from airflow_cloud_paas.services.condor.config import CondorPoolSettings, template_inputs
 from airflow_cloud_paas.services.condor.credentials import generate_pool_credentials, pool_inputs
 from airflow_cloud_paas.store import DeploymentStore
@@ -49,8 +50,8 @@ def pool_inputs_with(credentials, low: int, high: int, **more) -> dict:
 
 
 def deployer(topology, tmp_path: Path, backend, inputs: dict, deployment: str = "dep-fw") -> Deployer:
-    return Deployer(topology, DeploymentStore(f"sqlite:///{tmp_path}/store.db"), backend, deployment, inputs,
-                    actor="dag/run")
+    return Deployer(DeploymentRequest.build(topology, deployment, inputs, actor="dag/run"),
+                    DeploymentStore(f"sqlite:///{tmp_path}/store.db"), backend)
 
 
 def test_every_pool_vm_opens_the_range_to_the_private_network(vm_pool, credentials, tmp_path) -> None:

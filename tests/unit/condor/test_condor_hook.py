@@ -9,15 +9,15 @@ from pathlib import Path
 import classad2
 import htcondor2
 import pytest
+from unit.condor.standin import StandInPool
 
+from airflow_cloud_paas.hooks.htcondor import DAEMON_OFF_PEACEFUL, HTCondorHook
 from airflow_cloud_paas.services.condor.errors import (
     CondorConnectionError,
     CondorJobNotFoundError,
     CondorNodeNotFoundError,
     CondorSubmitError,
 )
-from airflow_cloud_paas.services.condor.hook import DAEMON_OFF_PEACEFUL, HTCondorHook
-from airflow_cloud_paas.services.condor.standin import StandInPool
 
 NOW = 1_800_000_000.0
 
@@ -261,7 +261,7 @@ def test_the_connection_type_fits_airflows_provider_schema() -> None:
 
     import jsonschema
 
-    from airflow_cloud_paas.services.condor.hook import CONNECTION_TYPE
+    from airflow_cloud_paas.hooks.htcondor import CONNECTION_TYPE
 
     schema = json.loads(files("airflow").joinpath("provider_info.schema.json").read_text())
     info = {"package-name": "x", "name": "x", "description": "x", "connection-types": [CONNECTION_TYPE]}
@@ -274,6 +274,6 @@ def test_the_connection_type_fits_airflows_provider_schema() -> None:
 
 def test_the_form_widgets_match_the_connection_fields() -> None:
     pytest.importorskip("flask_appbuilder")  # the Flask AppBuilder form exists only where the old UI is installed
-    from airflow_cloud_paas.services.condor.hook import CONNECTION_TYPE
+    from airflow_cloud_paas.hooks.htcondor import CONNECTION_TYPE
 
     assert set(HTCondorHook.get_connection_form_widgets()) == set(CONNECTION_TYPE["conn-fields"])

@@ -9,9 +9,9 @@ import os
 import pytest
 
 from airflow_cloud_paas.exceptions import CloudPaaSError
-from airflow_cloud_paas.operators.condor import CloudPaaSHTCondorDrainNodeOperator, CloudPaaSHTCondorSubmitJobOperator
-from airflow_cloud_paas.services.condor.hook import HTCondorHook, use_clients
-from airflow_cloud_paas.triggers.condor import CloudPaaSHTCondorJobCompleteTrigger
+from airflow_cloud_paas.hooks.htcondor import HTCondorHook, use_clients
+from airflow_cloud_paas.operators.htcondor import CloudPaaSHTCondorDrainNodeOperator, CloudPaaSHTCondorSubmitJobOperator
+from airflow_cloud_paas.triggers.htcondor import CloudPaaSHTCondorJobCompleteTrigger
 
 
 def _first_event(trigger):
@@ -25,7 +25,7 @@ def _first_event(trigger):
 def test_the_trigger_serializes_to_its_installed_class_path() -> None:
     trigger = CloudPaaSHTCondorJobCompleteTrigger(7, "htcondor_x", poll_interval=0.5, timeout=10)
     path, kwargs = trigger.serialize()
-    assert path == "airflow_cloud_paas.triggers.condor.CloudPaaSHTCondorJobCompleteTrigger"
+    assert path == "airflow_cloud_paas.triggers.htcondor.CloudPaaSHTCondorJobCompleteTrigger"
     assert CloudPaaSHTCondorJobCompleteTrigger(**kwargs).serialize() == (path, kwargs)
     import json
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from airflow_cloud_paas.backends.base import Resource, ResourceState
+from airflow_cloud_paas.hooks.htcondor import HTCondorHook
 from airflow_cloud_paas.scaling.policy import Snapshot, Worker, WorkerState, policy_from_name
-from airflow_cloud_paas.services.condor.hook import HTCondorHook
 from airflow_cloud_paas.services.condor.probe import HTCondorProbe
 
 

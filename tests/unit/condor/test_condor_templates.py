@@ -98,14 +98,15 @@ def test_the_container_template_maps_to_the_official_images(docker_pool, tmp_pat
     from airflow_cloud_paas.backends.docker import ContainerRequirements
     from airflow_cloud_paas.backends.local import LocalBackend
     from airflow_cloud_paas.deployer import Deployer
+    from airflow_cloud_paas.request import DeploymentRequest
     from airflow_cloud_paas.store import DeploymentStore
 
     credentials = generate_pool_credentials("dep-docker")
     settings = CondorPoolSettings("cm", credentials.trust_domain, ccb=True, execute_cpus=2, execute_memory_mb=2048)
     inputs = {**template_inputs(settings, container=True), **pool_inputs(credentials, only=docker_pool.inputs)}
     assert set(inputs) <= set(docker_pool.inputs)
-    deployer = Deployer(docker_pool, DeploymentStore(f"sqlite:///{tmp_path}/store.db"), LocalBackend(tmp_path / "w"),
-                        "dep-docker", inputs)
+    deployer = Deployer(DeploymentRequest.build(docker_pool, "dep-docker", inputs),
+                        DeploymentStore(f"sqlite:///{tmp_path}/store.db"), LocalBackend(tmp_path / "w"))
     specs = {name: ContainerRequirements.from_spec(deployer.spec(name, 0, with_requirements=False), provider="docker")
              for name in ("cm", "submit", "execute")}
     assert {n: r.image for n, r in specs.items()} == {
@@ -181,7 +182,7 @@ def test_a_stored_template_reloaded_from_text_still_renders_its_boot_steps(vm_po
 
 
 def test_both_templates_opt_their_execute_nodes_into_elastic_scaling(vm_pool, docker_pool) -> None:
-    from airflow_cloud_paas.elastic import elastic_targets_of, probe_address
+    from airflow_cloud_paas.scaling.elastic import elastic_targets_of, probe_address
 
     vm = elastic_targets_of(vm_pool, "pool1", {"execute_cpus": 8, "max_execute": 40, "scaling_policy": "clues"})
     assert [(t.node_name, t.service, t.policy) for t in vm] == [("condor_execute", "htcondor", "clues")]

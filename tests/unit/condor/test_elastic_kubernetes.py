@@ -26,17 +26,19 @@ from pathlib import Path
 
 import pytest
 from unit.backends.kubernetes_fixtures import KubernetesApiEmulator
+from unit.condor.standin import RUNNING, StandInPool
 
 from airflow_cloud_paas.backends.base import TAG_DEPLOYMENT, TAG_INDEX, TAG_NODE
 from airflow_cloud_paas.backends.docker import MANAGED_BY, MANAGED_BY_LABEL
 from airflow_cloud_paas.backends.kubernetes import KubernetesBackend
 from airflow_cloud_paas.deployer import Deployer
-from airflow_cloud_paas.elastic import SCALE_EVENT, ElasticScaler, ElasticTarget, make_probe, probe_address
 from airflow_cloud_paas.exceptions import DeploymentBusyError
+from airflow_cloud_paas.hooks.htcondor import HTCondorHook, use_clients
+from airflow_cloud_paas.request import DeploymentRequest
+from airflow_cloud_paas.scaling.elastic import SCALE_EVENT, ElasticScaler, ElasticTarget, probe_address
 from airflow_cloud_paas.scaling.policy import policy_from_name
+from airflow_cloud_paas.scaling.probe import make_probe
 from airflow_cloud_paas.services.condor.config import CondorPoolSettings, template_inputs
-from airflow_cloud_paas.services.condor.hook import HTCondorHook, use_clients
-from airflow_cloud_paas.services.condor.standin import RUNNING, StandInPool
 from airflow_cloud_paas.store import DeploymentStore
 from airflow_cloud_paas.tosca import load_topology
 
@@ -60,8 +62,6 @@ class Pool:
     def __init__(self, api: KubernetesApiEmulator, tmp_path: Path, credentials, monkeypatch, deployment_id: str):
         from airflow.sdk import BaseHook
 
-        from airflow_cloud_paas.secrets import connection_refs, resolve_connection_refs
-
         self.api, self.deployment_id, self.credentials = api, deployment_id, credentials
         self.now = [START]
         self.conn_id = f"htcondor_{deployment_id}"  # where probe_address looks for the pool's connection
@@ -76,7 +76,6 @@ class Pool:
         # no controller writes a status: "accepted by the API server" is RUNNING (the backend's documented rule)
         self.backend = KubernetesBackend(conn_id=None, config_dict=api.kubeconfig(NAMESPACE), wait_for_ready=False)
         self.get_connection = BaseHook.get_connection
-        self._resolve, self._refs = resolve_connection_refs, connection_refs
         # on Kubernetes the other containers reach the collector at the central manager's Service
         settings = CondorPoolSettings(KubernetesBackend.object_name(deployment_id, "cm", 0), credentials.trust_domain,
                                       ccb=True, execute_cpus=1, execute_memory_mb=1024)
@@ -85,19 +84,17 @@ class Pool:
                   # the secrets as the htcondor_pool DAG passes them: references to the pool's connection
                   "pool_password": f"conn://{self.conn_id}/password",
                   "execute_secret": f"conn://{self.conn_id}/extra.execute_token"}
-        refs = connection_refs(inputs)
-        Deployer(topology, self.store, self.backend, deployment_id,
-                 resolve_connection_refs(inputs, deployment_id, self.get_connection), actor="htcondor_pool/setup",
-                 input_refs=refs).create_all()
+        Deployer(DeploymentRequest.build(topology, deployment_id, inputs, actor="htcondor_pool/setup",
+                                         get_connection=self.get_connection), self.store, self.backend).create_all()
 
     def deployer(self, actor: str, backend: KubernetesBackend | None = None) -> Deployer:
         """Return a deployer built from the stored record, as a scaling task in a new process builds it."""
         from airflow_cloud_paas.tosca_text import load_topology_text
 
         record = self.store.get(self.deployment_id)
-        inputs = self._resolve(record.inputs, self.deployment_id, self.get_connection)
-        return Deployer(load_topology_text(record.template), self.store, backend or self.backend,
-                        self.deployment_id, inputs, actor=actor, input_refs=self._refs(record.inputs))
+        request = DeploymentRequest.build(load_topology_text(record.template), self.deployment_id, record=record,
+                                          actor=actor, get_connection=self.get_connection)
+        return Deployer(request, self.store, backend or self.backend)
 
     def scaler(self, actor: str, backend: KubernetesBackend | None = None) -> ElasticScaler:
         """Return one round's scaler, built as CloudPaaSElasticScaleOperator builds it."""

@@ -15,6 +15,7 @@ from airflow_cloud_paas.exceptions import (
     ResourceCreateError,
     ToscaInputError,
 )
+from airflow_cloud_paas.request import DeploymentRequest
 from airflow_cloud_paas.store import DeploymentStore
 from airflow_cloud_paas.tosca import load_topology
 
@@ -46,7 +47,7 @@ def env(tmp_path):
     made = []
 
     def deployer(actor="dag/run1", deployment_id="dep1", inputs=None):
-        d = Deployer(topology, store, backend, deployment_id, inputs or {}, actor=actor)
+        d = Deployer(DeploymentRequest.build(topology, deployment_id, inputs or {}, actor=actor), store, backend)
         made.append(d)
         return d
 
@@ -160,7 +161,8 @@ def test_parallel_creates_record_every_instance(tmp_path):
 
     store = DeploymentStore(f"sqlite:///{tmp_path}/store.db")
     backend = ParallelLocal(tmp_path / "work")
-    d = Deployer(load_topology(TEMPLATE), store, backend, "par", {"count": 4}, actor="dag/run1")
+    d = Deployer(DeploymentRequest.build(load_topology(TEMPLATE), "par", {"count": 4}, actor="dag/run1"), store,
+                 backend)
     try:
         d.begin_create()
         d.deploy_node("hosts")

@@ -13,16 +13,11 @@ from unit.backends.local_drivers import SleeperDriver
 
 from airflow_cloud_paas.backends.local import LocalBackend
 from airflow_cloud_paas.deployer import Deployer
-from airflow_cloud_paas.elastic import (
-    SCALE_EVENT,
-    ClusterProbe,
-    ElasticScaler,
-    Observation,
-    WorkerView,
-    elastic_targets,
-)
 from airflow_cloud_paas.exceptions import DeploymentBusyError, ToscaInputError
+from airflow_cloud_paas.request import DeploymentRequest
+from airflow_cloud_paas.scaling.elastic import SCALE_EVENT, ElasticScaler, elastic_targets
 from airflow_cloud_paas.scaling.policy import QueuedJob, WorkerState, policy_from_name
+from airflow_cloud_paas.scaling.probe import ClusterProbe, Observation, WorkerView
 from airflow_cloud_paas.store import DeploymentStore
 from airflow_cloud_paas.tosca import load_topology
 
@@ -56,7 +51,8 @@ class DictProbe(ClusterProbe):
 def env(tmp_path):
     store = DeploymentStore(f"sqlite:///{tmp_path}/store.db")
     backend = LocalBackend(tmp_path / "work", drivers={"test.nodes.Flaky": SleeperDriver()})
-    deployer = Deployer(load_topology(TEMPLATE), store, backend, "dep1", {"count": 2}, actor="dag/run1")
+    deployer = Deployer(DeploymentRequest.build(load_topology(TEMPLATE), "dep1", {"count": 2}, actor="dag/run1"),
+                        store, backend)
     deployer.create_all()
     yield store, backend, deployer
     backend.delete("dep1")

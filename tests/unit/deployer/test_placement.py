@@ -16,10 +16,15 @@ from airflow_cloud_paas.placement import (
     deploy_with_fallback,
     provider_stats,
 )
+from airflow_cloud_paas.request import DeploymentRequest
 from airflow_cloud_paas.store import DeploymentStore
 from airflow_cloud_paas.tosca import load_topology
 
 TEMPLATE = Path(__file__).with_name("data_flaky.yaml")
+
+
+def request(deployment_id: str, inputs: dict, actor: str = "r") -> DeploymentRequest:
+    return DeploymentRequest.build(load_topology(TEMPLATE), deployment_id, inputs, actor=actor)
 
 
 class Sleeper(LocalDriver):
@@ -74,8 +79,8 @@ def test_falls_back_to_the_next_provider_and_cleans_the_failed_attempt(world, tm
         ProviderCandidate("local", "site-a", {"broken": True}),
         ProviderCandidate("local", "site-b"),
     ))
-    chosen, outputs = deploy_with_fallback(load_topology(TEMPLATE), store, "dep1", {"count": 2}, policy,
-                                           make_backend, actor="dag/run1")
+    chosen, outputs = deploy_with_fallback(request("dep1", {"count": 2}, actor="dag/run1"), store, policy,
+                                           make_backend)
     assert chosen.ref == "local:site-b" and outputs["first_host"] == ["127.0.0.1", "127.0.0.1"]
     record = store.get("dep1")
     assert record.status == "CREATE_COMPLETE" and record.backend == "local:site-b"
@@ -92,7 +97,7 @@ def test_every_provider_failing_reports_each_error_and_leaves_nothing(world, tmp
         ProviderCandidate("local", "site-b", {"broken": True}),
     ))
     with pytest.raises(ProviderFallbackError) as info:
-        deploy_with_fallback(load_topology(TEMPLATE), store, "dep2", {"count": 1}, policy, make_backend, actor="r")
+        deploy_with_fallback(request("dep2", {"count": 1}), store, policy, make_backend)
     assert [name for name, _ in info.value.errors] == ["local:site-a", "local:site-b"]
     assert "site-a" in str(info.value) and "site-b" in str(info.value)
     assert store.get("dep2").status == "CREATE_FAILED"
@@ -109,8 +114,8 @@ def test_provider_timeout_cuts_a_boot_wait_short_inside_one_node(world, tmp_path
         ProviderCandidate("local", "site-b"),
     ), provider_timeout_mins=0.05)
     started = time.monotonic()
-    chosen, _ = deploy_with_fallback(load_topology(TEMPLATE), store, "dep-slow", {"count": 2}, policy,
-                                     make_backend, actor="dag/run1")
+    chosen, _ = deploy_with_fallback(request("dep-slow", {"count": 2}, actor="dag/run1"), store, policy,
+                                     make_backend)
     assert chosen.ref == "local:site-b"
     assert time.monotonic() - started < 30  # 3 s of attempt, then site-b: not 600 s
     assert made["site-a"].describe("dep-slow") == [] and _procs_under(tmp_path / "site-a") == 0
@@ -126,7 +131,7 @@ def test_keep_last_attempt_and_max_providers_retry(world):
         keep_last_attempt=True,
     )
     with pytest.raises(ProviderFallbackError) as info:
-        deploy_with_fallback(load_topology(TEMPLATE), store, "dep3", {"count": 1}, policy, make_backend, actor="r")
+        deploy_with_fallback(request("dep3", {"count": 1}), store, policy, make_backend)
     assert [name for name, _ in info.value.errors] == ["local:site-0", "local:site-1"]  # the third is never tried
     assert made["site-0"].describe("dep3") == []
     assert len(made["site-1"].describe("dep3")) >= 1  # the last attempt is kept for debugging
@@ -134,17 +139,15 @@ def test_keep_last_attempt_and_max_providers_retry(world):
 
 def test_ranking_prefers_the_provider_with_the_better_history(world):
     store, make_backend, made = world
-    topology = load_topology(TEMPLATE)
     good, bad = ProviderCandidate("local", "good"), ProviderCandidate("local", "bad", {"broken": True})
     for i in range(2):  # history: 'bad' failed twice
         with pytest.raises(ProviderFallbackError):
-            deploy_with_fallback(topology, store, f"h{i}", {"count": 1}, PlacementPolicy((bad,)), make_backend,
-                                 actor="r")
-    deploy_with_fallback(topology, store, "h-good", {"count": 1}, PlacementPolicy((good,)), make_backend, actor="r")
+            deploy_with_fallback(request(f"h{i}", {"count": 1}), store, PlacementPolicy((bad,)), make_backend)
+    deploy_with_fallback(request("h-good", {"count": 1}), store, PlacementPolicy((good,)), make_backend)
     assert provider_stats(store, "local:bad").success_rate == 0
     assert provider_stats(store, "local:good").success_rate == 1
-    chosen, _ = deploy_with_fallback(topology, store, "ranked", {"count": 1},
-                                     PlacementPolicy((bad, good), rank=True), make_backend, actor="r")
+    chosen, _ = deploy_with_fallback(request("ranked", {"count": 1}), store, PlacementPolicy((bad, good), rank=True),
+                                     make_backend)
     assert chosen.ref == "local:good"
     assert made["bad"].describe("ranked") == []  # never tried: it was ranked second
 

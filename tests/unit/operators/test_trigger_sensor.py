@@ -79,7 +79,8 @@ def test_sensor_defers_while_in_progress_and_resumes(store):
     from airflow_cloud_paas.sensors.deployment import CloudPaaSDeploymentStateSensor
 
     deployment_id = _new(store)
-    sensor = CloudPaaSDeploymentStateSensor(task_id="wait", deployment_id=deployment_id, poke_interval=1)
+    sensor = CloudPaaSDeploymentStateSensor(task_id="wait", deployment_id=deployment_id, poke_interval=1,
+                                            deferrable=True)
     with pytest.raises(TaskDeferred) as deferred:
         sensor.execute({})
     assert isinstance(deferred.value.trigger, CloudPaaSDeploymentStateTrigger)

@@ -13,6 +13,7 @@ from airflow_cloud_paas.tosca import (
     resolve_outputs,
     resolve_value,
     resolved_node,
+    resolved_nodes,
     scaling_group,
     validate_inputs,
 )
@@ -138,12 +139,12 @@ def test_optional_input_without_value_resolves_to_none(topo: Topology) -> None:
     assert resolve_value({"labels": {"get_input": "labels"}}, values) == {"labels": None}
 
 
-def test_topology_resolve_gives_every_node_in_plan_order(topo: Topology) -> None:
-    nodes = topo.resolve({"db_password": PASSWORD, "web_count": 3})
+def test_resolved_nodes_gives_every_node_in_plan_order(topo: Topology) -> None:
+    nodes = resolved_nodes(topo, {"db_password": PASSWORD, "web_count": 3})
     assert tuple(nodes) == topo.plan
     assert nodes["web_hosts"].scalable.count == 3
     with pytest.raises(ToscaInputError):
-        topo.resolve({})
+        resolved_nodes(topo, {})
 
 
 def test_resolved_node(topo: Topology) -> None:

@@ -22,7 +22,7 @@ def gen_trace(shared_dir: Path):
 @pytest.fixture(scope="session")
 def small_trace(gen_trace):
     """Return a 10-day trace from the shared generator (seed 1, otherwise its defaults) as a Trace."""
-    from airflow_cloud_paas.services.xcache.sim import Trace
+    from airflow_cloud_paas.services.xcache.trace import Trace
 
     rows = gen_trace.generate(days=10, tasks_per_day=400, datasets_initial=3000, datasets_per_day=40, alpha=1.0,
                               half_life_days=20.0, files_median=40.0, size_median_gb=2.5, seed=1)

@@ -9,7 +9,8 @@ import pytest
 from airflow_cloud_paas.services.xcache.errors import ModelStateError
 from airflow_cloud_paas.services.xcache.model import DAY, ModelConfig, PopularityModel, dataset_of
 from airflow_cloud_paas.services.xcache.policies import SmartPolicy
-from airflow_cloud_paas.services.xcache.sim import TB, Trace, replay
+from airflow_cloud_paas.services.xcache.sim import TB, replay
+from airflow_cloud_paas.services.xcache.trace import Trace
 
 GB = 1024**3
 HOT = "/store/mc/DS000001/NANOAOD"

@@ -14,7 +14,8 @@ from airflow_cloud_paas.services.xcache.policies import (
     SmartPolicy,
     make_policy,
 )
-from airflow_cloud_paas.services.xcache.sim import Trace, replay
+from airflow_cloud_paas.services.xcache.sim import replay
+from airflow_cloud_paas.services.xcache.trace import Trace
 
 
 def _trace(paths: str, sizes: dict[str, int] | None = None) -> Trace:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from airflow_cloud_paas.services.xcache.errors import CapacityError, PolicyError, TraceError
-from airflow_cloud_paas.services.xcache.sim import TB, SimResult, Trace, load_trace, parse_capacity, replay
+from airflow_cloud_paas.services.xcache.sim import TB, SimResult, parse_capacity, replay
+from airflow_cloud_paas.services.xcache.trace import Trace, load_trace
 
 GB = 1024**3
 

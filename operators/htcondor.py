@@ -7,21 +7,21 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, conf
 
 from airflow_cloud_paas.exceptions import CloudPaaSError
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_cloud_paas.services.condor.hook import HTCondorHook
+    from airflow_cloud_paas.hooks.htcondor import HTCondorHook
 
 
 class CloudPaaSHTCondorSubmitJobOperator(BaseOperator):
     """Submit jobs (or a DAGMan DAG) to an HTCondor pool; optionally wait until they end; return the cluster id.
 
     With ``deferrable=True`` the task submits, then waits in the triggerer
-    (:class:`~airflow_cloud_paas.triggers.condor.CloudPaaSHTCondorJobCompleteTrigger`) and resumes in
+    (:class:`~airflow_cloud_paas.triggers.htcondor.CloudPaaSHTCondorJobCompleteTrigger`) and resumes in
     :meth:`execute_complete`, holding no worker slot meanwhile. The wait fails the task when a job is
     removed, exits non-zero, or (``fail_on_hold``) is held.
 
@@ -31,7 +31,7 @@ class CloudPaaSHTCondorSubmitJobOperator(BaseOperator):
     :param count: jobs per item; 0: as the queue statement says (templated)
     :param itemdata: item data, one dict per item, instead of the queue statement's (templated)
     :param wait_for_completion: wait until every job has left the queue
-    :param deferrable: wait in the triggerer
+    :param deferrable: wait in the triggerer (default: the ``[operators] default_deferrable`` setting)
     :param poll_interval: seconds between status polls
     :param timeout: seconds to wait at most (``None``: no limit)
     :param fail_on_hold: fail as soon as a job is held
@@ -50,7 +50,7 @@ class CloudPaaSHTCondorSubmitJobOperator(BaseOperator):
         count: int = 0,
         itemdata: Sequence[Mapping[str, str]] | None = None,
         wait_for_completion: bool = False,
-        deferrable: bool = False,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 30.0,
         timeout: float | None = None,
         fail_on_hold: bool = True,
@@ -74,7 +74,7 @@ class CloudPaaSHTCondorSubmitJobOperator(BaseOperator):
         self.cluster_id: int | None = None
 
     def _hook(self) -> HTCondorHook:
-        from airflow_cloud_paas.services.condor.hook import HTCondorHook
+        from airflow_cloud_paas.hooks.htcondor import HTCondorHook
 
         return HTCondorHook(htcondor_conn_id=self.htcondor_conn_id)
 
@@ -88,7 +88,7 @@ class CloudPaaSHTCondorSubmitJobOperator(BaseOperator):
         if not self.wait_for_completion:
             return self.cluster_id
         if self.deferrable:
-            from airflow_cloud_paas.triggers.condor import CloudPaaSHTCondorJobCompleteTrigger
+            from airflow_cloud_paas.triggers.htcondor import CloudPaaSHTCondorJobCompleteTrigger
 
             self.defer(
                 trigger=CloudPaaSHTCondorJobCompleteTrigger(
@@ -184,7 +184,7 @@ class CloudPaaSHTCondorDrainNodeOperator(BaseOperator):
         self.htcondor_conn_id = htcondor_conn_id
 
     def execute(self, context: Context) -> str | None:
-        from airflow_cloud_paas.services.condor.hook import HTCondorHook
+        from airflow_cloud_paas.hooks.htcondor import HTCondorHook
 
         hook = HTCondorHook(htcondor_conn_id=self.htcondor_conn_id)
         if self.retire:

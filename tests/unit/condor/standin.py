@@ -2,8 +2,8 @@
 
 No HTCondor daemon can be installed on the machines this project is tested on, so the schedd, the
 collector and the startds are replaced, at the narrowest boundary, by objects with the same method
-names and signatures as the ``htcondor2`` ones :class:`~.hook.HTCondorHook` calls. Everything else is
-the real thing:
+names and signatures as the ``htcondor2`` ones :class:`~airflow_cloud_paas.hooks.htcondor.HTCondorHook` calls.
+Everything else is the real thing:
 
 - jobs are real ``classad2.ClassAd`` objects made from a real ``htcondor2.Submit`` (its commands,
   macros, queue statement and item data, expanded by the bindings' own ``Submit.expand``);

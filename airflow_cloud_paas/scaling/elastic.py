@@ -5,81 +5,35 @@ sensor fired:
 
 1. the service's probe reads the live cluster (Spark master, HTCondor schedd and collector...) and says,
    per instance of the worker node, whether it is booting, idle or busy, and what work is queued;
-2. the policy (:mod:`airflow_cloud_paas.scaling`, the same code ``cloud-paas scale-sim`` replays) decides;
+2. the policy (:mod:`airflow_cloud_paas.scaling.policy`, the same code ``cloud-paas scale-sim`` replays) decides;
 3. workers to retire are drained and checked again: one that picked up work meanwhile is kept;
 4. the change goes through :meth:`Deployer.rescale`, one update at a time per deployment (a concurrent
    second update is refused with DeploymentBusyError, the orchestrator's 409);
 5. the decision, its reasons, what was applied and the policy's state go into the deployment history
    (event ``scale_decision``); the next round, in another process, starts from that state.
 
+The probes (what a round reads of a service) are in :mod:`airflow_cloud_paas.scaling.probe` and with each
+service; this module finds the worker groups to scale (:func:`elastic_targets`) and runs their rounds.
 No Airflow import here: operators, triggers and tests use it alike.
 """
 
 from __future__ import annotations
 
-import abc
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_cloud_paas.backends.base import Resource, ResourceState
 from airflow_cloud_paas.deployer import Deployer
-from airflow_cloud_paas.scaling.policy import Policy, QueuedJob, ScaleDecision, Snapshot, Worker, WorkerState
+from airflow_cloud_paas.scaling.policy import Policy, ScaleDecision, Snapshot, Worker, WorkerState
+from airflow_cloud_paas.scaling.probe import ClusterProbe
 
 log = logging.getLogger(__name__)
 
 #: the history event of one scaling round
 SCALE_EVENT = "scale_decision"
-
-
-@dataclass(frozen=True)
-class WorkerView:
-    """What a probe sees of one worker instance.
-
-    :param state: booting, idle, busy or draining
-    :param cores: cores it offers
-    :param used_cores: cores its running work uses
-    """
-
-    state: WorkerState
-    cores: int
-    used_cores: int = 0
-
-
-@dataclass(frozen=True)
-class Observation:
-    """A probe's reading of the cluster.
-
-    :param queued: the work waiting for a worker
-    :param workers: instance index of the worker node -> what the cluster says of it (an instance the
-        cluster does not know yet is booting)
-    """
-
-    queued: tuple[QueuedJob, ...] = ()
-    workers: Mapping[int, WorkerView] = field(default_factory=dict)
-
-
-class ClusterProbe(abc.ABC):
-    """Reads a service's queue and workers; drains a worker before it is retired."""
-
-    #: the service's name in history events
-    service: str = "cluster"
-
-    @abc.abstractmethod
-    def observe(self, workers: Sequence[Resource], now: float) -> Observation:
-        """Return the queued work and the state of each worker instance.
-
-        :param workers: the live resources of the worker node, one per instance
-        :param now: the current time (epoch seconds)
-        """
-
-    def drain(self, worker: Resource) -> None:  # noqa: B027 - most services drain as they stop
-        """Stop new work from starting on a worker that is about to be retired.
-
-        :param worker: the worker instance
-        """
 
 
 @dataclass
@@ -179,49 +133,6 @@ class ElasticScaler:
         return decision
 
 
-# ------------------------------------------------------------------------------------------ Spark
-class SparkProbe(ClusterProbe):
-    """Reads a Spark standalone master's ``/json/``: applications waiting for cores, and each worker's use.
-
-    Spark does not publish how many cores a waiting application asks for, so each WAITING application
-    counts as one worker's worth of cores (``app_cores``, default: the workers' size).
-
-    :param webui_url: the master's web UI
-    :param app_cores: cores to count per waiting application
-    """
-
-    service = "spark"
-
-    def __init__(self, webui_url: str, app_cores: int | None = None) -> None:
-        self.webui_url = webui_url
-        self.app_cores = app_cores
-
-    def observe(self, workers: Sequence[Resource], now: float) -> Observation:
-        """Return the waiting applications and each worker's state from the master.
-
-        :param workers: the Spark worker instances (their ``port`` attribute identifies them)
-        :param now: the current time (epoch seconds)
-        """
-        from airflow_cloud_paas.services.spark.client import master_status
-
-        status = master_status(self.webui_url)
-        by_port = {int(w.get("port")): w for w in status["alive_workers"] if w.get("port")}
-        views = {}
-        for resource in workers:
-            entry = by_port.get(int(resource.attributes.get("port") or 0))
-            if entry is None:
-                continue
-            used = int(entry.get("coresused") or 0)
-            views[resource.index] = WorkerView(WorkerState.BUSY if used else WorkerState.IDLE,
-                                               int(entry.get("cores") or 1), used)
-        size = self.app_cores or max([v.cores for v in views.values()] or [1])
-        queued = tuple(
-            QueuedJob(cpus=size, submitted_s=float(app["starttime"]) / 1000 if app.get("starttime") else None)
-            for app in status.get("activeapps", []) if app.get("state") == "WAITING"
-        )
-        return Observation(queued, views)
-
-
 # ------------------------------------------------------------------------------------------ targets
 #: the TOSCA policy type that opts a worker node into elastic scaling
 ELASTIC_POLICY = "cloud_paas.policies.ElasticScaling"
@@ -234,7 +145,7 @@ class ElasticTarget:
 
     :param deployment_id: the deployment
     :param node_name: the worker node the policy targets
-    :param service: what reports its queue (spark, htcondor)
+    :param service: what reports its queue (spark, htcondor: a probe of :mod:`airflow_cloud_paas.scaling.probe`)
     :param policy: the policy's name (static:N, clues, smart)
     :param limits: the policy's bounds and CLUES-like settings
     """
@@ -298,7 +209,7 @@ def elastic_targets(store: Any, import_map: Mapping[str, str] | None = None) -> 
     return targets
 
 
-# ------------------------------------------------------------------------------------------ probes
+# ------------------------------------------------------------------------------------------ addresses
 def probe_address(target: ElasticTarget, outputs: Mapping[str, Any]) -> str:
     """Return where a target's service is read: the Spark master's web UI, or the HTCondor connection id.
 
@@ -317,31 +228,6 @@ def probe_address(target: ElasticTarget, outputs: Mapping[str, Any]) -> str:
         return str(outputs.get("htcondor_conn_id") or f"htcondor_{target.deployment_id}")
     raise ToscaValidationError(f"service '{target.service}' cannot be scaled: use spark or htcondor",
                                node=target.node_name, field="policies.properties.service")
-
-
-def make_probe(service: str, address: str, **options: Any) -> ClusterProbe:
-    """Return the probe of a service.
-
-    :param service: spark or htcondor
-    :param address: from :func:`probe_address`
-    :param options: the probe's own options (e.g. ``app_cores`` for Spark)
-    """
-    if service == "spark":
-        return SparkProbe(address, **options)
-    if service == "htcondor":
-        from airflow_cloud_paas.services.condor.probe import HTCondorProbe
-
-        return HTCondorProbe(address, **options)
-    raise ValueError(f"no probe for service '{service}': use spark or htcondor")
-
-
-def queued_demand(service: str, address: str) -> int:
-    """Return how many jobs or applications wait for a worker now (what the queue-driven trigger polls).
-
-    :param service: spark or htcondor
-    :param address: from :func:`probe_address`
-    """
-    return len(make_probe(service, address).observe([], time.time()).queued)
 
 
 def scalable_targets(store: Any, import_map: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
