@@ -46,10 +46,34 @@ def _parse_inputs(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def _import_map(path: str | None) -> dict[str, str] | None:
+    """Return the ``--import-map`` file's mapping (import URL or name -> local file), or raise naming what is wrong.
+
+    :param path: the JSON file given, or None
+    """
     if not path:
         return None
-    with open(path) as fh:
-        return json.load(fh)
+    from airflow_cloud_paas.exceptions import ToscaImportError
+
+    fix = 'it must be a JSON object of import URL -> local file, e.g. {"https://example.org/types.yaml": "types.yaml"}'
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or err
+        raise ToscaImportError(f"cannot read the import map ({reason}); check the path", file=path,
+                               field="--import-map") from None
+    try:
+        mapping = json.loads(text)
+    except ValueError as err:
+        raise ToscaImportError(f"the import map is not JSON ({err}); {fix}", file=path,
+                               field="--import-map") from None
+    if not isinstance(mapping, dict):
+        raise ToscaImportError(f"the import map is a JSON {type(mapping).__name__}; {fix}", file=path,
+                               field="--import-map")
+    bad = sorted(repr(k) for k, v in mapping.items() if not isinstance(v, str) or not v)
+    if bad:
+        raise ToscaImportError(f"the import map's entries {', '.join(bad)} must map to a file path (a non-empty "
+                               f"string); {fix}", file=path, field="--import-map")
+    return mapping
 
 
 #: the Airflow home ``make run`` makes in the checkout (the Makefile's ``AIRFLOW_HOME=$(CURDIR)/.airflow``)
@@ -206,6 +230,46 @@ class AirflowApi:
         resp = self._send("get", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
         return self._check(resp, f"Reading run {run_id} of DAG {dag_id}")["state"]
 
+    def failed_tasks(self, dag_id: str, run_id: str) -> list[tuple[str, str]]:
+        """Return each failed task of a run with the last error line of its log ("" when none is found).
+
+        :param dag_id: the DAG
+        :param run_id: the run
+        """
+        resp = self._send("get", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
+                          params={"state": "failed"})
+        failed = []
+        for ti in self._check(resp, f"Reading the tasks of run {run_id}").get("task_instances", []):
+            log = self._send("get", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/logs/"
+                             f"{ti.get('try_number') or 1}", params={"full_content": "true"},
+                             headers={"Accept": "application/json"})
+            failed.append((ti["task_id"], _last_error(log.json() if log.status_code == 200 else {})))
+        return failed
+
+
+#: a log line naming an exception: ``SomeError: what went wrong``
+_ERROR_LINE = re.compile(r"\b[A-Z]\w*(Error|Exception): \S")
+
+
+def _last_error(log: Any) -> str:
+    """Return the last line of a task log (Airflow 3's JSON log, or text) that names an exception."""
+    if isinstance(log, dict):
+        log = log.get("content", "")
+    if isinstance(log, list):  # structured log: one dict per record, the text in "event" (and "error_detail")
+        lines = []
+        for record in log:
+            if isinstance(record, dict):
+                lines.extend(str(record.get("event", "")).splitlines())
+                for detail in record.get("error_detail") or ():
+                    if isinstance(detail, dict):
+                        lines.append(f"{detail.get('exc_type', '')}: {detail.get('exc_value', '')}")
+            else:
+                lines.extend(str(record).splitlines())
+    else:
+        lines = str(log).splitlines()
+    found = [line.strip() for line in lines if _ERROR_LINE.search(line)]
+    return found[-1][:1000] if found else ""
+
 
 def _api(args: argparse.Namespace) -> AirflowApi:
     url = args.api_url or os.environ.get("CLOUD_PAAS_API_URL", "http://127.0.0.1:8080")
@@ -241,7 +305,12 @@ def _wait(args: argparse.Namespace, api: AirflowApi, dag_id: str, run_id: str, d
             print(json.dumps({"deployment_id": deployment_id, "status": status, "dag_run_state": state}))
             if record is not None and status not in want and record.status_reason:
                 print(f"deployment {deployment_id} is {status}: {record.status_reason}", file=sys.stderr)
-            if status is None:
+            if status is None and state == "failed":
+                failed = api.failed_tasks(dag_id, run_id)
+                causes = "; ".join(f"{task}: {error or 'see its log'}" for task, error in failed) or "see its logs"
+                print(f"error: run {run_id} of DAG {dag_id} failed before deployment {deployment_id} was "
+                      f"recorded (nothing was made): {causes}", file=sys.stderr)
+            elif status is None:
                 print(f"error: the run ended ({state}) but deployment {deployment_id} is not in the deployment "
                       f"store this command reads: {args.store_used}. If Airflow at {api.url} uses another "
                       "store, run cloud-paas from the checkout that runs `make run`, or set AIRFLOW_HOME to "

@@ -13,7 +13,10 @@ node), in deployment order:
     runs with the operation's inputs as environment variables (the TOSCA convention);
   - an Ansible playbook (``.yml``/``.yaml``, as in INDIGO's types) runs with ``ansible-playbook``
     on localhost, the inputs passed as extra variables; ``ansible`` is added to ``packages``;
-  - a file next to the template is inlined; a URL is fetched with ``curl`` at boot.
+  - a file inside the template's own folder (after following symlinks), or one of the package's own
+    scripts, is inlined; a URL is fetched with ``curl`` at boot. Any other path (absolute, ``..``, a
+    symlink leading out) is refused when the plan is compiled: user data is sent to the cloud, so a
+    template must never inline a file of the host (``/etc/passwd``, ``/proc/self/environ``).
 
 A compute node's own ``user_data`` property is kept: with software to configure as well, both go in
 one multipart MIME document, which cloud-init reads part by part.
@@ -232,20 +235,51 @@ def _implementation(topology: Topology, node: NodeTemplate, implementation: Any,
             "playbook (.yml)", file=topology.source, node=node.name, field=f"{field}.implementation")
     if re.match(r"^https?://", implementation):
         return kind, implementation, False
-    # next to the template, then among the package's own scripts (a stored deployment's template is
-    # reloaded from text, away from its folder; the packaged types' scripts are found all the same)
-    places = [Path(implementation)] if Path(implementation).is_absolute() else [
-        *([Path(topology.source).parent / implementation]
-          if topology.source and not topology.source.startswith("<") else []),
-        PACKAGED_SCRIPTS_DIR.parent / implementation,
-    ]
-    for path in places:
-        if path.is_file():
-            return kind, path.read_text(encoding="utf-8"), True
+    return kind, _read_confined(topology, node, implementation, f"{field}.implementation"), True
+
+
+def _read_confined(topology: Topology, node: NodeTemplate, implementation: str, field: str) -> str:
+    """Return the text of an implementation file found inside the template's folder or the packaged scripts.
+
+    The text is sent to the cloud as user data, so a template may only read what it ships: a path that is
+    absolute, or that leaves its folder (``..``, a symlink to a file or folder elsewhere), is refused
+    before anything is made, never read.
+    """
+    where = {"file": topology.source, "node": node.name, "field": field}
+    if Path(implementation).is_absolute():
+        raise ToscaValidationError(
+            f"implementation file '{implementation}' is an absolute path: a template may only read files inside its "
+            "own folder; give a path relative to the template or an https:// URL fetched at boot", **where)
+    # the template's folder, then the package's own scripts (a stored deployment's template is reloaded from
+    # text, away from its folder; the packaged types' scripts are found all the same)
+    own = Path(topology.source).parent if topology.source and not topology.source.startswith("<") else None
+    roots = [*([(own, own, "the template's folder")] if own else []),
+             (PACKAGED_SCRIPTS_DIR.parent, PACKAGED_SCRIPTS_DIR, "the package's scripts")]
+    looked = []
+    for base, allowed, what in roots:
+        candidate = base / implementation
+        looked.append(str(candidate))
+        try:
+            real, root = candidate.resolve(), allowed.resolve()
+        except (OSError, RuntimeError) as err:  # a symlink loop
+            raise ToscaValidationError(f"implementation file '{implementation}' cannot be resolved ({err})",
+                                       **where) from None
+        if not real.is_relative_to(root):
+            if base == roots[0][0]:  # leaving the first place looked in is refused outright, never read
+                raise ToscaValidationError(
+                    f"implementation file '{implementation}' resolves to {real}, outside {what} {root} (symlinks "
+                    "are followed): a template may only read files inside its own folder; copy the file there or "
+                    "give an https:// URL fetched at boot", **where)
+            continue  # not one of the packaged scripts
+        if real.is_file():
+            try:
+                return real.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as err:
+                raise ToscaValidationError(f"implementation file '{implementation}' cannot be read as UTF-8 text "
+                                           f"({err})", **where) from None
     raise ToscaValidationError(
-        f"implementation file '{implementation}' cannot be read (looked in {', '.join(map(str, places))}); put "
-        "it next to the template or give a URL", file=topology.source, node=node.name,
-        field=f"{field}.implementation")
+        f"implementation file '{implementation}' cannot be read (looked in {', '.join(looked)}); put "
+        "it next to the template or give a URL", **where)
 
 
 def _operation_inputs(topology: Topology, node: NodeTemplate, raw: Mapping[str, Any], inputs: Mapping[str, Any] | None,

@@ -129,7 +129,8 @@ def input_param(spec: InputDef) -> Param:
 
     :param spec: the input definition
     """
-    json_type = _JSON_TYPES.get(spec.type, "string")
+    # a complex datatype (tosca.datatypes.Credential, ...) is given as a map
+    json_type = _JSON_TYPES.get(spec.type, "object" if "." in spec.type else "string")
     schema: dict[str, Any] = {"type": json_type, "title": spec.name}
     bounds: list[dict[str, Any]] = []
     numeric = json_type in ("integer", "number")
@@ -150,7 +151,7 @@ def input_param(spec: InputDef) -> Param:
                 schema["pattern"] = arg
     if bounds:
         schema["allOf"] = bounds
-    if spec.is_secret:
+    if spec.is_secret and json_type == "string":
         schema["format"] = "password"
     description = spec.description or ""
     allowed = constraints_text(spec.constraints)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_cloud_paas.backends.base import Backend, Resource, ResourceSpec, ResourceState
@@ -23,9 +24,11 @@ from airflow_cloud_paas.exceptions import (
 )
 from airflow_cloud_paas.plan import DeploymentPlan
 from airflow_cloud_paas.request import DeploymentRequest
+from airflow_cloud_paas.secrets import mask_outputs
 from airflow_cloud_paas.store import DeploymentStore
 from airflow_cloud_paas.tosca import resolve_outputs, scaling_group
 from airflow_cloud_paas.tosca.model import Topology
+from airflow_cloud_paas.tosca.resolve import MAX_INSTANCES
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,8 @@ class Deployer:
     request: DeploymentRequest
     store: DeploymentStore
     backend: Backend
+    #: who acts when the request names nobody: unique to this deployer, so its own steps hold the deployment
+    _anonymous: str = field(default_factory=lambda: f"anonymous:{uuid.uuid4().hex}", init=False, repr=False)
 
     @property
     def deployment_id(self) -> str:
@@ -82,9 +87,13 @@ class Deployer:
         return self.request.inputs
 
     @property
-    def actor(self) -> str | None:
-        """Return who acts."""
-        return self.request.actor
+    def actor(self) -> str:
+        """Return who acts: the request's actor, else a token of this deployer alone.
+
+        Without an actor the store cannot tell this deployer's next step from another caller's, and
+        ``deploy_node`` after ``begin_create`` would be refused as busy.
+        """
+        return self.request.actor or self._anonymous
 
     @property
     def plan(self) -> DeploymentPlan:
@@ -127,7 +136,7 @@ class Deployer:
     def begin_create(self) -> None:
         """Check the plan on the backend, register the deployment (idempotently) and mark it CREATE_IN_PROGRESS."""
         self.check()
-        dag_id, _, run_id = (self.actor or "").partition("/")
+        dag_id, _, run_id = (self.request.actor or "").partition("/")
         self.store.create_deployment(
             self.deployment_id,
             template=self.topology.template_text,
@@ -257,7 +266,7 @@ class Deployer:
         self._hold("CREATE", "evaluating outputs")
         try:
             outputs = self.outputs()
-            self.store.set_outputs(self.deployment_id, outputs)
+            self.store.set_outputs(self.deployment_id, mask_outputs(outputs, self.request.secret_outputs))
         except BaseException as err:
             self.fail("CREATE", f"outputs: {err}")
             raise
@@ -306,7 +315,7 @@ class Deployer:
                 for member in members:
                     self._record(self.backend.create(self.spec(member, index)))
             outputs = self.outputs()
-            self.store.set_outputs(self.deployment_id, outputs)
+            self.store.set_outputs(self.deployment_id, mask_outputs(outputs, self.request.secret_outputs))
         except BaseException as err:
             self.fail("UPDATE", f"scaling '{group_root}' to {count}: {err}")
             raise
@@ -351,7 +360,7 @@ class Deployer:
             for index in new:
                 for member in members:
                     self._record(self.backend.create(self.spec(member, index)))
-            self.store.set_outputs(self.deployment_id, self.outputs())
+            self.store.set_outputs(self.deployment_id, mask_outputs(self.outputs(), self.request.secret_outputs))
         except BaseException as err:
             self.fail("UPDATE", f"rescaling {what}: {err}")
             raise
@@ -383,10 +392,11 @@ class Deployer:
     def _check_bounds(self, node_name: str, count: int) -> None:
         scalable = self.plan.node(node_name).node.scalable  # inputs already resolved in the plan
         low = scalable.min_instances if scalable else 0
-        high = scalable.max_instances if scalable else None
-        if not isinstance(count, int) or count < (low or 0) or (high is not None and count > high):
+        high = scalable.max_instances if scalable and scalable.max_instances != "UNBOUNDED" else None
+        high = MAX_INSTANCES if high is None else min(high, MAX_INSTANCES)  # never 10**9 machines by a typo
+        if isinstance(count, bool) or not isinstance(count, int) or count < (low or 0) or count > high:
             raise ToscaInputError(
-                f"count {count!r} is outside the allowed range [{low or 0}, {high if high is not None else 'inf'}]",
+                f"count {count!r} is outside the allowed range [{low or 0}, {high}]",
                 file=self.topology.source,
                 node=node_name,
                 field="capabilities.scalable.count",

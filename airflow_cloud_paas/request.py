@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_cloud_paas.exceptions import ToscaInputError
 from airflow_cloud_paas.secrets import MASK, connection_refs, resolve_connection_refs
 from airflow_cloud_paas.tosca import validate_inputs
+from airflow_cloud_paas.tosca.flow import secret_outputs
 from airflow_cloud_paas.tosca.model import Topology
 
 if TYPE_CHECKING:
@@ -123,6 +124,12 @@ class DeploymentRequest:
     def secret_names(self) -> tuple[str, ...]:
         """Return every input name whose value must never be stored (declared secret, or named so)."""
         return tuple(n for n, d in self.topology.inputs.items() if d.is_secret) + self.secret_inputs
+
+    @functools.cached_property
+    def secret_outputs(self) -> tuple[str, ...]:
+        """Return every output whose value must never be stored or shown: named like a secret, or built from a
+        secret input or from one read from a connection (``conn://``)."""
+        return secret_outputs(self.topology, (*self.secret_names, *self.input_refs))
 
     @functools.cached_property
     def plan(self) -> DeploymentPlan:

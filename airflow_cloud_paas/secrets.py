@@ -3,19 +3,59 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 MASK = "***"
-_SECRET_NAME = re.compile(r"pass(word|wd)?|token|secret|private_key|api_key|credential", re.IGNORECASE)
+
+# The name rule works on words, not substrings: ``adminPassword``, ``db-pw`` and ``AWS_SECRET_ACCESS_KEY`` are
+# secrets, ``bypass_cache``, ``compass``, ``passenger_count`` and ``tokenizer`` are not (and a deployment
+# with such an input must stay scalable without passing it again).
+_TOKEN = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
+#: words that name a secret as a whole word
+_SECRET_WORDS = frozenset({
+    "password", "passwd", "passphrase", "passcode", "pass", "pw", "pwd", "secret", "secrets", "token", "jwt",
+    "bearer", "apikey", "accesskey", "secretkey", "privatekey", "sshkey", "credential", "credentials", "cred",
+    "creds",
+})
+#: long words that also name a secret at the end of a run-together word (``adminpassword``, ``authtoken``);
+#: short ones (pw, pass) never do: ``compass`` and ``bypass`` are not secrets
+_SECRET_SUFFIXES = ("password", "passwd", "passphrase", "secret", "token", "apikey", "accesskey", "secretkey",
+                    "privatekey", "sshkey", "credential", "credentials", "creds")
+#: ``key`` alone is no secret (``key_count``, ``key_name``); after one of these words it is (``ssh_key``)
+_KEY_QUALIFIERS = frozenset({
+    "ssh", "private", "access", "secret", "api", "cert", "certificate", "tls", "ssl", "signing", "encryption",
+    "master", "account", "storage", "auth",
+})
+#: a last word saying the value is about a secret, not the secret itself (``password_length``, ``ssh_key_name``)
+_DESCRIPTORS = frozenset({
+    "name", "names", "length", "len", "size", "count", "limit", "file", "path", "dir", "type", "format", "url",
+    "uri", "endpoint", "ttl", "expiry", "lifetime", "policy", "algorithm", "bits",
+})
+
+
+def name_words(name: str) -> list[str]:
+    """Return the lower-case words of a name, split on punctuation, camelCase and digits.
+
+    :param name: e.g. ``adminPassword``, ``AWS_SECRET_ACCESS_KEY``, ``db-pw2``
+    """
+    return [t.lower() for t in _TOKEN.findall(name)]
 
 
 def is_secret_name(name: str) -> bool:
-    """Return whether a key name denotes a secret value.
+    """Return whether a key name denotes a secret value (the project's one name rule).
 
     :param name: an input, output, property or extra name
     """
-    return bool(_SECRET_NAME.search(name))
+    words = name_words(name)
+    if not words or (len(words) > 1 and words[-1] in _DESCRIPTORS):
+        return False
+    for i, word in enumerate(words):
+        if word in _SECRET_WORDS or word.endswith(_SECRET_SUFFIXES):
+            return True
+        if word in ("key", "keys") and i > 0 and words[i - 1] in _KEY_QUALIFIERS:
+            return True
+    return False
 
 
 def mask_secrets(values: Mapping[str, Any], extra_names: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -85,6 +125,25 @@ def resolve_connection_refs(inputs: Mapping[str, Any], deployment_id: str, get_c
         _mask_in_logs(value)
         resolved[name] = value
     return resolved
+
+
+def mask_outputs(outputs: Mapping[str, Any], secret_names: Iterable[str] = ()) -> dict[str, Any]:
+    """Return outputs safe to store, push to XCom or show, registering every hidden value with the log masker.
+
+    :param outputs: the evaluated outputs
+    :param secret_names: outputs that are secret whatever they are called (see :func:`secret_outputs`)
+    """
+    names = frozenset(secret_names)
+    masked: dict[str, Any] = {}
+    for key, value in outputs.items():
+        if (key in names or is_secret_name(str(key))) and value not in (None, ""):
+            _mask_in_logs(value)  # the value exists in this task's memory: keep it out of its log too
+            masked[key] = MASK
+        elif isinstance(value, Mapping):
+            masked[key] = mask_outputs(value)
+        else:
+            masked[key] = value
+    return masked
 
 
 def _mask_in_logs(value: Any) -> None:

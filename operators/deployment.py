@@ -205,7 +205,7 @@ class CloudPaaSCreateDeploymentOperator(_CloudPaaSBaseOperator):
         for name in self.nodes or deployer.plan.order:
             deployer.deploy_node(name)
         outputs = deployer.complete_create()
-        return {"deployment_id": deployer.deployment_id, "outputs": _public(outputs)}
+        return {"deployment_id": deployer.deployment_id, "outputs": _public(outputs, deployer.request.secret_outputs)}
 
     def _execute_with_fallback(self, context: Context) -> dict[str, Any]:
         from airflow_cloud_paas.backends.factory import backend_from_hook
@@ -227,7 +227,7 @@ class CloudPaaSCreateDeploymentOperator(_CloudPaaSBaseOperator):
             policy,
             lambda candidate: backend_from_hook(self.hook, candidate.ref, **candidate.options),
         )
-        public = _public(outputs)
+        public = _public(outputs, request.secret_outputs)
         for key, value in public.items():  # one XCom per output, as the outputs task does
             context["ti"].xcom_push(key=key, value=value)
         self.log.info("Deployment %s CREATE_COMPLETE on %s", deployment_id, chosen.ref)
@@ -314,7 +314,7 @@ class CloudPaaSCompleteDeploymentOperator(_CloudPaaSBaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         deployer = self._deployer(context, existing="nodes")
-        outputs = _public(deployer.complete_create())
+        outputs = _public(deployer.complete_create(), deployer.request.secret_outputs)
         for key, value in outputs.items():  # one XCom per output, for ToscaTaskGroup.output(name)
             context["ti"].xcom_push(key=key, value=value)
         self.log.info("Deployment %s CREATE_COMPLETE", deployer.deployment_id)
@@ -426,11 +426,15 @@ def _keep(context: Context) -> bool:
     return bool(params.get("keep_deployment"))
 
 
-def _public(outputs: Mapping[str, Any]) -> dict[str, Any]:
-    """Return outputs safe for XCom: secret-looking ones are masked."""
-    from airflow_cloud_paas.secrets import mask_secrets
+def _public(outputs: Mapping[str, Any], secret_names: Sequence[str] = ()) -> dict[str, Any]:
+    """Return outputs safe for XCom: secret ones (named so, or built from a secret) masked, hidden in logs.
 
-    return mask_secrets(dict(outputs))
+    :param outputs: the evaluated outputs
+    :param secret_names: the outputs built from a secret (:attr:`DeploymentRequest.secret_outputs`)
+    """
+    from airflow_cloud_paas.secrets import mask_outputs
+
+    return mask_outputs(outputs, secret_names)
 
 
 class CloudPaaSSweepOrphansOperator(_CloudPaaSBaseOperator):

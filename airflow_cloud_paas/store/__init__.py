@@ -1,8 +1,8 @@
 """The deployment store: deployments, resources and history in their own database (SQLite or PostgreSQL).
 
-Secret inputs (names containing ``password``, ``token``, ``secret`` or ``private_key``, see
-:func:`airflow_cloud_paas.secrets.is_secret_name`, and any listed in ``secret_inputs``) are stored as
-``"***"``: their values are never persisted.
+Secret inputs (named like a secret, see :func:`airflow_cloud_paas.secrets.is_secret_name`, and any listed in
+``secret_inputs``: the request lists those declared secret) are stored as ``"***"``: their values are never
+persisted.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Replace secret deployment inputs by ``"***"`` before anything is persisted.
 
 Which names are secret is the project's single rule, :func:`airflow_cloud_paas.secrets.is_secret_name`
-(names containing password, token, secret, private_key, ...), plus the names a caller lists.
+(whole words such as password, pw, token, jwt, creds, ssh_key, api_key, ...), plus the names a caller lists.
 """
 
 from __future__ import annotations

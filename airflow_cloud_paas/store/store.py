@@ -124,8 +124,8 @@ class DeploymentStore:
     """Record deployments, their resources and their history; enforce the INDIGO status lifecycle.
 
     The store has its own database (never Airflow's metadata DB) and creates its tables itself.
-    Secret inputs (names containing password, token, secret or private_key, plus any listed in
-    ``secret_inputs``) are stored as ``"***"``: their values never reach the database.
+    Secret inputs (named like a secret, see :func:`airflow_cloud_paas.secrets.is_secret_name`, plus any listed
+    in ``secret_inputs``) are stored as ``"***"``: their values never reach the database.
     Every status change and every resource change adds an event to the deployment's history.
     Instances are cheap: engines are cached per URL and process.
 

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 TOPOLOGY_CACHE_ENV = "AIRFLOW_CLOUD_PAAS_TOPOLOGY_CACHE"
 DEFAULT_TOPOLOGY_CACHE = Path("~/.cache/airflow_cloud_paas/topologies")
-FORMAT = 1
+FORMAT = 2  # 2: inputs carry declared_secret
 _TAG = "__cloud_paas__"  # marks an encoded non-JSON value; YAML keys never look like this
 _MEMORY_SIZE = 128
 
@@ -121,6 +121,7 @@ def topology_to_dict(topology: Topology) -> dict[str, Any]:
                 "has_default": i.has_default,
                 "constraints": _encode(list(i.constraints)),
                 "entry_schema": _encode(i.entry_schema),
+                "declared_secret": i.declared_secret,
             }
             for i in topology.inputs.values()
         ],
@@ -190,6 +191,7 @@ def topology_from_dict(data: Mapping[str, Any]) -> Topology:
             has_default=i["has_default"],
             constraints=tuple(_decode(i["constraints"])),
             entry_schema=_decode(i["entry_schema"]),
+            declared_secret=i["declared_secret"],
         )
         for i in data["inputs"]
     }

@@ -7,19 +7,28 @@ An import is looked up, in this order:
 3. the package's own map (the Cloud PaaS types, by URL or by the short name ``cloud_paas_types.yaml``);
 4. for an ``http(s)`` URL, the types cache directory
    (``~/.cache/airflow_cloud_paas/tosca-types/<host>/<path>``, or ``$AIRFLOW_CLOUD_PAAS_TOSCA_CACHE``),
-   which may be filled by hand; on a cache miss only, the URL is fetched once with a short timeout
-   and kept there.
+   which may be filled by hand; on a cache miss only, the URL is fetched once and kept there.
 
 Nothing else touches the network, so a DAG file that loads a template never waits on it once the
-cache is warm.
+cache is warm. A fetch is bounded: it must end within ``timeout`` seconds in all (connecting, the
+headers and the body; a server trickling bytes is cut off at the deadline; only the DNS look-up is
+left to the system's own timeout) and send at most :data:`MAX_FETCH_BYTES` (16 MiB, the size allowed
+for any YAML file); otherwise the import fails with a ToscaImportError naming the URL.
+
+Imports are bounded too: a file importing itself, directly or through others (A imports B imports
+A), is refused with a ToscaImportError naming the cycle (TOSCA does not define it; tosca-parser
+recursed without end), and a template may pull in at most :data:`MAX_IMPORTED_FILES` files in all.
+The same file imported twice (A imports B and C, both import D) is no cycle: it is read once.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import re
+import socket
 import threading
 import urllib.error
 import urllib.parse
@@ -31,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_cloud_paas.exceptions import ToscaImportError, ToscaSyntaxError
-from airflow_cloud_paas.tosca._yaml import decode, load_yaml
+from airflow_cloud_paas.tosca._yaml import MAX_DOCUMENT_BYTES, check_size, decode, load_yaml
 
 PACKAGED_TYPES_FILE = Path(__file__).resolve().parent / "types" / "cloud_paas_types.yaml"
 PACKAGED_TYPES_URL = "https://raw.githubusercontent.com/airflow-cloud-paas/tosca-types/main/cloud_paas_types.yaml"
@@ -47,6 +56,11 @@ INDIGO_BRANCHES = ("master", "devel", "dodas_roll", "k8s", "add-ek")
 TYPES_CACHE_ENV = "AIRFLOW_CLOUD_PAAS_TOSCA_CACHE"
 DEFAULT_TYPES_CACHE = Path("~/.cache/airflow_cloud_paas/tosca-types")
 FETCH_TIMEOUT_S = 5.0
+#: the most bytes a fetched import may have (the download stops there)
+MAX_FETCH_BYTES = MAX_DOCUMENT_BYTES
+#: the most files one template may import, nested imports included
+MAX_IMPORTED_FILES = 100
+_CHUNK = 64 * 1024
 
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 TYPE_SECTIONS = (
@@ -150,6 +164,96 @@ class ResolvedImports:
     uris: tuple[str, ...]  # the template's own imports as written
 
 
+class _Deadline:
+    """Shut the sockets of one fetch down when its time is up, so that no read can block past it.
+
+    A per-read socket timeout is not enough: a server sending a byte a second never trips it.
+
+    :param seconds: the time the whole fetch may take
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def watch(self, sock: socket.socket) -> None:
+        """Shut a connection's socket down at the deadline (at once if it has passed).
+
+        :param sock: the socket of a connection just opened
+        """
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+    def connection(self, http_class: Any) -> Any:
+        """Return a factory of ``http_class`` connections whose sockets are watched.
+
+        :param http_class: http.client.HTTPConnection or HTTPSConnection
+        """
+
+        def make(*args: Any, **kwargs: Any) -> http.client.HTTPConnection:
+            conn = http_class(*args, **kwargs)
+            connect = conn.connect
+
+            def watched_connect() -> None:
+                connect()
+                self.watch(conn.sock)
+
+            conn.connect = watched_connect
+            return conn
+
+        return make
+
+
+def _shut(sock: socket.socket) -> None:
+    # The plain socket's shutdown, also for TLS: it wakes a blocked read without touching the TLS state.
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+class _WatchedHTTP(urllib.request.HTTPHandler):
+    """Open http:// connections whose sockets a _Deadline watches."""
+
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self.deadline = deadline
+
+    def do_open(self, http_class: Any, req: Any, **kwargs: Any) -> Any:
+        """Open a connection whose socket is watched (urllib's hook)."""
+        return super().do_open(self.deadline.connection(http_class), req, **kwargs)
+
+
+class _WatchedHTTPS(urllib.request.HTTPSHandler):
+    """Open https:// connections whose sockets a _Deadline watches."""
+
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self.deadline = deadline
+
+    def do_open(self, http_class: Any, req: Any, **kwargs: Any) -> Any:
+        """Open a connection whose socket is watched (urllib's hook)."""
+        return super().do_open(self.deadline.connection(http_class), req, **kwargs)
+
+
 class ImportResolver:
     """Resolve TOSCA imports to local files: user map, file path, packaged map, URL cache, fetch.
 
@@ -157,7 +261,7 @@ class ImportResolver:
     :param cache_dir: where types fetched by URL are kept (default ``$AIRFLOW_CLOUD_PAAS_TOSCA_CACHE``
         or ``~/.cache/airflow_cloud_paas/tosca-types``)
     :param fetch: fetch a URL that is neither mapped nor cached (once, then it is cached)
-    :param timeout: seconds to wait for a fetch
+    :param timeout: seconds a fetch may take in all (connecting, headers and body)
     """
 
     def __init__(
@@ -245,14 +349,7 @@ class ImportResolver:
         hint = f"pass import_map={{'{url}': '/path/to/local/copy.yaml'}} to load_topology, or put a copy at {target}"
         if not self.fetch or not url.lower().startswith(("http://", "https://")):
             raise ToscaImportError(f"cannot resolve import '{url}' offline; {hint}", file=importer, field="imports")
-        try:
-            with urllib.request.urlopen(url, timeout=self.timeout) as answer:  # http(s) only, checked above
-                data = answer.read()
-        except (urllib.error.URLError, OSError, ValueError) as err:
-            reason = getattr(err, "reason", err)
-            raise ToscaImportError(
-                f"cannot fetch import '{url}' ({reason}); {hint}", file=importer, field="imports"
-            ) from err
+        data = self._download(url, importer, hint)
         load_yaml(decode(data, url), url)  # never cache something that is not YAML
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -268,6 +365,50 @@ class ImportResolver:
             ) from err
         return target.resolve()
 
+    def _download(self, url: str, importer: str, hint: str) -> bytes:
+        """Return a URL's body, fetched within ``self.timeout`` seconds in all and MAX_FETCH_BYTES at most.
+
+        :param url: an http(s) URL
+        :param importer: the importing file, for the error
+        :param hint: how to do without the network, for the error
+        """
+        deadline = _Deadline(self.timeout)
+        opener = urllib.request.build_opener(_WatchedHTTP(deadline), _WatchedHTTPS(deadline))
+        chunks: list[bytes] = []
+        size = 0
+        too_big = (
+            f"import '{url}' is bigger than {MAX_FETCH_BYTES // (1024 * 1024)} MiB, the most allowed for a TOSCA "
+            f"YAML file; check the URL, or {hint}"
+        )
+        try:
+            with deadline, opener.open(url, timeout=self.timeout) as answer:  # http(s) only, checked by the caller
+                length = answer.headers.get("Content-Length", "")
+                if length.isdigit() and int(length) > MAX_FETCH_BYTES:
+                    raise ToscaImportError(too_big, file=importer, field="imports")
+                while chunk := answer.read1(_CHUNK):
+                    size += len(chunk)
+                    if size > MAX_FETCH_BYTES:
+                        raise ToscaImportError(too_big, file=importer, field="imports")
+                    chunks.append(chunk)
+                    if deadline.expired:
+                        break
+        except ToscaImportError:
+            raise
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
+            if not deadline.expired:
+                reason = getattr(err, "reason", err)
+                raise ToscaImportError(
+                    f"cannot fetch import '{url}' ({reason}); {hint}", file=importer, field="imports"
+                ) from err
+        if deadline.expired:
+            raise ToscaImportError(
+                f"fetching import '{url}' took more than {self.timeout:g} s (it had sent {size:,} bytes); the server "
+                f"is too slow or never ends the answer; {hint}",
+                file=importer,
+                field="imports",
+            )
+        return b"".join(chunks)
+
     # ------------------------------------------------------------------ a template's imports
     def resolve(
         self, imports: Any, *, template_file: str, repositories: Mapping[str, Any] | None = None
@@ -281,8 +422,9 @@ class ImportResolver:
         files: list[ImportedFile] = []
         local_defs: dict[str, str] = {}
         seen: set[str] = set()
+        chain = (str(Path(template_file).resolve()),)
         rewritten, uris = self._resolve_list(
-            imports, template_file, str(Path(template_file).parent), repositories, files, local_defs, seen
+            imports, template_file, str(Path(template_file).parent), repositories, files, local_defs, seen, chain
         )
         return ResolvedImports(rewritten=rewritten, files=tuple(files), local_defs=local_defs, uris=tuple(uris))
 
@@ -295,6 +437,7 @@ class ImportResolver:
         files: list[ImportedFile],
         local_defs: dict[str, str],
         seen: set[str],
+        chain: tuple[str, ...],
     ) -> tuple[list[Any], list[str]]:
         if imports is None:
             return [], []
@@ -308,19 +451,19 @@ class ImportResolver:
         uris: list[str] = []
         for entry in imports:
             if isinstance(entry, str):
-                path = self._one(entry, None, importer, base_dir, files, local_defs, seen)
+                path = self._one(entry, None, importer, base_dir, files, local_defs, seen, chain)
                 rewritten.append(path)
                 uris.append(entry)
             elif isinstance(entry, Mapping) and entry:
                 new_entry = {}
                 for name, spec in entry.items():
                     if isinstance(spec, str):
-                        new_entry[name] = self._one(spec, None, importer, base_dir, files, local_defs, seen)
+                        new_entry[name] = self._one(spec, None, importer, base_dir, files, local_defs, seen, chain)
                         uris.append(spec)
                     elif isinstance(spec, Mapping) and isinstance(spec.get("file"), str):
                         uri = self._with_repository(spec, repositories, importer, str(name))
                         prefix = spec.get("namespace_prefix")
-                        path = self._one(uri, prefix, importer, base_dir, files, local_defs, seen)
+                        path = self._one(uri, prefix, importer, base_dir, files, local_defs, seen, chain)
                         # tosca-parser must not look the repository up again: it would go to the network.
                         new_entry[name] = {k: v for k, v in spec.items() if k != "repository"} | {"file": path}
                         uris.append(uri)
@@ -364,15 +507,32 @@ class ImportResolver:
         files: list[ImportedFile],
         local_defs: dict[str, str],
         seen: set[str],
+        chain: tuple[str, ...],
     ) -> str:
         path = self.locate(uri, importer=importer, base_dir=base_dir)
+        if path in chain:
+            cycle = " -> ".join(Path(p).name for p in (*chain[chain.index(path) :], path))
+            raise ToscaImportError(
+                f"imports form a cycle ({cycle}); remove the import of '{uri}': a file must not import itself "
+                "or a file that imports it",
+                file=importer,
+                field="imports",
+            )
         if is_url(uri):
             local_defs[uri] = path
         key = f"{path}\0{namespace_prefix}"
         if key in seen:
             return path
         seen.add(key)
+        if len(files) >= MAX_IMPORTED_FILES:
+            raise ToscaImportError(
+                f"imports more than {MAX_IMPORTED_FILES} files in all (nested imports included); import only the "
+                "types files the template uses",
+                file=importer,
+                field="imports",
+            )
         try:
+            check_size(Path(path).stat().st_size, path)
             data = Path(path).read_bytes()
         except OSError as err:
             raise ToscaImportError(f"cannot read imported file {path} ({err})", file=importer, field="imports") from err
@@ -404,5 +564,6 @@ class ImportResolver:
                 files,
                 local_defs,
                 seen,
+                (*chain, path),
             )
         return path

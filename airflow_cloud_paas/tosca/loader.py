@@ -9,6 +9,13 @@ and, where known, the node and field.
 
 The result is cached by content hash (:mod:`airflow_cloud_paas.tosca.cache`): a hit costs a few
 file hashes and never imports tosca-parser, so DAG files may call :func:`load_topology` freely.
+
+Loading is bounded, so that no template can hang validation, DAG parsing or a task: the YAML of
+every file (:mod:`airflow_cloud_paas.tosca._yaml`: size, alias expansion, nesting, names defined
+twice), the imports (:mod:`airflow_cloud_paas.tosca.imports`: cycles, count, fetch deadline and
+size), ``derived_from`` cycles, :data:`MAX_NODE_TEMPLATES` node templates, and ``pattern``
+constraints (matched with a time bound, tosca-parser's own check included). Past a bound the
+template is refused with a typed error naming it.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from airflow_cloud_paas.exceptions import (
     ToscaUnknownTypeError,
     ToscaValidationError,
 )
-from airflow_cloud_paas.tosca._yaml import decode, load_yaml
+from airflow_cloud_paas.tosca._yaml import check_size, decode, load_yaml
 from airflow_cloud_paas.tosca.cache import TopologyCache
 from airflow_cloud_paas.tosca.imports import ImportedFile, ImportResolver, ResolvedImports
 from airflow_cloud_paas.tosca.model import (
@@ -50,13 +57,22 @@ from airflow_cloud_paas.tosca.model import (
     Scalable,
     Topology,
 )
-from airflow_cloud_paas.tosca.resolve import _BadValue, check_input_value, is_function
+from airflow_cloud_paas.tosca.resolve import _BadValue, check_input_value, is_function, pattern_matches
 from airflow_cloud_paas.tosca.typedefs import TypeRegistry, UnknownParentError
 
 log = logging.getLogger(__name__)
 
+#: more node templates than this is refused (a template is one deployment; the checks and
+#: tosca-parser's validation grow with it). With the YAML bounds of
+#: :mod:`airflow_cloud_paas.tosca._yaml` (16 MiB a file, 1,000,000 expanded YAML nodes, nesting 100
+#: deep, no recursive alias, no name defined twice) and those of the imports (no import cycle, at
+#: most :data:`~airflow_cloud_paas.tosca.imports.MAX_IMPORTED_FILES` files, fetched within a deadline
+#: and a size cap) and of ``pattern`` constraints (matched with a time bound), a hostile template
+#: is refused with a typed error in bounded time instead of hanging validation, DAG parsing or a task.
+MAX_NODE_TEMPLATES = 1000
+
 # Part of every content hash: bump it when what a Topology holds, or how it is built, changes.
-LAYER_VERSION = "airflow_cloud_paas.tosca/2 tosca-parser==2.12.0"
+LAYER_VERSION = "airflow_cloud_paas.tosca/3 tosca-parser==2.12.0"  # 3: bounded loading (refuses more)
 TOSCA_VERSIONS = ("tosca_simple_yaml_1_0", "tosca_simple_yaml_1_2", "tosca_simple_yaml_1_3")
 
 _PARSER_LOCK = threading.Lock()  # tosca-parser collects errors in a process-wide list
@@ -81,6 +97,7 @@ def load_topology(
     """
     file = str(Path(source).expanduser().resolve())
     try:
+        check_size(Path(file).stat().st_size, file)
         data = Path(file).read_bytes()
     except OSError as err:
         raise ToscaSyntaxError(f"cannot read the template ({err.strerror or err}); check the path", file=file) from err
@@ -168,10 +185,27 @@ def _build(file: str, text: str, raw: dict[str, Any], resolved: ResolvedImports,
         update_definitions(version)  # NFV/MEC types, as tosca-parser itself does for these versions
     sources = [(f.path, f.definitions, f.namespace_prefix) for f in resolved.files] + [(file, raw, None)]
     registry = TypeRegistry.from_sections(EntityType.TOSCA_DEF, sources)
+    cycle = registry.derivation_cycle()
+    if cycle is not None:
+        raise ToscaValidationError(
+            f"types derive from each other in a cycle ({' -> '.join(cycle)}); make '{cycle[-2]}' derive "
+            "from a type outside the cycle"
+            + (" (a normative type cannot be redefined as derived from itself)" if len(cycle) == 2 else ""),
+            file=registry.origin(cycle[0]) or file,
+            field=f"{cycle[0]}.derived_from",
+        )
 
     topology_tpl = _mapping(raw.get("topology_template"), file, "topology_template")
-    inputs = _inputs(_mapping(topology_tpl.get("inputs"), file, "inputs"), file)
+    inputs = _inputs(_mapping(topology_tpl.get("inputs"), file, "inputs"), file, registry)
     node_tpls = _mapping(topology_tpl.get("node_templates"), file, "node_templates")
+    if len(node_tpls) > MAX_NODE_TEMPLATES:
+        raise ToscaValidationError(
+            f"defines {len(node_tpls):,} node templates, more than the {MAX_NODE_TEMPLATES:,} allowed; split the "
+            "topology into several templates, or scale one node template with 'instance_count' or a "
+            "scalable capability",
+            file=file,
+            field="node_templates",
+        )
     rel_tpls = _mapping(topology_tpl.get("relationship_templates"), file, "relationship_templates")
     groups = _mapping(topology_tpl.get("groups"), file, "groups")
     nodes = {str(name): _node(str(name), spec, node_tpls, rel_tpls, registry, file) for name, spec in node_tpls.items()}
@@ -211,7 +245,7 @@ def _mapping(value: Any, file: str, field: str) -> Mapping[str, Any]:
     return value
 
 
-def _inputs(specs: Mapping[str, Any], file: str) -> dict[str, InputDef]:
+def _inputs(specs: Mapping[str, Any], file: str, registry: TypeRegistry) -> dict[str, InputDef]:
     inputs: dict[str, InputDef] = {}
     for name, spec in specs.items():
         name = str(name)
@@ -241,6 +275,7 @@ def _inputs(specs: Mapping[str, Any], file: str) -> dict[str, InputDef]:
             has_default=spec.get("default") is not None,
             constraints=tuple(constraints),
             entry_schema=spec.get("entry_schema"),
+            declared_secret=_declared_secret(name, spec, registry, file),
         )
         if definition.has_default:
             try:
@@ -250,6 +285,22 @@ def _inputs(specs: Mapping[str, Any], file: str) -> dict[str, InputDef]:
                 raise ToscaValidationError(f"{shown} {err}", file=file, node=name, field="default") from None
         inputs[name] = definition
     return inputs
+
+
+#: inputs of this datatype (or one derived from it) hold credentials
+CREDENTIAL_TYPE = "tosca.datatypes.Credential"
+
+
+def _declared_secret(name: str, spec: Mapping[str, Any], registry: TypeRegistry, file: str) -> bool:
+    """Return whether an input is declared secret: a credential datatype, or ``metadata: {secret: true}``."""
+    metadata = _mapping(spec.get("metadata"), file, f"inputs.{name}.metadata")
+    flags = {"metadata.secret": metadata.get("secret"), "secret": spec.get("secret")}
+    for field, flag in flags.items():
+        if flag is not None and not isinstance(flag, bool):
+            raise ToscaValidationError(f"'{field}' must be true or false, not {flag!r}", file=file, node=name,
+                                       field=field)
+    data_type = registry.resolve(spec.get("type"), "data")
+    return any(flags.values()) or (data_type is not None and registry.derives_from(data_type, CREDENTIAL_TYPE, "data"))
 
 
 def _node(
@@ -712,8 +763,9 @@ def _validate_with_tosca_parser(
     if "imports" in tpl:
         tpl["imports"] = copy.deepcopy(resolved.rewritten)
     _tame_scalable(tpl, inputs)
+    _tame_secret_inputs(tpl, inputs)
     params = {name: copy.deepcopy(d.default) for name, d in inputs.items() if d.has_default}
-    with _PARSER_LOCK, _quiet_tosca_parser(), _locating_errors():
+    with _PARSER_LOCK, _quiet_tosca_parser(), _locating_errors(), _bounded_patterns(file):
         try:
             ToscaTemplate(yaml_dict_tpl=tpl, parsed_params=params, local_defs=dict(resolved.local_defs))
         except ParserValidationError as err:
@@ -751,6 +803,23 @@ def _tame_scalable(tpl: Mapping[str, Any], inputs: Mapping[str, InputDef]) -> No
                 props[key] = default
             else:
                 del props[key]
+
+
+def _tame_secret_inputs(tpl: Mapping[str, Any], inputs: Mapping[str, InputDef]) -> None:
+    """Hide what declares an input secret from tosca-parser only, which knows neither.
+
+    tosca-parser 2.12 rejects ``metadata``/``secret`` on an input and any datatype as an input's type; our
+    own model keeps both (see :func:`_declared_secret`) and checks a credential value as a map.
+    """
+    specs = (tpl.get("topology_template") or {}).get("inputs") or {}
+    for name, spec in specs.items() if isinstance(specs, Mapping) else ():
+        if not isinstance(spec, dict):
+            continue
+        spec.pop("metadata", None)
+        spec.pop("secret", None)
+        definition = inputs.get(str(name))
+        if definition is not None and definition.declared_secret and "." in definition.type:
+            spec["type"] = "map"
 
 
 _CATEGORIES: tuple[tuple[type[ToscaError], frozenset[str]], ...] = (
@@ -836,6 +905,33 @@ def _stack(frame: FrameType | None) -> Iterator[FrameType]:
     while frame is not None:
         yield frame
         frame = frame.f_back
+
+
+@contextlib.contextmanager
+def _bounded_patterns(file: str) -> Iterator[None]:
+    """Make tosca-parser match ``pattern`` constraints in bounded time, for one parse (under _PARSER_LOCK).
+
+    tosca-parser matches them with :mod:`re`, which backtracks for ever on a pattern such as
+    ``(a|aa)+$``; the whole value is matched instead by :func:`~airflow_cloud_paas.tosca.resolve.pattern_matches`.
+
+    :param file: the template, named in the error
+    """
+    from toscaparser.elements.constraints import Pattern
+
+    def is_valid(constraint: Any, value: Any) -> bool:
+        try:
+            return isinstance(value, str) and pattern_matches(str(constraint.constraint_value), value)
+        except _BadValue as err:
+            node, field = _where(_stack(sys._getframe(1)))
+            shown = f"property '{constraint.property_name}'"
+            raise ToscaValidationError(f"{shown} {err}", file=file, node=node, field=field) from None
+
+    original = Pattern.__dict__["_is_valid"]
+    Pattern._is_valid = is_valid
+    try:
+        yield
+    finally:
+        Pattern._is_valid = original
 
 
 @contextlib.contextmanager

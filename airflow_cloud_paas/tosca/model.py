@@ -25,12 +25,15 @@ class InputDef:
     has_default: bool = False
     constraints: tuple[Mapping[str, Any], ...] = ()
     entry_schema: Mapping[str, Any] | None = None
+    #: the template declares it secret: a credential datatype, or ``metadata: {secret: true}``
+    declared_secret: bool = False
 
     @property
     def is_secret(self) -> bool:
-        """Return whether the value must never be shown (password, token, secret or key inputs)."""
-        lowered = self.name.lower()
-        return any(word in lowered for word in ("password", "passwd", "token", "secret", "private_key"))
+        """Return whether the value must never be shown: declared secret, or named like a secret."""
+        from airflow_cloud_paas.secrets import is_secret_name
+
+        return self.declared_secret or is_secret_name(self.name)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import regex
+
 from airflow_cloud_paas.exceptions import ToscaInputError, ToscaValidationError
 from airflow_cloud_paas.tosca.model import Endpoint, InputDef, NodeTemplate, Scalable, Topology
 
@@ -73,6 +75,9 @@ _SCALAR_UNITS = {
 _SCALAR = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]+)\s*$")
 _VERSION = re.compile(r"^\d+\.\d+(\.\d+(\.[A-Za-z0-9_]+(-\d+)?)?)?$")
 _INTEGER = re.compile(r"^[+-]?\d+$")
+#: the most instances of one node a plan may ask for: a guard against a typo or a hostile input (10**9), far above
+#: any real group (the packaged templates allow 100); ``max_instances`` narrows it
+MAX_INSTANCES = 10_000
 
 
 def is_function(value: Any) -> bool:
@@ -261,13 +266,43 @@ def constraints_text(constraints: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
+#: seconds one ``pattern`` constraint may take on one value: a pattern with nested repeats such as
+#: ``(a|aa)+$`` backtracks for ever on a long value, so it is matched by the ``regex`` module with a time
+#: bound (a pattern that needs longer is refused as unusable).
+PATTERN_TIMEOUT_S = 1.0
+
+
+def pattern_matches(pattern: str, value: str) -> bool:
+    """Return whether a whole value matches a TOSCA ``pattern`` constraint, in bounded time.
+
+    Raise _BadValue if the pattern is not a regular expression or takes over PATTERN_TIMEOUT_S.
+
+    :param pattern: the constraint's regular expression (Python syntax, as tosca-parser reads it)
+    :param value: the checked string
+    """
+    try:
+        return regex.fullmatch(pattern, value, timeout=PATTERN_TIMEOUT_S) is not None
+    except regex.error as err:
+        raise _BadValue(
+            f"cannot be checked: its pattern constraint {pattern!r} is not a valid regular expression ({err}); "
+            "fix the pattern",
+            "constraints",
+        ) from None
+    except TimeoutError:
+        raise _BadValue(
+            f"cannot be checked: matching the pattern constraint {pattern!r} took over {PATTERN_TIMEOUT_S:g} s "
+            "(nested repeats such as '(a|aa)+' backtrack without end); simplify the pattern",
+            "constraints",
+        ) from None
+
+
 def _satisfies(value: Any, type_name: str, op: str, limit: Any) -> bool:
     try:
         if op in ("length", "min_length", "max_length"):
             size = len(value)
             return {"length": size == limit, "min_length": size >= limit, "max_length": size <= limit}[op]
         if op == "pattern":
-            return isinstance(value, str) and re.fullmatch(str(limit), value) is not None
+            return isinstance(value, str) and pattern_matches(str(limit), value)
         if op == "valid_values":
             return any(_comparable(value, type_name) == _comparable(v, type_name) for v in limit)
         if op == "in_range":
@@ -285,6 +320,8 @@ def _satisfies(value: Any, type_name: str, op: str, limit: Any) -> bool:
             "less_or_equal": lambda: mine <= theirs,
         }.get(op)
         return compare() if compare else True  # unknown (e.g. schema) constraints are tosca-parser's job
+    except _BadValue:
+        raise
     except (TypeError, ValueError) as err:
         raise _BadValue(f"cannot be checked against {op}: {limit!r} ({err})", "constraints") from None
 
@@ -521,6 +558,10 @@ def resolved_nodes(topology: Topology, inputs: Mapping[str, Any] | None = None) 
 def instance_count(topology: Topology, node_name: str, inputs: Mapping[str, Any] | None) -> int:
     """Return how many instances of a node to deploy: its scalable count, else its host's, else 1.
 
+    The count, ``min_instances`` and ``max_instances`` must be non-negative integers (``2.5`` is refused, not
+    rounded), ``min_instances <= count <= max_instances``, and the count at most :data:`MAX_INSTANCES`; else a
+    typed error names the node, the field and the input to fix.
+
     :param topology: the parsed template
     :param node_name: the node template
     :param inputs: the run's input values
@@ -533,17 +574,34 @@ def instance_count(topology: Topology, node_name: str, inputs: Mapping[str, Any]
         current = _node(topology, current.host)
     if current.scalable is None:
         return 1
-    field = "capabilities.scalable.count"
-    count = resolve_value(current.scalable.count, values, file=topology.source, node=current.name, field=field)
-    if isinstance(count, str) and _INTEGER.match(count.strip()):
-        count = int(count)
-    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-        raise ToscaInputError(
-            f"instance count {count!r} is not a non-negative integer; fix the input it comes from",
-            file=topology.source,
-            node=current.name,
-            field=field,
-        )
+    where = {"file": topology.source, "node": current.name}
+
+    def fix(raw: Any) -> str:
+        name = raw.get("get_input") if isinstance(raw, Mapping) else None
+        return f"fix input '{name}'" if isinstance(name, str) else "fix the template"
+
+    def whole(key: str, raw: Any) -> int | None:
+        value = resolve_value(raw, values, field=f"capabilities.scalable.{key}", **where)
+        if key == "max_instances" and (value is None or value == "UNBOUNDED"):
+            return None
+        if isinstance(value, str) and _INTEGER.match(value.strip()):
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ToscaInputError(f"{key} {value!r} is not a non-negative integer; {fix(raw)}",
+                                  field=f"capabilities.scalable.{key}", **where)
+        return value
+
+    count = whole("count", current.scalable.count)
+    low = whole("min_instances", current.scalable.min_instances if current.scalable.min_instances is not None else 0)
+    high = whole("max_instances", current.scalable.max_instances)
+    if high is not None and low > high:
+        raise ToscaValidationError(f"min_instances {low} is above max_instances {high}; fix the scalable bounds",
+                                   field="capabilities.scalable.min_instances", **where)
+    if count > MAX_INSTANCES or not low <= count <= (high if high is not None else count):
+        top = min(high, MAX_INSTANCES) if high is not None else MAX_INSTANCES
+        raise ToscaInputError(f"instance count {count} is outside the allowed range [{low}, {top}] (min_instances, "
+                              f"max_instances, at most {MAX_INSTANCES}); {fix(current.scalable.count)}",
+                              field="capabilities.scalable.count", **where)
     return count
 
 

@@ -38,14 +38,20 @@ class TypeRegistry:
     :param builtin: the normative definitions (tosca-parser's ``EntityType.TOSCA_DEF``)
     :param custom: custom definitions by name (imports first, then the template's own)
     :param origins: custom type name -> the file defining it
+    :param kinds: custom type name -> its kind (node, capability...), for short parent names
     """
 
     def __init__(
-        self, builtin: Mapping[str, Any], custom: Mapping[str, Any], origins: Mapping[str, str] | None = None
+        self,
+        builtin: Mapping[str, Any],
+        custom: Mapping[str, Any],
+        origins: Mapping[str, str] | None = None,
+        kinds: Mapping[str, str] | None = None,
     ) -> None:
         self.builtin = builtin
         self.custom = custom
         self.origins = dict(origins or {})
+        self.kinds = dict(kinds or {})
 
     @classmethod
     def from_sections(
@@ -60,6 +66,7 @@ class TypeRegistry:
 
         custom: dict[str, Any] = {}
         origins: dict[str, str] = {}
+        kinds: dict[str, str] = {}
         for file, definitions, prefix in sources:
             for section in TYPE_SECTIONS:
                 types = definitions.get(section)
@@ -69,7 +76,8 @@ class TypeRegistry:
                     full = f"{prefix}.{name}" if prefix else str(name)
                     custom[full] = definition
                     origins[full] = file
-        return cls(builtin, custom, origins)
+                    kinds[full] = section[: -len("_types")]
+        return cls(builtin, custom, origins, kinds)
 
     def resolve(self, name: Any, kind: str) -> str | None:
         """Return the canonical name of a type, or None if it is not defined.
@@ -121,6 +129,28 @@ class TypeRegistry:
                 return tuple(chain)
             chain.append(resolved)
             current = resolved
+
+    def derivation_cycle(self) -> tuple[str, ...] | None:
+        """Return the first ``derived_from`` cycle among the custom types, or None if there is none.
+
+        The cycle is given as the names along it, the first one repeated last (``A``, ``B``, ``A``);
+        a type derived from itself (a normative type redefined that way) gives (``A``, ``A``).
+        tosca-parser walks such a chain for ever, so the loader refuses it first.
+        """
+        done: set[str] = set()
+        for start in self.custom:
+            chain: list[str] = []
+            position: dict[str, int] = {}
+            current: str | None = start
+            while current is not None and current not in done:
+                if current in position:
+                    return (*chain[position[current] :], current)
+                position[current] = len(chain)
+                chain.append(current)
+                parent = self.definition(current).get("derived_from")
+                current = self.resolve(parent, self.kinds.get(current, "node")) if parent else None
+            done.update(chain)
+        return None
 
     def derives_from(self, name: str, base: str, kind: str) -> bool:
         """Return whether a type is ``base`` or derives from it (False if its chain is broken).

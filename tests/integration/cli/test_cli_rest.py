@@ -108,3 +108,13 @@ def test_unknown_dag_is_a_clear_error(airflow):
     assert out.returncode == 2 and "no_such_dag" in out.stderr and "404" in out.stderr
     _, password = airflow.credentials()
     assert password not in out.stdout + out.stderr
+
+
+def test_a_misspelt_input_fails_the_run_and_the_cli_says_why(airflow):
+    """A run refused before its deployment is recorded: the CLI shows the task's error, not a store hint."""
+    _wait_for_dags(airflow, ["spark_cluster_service"])
+    out = _cli(airflow, "deploy", "spark_cluster_service", "--input", "workers=3", "--wait", "--timeout", "300")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert json.loads(out.stdout.splitlines()[-1])["dag_run_state"] == "failed"
+    assert "unknown key(s) workers" in out.stderr and "worker_count" in out.stderr, out.stderr
+    assert "deployment.create" in out.stderr and "store this command reads" not in out.stderr, out.stderr

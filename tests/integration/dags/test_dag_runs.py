@@ -182,16 +182,20 @@ def test_tosca_dag_falls_back_to_the_next_provider(airflow_db, store_url, work_r
 
 
 def test_the_fallback_path_resolves_connection_inputs_as_the_normal_path_does(airflow_db, store_url, monkeypatch):
-    """With providers=[...], a conn:// input reaches the backend as the connection's value; the record keeps the ref."""
-    monkeypatch.setenv("AIRFLOW_CONN_SITE_SETTINGS", json.dumps({"conn_type": "generic", "host": "recas-bari"}))
+    """With providers=[...], a conn:// input is resolved before the attempt; the record keeps the reference.
+
+    The input is a size with a constraint that only the connection's value meets (the literal reference is no
+    size at all), so the run succeeds only if the value was read; the output built from it is masked as secret.
+    """
+    monkeypatch.setenv("AIRFLOW_CONN_SITE_SETTINGS", json.dumps({"conn_type": "generic", "host": "2 GB"}))
     deployment_id = f"fbconn-{uuid.uuid4().hex[:8]}"
     run = _bag().dags["test_fallback_conn_input"].test(run_conf={
-        "deployment_id": deployment_id, "site_label": "conn://site_settings/host"})
+        "deployment_id": deployment_id, "cache_size": "conn://site_settings/host"})
     assert run.state == "success", _states(run)
     record = _store(store_url).get(deployment_id)
     assert record.backend == "local:site-b" and record.status == "DELETE_COMPLETE"
-    assert record.outputs["site"] == "recas-bari"  # resolved before the attempt, not the literal reference
-    assert record.inputs["site_label"] == "conn://site_settings/host"  # the record keeps the reference
+    assert record.inputs["cache_size"] == "conn://site_settings/host"  # the record keeps the reference
+    assert record.outputs["cache"] == "***"  # built from a connection's value: a secret by flow
 
 
 def test_deferrable_node_tasks_request_then_record(airflow_db, store_url):

@@ -155,3 +155,96 @@ def test_get_attribute_in_inputs_reads_the_nodes_deployed_before(tmp_path: Path)
         assert "PEER=127.0.0.1\n" in files["/etc/cloud-paas/nodes/app.configure.env"]
     finally:
         backend.delete("dep-attr")
+
+
+# ----------------------------------------------------------------- a template reads only its own folder
+def _artifact(tmp_path: Path, file: str) -> Path:
+    """Return a variant whose database runs an artifact of type Bash at ``file`` (any name, no .sh needed)."""
+    path = _variant(tmp_path, "create: scripts/install_db.sh", "create: leak")
+    db = "    db:\n      type: test.nodes.Database\n"
+    artifacts = f"      artifacts:\n        leak: {{file: '{file}', type: tosca.artifacts.Implementation.Bash}}\n"
+    path.write_text(path.read_text().replace(db, db + artifacts))
+    return path
+
+
+def _to_root(tmp_path: Path) -> str:
+    return "../" * len(tmp_path.resolve().parts) + "etc/passwd"  # climbs to / whatever tmp_path is
+
+
+def _symlinked_file(tmp_path: Path) -> Path:
+    path = _variant(tmp_path, "create: scripts/install_db.sh", "create: scripts/evil.sh")
+    (tmp_path / "scripts/evil.sh").symlink_to("/etc/passwd")
+    return path
+
+
+def _symlinked_folder(tmp_path: Path) -> Path:
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    (outside / "x.sh").write_text("echo secret\n")
+    path = _variant(tmp_path, "create: scripts/install_db.sh", "create: scripts/sub/x.sh")
+    (tmp_path / "scripts/sub").symlink_to(outside, target_is_directory=True)
+    return path
+
+
+ESCAPES = {
+    "dot-dot": (lambda tmp: _artifact(tmp, "../../etc/passwd"), "../../etc/passwd", "outside the template's folder"),
+    "dot-dot to /": (lambda tmp: _artifact(tmp, _to_root(tmp)), "/etc/passwd", "outside the template's folder"),
+    "absolute": (lambda tmp: _artifact(tmp, "/etc/passwd"), "'/etc/passwd' is an absolute path", "own folder"),
+    "proc": (lambda tmp: _artifact(tmp, "/proc/self/environ"), "'/proc/self/environ' is an absolute path",
+             "own folder"),
+    "symlinked file": (_symlinked_file, "'scripts/evil.sh' resolves to /etc/passwd", "symlinks are followed"),
+    "symlinked folder": (_symlinked_folder, "'scripts/sub/x.sh' resolves to", "outside the template's folder"),
+}
+FIELD = "interfaces.Standard.create.implementation"
+
+
+@pytest.mark.parametrize("case", ESCAPES, ids=list(ESCAPES))
+def test_validate_refuses_a_file_outside_the_templates_folder(tmp_path: Path, capsys, case) -> None:
+    from airflow_cloud_paas.cli import main
+
+    make, path_words, why = ESCAPES[case]
+    template = make(tmp_path)
+    assert main(["validate", str(template)]) == 2
+    err = capsys.readouterr().err
+    assert "ToscaValidationError" in err and "node 'db'" in err and f"field '{FIELD}'" in err
+    assert path_words in err and why in err
+    assert "root:" not in err and "secret" not in err  # the file was never read
+
+
+@pytest.mark.parametrize("case", ESCAPES, ids=list(ESCAPES))
+def test_a_create_reading_outside_the_templates_folder_makes_nothing(tmp_path: Path, case) -> None:
+    make, path_words, _ = ESCAPES[case]
+    topology = load_topology(make(tmp_path), use_cache=False)
+    backend = LocalBackend(tmp_path / "work")
+    store = DeploymentStore(f"sqlite:///{tmp_path}/store.db")
+    with pytest.raises(ToscaValidationError) as caught:
+        Deployer(DeploymentRequest.build(topology, "dep-leak", {}, actor="dag/run"), store, backend).begin_create()
+    assert (caught.value.node, caught.value.field) == ("db", FIELD) and path_words in str(caught.value)
+    assert store.list() == []
+    assert not (tmp_path / "work").exists() or not any((tmp_path / "work").iterdir())
+
+
+def test_files_in_sub_folders_and_links_inside_the_folder_still_inline(tmp_path: Path) -> None:
+    path = _variant(tmp_path, "create: scripts/install_db.sh", "create: scripts/sub/x.sh")
+    (tmp_path / "scripts/sub").mkdir()
+    (tmp_path / "scripts/sub/x.sh").write_text("echo nested\n")
+    path.write_text(path.read_text().replace("implementation: scripts/configure_db.sh",
+                                             "implementation: scripts/alias.sh"))
+    (tmp_path / "scripts/alias.sh").symlink_to("sub/x.sh")  # a link that stays inside the folder
+    create, configure = boot_steps(load_topology(path, use_cache=False), "db", {})
+    assert (create.source, create.inline, configure.source) == ("echo nested\n", True, "echo nested\n")
+
+
+def test_a_stored_template_reads_only_the_packaged_scripts(tmp_path: Path) -> None:
+    from airflow_cloud_paas.cloudinit import PACKAGED_SCRIPTS_DIR
+    from airflow_cloud_paas.tosca_text import load_topology_text
+
+    text = (DATA / "webapp.yaml").read_text().replace("implementation: scripts/configure_db.sh",
+                                                      "implementation: https://example.org/configure_db.sh")
+    packaged = text.replace("create: scripts/install_db.sh", "create: scripts/htcondor_configure.sh")
+    (create, _) = boot_steps(load_topology_text(packaged), "db", {})
+    assert create.source == (PACKAGED_SCRIPTS_DIR / "htcondor_configure.sh").read_text()
+    climbing = text.replace("create: scripts/install_db.sh", "create: scripts/../../../../cloudinit.py.sh")
+    with pytest.raises(ToscaValidationError, match="outside") as caught:
+        boot_steps(load_topology_text(climbing), "db", {})
+    assert caught.value.field == FIELD

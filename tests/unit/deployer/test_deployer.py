@@ -172,3 +172,38 @@ def test_parallel_creates_record_every_instance(tmp_path):
         assert len(set(_pids(backend, "par"))) == 4
     finally:
         backend.delete("par")
+
+
+def test_a_deployer_without_an_actor_holds_its_own_steps(env):
+    store, backend, deployer = env
+    d = deployer(actor=None)  # a script or a notebook: nobody to name
+    d.begin_create()
+    d.deploy_node("hosts")  # its own next step is not "busy"
+    with pytest.raises(DeploymentBusyError):
+        deployer(actor=None).deploy_node("app")  # another anonymous caller still is
+    d.deploy_node("app")
+    d.complete_create()
+    record = store.get("dep1")
+    assert record.status == "CREATE_COMPLETE" and len(_pids(backend, "dep1")) == 2
+    assert (record.dag_id, record.run_id) == (None, None)  # the stand-in token names no DAG run
+    scaler = deployer(actor=None)
+    scaler.scale("hosts", 1)
+    assert store.get("dep1").status == "UPDATE_COMPLETE" and len(_pids(backend, "dep1")) == 1
+
+
+
+def test_scaling_to_an_absurd_count_is_refused_before_anything_is_made(tmp_path):
+    from airflow_cloud_paas.tosca.resolve import MAX_INSTANCES
+
+    template = tmp_path / "huge.yaml"  # a template that allows a billion hosts
+    template.write_text(TEMPLATE.read_text().replace("max_instances: 4", "max_instances: 1000000000"))
+    store = DeploymentStore(f"sqlite:///{tmp_path}/store.db")
+    backend = LocalBackend(tmp_path / "work")
+    request = DeploymentRequest.build(load_topology(template), "huge", {"count": 1}, actor="dag/run1")
+    try:
+        Deployer(request, store, backend).create_all()
+        with pytest.raises(ToscaInputError, match=rf"outside the allowed range \[0, {MAX_INSTANCES}\]"):
+            Deployer(request, store, backend).scale("hosts", 10**9)
+        assert store.get("huge").status == "CREATE_COMPLETE" and len(_pids(backend, "huge")) == 1
+    finally:
+        backend.delete("huge")

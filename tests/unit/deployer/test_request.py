@@ -164,3 +164,20 @@ def test_stored_secret_inputs_must_be_given_again_to_change_a_deployment(tmp_pat
     assert again.inputs["admin_password"] == "s3cret-admin" and again.backend == "local:x"  # the record's backend
     relaxed = DeploymentRequest.build(topology, "secrets", {}, record=record, need_secrets=False)
     assert relaxed.inputs["admin_password"] == "changeme"  # the default stands in (a delete does not need it)
+
+
+def test_a_stored_template_cannot_read_another_stored_template() -> None:
+    """Templates reloaded from deployment records each have a folder of their own: a sibling is out of reach."""
+    import hashlib
+
+    from airflow_cloud_paas.tosca_text import load_topology_text
+
+    data = REPO / "tests" / "unit" / "cloudinit" / "data" / "webapp.yaml"
+    other = data.read_text().replace("description:", "description: another deployment's template,", 1)
+    load_topology_text(other)
+    digest = hashlib.sha256(other.encode()).hexdigest()
+    for sibling in (f"{digest}.yaml", f"../{digest}/template.yaml"):  # where it lay before, where it lies now
+        text = data.read_text().replace("create: scripts/install_db.sh", f"create: {sibling}")
+        assert sibling in text
+        with pytest.raises(ToscaValidationError, match=digest):
+            DeploymentRequest.build(load_topology_text(text), "reads-sibling", {}).plan  # noqa: B018

@@ -201,3 +201,62 @@ def test_resolve_outputs(topo: Topology) -> None:
     }
     # before anything exists, attributes are None and concat skips them
     assert resolve_outputs(topo, inputs, {})["web_url"] == "http:///"
+
+
+
+_BOUNDED = """tosca_definitions_version: tosca_simple_yaml_1_0
+topology_template:
+  inputs:
+    n: {{type: integer, default: 2}}
+    lo: {{type: integer, default: 1}}
+    hi: {{type: integer, default: 4}}
+  node_templates:
+    group:
+      type: tosca.nodes.Compute
+      capabilities:
+        scalable:
+          properties: {{default_instances: {count}, min_instances: {low}, max_instances: {high}}}
+    app:
+      type: tosca.nodes.SoftwareComponent
+      requirements:
+        - host: group
+"""
+
+
+def _bounded(tmp_path: Path, count: object = "{ get_input: n }", low: object = "{ get_input: lo }",
+             high: object = "{ get_input: hi }") -> Topology:
+    path = tmp_path / "bounded.yaml"
+    path.write_text(_BOUNDED.format(count=count, low=low, high=high))
+    return load_topology(path, use_cache=False)
+
+
+def test_an_instance_count_within_its_bounds(tmp_path: Path) -> None:
+    topology = _bounded(tmp_path)
+    assert [instance_count(topology, "app", {"n": n}) for n in (1, 4)] == [1, 4]
+    assert instance_count(topology, "app", {"n": 0, "lo": 0}) == 0
+    assert instance_count(topology, "app", {"n": 10_000, "hi": 10**9}) == 10_000
+
+
+@pytest.mark.parametrize(
+    ("bounds", "inputs", "error", "field", "says"),
+    [
+        ({}, {"n": 5}, ToscaInputError, "count", "instance count 5 is outside the allowed range [1, 4]"),
+        ({}, {"n": 5}, ToscaInputError, "count", "fix input 'n'"),
+        ({}, {"n": 0}, ToscaInputError, "count", "instance count 0 is outside the allowed range [1, 4]"),
+        ({}, {"n": 10**9, "hi": 10**9}, ToscaInputError, "count", "outside the allowed range [1, 10000]"),
+        ({"high": 10**9}, {"n": 10_001}, ToscaInputError, "count", "at most 10000"),
+        ({}, {"lo": 5}, ToscaValidationError, "min_instances", "min_instances 5 is above max_instances 4"),
+        ({}, {"hi": -1}, ToscaInputError, "max_instances", "max_instances -1 is not a non-negative integer"),
+        ({"count": 2.5}, {}, ToscaInputError, "count", "count 2.5 is not a non-negative integer"),
+        ({"low": 1.5}, {}, ToscaInputError, "min_instances", "min_instances 1.5 is not a non-negative integer; "
+         "fix the template"),
+    ],
+)
+def test_an_instance_count_outside_its_bounds_is_refused(tmp_path: Path, bounds, inputs, error, field, says) -> None:
+    from airflow_cloud_paas.plan import compile_plan
+
+    topology = _bounded(tmp_path, **bounds)
+    with pytest.raises(error) as caught:
+        compile_plan(topology, inputs)  # what validate and every create compile first
+    assert type(caught.value) is error and says in str(caught.value)
+    assert (caught.value.node, caught.value.field) == ("group", f"capabilities.scalable.{field}")
