@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 # Extras the test suite needs; `make install EXTRAS=all` for every cloud and service.
-EXTRAS ?= test,spark,postgres,aws,docker,kubernetes,openstack,gcp,azure,condor,xcache
+EXTRAS ?= test,spark,postgres,aws,docker,kubernetes,openstack,gcp,azure,condor,xcache,celery
 # What `make run` needs: the local backend's Spark cluster (every DAG in dags/ imports without the rest).
 RUN_EXTRAS ?= spark
 
@@ -38,8 +38,14 @@ system-deps:
 lint: install
 	$(BIN)/ruff check airflow_cloud_paas hooks operators sensors triggers dags tests bench
 
+# Two pytest processes at once, each with its own AIRFLOW_HOME (tests/conftest.py): the integration suites
+# mostly wait on servers (Airflow, moto, Spark, XRootD), so they overlap well with the unit tests.
 test: install lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	@log=$$(mktemp); \
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/integration >$$log 2>&1 & pid=$$!; \
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests --ignore=tests/integration; unit=$$?; \
+	wait $$pid; integration=$$?; echo "== tests/integration"; cat $$log; rm -f $$log; \
+	test $$unit = 0 && test $$integration = 0
 
 # only what a local run needs (not the test tools nor the clouds' SDKs, nor the XCache system packages)
 run: $(VENV)/.installed-$(RUN_EXTRAS)

@@ -28,6 +28,7 @@ from typing import Any
 
 SCALE_DAG_ID = "cloud_paas_scale_deployment"
 DELETE_DAG_ID = "cloud_paas_delete_deployment"
+RECONCILE_DAG_ID = "cloud_paas_reconcile"
 TERMINAL = {"CREATE_COMPLETE", "CREATE_FAILED", "UPDATE_COMPLETE", "UPDATE_FAILED", "DELETE_COMPLETE",
             "DELETE_FAILED"}
 
@@ -35,9 +36,9 @@ TERMINAL = {"CREATE_COMPLETE", "CREATE_FAILED", "UPDATE_COMPLETE", "UPDATE_FAILE
 def _parse_inputs(pairs: Sequence[str]) -> dict[str, Any]:
     inputs: dict[str, Any] = {}
     for pair in pairs or ():
-        if "=" not in pair:
+        key, equals, value = pair.partition("=")
+        if not key or not equals:
             raise SystemExit(f"--input expects key=value, got {pair!r}")
-        key, value = pair.split("=", 1)
         try:  # numbers, booleans, lists and maps as JSON; anything else is a string
             inputs[key] = json.loads(value)
         except ValueError:
@@ -103,13 +104,15 @@ def locate_airflow_home(cwd: str | os.PathLike[str] | None = None) -> tuple[str,
 
 def _store(args: argparse.Namespace):
     """Open the deployment store (see the module's docstring); remember which one in ``args.store_used``."""
-    from airflow_cloud_paas.store import DeploymentStore, mask_url
+    from airflow_cloud_paas.store import mask_url
 
     url = args.store_url or os.environ.get("CLOUD_PAAS_STORE_URL")
     if url:
+        from airflow_cloud_paas.hooks.store import open_store
+
         args.store_used = f"{mask_url(url)} (from {'--store-url' if args.store_url else 'CLOUD_PAAS_STORE_URL'})"
         _say(args, f"deployment store {args.store_used}")
-        return DeploymentStore(url)
+        return open_store(url)
     from airflow.sdk.exceptions import AirflowNotFoundException
 
     from airflow_cloud_paas.exceptions import CloudPaaSError
@@ -491,6 +494,28 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    """Run the reconcile DAG now (it also runs every 10 minutes): recover deployments whose worker died."""
+    api = _api(args)
+    run = api.trigger(RECONCILE_DAG_ID, {})
+    print(json.dumps({"dag_id": RECONCILE_DAG_ID, "dag_run_id": run["dag_run_id"]}))
+    if not args.wait:
+        return 0
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        state = api.run_state(RECONCILE_DAG_ID, run["dag_run_id"])
+        if state in ("success", "failed"):
+            print(json.dumps({"dag_run_state": state}))
+            if state == "failed":
+                causes = "; ".join(f"{task}: {error or 'see its log'}"
+                                   for task, error in api.failed_tasks(RECONCILE_DAG_ID, run["dag_run_id"]))
+                print(f"error: reconcile run {run['dag_run_id']} failed: {causes or 'see its logs'}", file=sys.stderr)
+            return 0 if state == "success" else 1
+        time.sleep(1)
+    print(f"timed out after {args.timeout} s waiting for run {run['dag_run_id']}", file=sys.stderr)
+    return 1
+
+
 def cmd_condor_credentials(args: argparse.Namespace) -> int:
     """Create a pool's ``htcondor_<deployment_id>`` connection with new credentials (idempotent); print its id."""
     from airflow_cloud_paas.services.condor.credentials import ensure_pool_connection
@@ -572,6 +597,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--wait", action="store_true", help="wait for the deployment's status")
         p.add_argument("--timeout", type=float, default=600)
         p.set_defaults(func=func)
+
+    p = sub.add_parser("reconcile", help="recover deployments whose worker died (stuck *_IN_PROGRESS): "
+                       "finish or undo what they were doing; runs the cloud_paas_reconcile DAG now")
+    p.add_argument("--wait", action="store_true", help="wait for the run to end")
+    p.add_argument("--timeout", type=float, default=600)
+    p.set_defaults(func=cmd_reconcile)
 
     p = sub.add_parser("condor-credentials", help="make an HTCondor pool's credentials connection "
                        "(htcondor_<deployment_id>; secrets are never printed)")

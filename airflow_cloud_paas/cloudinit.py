@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shlex
 from collections.abc import Iterator, Mapping, Sequence
@@ -280,6 +281,36 @@ def _read_confined(topology: Topology, node: NodeTemplate, implementation: str, 
     raise ToscaValidationError(
         f"implementation file '{implementation}' cannot be read (looked in {', '.join(looked)}); put "
         "it next to the template or give a URL", **where)
+
+
+def check_artifact_files(topology: Topology, node: NodeTemplate) -> None:
+    """Refuse an artifact whose file a template may not name: an absolute path, one that climbs out of the template's
+    folder, or one there whose symlinks lead out. Used or not, such a file is refused before anything is made;
+    URLs (fetched by the machine at boot) and names that are no path (a container image) pass.
+
+    :param topology: the parsed template
+    :param node: the node whose artifacts are checked
+    """
+    own = Path(topology.source).parent if topology.source and not topology.source.startswith("<") else None
+    for name, artifact in (node.artifacts or {}).items():
+        file = artifact.get("file") if isinstance(artifact, Mapping) else artifact
+        if not isinstance(file, str) or "://" in file:
+            continue
+        where = {"file": topology.source, "node": node.name,
+                 "field": f"artifacts.{name}" + (".file" if isinstance(artifact, Mapping) else "")}
+        if Path(file).is_absolute() or os.path.normpath(file).split(os.sep)[0] == "..":
+            raise ToscaValidationError(
+                f"artifact file '{file}' is outside the template's folder: a template may only name files inside its "
+                "own folder; give a path relative to the template or an https:// URL", **where)
+        if own is not None and (own / file).exists():
+            try:
+                inside = (own / file).resolve().is_relative_to(own.resolve())
+            except (OSError, RuntimeError, ValueError):
+                inside = False
+            if not inside:
+                raise ToscaValidationError(
+                    f"artifact file '{file}' leads outside the template's folder {own} (symlinks are followed): a "
+                    "template may only name files inside its own folder", **where)
 
 
 def _operation_inputs(topology: Topology, node: NodeTemplate, raw: Mapping[str, Any], inputs: Mapping[str, Any] | None,

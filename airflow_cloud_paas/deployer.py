@@ -7,12 +7,14 @@ code, so the same path is used from a task, from ``cloud-paas`` and from tests.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from airflow_cloud_paas.backends.base import Backend, Resource, ResourceSpec, ResourceState
 from airflow_cloud_paas.exceptions import (
@@ -26,11 +28,13 @@ from airflow_cloud_paas.plan import DeploymentPlan
 from airflow_cloud_paas.request import DeploymentRequest
 from airflow_cloud_paas.secrets import mask_outputs
 from airflow_cloud_paas.store import DeploymentStore
-from airflow_cloud_paas.tosca import resolve_outputs, scaling_group
+from airflow_cloud_paas.store.lease import Heartbeat
+from airflow_cloud_paas.tosca import resolve_outputs, scaling_group, scaling_root
 from airflow_cloud_paas.tosca.model import Topology
 from airflow_cloud_paas.tosca.resolve import MAX_INSTANCES
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 class _LiveAttributes(Mapping):
@@ -53,6 +57,17 @@ class _LiveAttributes(Mapping):
         return len(self._seen)
 
 
+def _step(method: Callable[..., _T]) -> Callable[..., _T]:
+    """Run a Deployer method as one step of its action, holding the action's lease (see :meth:`Deployer._leased`)."""
+
+    @functools.wraps(method)
+    def run(self: Deployer, *args: Any, **kwargs: Any) -> _T:
+        with self._leased():
+            return method(self, *args, **kwargs)
+
+    return run
+
+
 @dataclass
 class Deployer:
     """Execute a compiled deployment plan on one backend, recording everything in the store.
@@ -70,6 +85,7 @@ class Deployer:
     backend: Backend
     #: who acts when the request names nobody: unique to this deployer, so its own steps hold the deployment
     _anonymous: str = field(default_factory=lambda: f"anonymous:{uuid.uuid4().hex}", init=False, repr=False)
+    _steps: int = field(default=0, init=False, repr=False)  # nesting depth of the running steps
 
     @property
     def deployment_id(self) -> str:
@@ -133,6 +149,7 @@ class Deployer:
                               _LiveAttributes(self.backend, self.deployment_id))
 
     # ---------------------------------------------------------------- create
+    @_step
     def begin_create(self) -> None:
         """Check the plan on the backend, register the deployment (idempotently) and mark it CREATE_IN_PROGRESS."""
         self.check()
@@ -152,6 +169,7 @@ class Deployer:
         # CREATE_IN_PROGRESS; another run's action in progress is refused (DeploymentBusyError)
         self.store.begin(self.deployment_id, "CREATE", reason="deployment requested", actor=self.actor)
 
+    @_step
     def deploy_node(self, node_name: str, *, deadline: float | None = None) -> list[Resource]:
         """Create every instance of one node (idempotent) and record them.
 
@@ -210,6 +228,7 @@ class Deployer:
             raise first_error
         return made
 
+    @_step
     def request_node(self, node_name: str) -> list[Resource]:
         """Start every instance of a node without waiting (for a deferrable wait); record them.
 
@@ -245,6 +264,7 @@ class Deployer:
         running = [r for r in resources if r.state == ResourceState.RUNNING]
         return len(running) >= count, resources
 
+    @_step
     def finish_node(self, node_name: str) -> list[Resource]:
         """Record a node's instances once a deferrable wait saw them RUNNING.
 
@@ -261,6 +281,7 @@ class Deployer:
                              {"node": node_name, "count": len(resources), "deferred": True})
         return resources
 
+    @_step
     def complete_create(self) -> dict[str, Any]:
         """Evaluate the outputs, store them and mark the deployment CREATE_COMPLETE."""
         self._hold("CREATE", "evaluating outputs")
@@ -273,6 +294,7 @@ class Deployer:
         self.store.finish(self.deployment_id, "CREATE", ok=True, reason="all nodes deployed")
         return outputs
 
+    @_step
     def create_all(self, *, deadline: float | None = None) -> dict[str, Any]:
         """Register, deploy every node in plan order and complete; return the outputs.
 
@@ -295,6 +317,7 @@ class Deployer:
         return resolve_outputs(self.topology, self.inputs, attributes)
 
     # ---------------------------------------------------------------- scale
+    @_step
     def scale(self, node_name: str, count: int) -> list[Resource]:
         """Scale a node group (the node and everything hosted on it) to ``count`` instances.
 
@@ -309,6 +332,8 @@ class Deployer:
         self.store.begin(self.deployment_id, "UPDATE", reason=f"scale {group_root} to {count}", actor=self.actor)
         try:
             current = {r.index for m in members for r in self.backend.describe(self.deployment_id, m)}
+            # and what the store still lists: a delete whose answer was lost took the instance but not the row
+            current |= {r.index for r in self.store.resources(self.deployment_id) if r.node_name in members}
             for index in sorted((i for i in current if i >= count), reverse=True):
                 self._delete_instance(members, index)
             for index in range(count):
@@ -325,6 +350,7 @@ class Deployer:
         self.store.finish(self.deployment_id, "UPDATE", ok=True, reason=f"{group_root} scaled to {count}")
         return self.backend.describe(self.deployment_id, group_root)
 
+    @_step
     def rescale(self, node_name: str, *, add: int = 0, retire: Sequence[int] = (), reason: str = "") -> dict[str, Any]:
         """Add instances to a node group and retire chosen ones, as one update (the elastic scaler's path).
 
@@ -372,22 +398,11 @@ class Deployer:
 
     def _delete_instance(self, members: Sequence[str], index: int) -> None:
         for member in reversed(members):  # what runs on a host goes before the host
-            delete_and_forget(self.store, self.backend, self.deployment_id, member, index)
+            delete_and_forget(self.store, self.backend, self.deployment_id, member, index, forget_missing=True)
 
     def _group_root(self, node_name: str) -> str:
-        node = self.plan.node(node_name).node
-        seen = set()
-        while node.scalable is None and node.host and node.name not in seen:
-            seen.add(node.name)
-            node = self.plan.node(node.host).node
-        if node.scalable is None:
-            raise ToscaValidationError(
-                "is not scalable: neither it nor its host has a 'scalable' capability",
-                file=self.topology.source,
-                node=node_name,
-                field="capabilities.scalable",
-            )
-        return node.name
+        self.plan.node(node_name)  # an unknown node: the plan's error
+        return scaling_root(self.topology, node_name)
 
     def _check_bounds(self, node_name: str, count: int) -> None:
         scalable = self.plan.node(node_name).node.scalable  # inputs already resolved in the plan
@@ -403,10 +418,12 @@ class Deployer:
             )
 
     # ---------------------------------------------------------------- delete
+    @_step
     def begin_delete(self) -> None:
         """Mark the deployment DELETE_IN_PROGRESS (a retry by the same actor is fine)."""
         self.store.begin(self.deployment_id, "DELETE", reason="deletion requested", actor=self.actor)
 
+    @_step
     def delete_node(self, node_name: str) -> list[Resource]:
         """Delete every instance of one node (what does not exist is skipped).
 
@@ -422,6 +439,7 @@ class Deployer:
             self.store.add_event(self.deployment_id, "node_deleted", f"{node_name}: {len(deleted)} instance(s)")
         return deleted
 
+    @_step
     def delete_all(self) -> list[Resource]:
         """Delete every resource of the deployment, dependents first, then sweep what is left."""
         deleted: list[Resource] = []
@@ -430,6 +448,7 @@ class Deployer:
         # anything not in the plan (tag sweep)
         return deleted + delete_and_forget(self.store, self.backend, self.deployment_id)
 
+    @_step
     def complete_delete(self) -> None:
         """Check nothing is left and mark the deployment DELETE_COMPLETE."""
         left = [r for r in self.backend.describe(self.deployment_id) if r.state != ResourceState.DELETED]
@@ -437,9 +456,33 @@ class Deployer:
             names = ", ".join(f"{r.node_name}[{r.index}]" for r in left)
             self.fail("DELETE", f"resources still present: {names}")
             raise ToscaValidationError(f"deletion left resources behind: {names}", node=self.deployment_id)
+        for row in self.store.resources(self.deployment_id):  # rows of what an interrupted delete already removed
+            self.store.remove_resource(self.deployment_id, row.node_name, row.index)
         self.store.finish(self.deployment_id, "DELETE", ok=True, reason="all resources deleted")
 
     # ---------------------------------------------------------------- helpers
+    @contextmanager
+    def _leased(self) -> Iterator[None]:
+        """Hold the action's lease while a step works, then keep it for the gap to the run's next task.
+
+        A heartbeat renews the lease in this process's name, so a worker killed mid-step leaves a lease that
+        expires (at once on this host: its pid is gone) and the action can be taken over (see
+        :mod:`airflow_cloud_paas.reconcile`). A step that ends with the action still in progress (the next
+        task deploys the next node) releases it for :attr:`DeploymentStore.step_gap_s`; after a failure the
+        lease is left to expire with the process.
+        """
+        self._steps += 1
+        try:
+            if self._steps > 1:  # a step inside a step (create_all): the outer one holds the lease
+                yield
+                return
+            self.store.renew(self.deployment_id, self.actor)  # no-op before begin: begin leases it
+            with Heartbeat(lambda: self.store.renew(self.deployment_id, self.actor), self.store.lease_s / 4):
+                yield
+            self.store.release(self.deployment_id, self.actor)  # no-op once the action ended
+        finally:
+            self._steps -= 1
+
     def _record(self, resource: Resource) -> None:
         self.store.upsert_resource(
             self.deployment_id,

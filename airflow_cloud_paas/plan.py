@@ -10,13 +10,19 @@ The plan holds no store, no backend and no Airflow code.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_cloud_paas.backends.base import Resource, ResourceSpec
 from airflow_cloud_paas.backends.mapping import HOSTED_ENDPOINTS, security_rules
-from airflow_cloud_paas.cloudinit import hosted_software, is_compute, render_user_data, uses_attributes
+from airflow_cloud_paas.cloudinit import (
+    check_artifact_files,
+    hosted_software,
+    is_compute,
+    render_user_data,
+    uses_attributes,
+)
 from airflow_cloud_paas.exceptions import ToscaValidationError
 from airflow_cloud_paas.tosca import instance_count, resolved_node, validate_inputs
 from airflow_cloud_paas.tosca.model import NodeTemplate, Topology
@@ -134,7 +140,8 @@ class DeploymentPlan:
             backend.check(self.spec(deployment_id, name, 0))
 
 
-def compile_plan(topology: Topology, inputs: Mapping[str, Any] | None) -> DeploymentPlan:
+def compile_plan(topology: Topology, inputs: Mapping[str, Any] | None,
+                 withheld: Collection[str] = ()) -> DeploymentPlan:
     """Resolve every node of a topology once for a run's inputs and precompute its resource spec parts.
 
     Everything a template can get wrong for these inputs is raised here as a typed error naming the
@@ -143,8 +150,9 @@ def compile_plan(topology: Topology, inputs: Mapping[str, Any] | None) -> Deploy
 
     :param topology: the parsed template
     :param inputs: the run's input values (connection references already resolved); validated here
+    :param withheld: inputs whose value is withheld (see :func:`~airflow_cloud_paas.tosca.validate_inputs`)
     """
-    values = validate_inputs(topology, inputs)
+    values = validate_inputs(topology, inputs, withheld)
     resolved = {name: resolved_node(topology, name, values) for name in topology.plan}
     nodes: dict[str, NodePlan] = {}
     for name in topology.plan:
@@ -169,5 +177,6 @@ def compile_plan(topology: Topology, inputs: Mapping[str, Any] | None) -> Deploy
             except ToscaValidationError as err:
                 raise ToscaValidationError(err.message, file=topology.source, node=err.node,
                                            field=err.field) from None
+        check_artifact_files(topology, topology.nodes[name])  # what the user data reads is checked above
         nodes[name] = planned
     return DeploymentPlan(topology=topology, inputs=values, nodes=nodes)

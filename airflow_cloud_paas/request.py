@@ -12,14 +12,15 @@ turns it into the :class:`~airflow_cloud_paas.plan.DeploymentPlan` a
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_cloud_paas.exceptions import ToscaInputError
 from airflow_cloud_paas.secrets import MASK, connection_refs, resolve_connection_refs
-from airflow_cloud_paas.tosca import validate_inputs
-from airflow_cloud_paas.tosca.flow import secret_outputs
+from airflow_cloud_paas.tosca import scaling_group, scaling_root, validate_inputs
+from airflow_cloud_paas.tosca.flow import inputs_read_by, secret_outputs
+from airflow_cloud_paas.tosca.loader import CREDENTIAL_TYPE
 from airflow_cloud_paas.tosca.model import Topology
 
 if TYPE_CHECKING:
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
 
 #: the backend used when neither the request, the deployment record nor the store connection names one
 DEFAULT_BACKEND = "local"
+#: input types whose value is one plain value (a connection field, never a whole connection)
+_PLAIN_TYPES = frozenset({"string", "integer", "float", "boolean", "timestamp", "version", "scalar-unit.size",
+                          "scalar-unit.time", "scalar-unit.frequency"})
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class DeploymentRequest:
     :param input_refs: input name -> the ``conn://<conn_id>/<field>`` reference it was read from
     :param secret_inputs: more input names whose values must never be stored
     :param deadline: a ``time.monotonic()`` limit for the whole deployment, or None
+    :param withheld: stored secret inputs this change does not read: not given again, they stay masked
     """
 
     deployment_id: str
@@ -55,6 +60,7 @@ class DeploymentRequest:
     input_refs: Mapping[str, str] = field(default_factory=dict)
     secret_inputs: tuple[str, ...] = ()
     deadline: float | None = None
+    withheld: frozenset[str] = frozenset()
 
     @classmethod
     def build(
@@ -71,7 +77,7 @@ class DeploymentRequest:
         get_connection: Callable[[str], Any] | None = None,
         resolve_refs: bool = True,
         secret_inputs: tuple[str, ...] = (),
-        need_secrets: bool = True,
+        need_secrets: bool | Collection[str] = True,
         deadline: float | None = None,
     ) -> DeploymentRequest:
         """Return the request for a deployment, everything checked before anything is touched.
@@ -90,23 +96,28 @@ class DeploymentRequest:
         :param resolve_refs: False keeps ``conn://`` references as the inputs' values (offline validation: the
             connections are read at run time)
         :param secret_inputs: more input names whose values must never be stored
-        :param need_secrets: a stored secret input that is not given again is an error (False: its default stands
-            in, for a delete that does not need it)
+        :param need_secrets: a stored secret input that is not given again is an error (True); or only one that
+            deploying these node names reads (a scale: its group's members); False: none (a delete). One not
+            needed stays masked, unchecked (``validate_inputs``'s ``withheld``)
         :param deadline: a ``time.monotonic()`` limit for the whole deployment
         """
-        given = dict(inputs or {})
+        given, withheld = dict(inputs or {}), frozenset()
         if record is not None:
-            given = _from_record(record, topology, given, need_secrets=need_secrets)
+            given, withheld = _from_record(record, topology, given, need_secrets=need_secrets)
         refs = connection_refs(given)
         if refs and resolve_refs:
             if get_connection is None:
                 raise ToscaInputError(f"input(s) {sorted(refs)} read Airflow connections (conn://...), which can "
                                       "only be read inside Airflow", file=topology.source, field="inputs")
-            given = resolve_connection_refs(given, deployment_id, get_connection)
+            # a credential (its datatype, or one derived from it: declared secret and not a plain value)
+            credentials = [n for n, d in topology.inputs.items()
+                           if d.type == CREDENTIAL_TYPE or (d.declared_secret and d.type not in _PLAIN_TYPES)]
+            given = resolve_connection_refs(given, deployment_id, get_connection, credentials)
         return cls(
             deployment_id=deployment_id,
             topology=topology,
-            inputs=validate_inputs(topology, given),
+            inputs=validate_inputs(topology, given, withheld),
+            withheld=withheld,
             backend=(record.backend if record is not None else None) or backend or default_backend or DEFAULT_BACKEND,
             actor=actor,
             owner=(record.owner if record is not None else None) or owner or "airflow",
@@ -136,7 +147,7 @@ class DeploymentRequest:
         """Return the compiled plan (every node resolved once); compiled on first use."""
         from airflow_cloud_paas.plan import compile_plan
 
-        return compile_plan(self.topology, self.inputs)
+        return compile_plan(self.topology, self.inputs, self.withheld)
 
 
 def refuse_unknown_keys(conf: Mapping[str, Any], known: Mapping[str, Any] | set[str], *, where: str,
@@ -160,24 +171,30 @@ def refuse_unknown_keys(conf: Mapping[str, Any], known: Mapping[str, Any] | set[
 
 
 def _from_record(record: DeploymentRecord, topology: Topology, given: Mapping[str, Any], *,
-                 need_secrets: bool) -> dict[str, Any]:
-    """Return the stored inputs, with secret ones (never stored) taken from the given values."""
+                 need_secrets: bool | Collection[str]) -> tuple[dict[str, Any], frozenset[str]]:
+    """Return the stored inputs, with secret ones (never stored) taken from the given values, and the secret
+    inputs withheld: not given, and not read by what this change makes (they stay masked)."""
     inputs = dict(record.inputs)
+    withheld: set[str] = set()
+    needed = (None if need_secrets is True else  # a scale makes instances of its whole group
+              inputs_read_by(topology, {m for n in need_secrets for m in scaling_group(topology, scaling_root(
+                  topology, n))}) if need_secrets else frozenset())
     missing = []
     for name, value in list(inputs.items()):
         if value != MASK:
             continue
         if given.get(name) not in (None, ""):
             inputs[name] = given[name]
-        elif need_secrets:
+        elif needed is None or name in needed:
             missing.append(name)
         else:
-            inputs.pop(name)  # not needed to delete; its default (if any) stands in
+            withheld.add(name)  # what this change makes (nothing, for a delete) does not read it: it stays masked
     if missing:
+        what = "change" if needed is None else f"make new instances of {', '.join(sorted(need_secrets))} in"
         raise ToscaInputError(
-            f"secret input(s) {missing} are never stored; pass them in this run's params to change "
-            f"deployment {record.id}",
+            f"secret input(s) {missing} are never stored and are needed to {what} deployment {record.id}; pass "
+            "them in this run's params, or deploy with a conn:// reference instead (read again when needed)",
             file=topology.source,
             field="inputs",
         )
-    return {k: v for k, v in inputs.items() if k in topology.inputs}
+    return {k: v for k, v in inputs.items() if k in topology.inputs}, frozenset(withheld)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 MASK = "***"
@@ -76,8 +76,11 @@ def mask_secrets(values: Mapping[str, Any], extra_names: tuple[str, ...] = ()) -
 
 
 #: an input value read from an Airflow connection at run time: ``conn://<conn_id>/<field>``, where field is
-#: password, login, host, port, schema or ``extra.<key>``; ``{deployment_id}`` in the id is filled in
-CONNECTION_REF = re.compile(r"^conn://(?P<conn_id>[^/\s]+)/(?P<field>password|login|host|port|schema|extra\.[\w.-]+)$")
+#: password, login, host, port, schema or ``extra.<key>``; ``{deployment_id}`` in the id is filled in. A
+#: ``tosca.datatypes.Credential`` input may name the whole connection, ``conn://<conn_id>``: its login is the
+#: credential's user and its password the token
+CONNECTION_REF = re.compile(
+    r"^conn://(?P<conn_id>[^/\s]+)(?:/(?P<field>password|login|host|port|schema|extra\.[\w.-]+))?$")
 
 
 def connection_refs(inputs: Mapping[str, Any]) -> dict[str, str]:
@@ -88,7 +91,8 @@ def connection_refs(inputs: Mapping[str, Any]) -> dict[str, str]:
     return {k: v for k, v in inputs.items() if isinstance(v, str) and v.startswith("conn://")}
 
 
-def resolve_connection_refs(inputs: Mapping[str, Any], deployment_id: str, get_connection: Any) -> dict[str, Any]:
+def resolve_connection_refs(inputs: Mapping[str, Any], deployment_id: str, get_connection: Any,
+                            credentials: Collection[str] = ()) -> dict[str, Any]:
     """Return the inputs with connection references replaced by the connection's field, each masked in logs.
 
     The references themselves are what gets stored, so a later task (or a scale months later) reads the
@@ -97,16 +101,18 @@ def resolve_connection_refs(inputs: Mapping[str, Any], deployment_id: str, get_c
     :param inputs: TOSCA input values
     :param deployment_id: fills ``{deployment_id}`` in connection ids
     :param get_connection: conn_id -> an Airflow Connection (``BaseHook.get_connection``)
+    :param credentials: the inputs of type ``tosca.datatypes.Credential`` (they may name a whole connection)
     """
     from airflow_cloud_paas.exceptions import ToscaInputError
 
     resolved = dict(inputs)
     for name, ref in connection_refs(inputs).items():
         match = CONNECTION_REF.match(ref)
-        if match is None:
+        if match is None or (match["field"] is None and name not in credentials):
             raise ToscaInputError(
                 f"'{ref}' is not a connection reference: write conn://<conn_id>/<field>, field one of password, "
-                "login, host, port, schema or extra.<key>", field=f"inputs.{name}")
+                "login, host, port, schema or extra.<key> (conn://<conn_id> alone only for an input of type "
+                "tosca.datatypes.Credential)", field=f"inputs.{name}")
         conn_id = match["conn_id"].replace("{deployment_id}", deployment_id)
         try:
             conn = get_connection(conn_id)
@@ -114,6 +120,15 @@ def resolve_connection_refs(inputs: Mapping[str, Any], deployment_id: str, get_c
             raise ToscaInputError(f"input reads connection '{conn_id}', which cannot be read: "
                                   f"{type(err).__name__}", field=f"inputs.{name}") from None
         field = match["field"]
+        if field is None:  # the whole connection as a TOSCA credential
+            if not conn.password:
+                raise ToscaInputError(f"connection '{conn_id}' has no password to be the credential's token",
+                                      field=f"inputs.{name}")
+            _mask_in_logs(conn.password)
+            resolved[name] = {"user": conn.login, "token": conn.password, "token_type": "password",
+                              **({"protocol": conn.conn_type} if conn.conn_type else {})}
+            resolved[name] = {k: v for k, v in resolved[name].items() if v not in (None, "")}
+            continue
         if field.startswith("extra."):
             value: Any = conn.extra_dejson
             for key in field.split(".")[1:]:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import NoSuchModuleError
 
 from airflow_cloud_paas.hooks import STORE_CONNECTION, ConnectionFormMixin, ui_field_behaviour
 from airflow_cloud_paas.store import DeploymentStore, DeploymentStoreError, default_store_url, mask_url
@@ -41,6 +42,23 @@ def _mask_secret(secret: str | None) -> None:
     from airflow.sdk.log import mask_secret
 
     mask_secret(secret)
+
+
+def open_store(url: str | URL) -> DeploymentStore:
+    """Open the deployment store at a URL; a dialect or driver that is not installed is a DeploymentStoreError.
+
+    :param url: a SQLAlchemy URL or a SQLite file path
+    """
+    try:
+        return DeploymentStore(url)
+    except NoSuchModuleError:
+        problem = f"SQLAlchemy has no dialect '{to_url(url).get_backend_name()}'"
+    except ImportError as err:  # the dialect's DBAPI module, e.g. psycopg for postgresql+psycopg
+        problem = f"its database driver is not installed ({err})"
+    raise DeploymentStoreError(
+        f"cannot open the deployment store at {mask_url(to_url(url))}: {problem}; write the URL as "
+        "sqlite:////path/to/deployments.db or postgresql+psycopg2://user@host:5432/database"
+    )
 
 
 class CloudPaaSStoreHook(ConnectionFormMixin, BaseHook):
@@ -154,7 +172,7 @@ class CloudPaaSStoreHook(ConnectionFormMixin, BaseHook):
     def store(self) -> DeploymentStore:
         """Return the deployment store (its tables are created on first use)."""
         self.log.debug("Opening deployment store %s", self.store_url)
-        return DeploymentStore(self.sqlalchemy_url)
+        return open_store(self.sqlalchemy_url)
 
     def get_store(self) -> DeploymentStore:
         """Return the deployment store."""

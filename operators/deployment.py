@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, conf
 
+from airflow_cloud_paas.operators._defaults import CloudPaaSTaskDefaults
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
@@ -31,7 +33,7 @@ def deployment_id_for(dag_id: str, run_id: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{dag_id}/{run_id}"))
 
 
-class _CloudPaaSBaseOperator(BaseOperator):
+class _CloudPaaSBaseOperator(CloudPaaSTaskDefaults, BaseOperator):
     """Shared plumbing: the template, its inputs, the store connection and the backend.
 
     :param template: path of the TOSCA template (absolute, or relative to the DAG file's folder)
@@ -89,7 +91,7 @@ class _CloudPaaSBaseOperator(BaseOperator):
             return load_topology_text(record_template, import_map=self.import_map)
         raise ValueError(f"{self.task_id}: no template given and no deployment record to take it from")
 
-    def _request(self, context: Context, *, existing: str | None = None, need_secrets: bool = True,
+    def _request(self, context: Context, *, existing: str | None = None, need_secrets: bool | Sequence[str] = True,
                  owner: str | None = None, record: Any = None) -> DeploymentRequest:
         """Return this task's deployment request, built from its context: the one way every task builds one.
 
@@ -99,7 +101,8 @@ class _CloudPaaSBaseOperator(BaseOperator):
         :param context: the task context
         :param existing: None for a new deployment; ``"nodes"`` for a task of a registered deployment (its
             recorded backend is used); ``"record"`` to change a deployment as stored (its inputs too)
-        :param need_secrets: with ``"record"``: a secret input not given again is an error
+        :param need_secrets: with ``"record"``: a secret input not given again is an error (True), only one
+            the instances of these nodes' scaling groups read (a scale), or none (False: a delete)
         :param owner: the owner of a new deployment
         :param record: the deployment's record, if the caller already read it
         """
@@ -275,6 +278,9 @@ class CloudPaaSDeployNodeOperator(_CloudPaaSBaseOperator):
             return self._finish(deployer)
         from airflow_cloud_paas.triggers.deployment import CloudPaaSNodeReadyTrigger
 
+        # no process works on the action while the triggerer waits: hold it for the whole wait (and a step gap)
+        deployer.store.renew(deployer.deployment_id, deployer.actor, holder=None,
+                             seconds=(self.wait_timeout or 7 * 86400) + deployer.store.step_gap_s)
         self.defer(
             trigger=CloudPaaSNodeReadyTrigger(
                 deployment_id=deployer.deployment_id,
@@ -339,7 +345,8 @@ class CloudPaaSScaleNodeGroupOperator(_CloudPaaSBaseOperator):
         self.count = count
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
-        deployer = self._deployer(context, existing="record")
+        # a secret input is needed again only if the new instances of the group read it
+        deployer = self._deployer(context, existing="record", need_secrets=[self.node_name])
         count = int(self.count)
         resources = deployer.scale(self.node_name, count)
         self.log.info("Deployment %s: %s scaled to %d", deployer.deployment_id, self.node_name, count)
@@ -470,3 +477,41 @@ class CloudPaaSSweepOrphansOperator(_CloudPaaSBaseOperator):
                 except DeploymentNotFoundError:
                     pass  # orphans of a deployment the store never knew: deleting them is the point
         return swept
+
+
+class CloudPaaSReconcileOperator(_CloudPaaSBaseOperator):
+    """Recover every deployment whose worker died: finish or undo its stuck action (see ``reconcile``).
+
+    An action ``*_IN_PROGRESS`` whose lease expired (its task was killed, its worker lost) and whose DAG run has
+    ended (a run still going retries or tears down itself first) is taken over:
+    an interrupted create is undone, an interrupted delete finished, an interrupted scale recorded failed with
+    the store's resources made equal to the backend's. A ``DELETE_COMPLETE`` deployment that still lists
+    resources has them deleted; outputs an older release stored in clear though built from a secret are masked.
+    Returns the findings; fails after trying all if one could not be reconciled.
+    """
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        from airflow_cloud_paas.backends.factory import backend_from_hook
+        from airflow_cloud_paas.reconcile import mask_stored_outputs, reconcile
+
+        masked = mask_stored_outputs(self.hook.store)
+        if masked:
+            self.log.warning("Masked outputs built from a secret in %d older record(s): %s", len(masked), masked)
+        def run_going(actor: str) -> bool:  # a run still queued or running will retry or tear down itself
+            dag_id, sep, run_id = actor.partition("/")
+            try:
+                return bool(sep) and context["ti"].get_dagrun_state(dag_id, run_id) in ("queued", "running")
+            except Exception:  # no such run (a CLI or test actor): nobody else will act on it
+                return False
+
+        findings = reconcile(self.hook.store, lambda record: backend_from_hook(self.hook, record.backend),
+                             actor=f"{context['dag'].dag_id}/{context['run_id']}", holder_active=run_going)
+        for finding in findings:
+            self.log.warning("Deployment %s: %s -> %s (%s)", finding.deployment_id, finding.before, finding.after,
+                             finding.error or finding.why)
+        self.log.info("%d deployment(s) reconciled", len(findings))
+        failed = [f for f in findings if f.error]
+        if failed:
+            raise RuntimeError(f"{len(failed)} deployment(s) could not be reconciled: "
+                               + "; ".join(f"{f.deployment_id}: {f.error}" for f in failed))
+        return [f.to_dict() for f in findings]

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, conf
 
 from airflow_cloud_paas.exceptions import CloudPaaSError
+from airflow_cloud_paas.operators._defaults import CloudPaaSTaskDefaults
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from airflow_cloud_paas.hooks.htcondor import HTCondorHook
 
 
-class CloudPaaSHTCondorSubmitJobOperator(BaseOperator):
+class CloudPaaSHTCondorSubmitJobOperator(CloudPaaSTaskDefaults, BaseOperator):
     """Submit jobs (or a DAGMan DAG) to an HTCondor pool; optionally wait until they end; return the cluster id.
 
     With ``deferrable=True`` the task submits, then waits in the triggerer
@@ -145,7 +146,7 @@ class CloudPaaSHTCondorSubmitJobOperator(BaseOperator):
             self.log.info("Removed %d job(s) of cluster %d", removed, self.cluster_id)
 
 
-class CloudPaaSHTCondorDrainNodeOperator(BaseOperator):
+class CloudPaaSHTCondorDrainNodeOperator(CloudPaaSTaskDefaults, BaseOperator):
     """Drain an execute node (it takes no new job), or retire it (peaceful shutdown of its startd).
 
     Returns the drain request id (``None`` when retiring).

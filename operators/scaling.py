@@ -51,7 +51,7 @@ class CloudPaaSElasticScaleOperator(_CloudPaaSBaseOperator):
         from airflow_cloud_paas.scaling.policy import policy_from_name
         from airflow_cloud_paas.scaling.probe import make_probe
 
-        deployer = self._deployer(context, existing="record")
+        deployer = self._deployer(context, existing="record", need_secrets=[self.node_name])
         target = ElasticTarget(deployer.deployment_id, self.node_name, self.service, self.policy,
                                dict(self.limits or {}))
         address = self.address or probe_address(target, deployer.store.get(deployer.deployment_id).outputs)

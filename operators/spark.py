@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_cloud_paas.exceptions import CloudPaaSError
+from airflow_cloud_paas.operators._defaults import CloudPaaSTaskDefaults
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class CloudPaaSSparkSubmitOperator(BaseOperator):
+class CloudPaaSSparkSubmitOperator(CloudPaaSTaskDefaults, BaseOperator):
     """Run a PySpark application on a deployed cluster (``spark-submit``, client mode) and return its result.
 
     The application prints its JSON result after ``CLOUD_PAAS_RESULT`` (see the bundled

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, BaseOperator
 
+from airflow_cloud_paas.operators._defaults import CloudPaaSTaskDefaults
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
@@ -27,7 +29,7 @@ def model_asset(xrootd_conn_id: str) -> Asset:
     return Asset(f"xcache://{xrootd_conn_id}/popularity-model", group="cloud-paas-xcache")
 
 
-class _XCacheBaseOperator(BaseOperator):
+class _XCacheBaseOperator(CloudPaaSTaskDefaults, BaseOperator):
     """The cache's connection and the access log's database (by default the deployment store's).
 
     :param xrootd_conn_id: the cache's ``xrootd`` connection (extra ``cache_dir`` where its disk is readable)

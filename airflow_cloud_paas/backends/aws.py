@@ -280,6 +280,9 @@ class AWSBackend(Backend):
                 else:
                     raise BackendError(f"EC2 describe_images failed: {err}", provider=PROVIDER,
                                        resource=resource) from err
+            except BotoCoreError as err:
+                raise BackendError(f"EC2 describe_images failed: {err}", provider=PROVIDER,
+                                   resource=resource) from err
             self._images[key] = [
                 {
                     "id": i["ImageId"],
@@ -449,7 +452,7 @@ class AWSBackend(Backend):
         """
         self.check(spec)
         volumes = [r for name in STORAGE_REQUIREMENTS for r in spec.requirements.get(name, ())]
-        if self._kind(spec) != "instance" or volumes:
+        if self._kind(spec) != "compute" or volumes:
             return self.create(spec)
         return self._create_instance(spec, wait=False)
 
@@ -552,6 +555,9 @@ class AWSBackend(Backend):
                     raise BackendError(f"EC2 describe_instances failed: {err}", provider=PROVIDER,
                                        resource=where) from err
                 return None
+            except BotoCoreError as err:  # a timeout, a lost connection: typed, the cause named
+                raise BackendError(f"EC2 describe_instances failed: {err}", provider=PROVIDER,
+                                   resource=where) from err
             return found[0]["Instances"][0] if found and found[0]["Instances"] else None
 
         def state(raw: Mapping[str, Any] | None) -> str:
@@ -614,7 +620,7 @@ class AWSBackend(Backend):
         if permissions:
             try:
                 self.client.authorize_security_group_ingress(GroupId=group_id, IpPermissions=permissions)
-            except ClientError as err:
+            except (ClientError, BotoCoreError) as err:  # a timeout too must reach the caller as a BackendError
                 # a retry, or another index of the node, already added them
                 if _error_code(err) != "InvalidPermission.Duplicate":
                     raise BackendError(f"EC2 authorize_security_group_ingress failed: {err}",
@@ -765,7 +771,7 @@ class AWSBackend(Backend):
         def attempt() -> None:
             try:
                 self.client.delete_security_group(GroupId=group_id)
-            except ClientError as err:
+            except (ClientError, BotoCoreError) as err:
                 if _error_code(err) not in _GONE_ERRORS:
                     raise BackendError(f"cannot delete security group {group_id}: {err}", provider=PROVIDER,
                                        resource=where) from err
@@ -778,7 +784,7 @@ class AWSBackend(Backend):
     def _ignore_gone(self, where: str, method: str, **kwargs: Any) -> None:
         try:
             getattr(self.client, method)(**kwargs)
-        except ClientError as err:
+        except (ClientError, BotoCoreError) as err:
             if _error_code(err) not in _GONE_ERRORS:
                 raise BackendError(f"EC2 {method} failed: {err}", provider=PROVIDER, resource=where) from err
 

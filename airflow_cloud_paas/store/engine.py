@@ -11,7 +11,7 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
@@ -144,6 +144,21 @@ def _create_tables(engine: Engine) -> None:
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_SCHEMA_LOCK})
         # On SQLite, BEGIN IMMEDIATE already serializes this transaction across processes.
         metadata.create_all(conn, checkfirst=True)
+        _add_missing_columns(conn)
+
+
+def _add_missing_columns(conn: Any) -> None:
+    """Add the columns a newer release defines to a store made by an older one (all nullable: no rewrite)."""
+    for table in metadata.sorted_tables:
+        present = {c["name"] for c in inspect(conn).get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present:
+                if not column.nullable:
+                    raise DeploymentStoreError(f"the store's table {table.name} lacks the column {column.name} "
+                                               "and it cannot be added in place: migrate the store")
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+                log.info("Deployment store: added column %s.%s", table.name, column.name)
 
 
 def get_engine(url: str | URL) -> Engine:

@@ -97,6 +97,9 @@ class DeploymentRow(Base):
     status_reason: Mapped[str | None] = mapped_column(Text)
     # Who holds the running *_IN_PROGRESS action, so that a retry by the same actor is not a conflict.
     actor: Mapped[str | None] = mapped_column(String(512))
+    # The lease on that action (store/lease.py): until when it holds, and the process working on it now.
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    lease_holder: Mapped[str | None] = mapped_column(String(255), nullable=True)
     outputs: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     dag_id: Mapped[str | None] = mapped_column(String(250))
     run_id: Mapped[str | None] = mapped_column(String(250))

@@ -100,6 +100,8 @@ class DeploymentRecord:
     :param events: its history, oldest first (empty in :meth:`DeploymentStore.list` results)
     :param actor: who holds the running action (set while ``*_IN_PROGRESS``)
     :param version: optimistic-locking counter, bumped by every change of the row
+    :param lease_expires_at: until when the running action's holder keeps it without renewing (UTC)
+    :param lease_holder: the process working on the running action now (``host:pid:start``), if any
     """
 
     id: str
@@ -119,6 +121,8 @@ class DeploymentRecord:
     events: tuple[Event, ...] = ()
     actor: str | None = None
     version: int = 1
+    lease_expires_at: datetime | None = None
+    lease_holder: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serializable form (datetimes in ISO 8601, status as its name)."""
@@ -140,4 +144,6 @@ class DeploymentRecord:
             "events": [e.to_dict() for e in self.events],
             "actor": self.actor,
             "version": self.version,
+            "lease_expires_at": _iso(self.lease_expires_at),
+            "lease_holder": self.lease_holder,
         }

@@ -10,6 +10,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -24,6 +25,7 @@ from airflow_cloud_paas.exceptions import (
 )
 from airflow_cloud_paas.store.engine import get_engine, mask_url, serial_lock, to_url
 from airflow_cloud_paas.store.errors import DeploymentConflictError, DeploymentStoreError
+from airflow_cloud_paas.store.lease import LEASE_S, STEP_GAP_S, lease_expired, this_process
 from airflow_cloud_paas.store.masking import mask_secret_inputs
 from airflow_cloud_paas.store.models import DeploymentRow, EventRow, ResourceRow, utcnow
 from airflow_cloud_paas.store.records import DeploymentRecord, Event, ResourceRecord
@@ -117,6 +119,8 @@ def _deployment(
         events=tuple(events),
         actor=row.actor,
         version=row.version,
+        lease_expires_at=row.lease_expires_at,
+        lease_holder=row.lease_holder,
     )
 
 
@@ -147,6 +151,10 @@ class DeploymentStore:
                 "(the cloud_paas connection), that the server runs and that the database exists"
             ) from None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        #: seconds a working process's lease on a running action lasts without renewal
+        self.lease_s = LEASE_S
+        #: seconds a run's action stays held between two of its tasks
+        self.step_gap_s = STEP_GAP_S
 
     @property
     def url(self) -> str:
@@ -338,7 +346,8 @@ class DeploymentStore:
                         f"{target.value} resumed by {actor}",
                         {"status": target.value, "actor": actor, "reason": reason},
                     )
-                    return self._load(s, row)
+                    self._lease(s, deployment_id, self.lease_s, this_process())
+                    return self._load(s, self._row(s, deployment_id))
                 if current == target and row.actor is None:
                     pass  # recorded by create_deployment and not yet claimed by anyone: claim it
                 elif current.in_progress and action is Action.DELETE and actor is not None and row.actor == actor:
@@ -352,13 +361,64 @@ class DeploymentStore:
                         {"status": current.value, "actor": actor},
                     )
                 elif current.in_progress:
-                    raise _busy(deployment_id, current, row.actor, action)
+                    gone = lease_expired(row.lease_expires_at, row.lease_holder, row.updated_at, gap=self.step_gap_s)
+                    if gone is None:
+                        raise _busy(deployment_id, current, row.actor, action)
+                    # Its holder is gone: record its action as failed, then start this one as from there.
+                    why = f"{current.value} by {row.actor} interrupted: {gone}"
+                    if self._swap(s, row, current, current.action.failed, why, None):
+                        self._log_event(s, deployment_id, "lease_expired", f"{why}; taken over by {holder}",
+                                        {"status": current.value, "actor": row.actor, "by": holder})
+                    continue
                 else:
                     check_transition(deployment_id, current, target)
                 if self._swap(s, row, current, target, reason, holder):
                     return self._load(s, self._row(s, deployment_id))
             # Lost the race against another process: look again (it will usually be busy now).
         raise DeploymentBusyError(f"deployment '{deployment_id}' keeps changing concurrently; retry later")
+
+    def renew(self, deployment_id: str, actor: str | None, seconds: float | None = None,
+              holder: str | None = "this process") -> bool:
+        """Extend the lease of ``actor``'s running action; return False if it holds none any more.
+
+        :param deployment_id: the deployment
+        :param actor: who holds the action
+        :param seconds: how long from now (default :attr:`lease_s`)
+        :param holder: the process working on it (default this one); None between two steps of a run
+        """
+        holder = this_process() if holder == "this process" else holder
+        with self._tx() as s:
+            row = s.get(DeploymentRow, deployment_id, populate_existing=True)
+            if row is None or not DeploymentStatus(row.status).in_progress or row.actor != actor:
+                return False
+            self._lease(s, deployment_id, self.lease_s if seconds is None else seconds, holder)
+            return True
+
+    def release(self, deployment_id: str, actor: str | None) -> bool:
+        """End a step of a run whose action goes on in its next task: keep it held for :attr:`step_gap_s`.
+
+        :param deployment_id: the deployment
+        :param actor: who holds the action
+        """
+        return self.renew(deployment_id, actor, self.step_gap_s, holder=None)
+
+    def stale(self) -> list[DeploymentRecord]:
+        """Return what needs reconciling: actions whose holder is gone, and deleted deployments with resources.
+
+        The first are ``*_IN_PROGRESS`` with an expired lease; the second ``DELETE_COMPLETE`` records that still
+        list resource rows.
+        """
+        in_progress = [st.value for st in DeploymentStatus if st.in_progress]
+        with self._tx() as s:
+            rows = list(s.scalars(select(DeploymentRow).where(DeploymentRow.status.in_(in_progress))))
+            gap = self.step_gap_s
+            stuck = [r for r in rows if lease_expired(r.lease_expires_at, r.lease_holder, r.updated_at, gap=gap)]
+            deleted_with_rows = s.scalars(
+                select(DeploymentRow)
+                .where(DeploymentRow.status == DeploymentStatus.DELETE_COMPLETE.value)
+                .where(DeploymentRow.id.in_(select(ResourceRow.deployment_id).distinct()))
+            )
+            return [self._load(s, r) for r in [*stuck, *deleted_with_rows]]
 
     def finish(
         self,
@@ -661,6 +721,15 @@ class DeploymentStore:
             },
         )
 
+    def _lease(self, s: Session, id: str, seconds: float, holder: str | None) -> None:
+        """Set the lease of the running action (no version bump: a renewal never races a status change)."""
+        s.execute(
+            update(DeploymentRow)
+            .where(DeploymentRow.id == id)
+            .values(lease_expires_at=utcnow() + timedelta(seconds=seconds), lease_holder=holder)
+            .execution_options(synchronize_session=False)
+        )
+
     def _swap(
         self,
         s: Session,
@@ -684,6 +753,9 @@ class DeploymentStore:
                 actor=actor,
                 version=row.version + 1,
                 updated_at=utcnow(),
+                # an action starting is held by this process for a lease; one that ended is held by nobody
+                lease_expires_at=utcnow() + timedelta(seconds=self.lease_s) if target.in_progress else None,
+                lease_holder=this_process() if target.in_progress else None,
             )
             .execution_options(synchronize_session=False)
         )

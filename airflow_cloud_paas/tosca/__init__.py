@@ -26,6 +26,7 @@ from airflow_cloud_paas.tosca.resolve import (
     resolved_node,
     resolved_nodes,
     scaling_group,
+    scaling_root,
     validate_inputs,
 )
 
@@ -50,6 +51,7 @@ __all__ = [
     "resolved_node",
     "resolved_nodes",
     "scaling_group",
+    "scaling_root",
     "topology_from_dict",
     "topology_to_dict",
     "validate_inputs",

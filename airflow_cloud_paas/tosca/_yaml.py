@@ -17,7 +17,8 @@ or a task:
   replacing the earlier one. Elsewhere a duplicate key is logged as a warning and the later value
   kept, as YAML loaders always did: the upstream INDIGO types files (a ``constraints`` property
   written twice) and one INDIGO example (``ports`` twice in an endpoint) have such duplicates.
-  Keys brought in by a YAML merge key (``<<: *defaults``) may be overridden, as YAML allows.
+  Keys brought in by a YAML merge key (``<<: *defaults``) may be overridden, as YAML allows;
+* a string holding a NUL character (``"\\0"``) is refused.
 """
 
 from __future__ import annotations
@@ -178,6 +179,20 @@ class BoundedLoader(_BASE):  # type: ignore[misc,valid-type]
                                        key_node.start_mark)
                     self.duplicates.append(f"{problem}: the later value replaces the earlier one")
         super().flatten_mapping(node)
+
+    def construct_scalar(self, node: Node) -> Any:
+        """Refuse a scalar holding a NUL character (written ``"\\0"``), then build it as usual.
+
+        No file name, command, environment variable or database text column can hold one, so it
+        would fail later, after resources exist.
+
+        :param node: the scalar node
+        """
+        value = super().construct_scalar(node)
+        if isinstance(value, str) and "\0" in value:
+            raise _Refused("a string holds a NUL character ('\\0'), which no TOSCA name, path or value may hold; "
+                           "remove it", node.start_mark)
+        return value
 
 
 def decode(data: bytes, file: str) -> str:

@@ -1,7 +1,9 @@
-"""What a template's values read: the outputs built from a secret (secrets by flow).
+"""What a template's values read: the outputs built from a secret, the inputs a node needs (secrets by flow).
 
 An output is secret when it is named like one or when its value expression reads a secret input, directly or
 through a node property; :func:`secret_outputs` works it out from the template alone, before anything runs.
+:func:`inputs_read_by` tells which inputs deploying some nodes reads, so a scale needs a secret input again
+only when the instances it makes read it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,48 @@ def secret_outputs(topology: Topology, secret_inputs: Iterable[str]) -> tuple[st
     secret = frozenset(secret_inputs)
     return tuple(name for name, output in topology.outputs.items()
                  if is_secret_name(name) or _reads_secret(output.value, topology, secret, set()))
+
+
+def inputs_read_by(topology: Topology, node_names: Iterable[str]) -> frozenset[str]:
+    """Return the inputs that deploying these nodes reads: ``get_input`` in their properties, capabilities,
+    artifacts or interfaces, directly or through ``get_property``/``get_attribute`` of another node.
+
+    :param topology: the parsed template
+    :param node_names: the nodes (e.g. a scaling group's members)
+    """
+    found: set[str] = set()
+    seen: set[str] = set()
+    todo = [n for n in node_names if n in topology.nodes]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        node = topology.nodes[name]
+        todo.extend(_collect([node.properties, node.capabilities, node.artifacts, node.interfaces], name,
+                             node.host, found))
+    return frozenset(found)
+
+
+def _collect(value: Any, node: str, host: str | None, found: set[str]) -> list[str]:
+    """Add the inputs ``value`` reads to ``found``; return the other nodes it reads values of."""
+    if isinstance(value, list | tuple):
+        return [n for v in value for n in _collect(v, node, host, found)]
+    if not isinstance(value, Mapping):
+        return []
+    others = []
+    if "get_input" in value:
+        arg = value["get_input"]
+        name = arg[0] if isinstance(arg, list | tuple) and arg else arg
+        if isinstance(name, str):
+            found.add(name)
+    for function in ("get_property", "get_attribute"):
+        args = value.get(function)
+        if isinstance(args, list | tuple) and args and isinstance(args[0], str):
+            target = {"SELF": node, "HOST": host}.get(args[0], args[0])
+            if target:
+                others.append(target)
+    return others + [n for v in value.values() for n in _collect(v, node, host, found)]
 
 
 def _reads_secret(value: Any, topology: Topology, secret: frozenset[str], seen: set[tuple[str, str]]) -> bool:

@@ -10,10 +10,10 @@ An import is looked up, in this order:
    which may be filled by hand; on a cache miss only, the URL is fetched once and kept there.
 
 Nothing else touches the network, so a DAG file that loads a template never waits on it once the
-cache is warm. A fetch is bounded: it must end within ``timeout`` seconds in all (connecting, the
-headers and the body; a server trickling bytes is cut off at the deadline; only the DNS look-up is
-left to the system's own timeout) and send at most :data:`MAX_FETCH_BYTES` (16 MiB, the size allowed
-for any YAML file); otherwise the import fails with a ToscaImportError naming the URL.
+cache is warm. A fetch is bounded: it must end within ``timeout`` seconds in all (the DNS look-up,
+connecting, the headers and the body; a server trickling bytes is cut off at the deadline) and send at
+most :data:`MAX_FETCH_BYTES` (16 MiB, the size allowed for any YAML file); otherwise the import fails
+with a ToscaImportError naming the URL.
 
 Imports are bounded too: a file importing itself, directly or through others (A imports B imports
 A), is refused with a ToscaImportError naming the cycle (TOSCA does not define it; tosca-parser
@@ -30,6 +30,7 @@ import os
 import re
 import socket
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -173,6 +174,8 @@ class _Deadline:
     """
 
     def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.ends = time.monotonic() + seconds
         self.expired = False
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -202,6 +205,24 @@ class _Deadline:
             for sock in self._sockets:
                 _shut(sock)
 
+    def _create_connection(self, address: tuple[str, int], timeout: Any = None, source_address: Any = None,
+                           **kwargs: Any) -> socket.socket:
+        """``socket.create_connection`` with the host looked up within what is left of the deadline."""
+        host, port = address
+        last: BaseException | None = None
+        for family, kind, proto, _, where in _look_up(host, port, self.ends - time.monotonic()):
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.settimeout(max(min(timeout or self.seconds, self.ends - time.monotonic()), 0.001))
+                if source_address:
+                    sock.bind(source_address)
+                sock.connect(where)
+                return sock
+            except OSError as err:
+                sock.close()
+                last = err
+        raise last or OSError(f"no address for {host}")
+
     def connection(self, http_class: Any) -> Any:
         """Return a factory of ``http_class`` connections whose sockets are watched.
 
@@ -210,6 +231,7 @@ class _Deadline:
 
         def make(*args: Any, **kwargs: Any) -> http.client.HTTPConnection:
             conn = http_class(*args, **kwargs)
+            conn._create_connection = self._create_connection  # the look-up bounded too (TLS still checks the name)
             connect = conn.connect
 
             def watched_connect() -> None:
@@ -220,6 +242,28 @@ class _Deadline:
             return conn
 
         return make
+
+
+def _look_up(host: str, port: int, seconds: float) -> list[Any]:
+    """Return ``getaddrinfo`` of a host, or raise socket.timeout after ``seconds`` (the system's resolver has no
+    time limit of its own that a caller can set; its thread is left to finish on its own)."""
+    found: list[Any] = []
+    errors: list[BaseException] = []
+
+    def look_up() -> None:
+        try:
+            found.extend(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except BaseException as err:  # handed to the caller
+            errors.append(err)
+
+    thread = threading.Thread(target=look_up, name=f"dns-{host}", daemon=True)
+    thread.start()
+    thread.join(max(seconds, 0))
+    if thread.is_alive():
+        raise TimeoutError(f"looking up the host {host} took more than {seconds:.3g} s")
+    if errors:
+        raise errors[0]
+    return found
 
 
 def _shut(sock: socket.socket) -> None:
@@ -395,12 +439,12 @@ class ImportResolver:
         except ToscaImportError:
             raise
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
-            if not deadline.expired:
+            if not deadline.expired and time.monotonic() < deadline.ends:
                 reason = getattr(err, "reason", err)
                 raise ToscaImportError(
                     f"cannot fetch import '{url}' ({reason}); {hint}", file=importer, field="imports"
                 ) from err
-        if deadline.expired:
+        if deadline.expired or time.monotonic() >= deadline.ends:
             raise ToscaImportError(
                 f"fetching import '{url}' took more than {self.timeout:g} s (it had sent {size:,} bytes); the server "
                 f"is too slow or never ends the answer; {hint}",

@@ -57,7 +57,13 @@ from airflow_cloud_paas.tosca.model import (
     Scalable,
     Topology,
 )
-from airflow_cloud_paas.tosca.resolve import _BadValue, check_input_value, is_function, pattern_matches
+from airflow_cloud_paas.tosca.resolve import (
+    _BadValue,
+    check_input_value,
+    is_function,
+    non_text_key,
+    pattern_matches,
+)
 from airflow_cloud_paas.tosca.typedefs import TypeRegistry, UnknownParentError
 
 log = logging.getLogger(__name__)
@@ -70,9 +76,12 @@ log = logging.getLogger(__name__)
 #: and a size cap) and of ``pattern`` constraints (matched with a time bound), a hostile template
 #: is refused with a typed error in bounded time instead of hanging validation, DAG parsing or a task.
 MAX_NODE_TEMPLATES = 1000
+#: tosca-parser's errors kept for the report: it compares each new one with all those before (50,000 unknown
+#: properties took hours), and the first few say what to fix
+MAX_COLLECTED_ERRORS = 100
 
 # Part of every content hash: bump it when what a Topology holds, or how it is built, changes.
-LAYER_VERSION = "airflow_cloud_paas.tosca/3 tosca-parser==2.12.0"  # 3: bounded loading (refuses more)
+LAYER_VERSION = "airflow_cloud_paas.tosca/4 tosca-parser==2.12.0"  # 4: refuses more bad input (cached ones too)
 TOSCA_VERSIONS = ("tosca_simple_yaml_1_0", "tosca_simple_yaml_1_2", "tosca_simple_yaml_1_3")
 
 _PARSER_LOCK = threading.Lock()  # tosca-parser collects errors in a process-wide list
@@ -95,12 +104,14 @@ def load_topology(
         ``~/.cache/airflow_cloud_paas/topologies``)
     :param use_cache: look up and store the result in the cache
     """
-    file = str(Path(source).expanduser().resolve())
+    file = str(source)
     try:
+        file = str(Path(source).expanduser().resolve())
         check_size(Path(file).stat().st_size, file)
         data = Path(file).read_bytes()
-    except OSError as err:
-        raise ToscaSyntaxError(f"cannot read the template ({err.strerror or err}); check the path", file=file) from err
+    except (OSError, ValueError) as err:  # ValueError: a NUL character in the path
+        reason = getattr(err, "strerror", None) or err
+        raise ToscaSyntaxError(f"cannot read the template ({reason}); check the path", file=file) from err
     resolver = ImportResolver(import_map)
     cache = TopologyCache(cache_dir) if use_cache else None
     key = _manifest_key(data, file, resolver)
@@ -237,11 +248,12 @@ def _extension_versions() -> tuple[str, ...]:
     return tuple(v for v in ToscaTemplate.VALID_TEMPLATE_VERSIONS if v not in TOSCA_VERSIONS)
 
 
-def _mapping(value: Any, file: str, field: str) -> Mapping[str, Any]:
+def _mapping(value: Any, file: str, field: str, node: str | None = None) -> Mapping[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise ToscaValidationError(f"'{field}' must be a mapping, not {type(value).__name__}", file=file, field=field)
+        raise ToscaValidationError(f"'{field}' must be a mapping, not {type(value).__name__}", file=file, node=node,
+                                   field=field)
     return value
 
 
@@ -263,9 +275,21 @@ def _inputs(specs: Mapping[str, Any], file: str, registry: TypeRegistry) -> dict
                 node=name,
                 field="type",
             )
+        if spec["type"] not in _SIMPLE_TYPES and registry.resolve(spec["type"], "data") is None:
+            raise ToscaUnknownTypeError(
+                f"unknown input type '{spec['type']}'; use one of {', '.join(_SIMPLE_TYPES)}, or a data type "
+                "defined under data_types",
+                file=file,
+                node=name,
+                field="type",
+            )
         constraints = spec.get("constraints") or []
         if not isinstance(constraints, list):
             raise ToscaValidationError("'constraints' must be a list", file=file, node=name, field="constraints")
+        for index, constraint in enumerate(constraints):
+            problem = _constraint_problem(constraint)
+            if problem:
+                raise ToscaValidationError(problem, file=file, node=name, field=f"constraints[{index}]")
         definition = InputDef(
             name=name,
             type=str(spec.get("type", "string")),
@@ -285,6 +309,50 @@ def _inputs(specs: Mapping[str, Any], file: str, registry: TypeRegistry) -> dict
                 raise ToscaValidationError(f"{shown} {err}", file=file, node=name, field="default") from None
         inputs[name] = definition
     return inputs
+
+
+#: the TOSCA types of a value that are not data types (tosca-parser's, plus scalar-unit.bitrate)
+_SIMPLE_TYPES = (
+    "string", "integer", "float", "number", "boolean", "timestamp", "version", "range", "list", "map",
+    "scalar-unit.size", "scalar-unit.time", "scalar-unit.frequency", "scalar-unit.bitrate", "PortDef", "PortSpec",
+)
+_COMPARISONS = frozenset({"equal", "greater_than", "greater_or_equal", "less_than", "less_or_equal"})
+_LENGTHS = frozenset({"length", "min_length", "max_length"})
+_CONSTRAINTS = ("in_range", "valid_values", "pattern", *sorted(_COMPARISONS), *sorted(_LENGTHS))
+
+
+def _constraint_problem(constraint: Any) -> str | None:
+    """Return what is wrong with one constraint clause of an input, or None if it is well formed.
+
+    An input's constraints are checked by this package, not tosca-parser, when a value is given: a clause that
+    cannot be checked would otherwise fail only then, or be skipped (an unknown operator).
+    """
+    if not isinstance(constraint, Mapping) or len(constraint) != 1:
+        return f"a constraint must be one 'operator: value' mapping such as {{in_range: [1, 8]}}, not {constraint!r}"
+    op, limit = next(iter(constraint.items()))
+    if op not in _CONSTRAINTS:
+        return f"unknown constraint operator {op!r}; use one of {', '.join(_CONSTRAINTS)}"
+    if op == "in_range":
+        if not isinstance(limit, list) or len(limit) != 2:
+            return f"in_range takes a list of two bounds [low, high], not {limit!r}"
+        low, high = limit
+        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in limit)
+        if numbers and low > high:
+            return f"in_range [{low}, {high}] has its low bound above its high bound; write [{high}, {low}]"
+    elif op == "valid_values" and (not isinstance(limit, list) or not limit):
+        return f"valid_values takes a non-empty list of the allowed values, not {limit!r}"
+    elif op in _LENGTHS and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        return f"{op} takes a non-negative integer, not {limit!r}"
+    elif op in _COMPARISONS and isinstance(limit, list | Mapping):
+        return f"{op} takes a single value, not {limit!r}"
+    elif op == "pattern":
+        if not isinstance(limit, str):
+            return f"pattern takes a regular expression (a string), not {limit!r}"
+        try:
+            pattern_matches(limit, "")
+        except _BadValue as err:
+            return f"the input {err}"
+    return None
 
 
 #: inputs of this datatype (or one derived from it) hold credentials
@@ -341,7 +409,7 @@ def _node(
 
     capability_defs = registry.merged(node_type, "node", "capabilities")
     capabilities: dict[str, dict[str, Any]] = {}
-    for cap_name, cap_spec in _mapping(spec.get("capabilities"), file, "capabilities").items():
+    for cap_name, cap_spec in _mapping(spec.get("capabilities"), file, "capabilities", name).items():
         if cap_name not in capability_defs:
             raise ToscaValidationError(
                 f"type '{node_type}' has no capability '{cap_name}'; known: "
@@ -350,8 +418,16 @@ def _node(
                 node=name,
                 field=f"capabilities.{cap_name}",
             )
-        cap_spec = cap_spec if isinstance(cap_spec, Mapping) else {}
-        capabilities[str(cap_name)] = dict(_mapping(cap_spec.get("properties"), file, f"capabilities.{cap_name}"))
+        if not isinstance(cap_spec, Mapping):  # tosca-parser crashes on anything else, an empty one included
+            raise ToscaValidationError(
+                f"capability '{cap_name}' must be a mapping with 'properties', not {type(cap_spec).__name__}",
+                file=file,
+                node=name,
+                field=f"capabilities.{cap_name}",
+            )
+        capabilities[str(cap_name)] = dict(
+            _mapping(cap_spec.get("properties"), file, f"capabilities.{cap_name}.properties", name)
+        )
 
     # Every capability of the type must be known, used or not: tosca-parser crashes on any other.
     cap_types = {}
@@ -378,7 +454,7 @@ def _node(
     for prop_name, prop_def in registry.merged(node_type, "node", "properties").items():
         if isinstance(prop_def, Mapping) and prop_def.get("default") is not None:
             props[prop_name] = copy.deepcopy(prop_def["default"])  # template values override below
-    props.update(_mapping(spec.get("properties"), file, "properties"))
+    props.update(_mapping(spec.get("properties"), file, "properties", name))
 
     scalable = None
     if "scalable" in capabilities:
@@ -389,6 +465,16 @@ def _node(
             max_instances=sprops.get("max_instances"),
         )
 
+    artifacts = dict(_mapping(spec.get("artifacts"), file, "artifacts", name))
+    interfaces = _interfaces(name, node_type, hierarchy, spec, registry, file)
+    for section, value in (("properties", props), ("capabilities", capabilities), ("artifacts", artifacts),
+                           ("interfaces", interfaces)):
+        found = non_text_key(value, section)
+        if found is not None:  # they end up as JSON, environment variables and Ansible variables
+            where, key = found
+            raise ToscaValidationError(
+                f"key {key!r} ({type(key).__name__}) is not text: names and map keys are; quote it",
+                file=file, node=name, field=where)
     return NodeTemplate(
         name=name,
         type=node_type,
@@ -398,8 +484,8 @@ def _node(
         requirements=_requirements(name, spec.get("requirements"), node_type, node_tpls, rel_tpls, registry, file),
         scalable=scalable,
         endpoints=tuple(endpoints),
-        artifacts=dict(_mapping(spec.get("artifacts"), file, "artifacts")),
-        interfaces=_interfaces(node_type, hierarchy, spec, registry, file),
+        artifacts=artifacts,
+        interfaces=interfaces,
         description=str(spec.get("description") or "").strip(),
     )
 
@@ -408,22 +494,22 @@ def _node(
 _INTERFACE_KEYS = frozenset({"type", "inputs", "notifications", "description", "derived_from"})
 
 
-def _interfaces(node_type: str, hierarchy: Sequence[str], spec: Mapping[str, Any], registry: TypeRegistry,
-                file: str) -> dict[str, dict[str, dict[str, Any]]]:
+def _interfaces(node_name: str, node_type: str, hierarchy: Sequence[str], spec: Mapping[str, Any],
+                registry: TypeRegistry, file: str) -> dict[str, dict[str, dict[str, Any]]]:
     """Return interface -> operation -> {implementation, inputs}, merged from the types down to the template.
 
     INDIGO types carry the implementations (Ansible playbooks); templates override or add inputs.
     """
     merged: dict[str, dict[str, dict[str, Any]]] = {}
     layers = [(registry.definition(t).get("interfaces"), registry.origin(t) or file) for t in reversed(hierarchy)]
-    layers.append((_mapping(spec.get("interfaces"), file, "interfaces"), file))
+    layers.append((_mapping(spec.get("interfaces"), file, "interfaces", node_name), file))
     for layer, origin in layers:
         if not isinstance(layer, Mapping):
             continue
         for interface, operations in layer.items():
             if not isinstance(operations, Mapping):
                 raise ToscaValidationError(f"interface '{interface}' must be a mapping of operations",
-                                           file=origin, field=f"interfaces.{interface}")
+                                           file=origin, node=node_name, field=f"interfaces.{interface}")
             if isinstance(operations.get("operations"), Mapping):  # TOSCA 1.3 nests them
                 operations = {**operations, **operations["operations"]}
             target = merged.setdefault(str(interface), {})
@@ -435,10 +521,11 @@ def _interfaces(node_type: str, hierarchy: Sequence[str], spec: Mapping[str, Any
                 if not isinstance(definition, Mapping):
                     raise ToscaValidationError(
                         "an operation is an implementation string or a mapping with 'implementation' and 'inputs'",
-                        file=origin, field=f"interfaces.{interface}.{name}")
+                        file=origin, node=node_name, field=f"interfaces.{interface}.{name}")
                 before = target.get(str(name), {})
                 inputs = {**(before.get("inputs") or {}), **_mapping(definition.get("inputs"), origin,
-                                                                      f"interfaces.{interface}.{name}.inputs")}
+                                                                      f"interfaces.{interface}.{name}.inputs",
+                                                                      node_name)}
                 target[str(name)] = {**before, **copy.deepcopy(dict(definition)), "inputs": copy.deepcopy(inputs)}
     return {name: ops for name, ops in merged.items() if ops}
 
@@ -765,7 +852,7 @@ def _validate_with_tosca_parser(
     _tame_scalable(tpl, inputs)
     _tame_secret_inputs(tpl, inputs)
     params = {name: copy.deepcopy(d.default) for name, d in inputs.items() if d.has_default}
-    with _PARSER_LOCK, _quiet_tosca_parser(), _locating_errors(), _bounded_patterns(file):
+    with _PARSER_LOCK, _quiet_tosca_parser(), _locating_errors(), _bounded_patterns(file), _strict_integers():
         try:
             ToscaTemplate(yaml_dict_tpl=tpl, parsed_params=params, local_defs=dict(resolved.local_defs))
         except ParserValidationError as err:
@@ -781,7 +868,7 @@ def _validate_with_tosca_parser(
 
 
 def _tame_scalable(tpl: Mapping[str, Any], inputs: Mapping[str, InputDef]) -> None:
-    """Replace functions in scalable bounds by their input defaults for tosca-parser only.
+    """Replace functions in scalable bounds by their input defaults, and drop bad bounds, for tosca-parser only.
 
     tosca-parser 2.12 compares ``default_instances`` with the bounds and raises TypeError on a
     ``{get_input: ...}``; our own model keeps the function and checks the value at run time.
@@ -803,6 +890,14 @@ def _tame_scalable(tpl: Mapping[str, Any], inputs: Mapping[str, InputDef]) -> No
                 props[key] = default
             else:
                 del props[key]
+        # A fraction, a word or UNBOUNDED is left to instance_count, which refuses a bad one naming the node and
+        # field when the plan is compiled; tosca-parser would truncate a fraction, and compares default_instances
+        # with both bounds (TypeError when one is missing: an absent max_instances is unbounded here).
+        for key in ("default_instances", "min_instances", "max_instances"):
+            if key in props and (isinstance(props[key], bool) or not isinstance(props[key], int)):
+                del props[key]
+        if not {"min_instances", "max_instances"} <= props.keys():
+            props.pop("default_instances", None)
 
 
 def _tame_secret_inputs(tpl: Mapping[str, Any], inputs: Mapping[str, InputDef]) -> None:
@@ -865,8 +960,10 @@ def _translate(collected: Sequence[BaseException], file: str, nodes: Sequence[st
     messages = [_message(e) for e in collected]
     text = _message(primary)
     match = _UNKNOWN_FIELD.match(text)
-    if match:
-        node, field = match.group(2), f"{match.group(1)}.{match.group(3)}"
+    if match:  # '"properties" of template' also stands for a capability's properties: where says which
+        where = getattr(primary, "_cloud_paas_where", (None, None))[1] or ""
+        section = where if where.startswith("capabilities.") and where.endswith(".properties") else match.group(1)
+        node, field = match.group(2), f"{section}.{match.group(3)}"
     else:  # where tosca-parser was when it collected the error; else what the message names
         node, field = getattr(primary, "_cloud_paas_where", (None, None))
         named_node, named_field = _locate(text, nodes)
@@ -885,19 +982,27 @@ def _where(frames: Iterable[FrameType]) -> tuple[str | None, str | None]:
     from toscaparser.properties import Property
 
     node = capability = prop = None
+    frames = iter(frames)
     for frame in frames:
         owner = frame.f_locals.get("self")
         if prop is None and isinstance(owner, Property):
             prop = owner.name
         elif isinstance(owner, EntityTemplate | ParserPolicy) and getattr(owner, "name", None):
-            cap = frame.f_locals.get("cap")  # set while tosca-parser checks a capability's properties
+            # `cap` is set while tosca-parser checks a capability's properties, in this frame or a caller's
+            for caller in frames if "cap" not in frame.f_locals else ():
+                if caller.f_locals.get("self") is not owner:
+                    break
+                if "cap" in caller.f_locals:
+                    frame = caller
+                    break
+            cap = frame.f_locals.get("cap")
             capability = cap if isinstance(cap, str) else None
             node = owner.name
             break
         elif isinstance(owner, Input | Output):
             return owner.name, "default" if isinstance(owner, Input) else "value"
     if prop is None:
-        return node, None
+        return node, f"capabilities.{capability}.properties" if capability else None
     return node, f"capabilities.{capability}.properties.{prop}" if capability else f"properties.{prop}"
 
 
@@ -935,8 +1040,33 @@ def _bounded_patterns(file: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _strict_integers() -> Iterator[None]:
+    """Make tosca-parser refuse a float or a boolean where an integer is due, for one parse (under _PARSER_LOCK).
+
+    tosca-parser 2.12 accepts whatever ``int()`` takes, so ``num_cpus: 1.5`` became 1 and ``true`` became 1;
+    a string of digits is still accepted, as this package's inputs accept it.
+    """
+    from toscaparser.common.exception import ExceptionCollector
+    from toscaparser.utils import validateutils
+
+    original = validateutils.__dict__["validate_integer"]
+
+    def validate_integer(value: Any) -> Any:
+        if isinstance(value, bool | float):
+            ExceptionCollector.appendException(ValueError(f'"{value}" is not an integer.'))
+            return value
+        return original(value)
+
+    validateutils.validate_integer = validate_integer
+    try:
+        yield
+    finally:
+        validateutils.validate_integer = original
+
+
+@contextlib.contextmanager
 def _locating_errors() -> Iterator[None]:
-    """Tag every error tosca-parser collects with the node and field it was checking.
+    """Tag every error tosca-parser collects with the node and field it was checking; keep the first ones only.
 
     tosca-parser's messages (e.g. '"x" is not a list.') often name neither; the live stack does.
     Called under _PARSER_LOCK; the original collector method is always put back.
@@ -946,6 +1076,8 @@ def _locating_errors() -> Iterator[None]:
     original = ExceptionCollector.__dict__["appendException"]
 
     def append(exception: BaseException) -> None:
+        if ExceptionCollector.collecting and len(ExceptionCollector.exceptions) >= MAX_COLLECTED_ERRORS:
+            return  # enough to report; tosca-parser's de-duplication takes time quadratic in their number
         with contextlib.suppress(AttributeError):  # a few built-in exception types take no attributes
             exception._cloud_paas_where = _where(_stack(sys._getframe(1)))  # type: ignore[attr-defined]
         original.__func__(exception)

@@ -23,7 +23,7 @@ import dataclasses
 import datetime
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import regex
@@ -88,6 +88,29 @@ def is_function(value: Any) -> bool:
     return isinstance(value, Mapping) and len(value) == 1 and next(iter(value)) in FUNCTIONS
 
 
+def non_text_key(value: Any, path: str) -> tuple[str, Any] | None:
+    """Return (where, key) of the first mapping key inside a value that is not a string, or None.
+
+    YAML reads ``0:``, ``true:`` or ``null:`` as a number, a boolean or None; TOSCA names and map keys are text.
+
+    :param value: any value
+    :param path: where the value is, for the answer
+    """
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return path, key
+            found = non_text_key(item, f"{path}.{key}")
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = non_text_key(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
 # ------------------------------------------------------------------------------------------ types
 class _BadValue(ValueError):
     """A value does not fit a TOSCA type or constraint (message only, no value for secrets).
@@ -125,6 +148,8 @@ def check_value(value: Any, type_name: str, entry_schema: Any = None) -> Any:
     if type_name == "string":
         if not isinstance(value, str):
             raise _BadValue(f"must be a string, not {type(value).__name__}")
+        if "\0" in value:  # no file, command, environment or database text can hold it
+            raise _BadValue("must not hold a NUL character ('\\0')")
         return value
     if type_name == "integer":
         if isinstance(value, str) and _INTEGER.match(value.strip()):
@@ -162,6 +187,9 @@ def check_value(value: Any, type_name: str, entry_schema: Any = None) -> Any:
             raise _BadValue("must be a range [low, high] of integers (or UNBOUNDED)")
         return list(value)
     entry_type, entry_constraints = _entry(entry_schema)
+    found = non_text_key(value, "value")
+    if found is not None:
+        raise _BadValue(f"has a key {found[1]!r} ({type(found[1]).__name__}) at {found[0]}: map keys are text")
     if type_name == "list":
         if not isinstance(value, Sequence) or isinstance(value, str | bytes):
             raise _BadValue(f"must be a list, not {type(value).__name__}")
@@ -338,13 +366,16 @@ def check_input_value(definition: InputDef, value: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------------------- inputs
-def validate_inputs(topology: Topology, values: Mapping[str, Any] | None) -> dict[str, Any]:
+def validate_inputs(topology: Topology, values: Mapping[str, Any] | None,
+                    withheld: Collection[str] = ()) -> dict[str, Any]:
     """Return every input's value for a run: given values checked, defaults filled.
 
     A value of None counts as not given. A string of digits is accepted for an integer input.
 
     :param topology: the parsed template
     :param values: input name -> value (from DAG params, the CLI or the API)
+    :param withheld: inputs whose value is withheld (a stored secret that a scale does not read): kept as given
+        (the mask), never checked
     """
     values = dict(values or {})
     unknown = sorted(set(values) - set(topology.inputs))
@@ -359,6 +390,9 @@ def validate_inputs(topology: Topology, values: Mapping[str, Any] | None) -> dic
     result: dict[str, Any] = {}
     for name, definition in topology.inputs.items():
         value = values.get(name)
+        if name in withheld:
+            result[name] = value
+            continue
         if value is None:
             if definition.has_default:
                 result[name] = copy.deepcopy(definition.default)
@@ -603,6 +637,27 @@ def instance_count(topology: Topology, node_name: str, inputs: Mapping[str, Any]
                               f"max_instances, at most {MAX_INSTANCES}); {fix(current.scalable.count)}",
                               field="capabilities.scalable.count", **where)
     return count
+
+
+def scaling_root(topology: Topology, node_name: str) -> str:
+    """Return the scalable node whose group ``node_name`` belongs to: itself, or the nearest host that scales.
+
+    :param topology: the parsed template (or a plan's nodes: the structure is the same)
+    :param node_name: a node of the group
+    """
+    node = _node(topology, node_name)
+    seen = set()
+    while node.scalable is None and node.host and node.name not in seen:
+        seen.add(node.name)
+        node = _node(topology, node.host)
+    if node.scalable is None:
+        raise ToscaValidationError(
+            "is not scalable: neither it nor its host has a 'scalable' capability",
+            file=topology.source,
+            node=node_name,
+            field="capabilities.scalable",
+        )
+    return node.name
 
 
 def scaling_group(topology: Topology, node_name: str) -> tuple[str, ...]:

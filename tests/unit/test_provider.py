@@ -27,3 +27,14 @@ def test_plugin_entry_point_refuses_anonymous_users():
     client = TestClient(plugin.fastapi_apps[0]["app"])
     for path in ("/api/deployments", "/api/deployments/x", "/ui"):
         assert client.get(path).status_code == 401, path
+
+
+def test_loading_the_plugin_does_not_build_its_app():
+    """Every task process loads every plugin: the API server's modules must only load where a request comes."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from airflow_cloud_paas.plugin import CloudPaaSPlugin; "
+            "print('loaded:', sorted(m for m in sys.modules if m.startswith(('airflow.api_fastapi', 'fastapi'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert "loaded: []" in out.stdout.splitlines(), out.stdout

@@ -175,10 +175,12 @@ def test_a_secret_reaches_no_store_xcom_api_or_cli(tmp_path, store_url, airflow_
     )
 
     token = f"s3cr3t-{uuid.uuid4().hex}"
-    values = {"admin_password": f"{token}-a", "seed": f"{token}-b", "login": {"user": "u", "token": f"{token}-c"},
-              "site_login": {"user": "v", "token": f"{token}-d"}}
+    values = {"admin_password": f"{token}-a", "seed": f"{token}-b", "login": {"user": "u", "token": f"{token}-c"}}
     monkeypatch.setenv("AIRFLOW_CONN_SECRET_FLOW_DB", json.dumps({"conn_type": "generic", "password": f"{token}-e"}))
-    given = {**values, "upstream": "conn://secret_flow_db/password"}
+    # a credential input given as a whole connection: its login and password become the credential
+    monkeypatch.setenv("AIRFLOW_CONN_SECRET_FLOW_LOGIN", json.dumps({"conn_type": "generic", "login": "v",
+                                                                     "password": f"{token}-d"}))
+    given = {**values, "site_login": "conn://secret_flow_login", "upstream": "conn://secret_flow_db/password"}
     template = _template(tmp_path)
     topology = load_topology(template)
     deployment = f"secret-flow-{uuid.uuid4().hex[:8]}"
@@ -190,15 +192,18 @@ def test_a_secret_reaches_no_store_xcom_api_or_cli(tmp_path, store_url, airflow_
         for node in ("head", "workers"):
             CloudPaaSDeployNodeOperator(task_id=f"deploy_{node}", node_name=node, **common).execute(context)
         returned = CloudPaaSCompleteDeploymentOperator(task_id="outputs", **common).execute(context)
-        # the same deployment scaled: the secrets given again, the outputs evaluated and stored again
+        # the same deployment scaled with no secret given again (the workers read none), the outputs evaluated
+        # and stored again
         CloudPaaSScaleNodeGroupOperator(task_id="scale", node_name="workers", count=2,
                                         template=str(template), deployment_id=deployment).execute(
-            _context(topology, "secret_flow", values))
+            _context(topology, "secret_flow", {}))
+        assert len(DeploymentStore(store_url).get(deployment).resources) == 3
 
         record = DeploymentStore(store_url).get(deployment)
         assert {k for k, v in record.outputs.items() if v == MASK} == SECRET_OUTPUTS
         assert record.outputs["cache"] is True and record.outputs["head_address"]  # the rest stays readable
         assert record.inputs["upstream"] == "conn://secret_flow_db/password"
+        assert record.inputs["site_login"] == "conn://secret_flow_login"
         assert {k for k, v in record.inputs.items() if v == MASK} == set(values)
         assert {k for k, v in returned.items() if v == MASK} == SECRET_OUTPUTS
         assert context["ti"].pushed == returned
@@ -315,3 +320,21 @@ def test_xcom_of_a_dag_run_holds_no_secret(tmp_path, store_url, airflow_db, monk
     assert pushed["deployment.outputs:first"] == MASK, pushed  # the outputs were pushed, masked
     assert token not in json.dumps(pushed, default=str)
     assert DeploymentStore(store_url).get(deployment).status == "DELETE_COMPLETE"
+
+
+def test_outputs_an_older_release_stored_in_clear_are_masked_by_the_reconcile_job(tmp_path) -> None:
+    from airflow_cloud_paas.reconcile import mask_stored_outputs
+
+    store = DeploymentStore(f"sqlite:///{tmp_path}/old.db")
+    planted = f"planted-{uuid.uuid4().hex}"
+    store.create_deployment("old", TEMPLATE, "h", {"upstream": "conn://db/password", "host_count": 1}, "alice",
+                            "local")
+    store.set_outputs("old", {name: f"{planted}-{name}" for name in [*SECRET_OUTPUTS, "cache", "head_address"]})
+    store.create_deployment("clean", TEMPLATE, "h", {"host_count": 1}, "bob", "local")
+    store.set_outputs("clean", {"cache": True, "head_address": "10.0.0.1"})
+    assert mask_stored_outputs(store) == ["old"]
+    record = store.get("old")
+    assert {k for k, v in record.outputs.items() if v == MASK} == SECRET_OUTPUTS
+    assert record.outputs["head_address"] == f"{planted}-head_address"  # not built from a secret: kept
+    assert record.events[-1].kind == "outputs_masked"
+    assert mask_stored_outputs(store) == []  # once is enough

@@ -118,3 +118,28 @@ def test_a_misspelt_input_fails_the_run_and_the_cli_says_why(airflow):
     assert json.loads(out.stdout.splitlines()[-1])["dag_run_state"] == "failed"
     assert "unknown key(s) workers" in out.stderr and "worker_count" in out.stderr, out.stderr
     assert "deployment.create" in out.stderr and "store this command reads" not in out.stderr, out.stderr
+
+
+def test_a_deployment_whose_worker_died_is_recovered_by_cloud_paas_reconcile(airflow):
+    """A create killed mid-way (SIGKILL after its 3rd backend call) is undone by the reconcile DAG in Airflow."""
+    from airflow_cloud_paas.backends.local import LocalBackend
+    from airflow_cloud_paas.store import DeploymentStore
+
+    _wait_for_dags(airflow, ["cloud_paas_reconcile"])
+    store_url = json.loads(airflow.env["AIRFLOW_CONN_CLOUD_PAAS_DEFAULT"])["extra"]["store_url"]
+    work = airflow.home / "cloud_paas" / "work"
+    killed = subprocess.run([sys.executable, str(REPO / "tests" / "unit" / "deployer" / "killed_step.py"), store_url,
+                             str(work), "create", "3"], capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    store = DeploymentStore(store_url)
+    assert store.get("dep-killed").status == "CREATE_IN_PROGRESS"
+    pids = [r.attributes["pid"] for r in LocalBackend(work).describe("dep-killed") if r.attributes.get("pid")]
+    running = [psutil.Process(pid) for pid in pids]
+    assert running  # what it made goes on running with nobody to account for it
+
+    out = _cli(airflow, "reconcile", "--wait", "--timeout", "300")
+    assert out.returncode == 0, out.stdout + out.stderr
+    record = store.get("dep-killed")
+    assert record.status == "CREATE_FAILED" and "undone" in record.status_reason and record.resources == ()
+    assert any(e.kind == "reconciled" and "is dead" in e.message for e in record.events)
+    assert not [p for p in running if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]

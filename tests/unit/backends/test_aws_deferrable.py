@@ -44,3 +44,63 @@ def test_request_returns_at_launch_and_the_trigger_sees_the_instances_run(moto_s
     finally:
         backend.delete(dep)
     assert backend.describe(dep) == []
+
+
+LEASE_TEMPLATE = """\
+tosca_definitions_version: tosca_simple_yaml_1_0
+imports:
+  - cloud_paas: https://raw.githubusercontent.com/airflow-cloud-paas/tosca-types/main/cloud_paas_types.yaml
+topology_template:
+  node_templates:
+    vm:
+      type: cloud_paas.nodes.Compute
+      capabilities:
+        host: {properties: {num_cpus: 1, mem_size: 1 GB}}
+        os: {properties: {distribution: ubuntu, version: "16.04"}}
+"""
+
+
+def test_a_deferred_node_wait_holds_the_deployments_lease_for_the_whole_wait(
+    moto_server: MotoServer, tmp_path, store_url, airflow_db  # noqa: F811
+):
+    """No process works on the action while the triggerer waits: the lease must outlast the wait, or the reconcile
+    job would take a healthy deployment for a dead one and undo it. The VM stays ``pending`` (rewritten on its way
+    back from moto), so the node task defers for real."""
+    from datetime import UTC, datetime, timedelta
+    from types import SimpleNamespace
+
+    import pytest
+    from airflow.exceptions import TaskDeferred
+    from airflow.sdk import DAG
+    from unit.backends.aws_fixtures import FaultyEC2Endpoint, still_booting
+
+    from airflow_cloud_paas.operators.deployment import (
+        CloudPaaSCreateDeploymentOperator,
+        CloudPaaSDeleteDeploymentOperator,
+        CloudPaaSDeployNodeOperator,
+    )
+    from airflow_cloud_paas.store import DeploymentStore
+
+    proxy = FaultyEC2Endpoint(moto_server.url, rewrites=[still_booting])
+    aws_connection("aws_lease_test", proxy.start())
+    template = tmp_path / "vm.yaml"
+    template.write_text(LEASE_TEMPLATE)
+    deployment = f"lease-{uuid.uuid4().hex[:8]}"
+    context = {"dag": DAG("deferred_lease", schedule=None), "run_id": "run1", "params": {},
+               "dag_run": SimpleNamespace(conf={})}
+    common = {"template": str(template), "deployment_id": deployment, "backend": "aws:aws_lease_test"}
+    try:
+        CloudPaaSCreateDeploymentOperator(task_id="begin", nodes=[], **common).execute(context)
+        wait = CloudPaaSDeployNodeOperator(task_id="deploy_vm", node_name="vm", deferrable=True, wait_timeout=7200,
+                                           **common)
+        with pytest.raises(TaskDeferred):
+            wait.execute(context)
+        store = DeploymentStore(store_url)
+        record = store.get(deployment)
+        assert record.status == "CREATE_IN_PROGRESS" and record.lease_holder is None
+        assert record.lease_expires_at > datetime.now(UTC) + timedelta(seconds=7200)
+        assert deployment not in {r.id for r in store.stale()}
+    finally:
+        proxy.rewrites.clear()
+        CloudPaaSDeleteDeploymentOperator(task_id="delete", **common).execute(context)
+        proxy.stop()

@@ -163,7 +163,7 @@ def test_stored_secret_inputs_must_be_given_again_to_change_a_deployment(tmp_pat
     again = DeploymentRequest.build(topology, "secrets", inputs, record=record, backend="local:other")
     assert again.inputs["admin_password"] == "s3cret-admin" and again.backend == "local:x"  # the record's backend
     relaxed = DeploymentRequest.build(topology, "secrets", {}, record=record, need_secrets=False)
-    assert relaxed.inputs["admin_password"] == "changeme"  # the default stands in (a delete does not need it)
+    assert relaxed.inputs["admin_password"] == "***"  # withheld: a delete reads no input
 
 
 def test_a_stored_template_cannot_read_another_stored_template() -> None:
@@ -181,3 +181,63 @@ def test_a_stored_template_cannot_read_another_stored_template() -> None:
         assert sibling in text
         with pytest.raises(ToscaValidationError, match=digest):
             DeploymentRequest.build(load_topology_text(text), "reads-sibling", {}).plan  # noqa: B018
+
+
+SCALED_SECRETS = """\
+tosca_definitions_version: tosca_simple_yaml_1_0
+imports:
+  - cloud_paas: https://raw.githubusercontent.com/airflow-cloud-paas/tosca-types/main/cloud_paas_types.yaml
+node_types:
+  test.nodes.Head:
+    derived_from: cloud_paas.nodes.Compute
+    properties: {admin_credential: {type: string}}
+  test.nodes.Joiner:
+    derived_from: cloud_paas.nodes.Compute
+    properties: {token: {type: string}}
+topology_template:
+  inputs:
+    db_password: {type: string, required: true, metadata: {secret: true}}
+    join_token: {type: string, required: true, metadata: {secret: true}}
+  node_templates:
+    head:
+      type: test.nodes.Head
+      properties:
+        admin_credential: {get_input: db_password}
+    workers:
+      type: cloud_paas.nodes.Compute
+      capabilities:
+        scalable: {properties: {count: 1, max_instances: 5}}
+    agent:
+      type: tosca.nodes.SoftwareComponent
+      properties:
+        component_version: {get_property: [head, admin_credential]}
+      requirements:
+        - host: workers
+    joiner:
+      type: test.nodes.Joiner
+      capabilities:
+        scalable: {properties: {count: 1, max_instances: 5}}
+      properties:
+        token: {get_input: join_token}
+"""
+
+
+def test_a_scale_needs_again_only_the_secrets_its_new_instances_read(tmp_path: Path) -> None:
+    template = tmp_path / "scaled.yaml"
+    template.write_text(SCALED_SECRETS)
+    topology = load_topology(template)
+    store = DeploymentStore(f"sqlite:///{tmp_path}/store.db")
+    backend = LocalBackend(tmp_path / "work", drivers={"tosca.nodes.SoftwareComponent": NeverReady()})
+    inputs = {"db_password": "pw-planted-1", "join_token": "tok-planted-2"}
+    Deployer(DeploymentRequest.build(topology, "scaled", inputs, backend="local"), store, backend).begin_create()
+    record = store.get("scaled")
+    assert "planted" not in str(record.to_dict())
+    # a group that reads nothing secret is scaled with no secret given again; hosted nodes count, and so does
+    # what they read through another node's property (agent -> head.admin_credential -> db_password)
+    with pytest.raises(ToscaInputError, match=r"\['db_password'\].*new instances of agent"):
+        DeploymentRequest.build(topology, "scaled", {}, record=record, need_secrets=["agent"])
+    only_joiner = DeploymentRequest.build(topology, "scaled", {"db_password": "pw-planted-1"}, record=record,
+                                          need_secrets=["workers"])
+    assert only_joiner.inputs["join_token"] == "***"  # never read by what the scale makes: it stays withheld
+    with pytest.raises(ToscaInputError, match=r"\['join_token'\].*conn://"):
+        DeploymentRequest.build(topology, "scaled", {}, record=record, need_secrets=["joiner"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -445,6 +446,55 @@ class StoreContract:
             for table in ("resources", "events"):
                 left = conn.execute(text(f"SELECT COUNT(*) FROM {table} WHERE deployment_id = :d"), {"d": dep}).scalar()
                 assert left == 0, table
+
+    # ------------------------------------------------------------------ leases
+    def test_an_action_is_leased_to_the_process_that_runs_it(self, store: DeploymentStore) -> None:
+        dep = drive_to(store, S.CREATE_COMPLETE)
+        held = store.begin(dep, "UPDATE", actor="run-a")
+        assert held.lease_holder.split(":")[1] == str(os.getpid())
+        assert held.lease_expires_at > datetime.now(UTC)
+        assert store.renew(dep, "run-a", 600) and not store.renew(dep, "run-b")
+        assert store.release(dep, "run-a")  # the step ended, the run's next task goes on
+        between = store.get(dep)
+        assert between.lease_holder is None and between.lease_expires_at > datetime.now(UTC) + timedelta(minutes=10)
+        with pytest.raises(DeploymentBusyError):  # held between two steps: still busy for others
+            store.begin(dep, "DELETE", actor="run-b")
+        done = store.finish(dep, "UPDATE", ok=True)
+        assert (done.lease_holder, done.lease_expires_at) == (None, None)
+        assert not store.renew(dep, "run-a")  # nothing to renew once the action ended
+
+    def test_an_expired_lease_is_taken_over_and_the_interrupted_action_recorded_failed(
+        self, store: DeploymentStore
+    ) -> None:
+        dep = drive_to(store, S.CREATE_COMPLETE)
+        store.begin(dep, "UPDATE", actor="run-a")
+        assert store.stale() == [] or dep not in {r.id for r in store.stale()}
+        store.renew(dep, "run-a", -1)  # its holder stopped renewing a second ago
+        assert dep in {r.id for r in store.stale()}
+        taken = store.begin(dep, "DELETE", actor="run-b")
+        assert (taken.status, taken.actor) == (S.DELETE_IN_PROGRESS, "run-b")
+        expired = [e for e in taken.events if e.kind == "lease_expired"]
+        assert len(expired) == 1 and "UPDATE_IN_PROGRESS by run-a interrupted" in expired[0].message
+        statuses = [e.data["to"] for e in taken.events if e.kind == "status"]
+        assert statuses[-2:] == ["UPDATE_FAILED", "DELETE_IN_PROGRESS"]
+
+    def test_a_lease_held_by_a_dead_process_expires_at_once(self, store: DeploymentStore, tmp_path: Path) -> None:
+        dep = drive_to(store, S.CREATE_COMPLETE)
+        code = ("import sys; from airflow_cloud_paas.store import DeploymentStore; "
+                "DeploymentStore(sys.argv[1]).begin(sys.argv[2], 'UPDATE', actor='run-dead')")
+        subprocess.run([sys.executable, "-c", code, store._url.render_as_string(hide_password=False), dep],
+                       check=True, timeout=120)
+        record = store.get(dep)
+        assert record.lease_expires_at > datetime.now(UTC)  # its time has not run out...
+        assert record.id in {r.id for r in store.stale()}  # ...but its process is gone
+        assert store.begin(dep, "UPDATE", actor="run-new").actor == "run-new"
+        assert "is dead" in next(e.message for e in store.get(dep).events if e.kind == "lease_expired")
+
+    def test_stale_lists_deleted_deployments_that_still_have_resource_rows(self, store: DeploymentStore) -> None:
+        clean, dirty = drive_to(store, S.DELETE_COMPLETE), drive_to(store, S.DELETE_COMPLETE)
+        store.upsert_resource(dirty, "vm", 0, "i-1", "RUNNING", {})
+        stale = {r.id for r in store.stale()}
+        assert dirty in stale and clean not in stale
 
 
 # ---------------------------------------------------------------------- many processes at once

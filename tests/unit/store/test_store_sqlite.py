@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from airflow_cloud_paas.store import DeploymentStatus, DeploymentStore, get_engine
+from airflow_cloud_paas.store import DeploymentStatus, DeploymentStore, dispose_engines, get_engine
 
 CONTRACT = Path(__file__).with_name("store_contract.py")
 
@@ -66,3 +66,19 @@ def test_parallel_processes_share_one_sqlite_file(sqlite_url: str, tmp_path: Pat
     contract.check_workers_results(store)
     with store.engine.connect() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM resources")).scalar() == 75
+
+
+def test_a_store_made_before_leases_gets_their_columns_and_keeps_its_records(sqlite_url: str) -> None:
+    store = DeploymentStore(sqlite_url)
+    dep = contract.drive_to(store, DeploymentStatus.UPDATE_IN_PROGRESS)
+    with store.engine.begin() as conn:  # what an older release's store looks like
+        conn.execute(text("ALTER TABLE deployments DROP COLUMN lease_expires_at"))
+        conn.execute(text("ALTER TABLE deployments DROP COLUMN lease_holder"))
+    dispose_engines()
+    reopened = DeploymentStore(sqlite_url)
+    record = reopened.get(dep)
+    assert record.status is DeploymentStatus.UPDATE_IN_PROGRESS and record.lease_expires_at is None
+    # no lease recorded: it holds for a step gap after the record's last change, then expires
+    assert record.id not in {r.id for r in reopened.stale()}
+    reopened.step_gap_s = 0
+    assert record.id in {r.id for r in reopened.stale()}

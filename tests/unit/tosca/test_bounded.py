@@ -11,6 +11,7 @@ import http.server
 import json
 import logging
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -335,3 +336,32 @@ def test_a_hostile_import_url_fails_in_bounded_time(
     assert re.search(expected, str(error)), str(error)
     assert seconds < 30  # the fetch deadline is 5 s in all
     assert not any((tmp_path / "types-cache").rglob("types.yaml"))  # nothing partial is cached
+
+
+def test_a_host_name_that_never_resolves_fails_in_bounded_time(
+    tmp_path: Path, hostile_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The system resolver has no time limit a caller can set: a look-up that hangs is cut off at the deadline.
+
+    The stand-in is the narrowest boundary there is, ``socket.getaddrinfo`` for one name (no DNS server can be made
+    to hang here); the rest (urllib, the TLS-free HTTP connection, the deadline) runs for real against the server.
+    """
+    real = socket.getaddrinfo
+    release = threading.Event()
+
+    def hanging(host, *args, **kwargs):
+        if host == "types.hangs.example":
+            release.wait(120)
+        return real("127.0.0.1" if host == "types.hangs.example" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging)
+    port = hostile_server.rsplit(":", 1)[1]
+    url = f"http://types.hangs.example:{port}/endless/types.yaml"
+    path = _write(tmp_path, "t.yaml", HEAD + f"imports:\n  - {url}\n" + ONE_NODE)
+    try:
+        error, seconds = _load_guarded(path)
+    finally:
+        release.set()
+    assert isinstance(error, ToscaImportError), error
+    assert url in str(error) and "took more than 5 s" in str(error), str(error)
+    assert seconds < 30

@@ -1,0 +1,1 @@
+../../dags/cloud_paas_reconcile.py
