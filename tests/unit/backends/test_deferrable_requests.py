@@ -51,9 +51,9 @@ def test_request_returns_while_booting_and_the_trigger_sees_them_run(cloud, monk
             started = time.monotonic()
             launched = []
             for index in range(2):
-                before = time.monotonic()
                 launched.append(backend.request(compute(dep, "vm", index)))
-                assert time.monotonic() - before < BOOT_SECONDS  # nobody waited for the boot
+            # still booting when request returned: nobody waited for the boot (a state, not a timing, so a loaded
+            # machine cannot make it fail)
             assert [r.state for r in launched] == [ResourceState.CREATING] * 2
             again = backend.request(compute(dep, "vm", 0))  # a retried task finds what it started
             assert again.resource_id == launched[0].resource_id
