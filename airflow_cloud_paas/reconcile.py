@@ -162,13 +162,16 @@ def reconcile_one(store: DeploymentStore, record: DeploymentRecord, backend: Bac
             raise
 
 
-def mask_stored_outputs(store: DeploymentStore) -> list[str]:
+def mask_stored_outputs(store: DeploymentStore, limit: int = 500) -> list[str]:
     """Mask the outputs that older releases stored in clear though built from a secret; return the ids changed.
 
     Which outputs are secret is worked out from each record's template and inputs, as a deployment does now
-    (:attr:`DeploymentRequest.secret_outputs`); a template that no longer loads is skipped (logged).
+    (:attr:`DeploymentRequest.secret_outputs`). Only records not checked yet are read (at most ``limit``, oldest
+    first), and each is marked checked, so a periodic run costs nothing once the store is clean; a record whose
+    template no longer loads stays unchecked (logged at each run: its outputs may hold a secret).
 
     :param store: the deployment store
+    :param limit: check at most this many records
     """
     from airflow_cloud_paas.exceptions import ToscaError
     from airflow_cloud_paas.secrets import MASK, connection_refs, mask_outputs
@@ -177,8 +180,9 @@ def mask_stored_outputs(store: DeploymentStore) -> list[str]:
 
     topologies: dict[str, Any] = {}
     changed = []
-    for record in store.list(limit=1_000_000):
+    for record in store.outputs_unchecked(limit):
         if not record.outputs or all(v == MASK for v in record.outputs.values()):
+            store.mark_outputs_checked(record.id)
             continue
         if record.template_hash not in topologies:
             try:
@@ -192,12 +196,14 @@ def mask_stored_outputs(store: DeploymentStore) -> list[str]:
         secret_inputs = {n for n, d in topology.inputs.items() if d.is_secret}
         secret_inputs |= set(connection_refs(record.inputs)) | {k for k, v in record.inputs.items() if v == MASK}
         masked = mask_outputs(record.outputs, secret_outputs(topology, secret_inputs))
-        if masked != record.outputs:
-            store.set_outputs(record.id, masked)
-            hidden = sorted(k for k in masked if masked[k] != record.outputs[k])
-            store.add_event(record.id, "outputs_masked", f"outputs built from a secret masked: {', '.join(hidden)}",
-                            {"names": hidden})
-            changed.append(record.id)
+        if masked == record.outputs:
+            store.mark_outputs_checked(record.id)
+            continue
+        store.set_outputs(record.id, masked)
+        hidden = sorted(k for k in masked if masked[k] != record.outputs[k])
+        store.add_event(record.id, "outputs_masked", f"outputs built from a secret masked: {', '.join(hidden)}",
+                        {"names": hidden})
+        changed.append(record.id)
     return changed
 
 

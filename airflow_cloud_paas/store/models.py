@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -101,6 +102,9 @@ class DeploymentRow(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     lease_holder: Mapped[str | None] = mapped_column(String(255), nullable=True)
     outputs: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # True once the outputs are known masked by their secret flow (set_outputs' callers mask them); NULL on
+    # records an older release wrote, until reconcile.mask_stored_outputs has looked at them.
+    outputs_checked: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     dag_id: Mapped[str | None] = mapped_column(String(250))
     run_id: Mapped[str | None] = mapped_column(String(250))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -292,6 +292,27 @@ class DeploymentStore:
                     by_deployment[res.deployment_id].append(_resource(res))
             return [_deployment(r, by_deployment.get(r.id, ())) for r in rows]
 
+    def outputs_unchecked(self, limit: int = 500) -> list[DeploymentRecord]:
+        """Return deployments, oldest first, whose outputs an older release stored without masking them.
+
+        :param limit: at most this many (each call of :func:`~airflow_cloud_paas.reconcile.mask_stored_outputs`
+            checks the next ones)
+        """
+        query = (select(DeploymentRow).where(DeploymentRow.outputs_checked.is_(None))
+                 .order_by(DeploymentRow.created_at, DeploymentRow.id).limit(int(limit)))
+        with self._tx() as s:
+            return [_deployment(r, ()) for r in s.scalars(query).all()]
+
+    def mark_outputs_checked(self, id: str) -> None:
+        """Record that the deployment's outputs hold nothing built from a secret, as stored.
+
+        :param id: the deployment id
+        """
+        with self._tx() as s:
+            self._row(s, id)
+            s.execute(update(DeploymentRow).where(DeploymentRow.id == id).values(outputs_checked=True)
+                      .execution_options(synchronize_session=False))
+
     def count(self) -> int:
         """Return how many deployments the store holds."""
         with self._tx() as s:
@@ -391,6 +412,12 @@ class DeploymentStore:
             row = s.get(DeploymentRow, deployment_id, populate_existing=True)
             if row is None or not DeploymentStatus(row.status).in_progress or row.actor != actor:
                 return False
+            if holder is not None and row.lease_holder not in (None, holder):
+                # the same run's next try (or a sibling task) steps in: say so if the process it follows died
+                gone = lease_expired(row.lease_expires_at, row.lease_holder, row.updated_at, gap=self.step_gap_s)
+                if gone is not None:
+                    self._log_event(s, deployment_id, "retry", f"{row.status} resumed by {actor} in {holder}: {gone}",
+                                    {"status": row.status, "actor": actor, "after": row.lease_holder})
             self._lease(s, deployment_id, self.lease_s if seconds is None else seconds, holder)
             return True
 
@@ -488,7 +515,7 @@ class DeploymentStore:
         raise DeploymentBusyError(f"deployment '{id}' keeps changing concurrently; retry later")
 
     def set_outputs(self, id: str, outputs: Mapping[str, Any]) -> DeploymentRecord:
-        """Replace the deployment's TOSCA outputs.
+        """Replace the deployment's TOSCA outputs, already masked by the caller where built from a secret.
 
         :param id: the deployment id
         :param outputs: output name -> value (JSON-serializable)
@@ -499,7 +526,7 @@ class DeploymentStore:
             s.execute(
                 update(DeploymentRow)
                 .where(DeploymentRow.id == id)
-                .values(outputs=values, updated_at=utcnow(), version=DeploymentRow.version + 1)
+                .values(outputs=values, outputs_checked=True, updated_at=utcnow(), version=DeploymentRow.version + 1)
                 .execution_options(synchronize_session=False)
             )
             self._log_event(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
@@ -332,9 +333,13 @@ def test_outputs_an_older_release_stored_in_clear_are_masked_by_the_reconcile_jo
     store.set_outputs("old", {name: f"{planted}-{name}" for name in [*SECRET_OUTPUTS, "cache", "head_address"]})
     store.create_deployment("clean", TEMPLATE, "h", {"host_count": 1}, "bob", "local")
     store.set_outputs("clean", {"cache": True, "head_address": "10.0.0.1"})
+    assert store.outputs_unchecked() == []  # outputs set by this release are masked by their writer
+    with sqlite3.connect(tmp_path / "old.db") as db:  # as an older release left them: never checked
+        db.execute("UPDATE deployments SET outputs_checked = NULL")
     assert mask_stored_outputs(store) == ["old"]
     record = store.get("old")
     assert {k for k, v in record.outputs.items() if v == MASK} == SECRET_OUTPUTS
     assert record.outputs["head_address"] == f"{planted}-head_address"  # not built from a secret: kept
     assert record.events[-1].kind == "outputs_masked"
     assert mask_stored_outputs(store) == []  # once is enough
+    assert store.outputs_unchecked() == []  # and the next runs read nothing

@@ -4,15 +4,14 @@ real scheduler, dag-processor, API server, LocalExecutor) and the deployment rea
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 import requests
+from waiting import free_port, until
 
 from airflow_cloud_paas.standalone import LocalAirflow
 
@@ -20,16 +19,10 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[3]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def airflow(tmp_path_factory):
     home = tmp_path_factory.mktemp("standalone")
-    with LocalAirflow(home, _free_port(), dags_folder=REPO / "dags") as server:
+    with LocalAirflow(home, free_port(), dags_folder=REPO / "dags") as server:
         yield server
 
 
@@ -46,15 +39,12 @@ def _wait_for_dags(server: LocalAirflow, dag_ids: list[str], timeout: float = 18
     token = requests.post(f"{server.url}/auth/token", json={"username": user, "password": password},
                           timeout=10).json()["access_token"]
     headers = {"Authorization": f"Bearer {token}"}
-    deadline = time.monotonic() + timeout
-    missing = dag_ids
-    while time.monotonic() < deadline:
-        missing = [d for d in dag_ids
-                   if requests.get(f"{server.url}/api/v2/dags/{d}", headers=headers, timeout=10).status_code != 200]
-        if not missing:
-            return
-        time.sleep(2)
-    raise AssertionError(f"DAGs not parsed in time: {missing}")
+
+    def parsed() -> bool:
+        return all(requests.get(f"{server.url}/api/v2/dags/{d}", headers=headers, timeout=10).status_code == 200
+                   for d in dag_ids)
+
+    until(f"DAGs {dag_ids} to be parsed", parsed, timeout, interval=2)
 
 
 def _alive_workers(webui: str) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
+from waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -37,16 +38,6 @@ def _apps(webui: str) -> list[dict]:
 
 def _alive(webui: str) -> list[dict]:
     return [w for w in requests.get(f"{webui}/json/", timeout=10).json()["workers"] if w["state"] == "ALIVE"]
-
-
-def _until(what: str, check, timeout: float = 120.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_scheduled_scaling_follows_a_real_spark_queue(airflow_db, store_url, airflow_home, tmp_path: Path):
@@ -93,7 +84,7 @@ def test_scheduled_scaling_follows_a_real_spark_queue(airflow_db, store_url, air
         assert run.state == "success", states
         starter.join()
         assert len(_alive(webui)) == 2
-        _until("the waiting application to get the new worker's core",
+        until("the waiting application to get the new worker's core",
                lambda: [a["state"] for a in _apps(webui)] in (["RUNNING", "RUNNING"], ["RUNNING"], []))
         decisions = [e for e in store.events(deployment) if e.kind == "scale_decision"]
         assert decisions[-1].data["applied"]["added"] == [1], decisions[-1].data
@@ -105,7 +96,7 @@ def test_scheduled_scaling_follows_a_real_spark_queue(airflow_db, store_url, air
         for thread in threads:
             thread.join(timeout=400)
         assert sorted(results) == ["first", "second"]
-        _until("both applications to finish", lambda: _apps(webui) == [])
+        until("both applications to finish", lambda: _apps(webui) == [])
 
         # the scheduled path retires what the queue no longer needs
         run = bag.dags["cloud_paas_elastic_scaling"].test()
@@ -113,7 +104,7 @@ def test_scheduled_scaling_follows_a_real_spark_queue(airflow_db, store_url, air
         decisions = [e for e in store.events(deployment) if e.kind == "scale_decision"]
         retired = decisions[-1].data["applied"]["retired"]
         assert len(retired) == 1, decisions[-1].data  # two idle workers, min_nodes 1: one goes
-        _until("the retired worker to leave the master", lambda: len(_alive(webui)) == 1, timeout=60)
+        until("the retired worker to leave the master", lambda: len(_alive(webui)) == 1, timeout=60)
         assert [r.index for r in backend.describe(deployment, "spark_worker")] == [1 - retired[0]]
     finally:
         for proc in psutil.process_iter(["cmdline"]):  # drivers of a failed run: their own session

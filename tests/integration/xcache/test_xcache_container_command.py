@@ -18,6 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import BLOCK
+from waiting import free_port
 
 from airflow_cloud_paas.backends.docker import ContainerRequirements
 from airflow_cloud_paas.deployer import Deployer
@@ -36,14 +37,6 @@ from airflow_cloud_paas.tosca.imports import PACKAGED_TYPES_FILE
 pytestmark = pytest.mark.integration
 
 TEMPLATE = PACKAGED_TYPES_FILE.parent.parent.parent / "templates" / "xcache_containers.yaml"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_the_container_command_configures_and_starts_xrootd(tmp_path: Path, runtime_root: Path) -> None:

@@ -118,7 +118,7 @@ def test_monitoring_records_reach_the_access_log(service: Service) -> None:
 
     def records(count: int) -> list:
         # a file re-opened before the cache closed it continues the same access: wait for each one's record
-        return [r for r in service.monitor.wait_for(lambda rs: sum(r.path == path for r in rs) >= count, timeout=15)
+        return [r for r in service.monitor.wait_for(lambda rs: sum(r.path == path for r in rs) >= count, timeout=90)
                 if r.path == path]
 
     assert hook.read(path) == content  # a miss: fetched from the origin
@@ -145,7 +145,7 @@ def test_cinfo_ingestion_is_idempotent_and_matches_the_stream(service: Service, 
     hook = XRootDHook(service.conn_id)
     for count in (1, 2, 3):  # three accesses, each ended (recorded) before the next
         assert hook.read(path) == content
-        service.monitor.wait_for(lambda rs, n=count: sum(r.path == path for r in rs) >= n, timeout=15)
+        service.monitor.wait_for(lambda rs, n=count: sum(r.path == path for r in rs) >= n, timeout=90)
 
     log = AccessLog(tmp_path / "cinfo.db")
     try:

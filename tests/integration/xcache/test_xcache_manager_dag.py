@@ -77,7 +77,7 @@ def test_the_manager_dag_evicts_prefetches_and_sets_admission(managed_cache: dic
     # today: no policy file yet, so the cache admits everything; a task reads h0-h3, another the cold files
     for path, content in hot[:4] + cold:
         assert hook.read(path) == content
-    monitor.wait_for(lambda rs: {r.path for r in rs} >= {p for p, _ in hot[:4] + cold}, timeout=20)
+    monitor.wait_for(lambda rs: {r.path for r in rs} >= {p for p, _ in hot[:4] + cold}, timeout=90)
     assert {f.path for f in hook.cached_files()} == {p for p, _ in hot[:4] + cold}
 
     bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
@@ -104,7 +104,7 @@ def test_the_manager_dag_evicts_prefetches_and_sets_admission(managed_cache: dic
         gone = next(p for p, c in cold if p in plan["evicted"])
         assert hook.read(gone) == dict(cold)[gone]
         assert hook.read(hot[6][0]) == hot[6][1]
-        monitor.wait_for(lambda rs: any(r.path == hot[6][0] for r in rs), timeout=20)
+        monitor.wait_for(lambda rs: any(r.path == hot[6][0] for r in rs), timeout=90)
         assert hook.cached_file(gone) is None
         assert hook.cached_file(hot[6][0]) is not None
 

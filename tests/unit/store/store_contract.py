@@ -490,6 +490,22 @@ class StoreContract:
         assert store.begin(dep, "UPDATE", actor="run-new").actor == "run-new"
         assert "is dead" in next(e.message for e in store.get(dep).events if e.kind == "lease_expired")
 
+    def test_the_same_run_resuming_after_its_dead_process_is_recorded_once(self, store: DeploymentStore) -> None:
+        dep = drive_to(store, S.CREATE_COMPLETE)
+        code = ("import sys; from airflow_cloud_paas.store import DeploymentStore; "
+                "DeploymentStore(sys.argv[1]).begin(sys.argv[2], 'UPDATE', actor='run-a')")
+        subprocess.run([sys.executable, "-c", code, store._url.render_as_string(hide_password=False), dep],
+                       check=True, timeout=120)
+        dead = store.get(dep).lease_holder
+        assert store.renew(dep, "run-a") and store.renew(dep, "run-a")  # the next try, then its heartbeat
+        resumed = [e for e in store.get(dep).events if e.kind == "retry"]
+        assert len(resumed) == 1 and resumed[0].data == {"status": "UPDATE_IN_PROGRESS", "actor": "run-a",
+                                                         "after": dead}
+        assert "is dead" in resumed[0].message
+        store.release(dep, "run-a")
+        assert store.renew(dep, "run-a")  # the run's next task after a step that ended well: nothing to say
+        assert len([e for e in store.get(dep).events if e.kind == "retry"]) == 1
+
     def test_stale_lists_deleted_deployments_that_still_have_resource_rows(self, store: DeploymentStore) -> None:
         clean, dirty = drive_to(store, S.DELETE_COMPLETE), drive_to(store, S.DELETE_COMPLETE)
         store.upsert_resource(dirty, "vm", 0, "i-1", "RUNNING", {})

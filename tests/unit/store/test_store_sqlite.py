@@ -74,10 +74,12 @@ def test_a_store_made_before_leases_gets_their_columns_and_keeps_its_records(sql
     with store.engine.begin() as conn:  # what an older release's store looks like
         conn.execute(text("ALTER TABLE deployments DROP COLUMN lease_expires_at"))
         conn.execute(text("ALTER TABLE deployments DROP COLUMN lease_holder"))
+        conn.execute(text("ALTER TABLE deployments DROP COLUMN outputs_checked"))
     dispose_engines()
     reopened = DeploymentStore(sqlite_url)
     record = reopened.get(dep)
     assert record.status is DeploymentStatus.UPDATE_IN_PROGRESS and record.lease_expires_at is None
+    assert [r.id for r in reopened.outputs_unchecked()] == [dep]  # its outputs were stored by an older release
     # no lease recorded: it holds for a step gap after the record's last change, then expires
     assert record.id not in {r.id for r in reopened.stale()}
     reopened.step_gap_s = 0
