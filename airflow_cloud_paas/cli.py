@@ -326,12 +326,15 @@ def _wait(args: argparse.Namespace, api: AirflowApi, dag_id: str, run_id: str, d
 
 # ---------------------------------------------------------------------------------------- commands
 def cmd_validate(args: argparse.Namespace) -> int:
-    """Compile the template for the given inputs and, with ``--backend``, check it as a create would."""
+    """Compile the template for the given inputs and, with ``--backend``, check it as a create would.
+
+    Values the loader converted to their declared type are listed as warnings; ``--strict`` refuses them.
+    """
     from airflow_cloud_paas.plan import PLAN_ONLY_ID
     from airflow_cloud_paas.request import DeploymentRequest
     from airflow_cloud_paas.tosca import load_topology
 
-    topology = load_topology(args.template, import_map=_import_map(args.import_map))
+    topology = load_topology(args.template, import_map=_import_map(args.import_map), strict=args.strict)
     # conn:// inputs are read from their connections at run time: here the references stand in for them
     request = DeploymentRequest.build(topology, PLAN_ONLY_ID, _parse_inputs(args.input), backend=args.backend,
                                       resolve_refs=False)
@@ -353,9 +356,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
             "resources": [f"{args.backend or 'any'}:{name}[{i}]" for i in range(planned.count)],
         })
     if args.json:
-        print(json.dumps({"template": str(args.template), "inputs": _masked(dict(plan.inputs)), "plan": rows},
-                         indent=2))
+        print(json.dumps({"template": str(args.template), "inputs": _masked(dict(plan.inputs), topology), "plan": rows,
+                          "warnings": [c.as_dict() for c in topology.conversions]}, indent=2, default=str))
     else:
+        if topology.conversions:
+            print(f"{args.template}: {len(topology.conversions)} value(s) converted to their declared type "
+                  "(--strict refuses them):")
+            for conversion in topology.conversions:
+                print(f"  warning: {conversion.message}")
         print(f"{args.template}: valid, {len(rows)} node(s), deployment order:")
         for row in rows:
             req = f"  requires {', '.join(row['requires'])}" if row["requires"] else ""
@@ -365,10 +373,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _masked(values: dict[str, Any]) -> dict[str, Any]:
+def _masked(values: dict[str, Any], topology: Any) -> dict[str, Any]:
     from airflow_cloud_paas.secrets import mask_secrets
 
-    return mask_secrets(values)
+    # named like a secret, or declared one (metadata: {secret: true}, a credential type)
+    return mask_secrets(values, tuple(name for name, d in topology.inputs.items() if d.is_secret))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -560,6 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", help="also check, as a create would, that this backend (or provider ref "
                    "backend:conn_id) can deploy every node: sizes, images, security rules, user data and its "
                    "size limit")
+    p.add_argument("--strict", action="store_true", help="refuse a value that is not of its declared type "
+                   "instead of converting it (with a warning) where nothing is lost")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_validate)
 

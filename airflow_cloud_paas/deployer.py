@@ -27,7 +27,7 @@ from airflow_cloud_paas.exceptions import (
 from airflow_cloud_paas.plan import DeploymentPlan
 from airflow_cloud_paas.request import DeploymentRequest
 from airflow_cloud_paas.secrets import mask_outputs
-from airflow_cloud_paas.store import DeploymentStore
+from airflow_cloud_paas.store import DeploymentStore, Event
 from airflow_cloud_paas.store.lease import Heartbeat
 from airflow_cloud_paas.tosca import resolve_outputs, scaling_group, scaling_root
 from airflow_cloud_paas.tosca.model import Topology
@@ -154,7 +154,7 @@ class Deployer:
         """Check the plan on the backend, register the deployment (idempotently) and mark it CREATE_IN_PROGRESS."""
         self.check()
         dag_id, _, run_id = (self.request.actor or "").partition("/")
-        self.store.create_deployment(
+        record = self.store.create_deployment(
             self.deployment_id,
             template=self.topology.template_text,
             template_hash=self.topology.content_hash,
@@ -165,9 +165,23 @@ class Deployer:
             run_id=run_id or None,
             secret_inputs=self.request.secret_names,
         )
+        self._record_conversions(record.events)
         # claims the new record, recognizes a retry by the same run, or moves CREATE_FAILED back to
         # CREATE_IN_PROGRESS; another run's action in progress is refused (DeploymentBusyError)
         self.store.begin(self.deployment_id, "CREATE", reason="deployment requested", actor=self.actor)
+
+    def _record_conversions(self, events: Sequence[Event]) -> None:
+        """Log each value the loader converted to its declared type (task log), and record it as an event once.
+
+        :param events: the deployment's events so far (a retried create finds its ``converted`` events there)
+        """
+        conversions = self.topology.conversions
+        for conversion in conversions:
+            log.warning("Deployment %s: %s: converted %s", self.deployment_id, self.topology.source, conversion.message)
+        if any(event.kind == "converted" for event in events):
+            return
+        for conversion in conversions:
+            self.store.add_event(self.deployment_id, "converted", conversion.message, conversion.as_dict())
 
     @_step
     def deploy_node(self, node_name: str, *, deadline: float | None = None) -> list[Resource]:

@@ -10,6 +10,7 @@ from airflow_cloud_paas.tosca.cache import TopologyCache, topology_from_dict, to
 from airflow_cloud_paas.tosca.imports import ImportResolver, default_import_map, indigo_import_map
 from airflow_cloud_paas.tosca.loader import LAYER_VERSION, load_topology
 from airflow_cloud_paas.tosca.model import (
+    Conversion,
     Endpoint,
     InputDef,
     NodeTemplate,
@@ -32,6 +33,7 @@ from airflow_cloud_paas.tosca.resolve import (
 
 __all__ = [
     "LAYER_VERSION",
+    "Conversion",
     "Endpoint",
     "ImportResolver",
     "InputDef",

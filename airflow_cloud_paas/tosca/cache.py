@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_cloud_paas.tosca.model import (
+    Conversion,
     Endpoint,
     InputDef,
     NodeTemplate,
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 
 TOPOLOGY_CACHE_ENV = "AIRFLOW_CLOUD_PAAS_TOPOLOGY_CACHE"
 DEFAULT_TOPOLOGY_CACHE = Path("~/.cache/airflow_cloud_paas/topologies")
-FORMAT = 2  # 2: inputs carry declared_secret
+FORMAT = 3  # 2: inputs carry declared_secret; 3: the conversions made as the template loaded
 _TAG = "__cloud_paas__"  # marks an encoded non-JSON value; YAML keys never look like this
 _MEMORY_SIZE = 128
 
@@ -136,6 +137,18 @@ def topology_to_dict(topology: Topology) -> dict[str, Any]:
         "imports": list(topology.imports),
         "template_text": topology.template_text,
         "plan": list(topology.plan),
+        "conversions": [
+            {
+                "where": c.where,
+                "node": c.node,
+                "field": c.field,
+                "written": _encode(c.written),
+                "value": _encode(c.value),
+                "type": c.type,
+                "secret": c.secret,
+            }
+            for c in topology.conversions
+        ],
     }
 
 
@@ -215,6 +228,10 @@ def topology_from_dict(data: Mapping[str, Any]) -> Topology:
         imports=tuple(data["imports"]),
         template_text=data["template_text"],
         plan=tuple(data["plan"]),
+        conversions=tuple(
+            Conversion(**{**c, "written": _decode(c["written"]), "value": _decode(c["value"])})
+            for c in data["conversions"]
+        ),
     )
 
 

@@ -3,7 +3,9 @@
 The template is read as YAML (values kept as written, intrinsic functions included), its imports
 resolved offline (:mod:`airflow_cloud_paas.tosca.imports`), checked here for what tosca-parser
 misses or crashes on (unknown types, requirement targets, cycles, undeclared inputs), then
-validated by tosca-parser 2.12 (types and property values). tosca-parser's collected errors are
+validated by tosca-parser 2.12 (types and property values). Before any of these checks, a value that converts
+losslessly to its declared type is converted (:mod:`airflow_cloud_paas.tosca.coerce`), and the conversion is kept
+on the topology as a warning; a strict load refuses it instead. tosca-parser's collected errors are
 translated into the typed errors of :mod:`airflow_cloud_paas.exceptions`, each naming the file
 and, where known, the node and field.
 
@@ -46,6 +48,7 @@ from airflow_cloud_paas.exceptions import (
 )
 from airflow_cloud_paas.tosca._yaml import check_size, decode, load_yaml
 from airflow_cloud_paas.tosca.cache import TopologyCache
+from airflow_cloud_paas.tosca.coerce import convert_template, refusal
 from airflow_cloud_paas.tosca.imports import ImportedFile, ImportResolver, ResolvedImports
 from airflow_cloud_paas.tosca.model import (
     Endpoint,
@@ -81,7 +84,8 @@ MAX_NODE_TEMPLATES = 1000
 MAX_COLLECTED_ERRORS = 100
 
 # Part of every content hash: bump it when what a Topology holds, or how it is built, changes.
-LAYER_VERSION = "airflow_cloud_paas.tosca/4 tosca-parser==2.12.0"  # 4: refuses more bad input (cached ones too)
+# 5: converts values to their declared type where nothing is lost, and keeps the conversions
+LAYER_VERSION = "airflow_cloud_paas.tosca/5 tosca-parser==2.12.0"
 TOSCA_VERSIONS = ("tosca_simple_yaml_1_0", "tosca_simple_yaml_1_2", "tosca_simple_yaml_1_3")
 
 _PARSER_LOCK = threading.Lock()  # tosca-parser collects errors in a process-wide list
@@ -95,14 +99,20 @@ def load_topology(
     import_map: Mapping[str, str] | None = None,
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
+    strict: bool = False,
 ) -> Topology:
     """Load a TOSCA service template into a Topology, from the cache when its content is unchanged.
+
+    A value that converts losslessly to its declared type (``default: False`` for a string input, ``"8080"``
+    for a port) is converted, and the conversion recorded in :attr:`Topology.conversions`.
 
     :param source: the template file (``.yaml``/``.yml``)
     :param import_map: import URL (or name as written) -> local file, for imports not reachable offline
     :param cache_dir: the topology cache directory (default ``$AIRFLOW_CLOUD_PAAS_TOPOLOGY_CACHE`` or
         ``~/.cache/airflow_cloud_paas/topologies``)
     :param use_cache: look up and store the result in the cache
+    :param strict: refuse a value that is not of its declared type, converted or not, with a
+        ToscaValidationError naming the node and field, instead of converting it
     """
     file = str(source)
     try:
@@ -118,7 +128,7 @@ def load_topology(
     if cache is not None:
         found = cache.lookup(key)
         if found is not None:
-            return _located(found, file)
+            return _checked(_located(found, file), strict)
 
     text = decode(data, file)
     raw = _top_level(load_yaml(text, file), file)
@@ -129,8 +139,8 @@ def load_topology(
         found = cache.get(digest)
         if found is not None:  # the same content elsewhere (another directory or import map)
             cache.put(key, found, files)
-            return _located(found, file)
-    topology = _build(file, text, raw, resolved, digest)
+            return _checked(_located(found, file), strict)
+    topology = _build(file, text, raw, resolved, digest, strict)
     if cache is not None:
         cache.put(key, topology, files)
     return topology
@@ -162,6 +172,13 @@ def _located(topology: Topology, file: str) -> Topology:
     return topology if topology.source == file else dataclasses.replace(topology, source=file)
 
 
+def _checked(topology: Topology, strict: bool) -> Topology:
+    # The cache holds what a lenient load built: a strict load refuses it if it needed a conversion.
+    if strict and topology.conversions:
+        raise refusal(topology.conversions[0], topology.source)
+    return topology
+
+
 def _top_level(raw: Any, file: str) -> dict[str, Any]:
     if not isinstance(raw, Mapping):
         raise ToscaSyntaxError(
@@ -180,7 +197,9 @@ def _top_level(raw: Any, file: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------- the build
-def _build(file: str, text: str, raw: dict[str, Any], resolved: ResolvedImports, digest: str) -> Topology:
+def _build(
+    file: str, text: str, raw: dict[str, Any], resolved: ResolvedImports, digest: str, strict: bool = False
+) -> Topology:
     from toscaparser.elements.entity_type import EntityType, update_definitions
 
     version = raw["tosca_definitions_version"]
@@ -206,6 +225,9 @@ def _build(file: str, text: str, raw: dict[str, Any], resolved: ResolvedImports,
             field=f"{cycle[0]}.derived_from",
         )
 
+    raw, conversions = convert_template(raw, registry, lambda name, spec: _secret_input(name, spec, registry, file))
+    if strict and conversions:
+        raise refusal(conversions[0], file)
     topology_tpl = _mapping(raw.get("topology_template"), file, "topology_template")
     inputs = _inputs(_mapping(topology_tpl.get("inputs"), file, "inputs"), file, registry)
     node_tpls = _mapping(topology_tpl.get("node_templates"), file, "node_templates")
@@ -239,6 +261,7 @@ def _build(file: str, text: str, raw: dict[str, Any], resolved: ResolvedImports,
         imports=resolved.uris,
         template_text=text,
         plan=plan,
+        conversions=conversions,
     )
 
 
@@ -369,6 +392,14 @@ def _declared_secret(name: str, spec: Mapping[str, Any], registry: TypeRegistry,
                                        field=field)
     data_type = registry.resolve(spec.get("type"), "data")
     return any(flags.values()) or (data_type is not None and registry.derives_from(data_type, CREDENTIAL_TYPE, "data"))
+
+
+def _secret_input(name: str, spec: Any, registry: TypeRegistry, file: str) -> bool:
+    """Return whether an input's value must never be shown (declared secret or named like one)."""
+    try:
+        return InputDef(name=name, declared_secret=_declared_secret(name, spec, registry, file)).is_secret
+    except ToscaError:  # a malformed declaration is refused when the inputs are read; show nothing meanwhile
+        return True
 
 
 def _node(

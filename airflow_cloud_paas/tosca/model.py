@@ -118,6 +118,44 @@ class Policy:
 
 
 @dataclass(frozen=True)
+class Conversion:
+    """A value of the template converted to its declared type (a warning, not a refusal).
+
+    Made by :mod:`airflow_cloud_paas.tosca.coerce` where the conversion loses nothing (``default: False`` for a
+    string input became ``'false'``, ``num_cpus: "1"`` for a float became ``1.0``).
+    """
+
+    where: str  # input, node, relationship or policy
+    node: str  # its name
+    field: str  # e.g. default, properties.port, capabilities.host.properties.num_cpus
+    written: Any  # the value as the YAML reads it
+    value: Any  # what it became
+    type: str  # the declared TOSCA type
+    secret: bool = False  # the value belongs to a secret input: never shown
+
+    @property
+    def message(self) -> str:
+        """Return the warning in words: where, the value as written and what it became (no secret value)."""
+        place = f"{self.where} '{self.node}', field '{self.field}'"
+        if self.secret:
+            return f"{place}: the value was converted to {self.type}"
+        return f"{place}: {self.written!r} ({_kind(self.written)}) became {self.value!r} ({self.type})"
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the conversion as JSON data for output and events, a secret value masked."""
+        from airflow_cloud_paas.secrets import MASK
+
+        written, value = (MASK, MASK) if self.secret else (self.written, self.value)
+        return {"where": self.where, "node": self.node, "field": self.field, "written": written, "value": value,
+                "type": self.type, "message": self.message}
+
+
+def _kind(value: Any) -> str:
+    names = {bool: "boolean", int: "integer", float: "float", str: "string"}
+    return names.get(type(value), type(value).__name__)
+
+
+@dataclass(frozen=True)
 class Topology:
     """A whole parsed service template."""
 
@@ -131,3 +169,5 @@ class Topology:
     imports: tuple[str, ...] = ()
     template_text: str = ""  # the template's own text (stored with each deployment)
     plan: tuple[str, ...] = ()  # node names in deployment order (requirements first)
+    #: values converted to their declared type as the template was loaded (inputs, nodes, relationships, policies)
+    conversions: tuple[Conversion, ...] = ()
