@@ -121,6 +121,7 @@ class DeploymentPlan:
             capabilities={k: dict(v) for k, v in planned.capabilities.items()},
             requirements=dict(requirements or {}),
             user_data=user_data,
+            artifacts=dict(node.artifacts),
         )
 
     @property

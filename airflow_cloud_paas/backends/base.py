@@ -93,6 +93,8 @@ class ResourceSpec:
         (for `host`, only the host instance with the same index)
     :param user_data: for a compute node, the cloud-init user data that configures the software it
         hosts (see :mod:`airflow_cloud_paas.cloudinit`); it may hold secrets, so it is left out of ``repr``
+    :param artifacts: artifact name -> its definition (``file``, ``type``), inputs resolved (a container's
+        image is the ``file`` of its ``tosca.artifacts.Deployment.Image.Container.Docker`` artifact)
     """
 
     deployment_id: str
@@ -104,6 +106,7 @@ class ResourceSpec:
     capabilities: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     requirements: Mapping[str, tuple[Resource, ...]] = field(default_factory=dict)
     user_data: str | None = field(default=None, repr=False)
+    artifacts: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def tags(self) -> dict[str, str]:

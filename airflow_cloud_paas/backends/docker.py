@@ -2,31 +2,39 @@
 
 Everything goes through the docker provider's :class:`~airflow.providers.docker.hooks.docker.DockerHook`
 (its low-level ``docker.APIClient``). Per deployment there is one bridge network (``cp-<deployment>``);
-per instance one container (``cp-<deployment>-<node>-<index>``) and, when the node asks for persistent
-data, one named volume mounted at its ``data_path``. Every container, volume and network carries the
-``cloud-paas-*`` labels (the tags of :mod:`airflow_cloud_paas.backends.base`), so a retried ``create``
+per instance one container (``cp-<deployment>-<node>-<index>``) and one named volume per persistent volume
+it asks for (``data_path``, or an INDIGO runtime's ``volumes``). Every container, volume and network carries
+the ``cloud-paas-*`` labels (the tags of :mod:`airflow_cloud_paas.backends.base`), so a retried ``create``
 finds its container and ``delete`` finds everything, even of a half-created deployment.
 
-Node types:
+Node types (read by :mod:`airflow_cloud_paas.backends.containers`):
 
 - anything derived from ``tosca.nodes.Container.Application`` (the packaged ``cloud_paas.nodes.Container``,
-  INDIGO's ``tosca.nodes.indigo.Container.Application.Docker`` given an ``image`` property): the
-  container of its ``image``, with ``command``, ``environment``, ``cpus``, ``memory``, ``data_path``;
+  INDIGO's ``tosca.nodes.indigo.Container.Application.Docker`` and its Marathon variant): a container of its
+  image restarted ``unless-stopped``, RUNNING once it runs (and is healthy, if the image has a health check);
+- INDIGO's Chronos job (``...Application.Docker.Chronos``): a run-to-completion container (restart policy
+  ``on-failure`` with its ``retries``); its create waits up to ``job_timeout`` for it to exit: exit code 0 is
+  success (state RUNNING, ``job_state`` COMPLETE), any other a :class:`ResourceCreateError` with the exit code
+  and the log's end (``job_state`` FAILED);
+- INDIGO's ``tosca.nodes.indigo.Container.Runtime.Docker`` and Onedata spaces: a *record*, an empty volume
+  ``cp-<deployment>-<node>-<index>`` whose labels keep the node's attributes (a plain engine keeps no other
+  labelled object without a process); a runtime's application container (label ``cloud-paas-host``) gets
+  the runtime's CPUs, memory, GPUs, volumes and published ports, and the record reports its
+  ``publish_ports`` with the host ports the engine chose;
 - anything derived from ``tosca.nodes.Compute``: a placeholder "host" container of ``compute_image``
   sized by the ``host`` capability (``num_cpus``, ``mem_size``).
 
 Published ports come from the endpoint capabilities (``port``, or INDIGO ``ports`` with ``source`` = the
-container port and optional ``target`` = the host port) and the ``ports`` property; they are bound to
-``publish_address`` (127.0.0.1) unless an endpoint's ``network_name`` is ``PUBLIC`` (then 0.0.0.0).
+container port and optional ``target`` = the host port), the ``ports`` property and a runtime's
+``publish_ports``; they are bound to ``publish_address`` (127.0.0.1) unless an endpoint's ``network_name``
+is ``PUBLIC`` or an INDIGO application is labelled ``HAPROXY_GROUP: external`` (then 0.0.0.0).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -38,7 +46,15 @@ from airflow_cloud_paas.backends.base import (
     ResourceState,
     poll_until,
 )
-from airflow_cloud_paas.backends.mapping import size_mb
+from airflow_cloud_paas.backends.containers import (
+    DEFAULT_COMPUTE_IMAGE,
+    HOST_LABEL,
+    ContainerRequirements,
+    decode_record,
+    encode_record,
+    log_warnings,
+    record_attributes,
+)
 from airflow_cloud_paas.backends.naming import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -61,163 +77,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROVIDER = "docker"
-CONTAINER_TYPE = "tosca.nodes.Container.Application"
-COMPUTE_TYPE = "tosca.nodes.Compute"
-DEFAULT_COMPUTE_IMAGE = "busybox:stable"
-DEFAULT_COMPUTE_COMMAND = ("sleep", "infinity")
-_PROTOCOLS = ("tcp", "udp", "sctp")
-
-
-# ---------------------------------------------------------------------- what a container node asks for
-@dataclass(frozen=True)
-class PortBinding:
-    """One published port: the container's port, its protocol, and the host port (None: any free one)."""
-
-    container_port: int
-    protocol: str = "tcp"
-    host_port: int | None = None
-
-    @property
-    def key(self) -> str:
-        """Return Docker's port key (``8080/tcp``)."""
-        return f"{self.container_port}/{self.protocol}"
-
-
-@dataclass(frozen=True)
-class ContainerRequirements:
-    """What one container or host node asks of a container engine (Docker or Kubernetes).
-
-    :param kind: ``container`` (an application image) or ``compute`` (a placeholder host)
-    :param image: the image reference
-    :param command: the command (None: the image's own)
-    :param environment: environment variables
-    :param cpus: CPUs (fractions allowed; None: no limit)
-    :param mem_mb: memory limit in MB (None: no limit)
-    :param data_path: where persistent data is mounted (None: no volume)
-    :param ports: the published ports
-    :param public: whether the ports are published on every address, not only loopback
-    """
-
-    kind: str
-    image: str
-    command: tuple[str, ...] | None = None
-    environment: Mapping[str, str] = field(default_factory=dict)
-    cpus: float | None = None
-    mem_mb: float | None = None
-    data_path: str | None = None
-    ports: tuple[PortBinding, ...] = ()
-    public: bool = False
-
-    @classmethod
-    def from_spec(
-        cls,
-        spec: ResourceSpec,
-        *,
-        provider: str,
-        compute_image: str = DEFAULT_COMPUTE_IMAGE,
-        compute_command: tuple[str, ...] | None = DEFAULT_COMPUTE_COMMAND,
-    ) -> ContainerRequirements:
-        """Read a node's properties and capabilities; raise :class:`UnsupportedNodeError` if unusable.
-
-        :param spec: the node instance wanted
-        :param provider: the backend's name (for errors)
-        :param compute_image: the image of a Compute (host) node without an ``os.image``
-        :param compute_command: the command that keeps a host container alive
-        """
-        where = f"{spec.deployment_id}/{spec.node_name}/{spec.index}"
-
-        def unsupported(message: str) -> UnsupportedNodeError:
-            return UnsupportedNodeError(
-                f"node '{spec.node_name}' of type '{spec.node_type}': {message}", provider=provider, resource=where
-            )
-
-        props = dict(spec.properties)
-        host = dict(spec.capabilities.get("host") or {})
-        if spec.is_a(CONTAINER_TYPE):
-            kind, image = "container", props.get("image")
-            if not image or not isinstance(image, str):
-                raise unsupported("needs an 'image' property (an image reference such as 'nginx:1.27')")
-            command = _command(props.get("command"))
-        elif spec.is_a(COMPUTE_TYPE):
-            kind = "compute"
-            image = (spec.capabilities.get("os") or {}).get("image") or compute_image
-            command = tuple(compute_command) if compute_command else None
-        else:
-            raise unsupported(
-                f"{provider} runs only types derived from {CONTAINER_TYPE} or {COMPUTE_TYPE}; "
-                "deploy this node on another backend"
-            )
-        env = props.get("environment") or props.get("environment_variables") or {}
-        if not isinstance(env, Mapping):
-            raise unsupported(f"'environment' must be a map of strings, got {type(env).__name__}")
-        try:
-            cpus = props.get("cpus") if props.get("cpus") is not None else host.get("num_cpus")
-            cpus = float(cpus) if cpus is not None else None
-            mem = size_mb(
-                props.get("memory") if props.get("memory") is not None else host.get("mem_size"), field="memory"
-            )
-        except (TypeError, ValueError) as err:
-            raise unsupported(str(err)) from None
-        if cpus is not None and cpus <= 0:
-            raise unsupported(f"cpus must be > 0, got {cpus}")
-        data_path = props.get("data_path") or None
-        if data_path is not None and not str(data_path).startswith("/"):
-            raise unsupported(f"data_path must be an absolute path in the container, got {data_path!r}")
-        ports, public = _ports(spec, unsupported)
-        return cls(
-            kind=kind,
-            image=str(image),
-            command=command,
-            environment={str(k): str(v) for k, v in env.items()},
-            cpus=cpus,
-            mem_mb=mem or None,
-            data_path=str(data_path) if data_path else None,
-            ports=ports,
-            public=public,
-        )
-
-
-def _command(value: Any) -> tuple[str, ...] | None:
-    if value is None or value == "" or value == []:
-        return None
-    if isinstance(value, str):
-        return tuple(shlex.split(value))
-    return tuple(str(v) for v in value)
-
-
-def _ports(spec: ResourceSpec, unsupported) -> tuple[tuple[PortBinding, ...], bool]:
-    """Collect the published ports from the endpoint capabilities and the ``ports`` property."""
-    entries: list[Mapping[str, Any]] = []
-    public = False
-    for cap in spec.capabilities.values():
-        if not isinstance(cap, Mapping):
-            continue
-        if str(cap.get("network_name") or "").upper() == "PUBLIC":
-            public = True
-        if cap.get("port") is not None and ("network_name" in cap or "protocol" in cap):
-            entries.append({"source": cap["port"], "protocol": cap.get("protocol", "tcp")})
-        listed = cap.get("ports") or cap.get("publish_ports") or {}
-        entries.extend(
-            e for e in (listed.values() if isinstance(listed, Mapping) else listed) if isinstance(e, Mapping)
-        )
-    for entry in spec.properties.get("ports") or ():
-        entries.append(entry if isinstance(entry, Mapping) else {"source": entry})
-    found: dict[str, PortBinding] = {}
-    for entry in entries:
-        try:
-            port = int(entry.get("source", entry.get("port")))
-            host_port = int(entry["target"]) if entry.get("target") is not None else None
-        except (TypeError, ValueError):
-            raise unsupported(f"port {dict(entry)!r} is not a number") from None
-        protocol = str(entry.get("protocol") or "tcp").lower()
-        if protocol not in _PROTOCOLS:
-            raise unsupported(f"protocol {protocol!r} is not one of {', '.join(_PROTOCOLS)}")
-        for number in (port, host_port):
-            if number is not None and not 0 < number < 65536:
-                raise unsupported(f"port {number} is outside 1-65535")
-        binding = PortBinding(port, protocol, host_port)
-        found.setdefault(binding.key, binding)
-    return tuple(found.values()), public
+#: the label that marks a container as a job's (its exit code is its result)
+KIND_LABEL = "cloud-paas-kind"
+#: the label in which a record volume keeps its attributes (JSON)
+RECORD_LABEL = "cloud-paas-record"
 
 
 # ---------------------------------------------------------------------- the backend
@@ -234,6 +97,7 @@ class DockerBackend(Backend):
     :param publish_address: where private ports are published (loopback: only this machine reaches them)
     :param pull: pull images that the engine lacks (else a missing image is an error)
     :param ready_timeout: seconds a container may take to run (and be healthy, if it has a health check)
+    :param job_timeout: seconds a job's container may take to exit
     :param stop_timeout: seconds a container may take to stop before it is killed
     :param poll_interval: seconds between state checks
     :param timeout: seconds for one Engine API call
@@ -253,6 +117,10 @@ class DockerBackend(Backend):
         "starting": ResourceState.CREATING,
         "unhealthy": ResourceState.ERROR,
         "healthy": ResourceState.RUNNING,
+        # a job's exited container, by its exit code; a record (no process)
+        "complete": ResourceState.RUNNING,
+        "failed": ResourceState.ERROR,
+        "record": ResourceState.RUNNING,
     }
 
     def __init__(
@@ -266,6 +134,7 @@ class DockerBackend(Backend):
         publish_address: str = "127.0.0.1",
         pull: bool = True,
         ready_timeout: float = 120.0,
+        job_timeout: float = 3600.0,
         stop_timeout: int = 10,
         poll_interval: float = 0.5,
         timeout: int = 60,
@@ -278,6 +147,7 @@ class DockerBackend(Backend):
         self.publish_address = publish_address
         self.pull = pull
         self.ready_timeout = float(ready_timeout)
+        self.job_timeout = float(job_timeout)
         self.stop_timeout = int(stop_timeout)
         self.poll_interval = float(poll_interval)
         self.timeout = int(timeout)
@@ -344,11 +214,12 @@ class DockerBackend(Backend):
         return ContainerRequirements.from_spec(spec, provider=PROVIDER, compute_image=self.compute_image)
 
     def check(self, spec: ResourceSpec) -> None:
-        """Validate the node and that it fits the engine's CPUs and memory; touch nothing.
+        """Validate the node and that it fits the engine's CPUs and memory; log what is not honoured; touch nothing.
 
         :param spec: the resource wanted
         """
         req = self.requirements(spec)
+        log_warnings(req)
         if req.cpus is None and req.mem_mb is None:
             return
         info = self.client.info()  # read-only: the engine's size
@@ -373,6 +244,13 @@ class DockerBackend(Backend):
         found = self.client.containers(all=True, filters=self._filters(deployment_id, node_name, index))
         return [c for c in found if _labels_match(c.get("Labels") or {}, deployment_id, node_name, index)]
 
+    def _records(self, deployment_id: str, node_name: str | None = None, index: int | None = None) -> list[dict]:
+        filters = self._filters(deployment_id, node_name, index)
+        filters["label"].append(RECORD_LABEL)
+        found = self.client.volumes(filters=filters).get("Volumes") or ()
+        return [v for v in found if RECORD_LABEL in (v.get("Labels") or {})
+                and _labels_match(v.get("Labels") or {}, deployment_id, node_name, index)]
+
     def _resource(self, inspected: Mapping[str, Any], state: ResourceState | None = None) -> Resource:
         labels = inspected["Config"]["Labels"]
         status = inspected["State"]
@@ -380,6 +258,9 @@ class DockerBackend(Backend):
         health = (status.get("Health") or {}).get("Status")
         if native == "running" and health:
             native = health
+        job = labels.get(KIND_LABEL) == "job"
+        if job and native == "exited":
+            native = "complete" if status.get("ExitCode") == 0 else "failed"
         networks = (inspected.get("NetworkSettings") or {}).get("Networks") or {}
         private = next((n.get("IPAddress") for n in networks.values() if n.get("IPAddress")), None)
         endpoints: dict[str, str] = {}
@@ -397,12 +278,16 @@ class DockerBackend(Backend):
             "native_state": native,
             "private_address": private,
             "public_address": public_address,
+            # where INDIGO outputs read a Marathon service's address (marathon-lb's, once)
+            "load_balancer_ips": [public_address] if public_address else [],
             "endpoints": endpoints,
             "endpoint": next(iter(endpoints.values()), None),
             "networks": sorted(networks),
         }
-        if native in ("exited", "dead"):
+        if native in ("exited", "dead", "complete", "failed"):
             attributes["exit_code"] = status.get("ExitCode")
+        if job:
+            attributes["job_state"] = {"complete": "COMPLETE", "failed": "FAILED"}.get(native, "RUNNING")
         return Resource(
             *resource_of(labels),
             backend=PROVIDER,
@@ -411,6 +296,19 @@ class DockerBackend(Backend):
             attributes=attributes,
         )
 
+    def _record_resource(self, volume: Mapping[str, Any], hosted: list[Resource],
+                         state: ResourceState | None = None) -> Resource:
+        """Return a record's resource; a runtime's ``publish_ports`` get the host ports of its live container."""
+        labels = volume.get("Labels") or {}
+        live_ports: dict[str, int] = {}
+        for resource in hosted:
+            for key, address in (resource.attributes.get("endpoints") or {}).items():
+                live_ports[key] = int(address.rsplit(":", 1)[1])
+        attributes = {**record_attributes(decode_record(labels.get(RECORD_LABEL)), live_ports),
+                      "record": volume["Name"], "native_state": "record"}
+        return Resource(*resource_of(labels), backend=PROVIDER, resource_id=volume["Name"],
+                        state=state or self.normalize_state("record"), attributes=attributes)
+
     def _inspect(self, container_id: str) -> dict | None:
         try:
             return self.client.inspect_container(container_id)
@@ -418,34 +316,54 @@ class DockerBackend(Backend):
             return None
 
     def describe(self, deployment_id: str, node_name: str | None = None) -> list[Resource]:
-        """Return the containers of a deployment (optionally of one node), sorted by node, index.
+        """Return the containers and records of a deployment (optionally of one node), sorted by node, index.
 
         :param deployment_id: the deployment's id
-        :param node_name: only this node's containers
+        :param node_name: only this node's
         """
+        return self._describe(deployment_id, node_name)
+
+    def _describe(self, deployment_id: str, node_name: str | None = None, index: int | None = None,
+                  state: ResourceState | None = None) -> list[Resource]:
         found = []
-        for summary in self._containers(deployment_id, node_name):
+        for summary in self._containers(deployment_id, node_name, index):
             inspected = self._inspect(summary["Id"])
             if inspected is not None:
-                found.append(self._resource(inspected))
+                found.append(self._resource(inspected, state))
+        records = self._records(deployment_id, node_name, index)
+        if records:  # a runtime's published ports are those of the container hosted on it
+            hosted = [(c["Labels"][HOST_LABEL], self._resource(inspected)) for c in self._containers(deployment_id)
+                      if (c.get("Labels") or {}).get(HOST_LABEL) and (inspected := self._inspect(c["Id"]))]
+            for volume in records:
+                _, node, number = resource_of(volume.get("Labels") or {})
+                mine = [r for host, r in hosted if host == node and r.index == number]
+                found.append(self._record_resource(volume, mine, state))
         return sorted(found, key=lambda r: (r.node_name, r.index))
 
     # ------------------------------------------------------------------ create
     def create(self, spec: ResourceSpec, *, deadline: float | None = None) -> Resource:
-        """Create the instance's container (or find it by its labels) and wait until it runs.
+        """Create the instance's container or record (or find it by its labels) and wait until it runs.
+
+        A job's create waits until its container exits: code 0 is success, any other a
+        :class:`ResourceCreateError` with the exit code and the end of its log.
 
         :param spec: the resource wanted
-        :param deadline: a ``time.monotonic()`` limit on the wait, over ``ready_timeout``
+        :param deadline: a ``time.monotonic()`` limit on the wait, over ``ready_timeout`` (``job_timeout``)
         """
         self.check(spec)
         req = self.requirements(spec)
         where = f"{spec.deployment_id}/{spec.node_name}/{spec.index}"
+        if req.kind == "record":
+            return self._create_record(spec, req)
         existing = self._containers(spec.deployment_id, spec.node_name, spec.index)
         if existing:
             inspected = self._inspect(existing[0]["Id"])
-            if inspected is not None and inspected["State"].get("Status") != "dead":
+            found = self._resource(inspected) if inspected is not None else None
+            if found is not None and found.attributes["native_state"] == "complete":
+                return found  # the job ran: a retried task does not run it again
+            if found is not None and found.attributes["native_state"] not in ("dead", "failed"):
                 if inspected["State"].get("Status") == "running":
-                    return self._wait(spec, inspected["Id"], deadline)
+                    return self._wait(spec, req, inspected["Id"], deadline)
                 log.info(
                     "restarting the %s container %s of %s",
                     inspected["State"].get("Status"),
@@ -453,15 +371,16 @@ class DockerBackend(Backend):
                     where,
                 )
                 self._call(where, self.client.start, inspected["Id"])
-                return self._wait(spec, inspected["Id"], deadline)
-            self.delete(spec.deployment_id, spec.node_name, spec.index)  # a dead container cannot restart
-        self._ensure_image(req.image, where)
+                return self._wait(spec, req, inspected["Id"], deadline)
+            # a dead container cannot restart, and a failed job runs again from the start
+            self.delete(spec.deployment_id, spec.node_name, spec.index)
+        self._ensure_image(req.image, where, always=req.force_pull)
         try:
             network = self._ensure_network(spec.deployment_id)
-            volume = self._ensure_volume(spec) if req.data_path else None
-            container_id = self._create_container(spec, req, network, volume)
+            volumes = {self._ensure_volume(spec, v.name): v for v in req.volumes}
+            container_id = self._create_container(spec, req, network, volumes)
             self._call(where, self.client.start, container_id)
-            return self._wait(spec, container_id, deadline)
+            return self._wait(spec, req, container_id, deadline)
         except BaseException as err:
             try:
                 self.delete(spec.deployment_id, spec.node_name, spec.index)
@@ -475,6 +394,19 @@ class DockerBackend(Backend):
                 ) from err
             raise
 
+    def _create_record(self, spec: ResourceSpec, req: ContainerRequirements) -> Resource:
+        """Keep a record: an empty volume whose labels hold the node's attributes (creating it again is a no-op)."""
+        name = self.container_name(spec)
+        labels = {**spec.tags, MANAGED_BY_LABEL: MANAGED_BY, RECORD_LABEL: encode_record(req.record)}
+        where = f"{spec.deployment_id}/{spec.node_name}/{spec.index}"
+        self._call(where, self.client.create_volume, name, driver="local", labels=labels)
+        found = self._describe(spec.deployment_id, spec.node_name, spec.index)
+        record = next((r for r in found if r.resource_id == name), None)
+        if record is None:
+            raise ResourceCreateError(f"the record volume {name} vanished after its creation", provider=PROVIDER,
+                                      resource=where)
+        return record
+
     def _call(self, where: str, method, *args, **kwargs):
         try:
             return method(*args, **kwargs)
@@ -485,18 +417,21 @@ class DockerBackend(Backend):
                 resource=where,
             ) from err
 
-    def _ensure_image(self, image: str, where: str) -> None:
+    def _ensure_image(self, image: str, where: str, *, always: bool = False) -> None:
         errors = self._errors()
-        try:
-            self.client.inspect_image(image)
-            return
-        except errors.NotFound:
-            if not self.pull:
-                raise ResourceCreateError(
-                    f"image {image!r} is not on the engine and pull=False; pull it first",
-                    provider=PROVIDER,
-                    resource=where,
-                ) from None
+        if not always:
+            try:
+                self.client.inspect_image(image)
+                return
+            except errors.NotFound:
+                if not self.pull:
+                    raise ResourceCreateError(
+                        f"image {image!r} is not on the engine and pull=False; pull it first",
+                        provider=PROVIDER,
+                        resource=where,
+                    ) from None
+        elif not self.pull:
+            return  # force_pull_image asks for a fresh pull; pull=False forbids any: use what the engine has
         repository, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "latest")
         try:
             for line in self.client.pull(repository, tag=tag, stream=True, decode=True):
@@ -526,36 +461,55 @@ class DockerBackend(Backend):
         )
         return name
 
-    def _ensure_volume(self, spec: ResourceSpec) -> str:
-        name = dns_name(SHORT_PREFIX, spec.deployment_id, spec.node_name, spec.index, "data", limit=120)
+    def _ensure_volume(self, spec: ResourceSpec, volume: str) -> str:
+        name = dns_name(SHORT_PREFIX, spec.deployment_id, spec.node_name, spec.index, volume, limit=120)
         # creating an existing named volume returns it: idempotent on the engine's side
         self.client.create_volume(name, driver="local", labels={**spec.tags, MANAGED_BY_LABEL: MANAGED_BY})
         return name
 
     def _create_container(
-        self, spec: ResourceSpec, req: ContainerRequirements, network: str, volume: str | None
+        self, spec: ResourceSpec, req: ContainerRequirements, network: str, volumes: Mapping[str, Any]
     ) -> str:
         client = self.client
         address = "0.0.0.0" if req.public else self.publish_address
         port_bindings = {p.key: (address, p.host_port) if p.host_port else (address,) for p in req.ports}
+        if req.kind == "job":
+            restart = {"Name": "on-failure", "MaximumRetryCount": req.retries} if req.retries else {"Name": "no"}
+        else:
+            restart = {"Name": "unless-stopped"}
+        device_requests = None
+        if req.gpus:
+            import docker.types
+
+            device_requests = [docker.types.DeviceRequest(driver=req.gpu_vendor or "", count=req.gpus,
+                                                          capabilities=[["gpu"]])]
         host_config = client.create_host_config(
             port_bindings=port_bindings or None,
-            binds={volume: {"bind": req.data_path, "mode": "rw"}} if volume else None,
+            binds={name: {"bind": v.path, "mode": "ro" if v.read_only else "rw"} for name, v in volumes.items()}
+            or None,
             nano_cpus=int(req.cpus * 1e9) if req.cpus else None,
             mem_limit=int(req.mem_mb * 1024**2) if req.mem_mb else None,
             network_mode=network,
-            restart_policy={"Name": "unless-stopped"},
+            restart_policy=restart,
+            privileged=req.privileged,
+            device_requests=device_requests,
         )
         networking = client.create_networking_config(
             {network: client.create_endpoint_config(aliases=[spec.node_name, f"{spec.node_name}-{spec.index}"])}
         )
+        labels = {**req.labels, **spec.tags, MANAGED_BY_LABEL: MANAGED_BY}  # our tags win over the template's
+        if req.kind == "job":
+            labels[KIND_LABEL] = "job"
+        if req.host:
+            labels[HOST_LABEL] = req.host
+        command = req.args or req.command
         created = client.create_container(
             req.image,
-            command=list(req.command) if req.command else None,
+            command=list(command) if command else None,
             name=self.container_name(spec),
             hostname=dns_name(spec.node_name, spec.index),
-            environment=dict(req.environment) or None,
-            labels={**spec.tags, MANAGED_BY_LABEL: MANAGED_BY},
+            environment=req.live_environment(self._attributes(spec.deployment_id)) or None,
+            labels=labels,
             ports=[(p.container_port, p.protocol) if p.protocol != "tcp" else p.container_port for p in req.ports]
             or None,
             host_config=host_config,
@@ -563,8 +517,16 @@ class DockerBackend(Backend):
         )
         return created["Id"]
 
-    def _wait(self, spec: ResourceSpec, container_id: str, deadline: float | None) -> Resource:
+    def _attributes(self, deployment_id: str):
+        def read(node_name: str) -> list[Mapping[str, Any]]:
+            return [r.attributes for r in self.describe(deployment_id, node_name)]
+
+        return read
+
+    def _wait(self, spec: ResourceSpec, req: ContainerRequirements, container_id: str,
+              deadline: float | None) -> Resource:
         where = f"{spec.deployment_id}/{spec.node_name}/{spec.index}"
+        job = req.kind == "job"
 
         def read() -> tuple[dict, Resource] | None:
             inspected = self._inspect(container_id)
@@ -574,20 +536,30 @@ class DockerBackend(Backend):
             if found is None:
                 return f"container {container_id[:12]} vanished while starting"
             inspected, resource = found
-            if resource.state in (ResourceState.STOPPED, ResourceState.ERROR) and (
+            if job and resource.attributes["native_state"] == "failed":
+                return (f"the job's container {container_id[:12]} ({inspected['Config'].get('Image')}) FAILED: exit "
+                        f"code {inspected['State'].get('ExitCode')}; its log ends with: {self._log_tail(container_id)}")
+            if not job and resource.state in (ResourceState.STOPPED, ResourceState.ERROR) and (
                     inspected["State"].get("Status") != "created"):
                 return (f"container {container_id[:12]} ({inspected['Config'].get('Image')}) is "
                         f"{resource.attributes['native_state']} (exit code {inspected['State'].get('ExitCode')}); "
                         f"its log ends with: {self._log_tail(container_id)}")
             return None
 
+        def done(found: tuple[dict, Resource] | None) -> bool:
+            if found is None:
+                return False
+            return found[1].attributes["native_state"] == "complete" if job else (
+                found[1].state == ResourceState.RUNNING)
+
         _, resource = poll_until(
-            read, lambda found: found is not None and found[1].state == ResourceState.RUNNING,
-            timeout=self.ready_timeout, deadline=deadline, interval=self.poll_interval,
-            what=f"container {container_id[:12]} running", provider=PROVIDER, resource=where, failed=failed,
+            read, done,
+            timeout=self.job_timeout if job else self.ready_timeout, deadline=deadline, interval=self.poll_interval,
+            what=f"job container {container_id[:12]} complete" if job else f"container {container_id[:12]} running",
+            provider=PROVIDER, resource=where, failed=failed,
             failure=lambda reason: ResourceCreateError(reason, provider=PROVIDER, resource=where),
             status=lambda found: f"state {found[1].attributes['native_state']}" if found else "gone",
-            hint="raise ready_timeout, or check the image")
+            hint="raise job_timeout" if job else "raise ready_timeout, or check the image")
         return resource
 
     def _log_tail(self, container_id: str, lines: int = 20) -> str:
@@ -599,14 +571,15 @@ class DockerBackend(Backend):
 
     # ------------------------------------------------------------------ delete
     def delete(self, deployment_id: str, node_name: str | None = None, index: int | None = None) -> list[Resource]:
-        """Remove containers (then their volumes, then the network once the deployment has none).
+        """Remove containers (then their volumes and records, then the network once the deployment has none).
 
         :param deployment_id: the deployment's id
         :param node_name: only this node's containers
         :param index: only this instance
         """
         errors = self._errors()
-        deleted = []
+        deleted = [self._record_resource(v, [], ResourceState.DELETED)
+                   for v in self._records(deployment_id, node_name, index)]
         for summary in self._containers(deployment_id, node_name, index):
             inspected = self._inspect(summary["Id"])
             if inspected is None:

@@ -1,17 +1,28 @@
 """The Kubernetes backend: each node instance is one Deployment (one replica) in one namespace.
 
 Everything goes through the cncf-kubernetes provider's
-:class:`~airflow.providers.cncf.kubernetes.hooks.kubernetes.KubernetesHook` (its ``core_v1_client``
-and ``apps_v1_client``). Per instance of a node there is:
+:class:`~airflow.providers.cncf.kubernetes.hooks.kubernetes.KubernetesHook` (its ``core_v1_client``,
+``apps_v1_client`` and ``batch_v1_client``). Nodes are read by :mod:`airflow_cloud_paas.backends.containers`
+(the reading the Docker backend shares). Per instance of a node there is:
 
 - a Deployment ``cp-<deployment>-<node>-<index>`` with ``replicas: 1`` running the node's image
-  (containers) or a placeholder ``compute_image`` sized by the ``host`` capability (Compute nodes);
-  its pod's hostname is the Deployment's name (resource attribute ``hostname``), so a service that
-  names its members by hostname, such as an HTCondor startd, can be matched to the instance;
-- a PersistentVolumeClaim ``...-data`` mounted at ``data_path`` when the node asks for persistent
-  data (the Deployment then uses the ``Recreate`` strategy: a ReadWriteOnce claim has one user);
-- a Service (ClusterIP; ``public_service_type``, LoadBalancer by default, for a PUBLIC endpoint) when
-  the node publishes ports.
+  (containers, INDIGO Marathon services) or a placeholder ``compute_image`` sized by the ``host`` capability
+  (Compute nodes); its pod's hostname is the Deployment's name (resource attribute ``hostname``), so a service
+  that names its members by hostname, such as an HTCondor startd, can be matched to the instance;
+- for an INDIGO Chronos job instead, a Job of the same name (``restartPolicy: Never``, ``backoffLimit`` its
+  ``retries``): RUNNING (``job_state`` COMPLETE) once it succeeded, ERROR (``job_state`` FAILED, a
+  :class:`ResourceCreateError` from create) once the job controller gave up; create waits up to
+  ``job_timeout`` for one of the two;
+- for an INDIGO ``Container.Runtime.Docker`` or Onedata space instead, a ConfigMap of the same name (a
+  *record*: it runs nothing) keeping the node's attributes; a runtime's application gets the runtime's CPUs,
+  memory, GPUs (``<gpu_vendor>.com/gpu``, nvidia by default), volumes and published ports, and the record
+  reports ``publish_ports`` with each ``target`` filled (the Service port);
+- a PersistentVolumeClaim ``...-<volume>`` per persistent volume (``data_path``: ``...-data``; an INDIGO
+  runtime's named ``volumes``) (the Deployment then uses the ``Recreate`` strategy: a ReadWriteOnce claim has
+  one user);
+- a Service (ClusterIP; ``public_service_type``, LoadBalancer by default, for a PUBLIC endpoint or an INDIGO
+  application labelled ``HAPROXY_GROUP: external``) when the node publishes ports. Its address is the
+  resource's ``load_balancer_ips`` (the load balancer's, else the cluster IP, else the Service's DNS name).
 
 Why one Deployment per instance index, not one Deployment (or StatefulSet) per node with
 ``replicas: count``: the backend contract identifies an instance by (node, index) and lets any index be
@@ -47,7 +58,13 @@ from airflow_cloud_paas.backends.base import (
     ResourceState,
     poll_until,
 )
-from airflow_cloud_paas.backends.docker import ContainerRequirements
+from airflow_cloud_paas.backends.containers import (
+    ContainerRequirements,
+    decode_record,
+    encode_record,
+    log_warnings,
+    record_attributes,
+)
 from airflow_cloud_paas.backends.naming import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -102,6 +119,7 @@ class KubernetesBackend(Backend):
     :param storage_class: the storage class of claims (None: the cluster's default)
     :param public_service_type: the Service type of a PUBLIC endpoint (LoadBalancer or NodePort)
     :param ready_timeout: seconds an instance may take to become ready
+    :param job_timeout: seconds a job may take to complete
     :param poll_interval: seconds between readiness checks
     """
 
@@ -113,6 +131,8 @@ class KubernetesBackend(Backend):
         "scaled-down": ResourceState.STOPPED,  # replicas: 0
         "failed": ResourceState.ERROR,  # a fatal pod reason, or past the progress deadline
         "terminating": ResourceState.DELETING,
+        "complete": ResourceState.RUNNING,  # a Job that succeeded
+        "record": ResourceState.RUNNING,  # a ConfigMap: nothing runs
     }
 
     def __init__(
@@ -130,6 +150,7 @@ class KubernetesBackend(Backend):
         storage_class: str | None = None,
         public_service_type: str = "LoadBalancer",
         ready_timeout: float = 300.0,
+        job_timeout: float = 3600.0,
         poll_interval: float = 1.0,
     ) -> None:
         self.conn_id = conn_id
@@ -144,6 +165,7 @@ class KubernetesBackend(Backend):
         self.storage_class = storage_class
         self.public_service_type = public_service_type
         self.ready_timeout = float(ready_timeout)
+        self.job_timeout = float(job_timeout)
         self.poll_interval = float(poll_interval)
 
     # ------------------------------------------------------------------ hook and clients
@@ -195,6 +217,11 @@ class KubernetesBackend(Backend):
         """Return the hook's ``AppsV1Api``."""
         return self.hook.apps_v1_client
 
+    @property
+    def batch(self):
+        """Return the hook's ``BatchV1Api``."""
+        return self.hook.batch_v1_client
+
     @staticmethod
     def _api_exception():
         from kubernetes.client.exceptions import ApiException
@@ -233,11 +260,11 @@ class KubernetesBackend(Backend):
         )
 
     def check(self, spec: ResourceSpec) -> None:
-        """Validate the node and that its tags are valid label values; touch nothing.
+        """Validate the node and that its tags are valid label values; log what is not honoured; touch nothing.
 
         :param spec: the resource wanted
         """
-        self.requirements(spec)
+        log_warnings(self.requirements(spec))
         for key, value in spec.tags.items():
             if len(value) > 63 or not _LABEL_VALUE.match(value):
                 raise UnsupportedNodeError(
@@ -248,56 +275,83 @@ class KubernetesBackend(Backend):
                 )
 
     # ------------------------------------------------------------------ manifests
-    def _manifests(self, spec: ResourceSpec, req: ContainerRequirements) -> dict[str, dict[str, Any]]:
+    def _manifests(self, spec: ResourceSpec, req: ContainerRequirements,
+                   environment: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
         name = self.object_name(spec.deployment_id, spec.node_name, spec.index)
         labels = {**spec.tags, MANAGED_BY_LABEL: MANAGED_BY}
         meta = {"name": name, "namespace": self.namespace, "labels": labels}
+        if req.kind == "record":
+            return {"record": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
+                               "data": {"record": encode_record(req.record)}}}
         limits: dict[str, str] = {}
         if req.cpus:
             limits["cpu"] = f"{max(1, round(req.cpus * 1000))}m"
         if req.mem_mb:
             limits["memory"] = f"{max(1, round(req.mem_mb))}Mi"
+        if req.gpus:
+            limits[f"{req.gpu_vendor or 'nvidia'}.com/gpu"] = str(req.gpus)
+        env = environment if environment is not None else {k: str(v) for k, v in req.environment.items()}
         container: dict[str, Any] = {
             "name": "main",
             "image": req.image,
-            "env": [{"name": k, "value": v} for k, v in req.environment.items()],
+            "env": [{"name": k, "value": v} for k, v in env.items()],
             "ports": [{"containerPort": p.container_port, "protocol": p.protocol.upper()} for p in req.ports],
             "resources": {"requests": dict(limits), "limits": dict(limits)},
         }
         if req.command:
             container["command"] = list(req.command)
+        if req.args:
+            container["args"] = list(req.args)
+        if req.privileged:
+            container["securityContext"] = {"privileged": True}
+        if req.force_pull:
+            container["imagePullPolicy"] = "Always"
         # the pod's hostname is the Deployment's name, not the pod's generated one: services that name
         # their members by hostname (an HTCondor startd's Machine) are then known before the pod exists,
         # and keep that name when the pod is replaced
         pod_spec: dict[str, Any] = {"hostname": name, "containers": [container]}
         manifests: dict[str, dict[str, Any]] = {}
-        if req.data_path:
-            claim = f"{name[:58]}-data"
+        for volume in req.volumes:
+            suffix = dns_name(volume.name, limit=30)
+            claim = f"{name[:62 - len(suffix)]}-{suffix}"
             claim_spec: dict[str, Any] = {
                 "accessModes": ["ReadWriteOnce"],
                 "resources": {"requests": {"storage": self.storage_size}},
             }
             if self.storage_class:
                 claim_spec["storageClassName"] = self.storage_class
-            manifests["claim"] = {
+            manifests[f"claim-{suffix}"] = {
                 "apiVersion": "v1",
                 "kind": "PersistentVolumeClaim",
                 "metadata": {**meta, "name": claim},
                 "spec": claim_spec,
             }
-            container["volumeMounts"] = [{"name": "data", "mountPath": req.data_path}]
-            pod_spec["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]
-        manifests["deployment"] = {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": meta,
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": dict(spec.tags)},
-                "strategy": {"type": "Recreate" if req.data_path else "RollingUpdate"},
-                "template": {"metadata": {"labels": labels}, "spec": pod_spec},
-            },
-        }
+            mount = {"name": suffix, "mountPath": volume.path, **({"readOnly": True} if volume.read_only else {})}
+            container.setdefault("volumeMounts", []).append(mount)
+            pod_spec.setdefault("volumes", []).append({"name": suffix, "persistentVolumeClaim": {"claimName": claim}})
+        template: dict[str, Any] = {"metadata": {"labels": labels}, "spec": pod_spec}
+        if req.labels:  # an INDIGO application's own labels are free text: annotations, not selectors
+            template["metadata"]["annotations"] = dict(req.labels)
+        if req.kind == "job":
+            manifests["job"] = {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "metadata": meta,
+                "spec": {"backoffLimit": req.retries,
+                         "template": {**template, "spec": {**pod_spec, "restartPolicy": "Never"}}},
+            }
+        else:
+            manifests["deployment"] = {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": meta,
+                "spec": {
+                    "replicas": 1,
+                    "selector": {"matchLabels": dict(spec.tags)},
+                    "strategy": {"type": "Recreate" if req.volumes else "RollingUpdate"},
+                    "template": template,
+                },
+            }
         if req.ports:
             manifests["service"] = {
                 "apiVersion": "v1",
@@ -327,6 +381,8 @@ class KubernetesBackend(Backend):
             "service": self.core.list_namespaced_service,
             "claim": self.core.list_namespaced_persistent_volume_claim,
             "pod": self.core.list_namespaced_pod,
+            "job": self.batch.list_namespaced_job,
+            "record": self.core.list_namespaced_config_map,
         }[kind]
         try:
             items = lister(self.namespace, label_selector=selector).items
@@ -361,24 +417,54 @@ class KubernetesBackend(Backend):
             return "progressing", None
         return "accepted", None
 
+    def _job_state(self, job, pods: list) -> tuple[str, str | None]:
+        """Return (native state, why) of one Job from its status, conditions and pods."""
+        if job.metadata.deletion_timestamp:
+            return "terminating", None
+        status = job.status
+        for cond in (status.conditions or []) if status else []:
+            if cond.type == "Failed" and cond.status == "True":
+                return "failed", f"{cond.reason}: {cond.message or ''}".strip(": ")
+            if cond.type == "Complete" and cond.status == "True":
+                return "complete", None
+        for pod in pods:
+            for container in (pod.status.container_statuses or []) if pod.status else []:
+                waiting = container.state.waiting if container.state else None
+                if waiting and waiting.reason in FATAL_REASONS:
+                    return "failed", f"{waiting.reason}: {waiting.message or ''}".strip(": ")
+        if status and status.succeeded:
+            return "complete", None
+        limit = job.spec.backoff_limit if job.spec.backoff_limit is not None else 6
+        if status and status.failed and status.failed > limit:
+            return "failed", f"BackoffLimitExceeded: {status.failed} failed pod(s), backoffLimit {limit}"
+        if status and (status.active or status.start_time):
+            return "progressing", None
+        return "accepted", None
+
     def _resource(
-        self, deployment, pods: list, services: Mapping[str, Any], state: ResourceState | None = None
+        self, workload, pods: list, services: Mapping[str, Any], state: ResourceState | None = None, *,
+        job: bool = False,
     ) -> Resource:
-        labels = deployment.metadata.labels
-        native, why = self._native_state(deployment, pods)
+        labels = workload.metadata.labels
+        native, why = self._job_state(workload, pods) if job else self._native_state(workload, pods)
         normalized = self.normalize_state(native)
         if native == "accepted" and not self.wait_for_ready:
             normalized = ResourceState.RUNNING  # documented rule for API servers without controllers
-        name = deployment.metadata.name
+        name = workload.metadata.name
         attributes: dict[str, Any] = {
-            "namespace": deployment.metadata.namespace or self.namespace,
-            "deployment": name,
-            "image": deployment.spec.template.spec.containers[0].image,
+            "namespace": workload.metadata.namespace or self.namespace,
+            "job" if job else "deployment": name,
+            "image": workload.spec.template.spec.containers[0].image,
             "native_state": native,
-            "replicas": deployment.spec.replicas,
-            "ready_replicas": (deployment.status.ready_replicas if deployment.status else None) or 0,
         }
-        hostname = _hostname(deployment, pods)
+        if job:
+            attributes["job_state"] = {"complete": "COMPLETE", "failed": "FAILED"}.get(native, "RUNNING")
+            attributes["succeeded"] = (workload.status.succeeded if workload.status else None) or 0
+            attributes["failed"] = (workload.status.failed if workload.status else None) or 0
+        else:
+            attributes["replicas"] = workload.spec.replicas
+            attributes["ready_replicas"] = (workload.status.ready_replicas if workload.status else None) or 0
+        hostname = _hostname(workload, pods)
         if hostname:
             attributes["hostname"] = hostname
         if why:
@@ -399,6 +485,8 @@ class KubernetesBackend(Backend):
             )
             public = next((i.ip or i.hostname for i in ingress if i.ip or i.hostname), None)
             attributes["public_address"] = public
+            # where INDIGO outputs read a Marathon service's address (marathon-lb's, once)
+            attributes["load_balancer_ips"] = [public or attributes["private_address"]]
             first = ports[0].port if ports else None
             attributes["endpoint"] = f"{public or f'{name}.{ns}.svc'}:{first}" if first else None
         return Resource(
@@ -409,26 +497,31 @@ class KubernetesBackend(Backend):
             attributes=attributes,
         )
 
+    def _record_resource(self, config_map, state: ResourceState | None = None) -> Resource:
+        """Return a record's resource: the attributes its ConfigMap keeps (a runtime's ports: the Service's)."""
+        ns = config_map.metadata.namespace or self.namespace
+        attributes = {**record_attributes(decode_record((config_map.data or {}).get("record"))),
+                      "namespace": ns, "record": config_map.metadata.name, "native_state": "record"}
+        return Resource(*resource_of(config_map.metadata.labels), backend=PROVIDER,
+                        resource_id=f"{ns}/{config_map.metadata.name}",
+                        state=state or self.normalize_state("record"), attributes=attributes)
+
     def _describe(self, deployment_id: str, node_name: str | None = None, index: int | None = None) -> list[Resource]:
-        deployments = self._list("deployment", deployment_id, node_name, index)
-        if not deployments:
-            return []
-        pods = self._list("pod", deployment_id, node_name, index)
-        services = {s.metadata.name: s for s in self._list("service", deployment_id, node_name, index)}
-        found = []
-        for dep in deployments:
-            own = [
-                p
-                for p in pods
-                if self._matches(
-                    p.metadata.labels, deployment_id, dep.metadata.labels[TAG_NODE], int(dep.metadata.labels[TAG_INDEX])
-                )
-            ]
-            found.append(self._resource(dep, own, services))
+        found = [self._record_resource(c) for c in self._list("record", deployment_id, node_name, index)]
+        workloads = [(w, False) for w in self._list("deployment", deployment_id, node_name, index)]
+        workloads += [(w, True) for w in self._list("job", deployment_id, node_name, index)]
+        if workloads:
+            pods = self._list("pod", deployment_id, node_name, index)
+            services = {s.metadata.name: s for s in self._list("service", deployment_id, node_name, index)}
+            for workload, job in workloads:
+                labels = workload.metadata.labels
+                own = [p for p in pods
+                       if self._matches(p.metadata.labels, deployment_id, labels[TAG_NODE], int(labels[TAG_INDEX]))]
+                found.append(self._resource(workload, own, services, job=job))
         return sorted(found, key=lambda r: (r.node_name, r.index))
 
     def describe(self, deployment_id: str, node_name: str | None = None) -> list[Resource]:
-        """Return the Deployments of a deployment (optionally of one node), sorted by node, index.
+        """Return the Deployments, Jobs and records of a deployment (optionally of one node), by node, index.
 
         :param deployment_id: the deployment's id
         :param node_name: only this node's instances
@@ -455,27 +548,32 @@ class KubernetesBackend(Backend):
         self.check(spec)
         req = self.requirements(spec)
         where = f"{spec.deployment_id}/{spec.node_name}/{spec.index}"
-        manifests = self._manifests(spec, req)
         try:
-            if "claim" in manifests:
-                self._ensure(
-                    manifests["claim"],
-                    self.core.read_namespaced_persistent_volume_claim,
-                    self.core.create_namespaced_persistent_volume_claim,
-                )
-            existing = self._ensure(
-                manifests["deployment"], self.apps.read_namespaced_deployment, self.apps.create_namespaced_deployment
-            )
-            if existing is not None and existing.spec.replicas == 0:
-                log.info("scaling %s back to 1 replica", where)
-                self.apps.patch_namespaced_deployment(existing.metadata.name, self.namespace, {"spec": {"replicas": 1}})
+            environment = None if req.kind == "record" else req.live_environment(self._attributes(spec.deployment_id))
+            manifests = self._manifests(spec, req, environment)
+            for key, manifest in manifests.items():
+                if key.startswith("claim-"):
+                    self._ensure(manifest, self.core.read_namespaced_persistent_volume_claim,
+                                 self.core.create_namespaced_persistent_volume_claim)
+            if "record" in manifests:
+                self._ensure(manifests["record"], self.core.read_namespaced_config_map,
+                             self.core.create_namespaced_config_map)
+            if "job" in manifests:
+                self._ensure(manifests["job"], self.batch.read_namespaced_job, self.batch.create_namespaced_job)
+            if "deployment" in manifests:
+                existing = self._ensure(manifests["deployment"], self.apps.read_namespaced_deployment,
+                                        self.apps.create_namespaced_deployment)
+                if existing is not None and existing.spec.replicas == 0:
+                    log.info("scaling %s back to 1 replica", where)
+                    self.apps.patch_namespaced_deployment(existing.metadata.name, self.namespace,
+                                                          {"spec": {"replicas": 1}})
             if "service" in manifests:
                 self._ensure(
                     manifests["service"], self.core.read_namespaced_service, self.core.create_namespaced_service
                 )
-            if not wait:  # the caller waits (a deferrable trigger polling describe)
+            if not wait or req.kind == "record":  # the caller waits (a deferrable trigger polling describe)
                 return self._describe(spec.deployment_id, spec.node_name, spec.index)[0]
-            return self._wait(spec, deadline)
+            return self._wait(spec, req, deadline)
         except BaseException as err:
             try:
                 self.delete(spec.deployment_id, spec.node_name, spec.index)
@@ -488,6 +586,12 @@ class KubernetesBackend(Backend):
                     resource=where,
                 ) from err
             raise
+
+    def _attributes(self, deployment_id: str):
+        def read(node_name: str) -> list[Mapping[str, Any]]:
+            return [r.attributes for r in self._describe(deployment_id, node_name)]
+
+        return read
 
     def _ensure(self, manifest: Mapping[str, Any], read, create):
         """Create an object unless it exists; return the existing one (None when created now)."""
@@ -506,8 +610,9 @@ class KubernetesBackend(Backend):
             return read(name, self.namespace)
         return None
 
-    def _wait(self, spec: ResourceSpec, deadline: float | None) -> Resource:
+    def _wait(self, spec: ResourceSpec, req: ContainerRequirements, deadline: float | None) -> Resource:
         where = f"{spec.deployment_id}/{spec.node_name}/{spec.index}"
+        kind = "Job" if req.kind == "job" else "Deployment"
 
         def read() -> Resource | None:
             found = self._describe(spec.deployment_id, spec.node_name, spec.index)
@@ -515,9 +620,11 @@ class KubernetesBackend(Backend):
 
         def failed(resource: Resource | None) -> str | None:
             if resource is None:
-                return "its Deployment vanished while starting"
+                return f"its {kind} vanished while starting"
             if resource.state == ResourceState.ERROR:
-                return (f"Deployment {resource.attributes['deployment']} failed: {resource.attributes.get('reason')}; "
+                name = resource.attributes.get("job") or resource.attributes.get("deployment")
+                verdict = "FAILED" if kind == "Job" else "failed"
+                return (f"{kind} {name} {verdict}: {resource.attributes.get('reason')}; "
                         "check the image name, the registry credentials and the pod's logs")
             return None
 
@@ -525,20 +632,26 @@ class KubernetesBackend(Backend):
             if resource is None:
                 return "gone"
             attributes = resource.attributes
+            if kind == "Job":
+                return (f"{attributes['succeeded']} succeeded, {attributes['failed']} failed, state "
+                        f"{attributes['native_state']}")
             return (f"{attributes['ready_replicas']}/{attributes['replicas']} ready, state "
                     f"{attributes['native_state']}")
 
+        name = self.object_name(spec.deployment_id, spec.node_name, spec.index)
         return poll_until(
             read, lambda resource: resource is not None and resource.state == ResourceState.RUNNING,
-            timeout=self.ready_timeout, deadline=deadline, interval=self.poll_interval,
-            what=f"Deployment {self.object_name(spec.deployment_id, spec.node_name, spec.index)} ready",
+            timeout=self.job_timeout if kind == "Job" else self.ready_timeout, deadline=deadline,
+            interval=self.poll_interval,
+            what=f"Job {name} complete" if kind == "Job" else f"Deployment {name} ready",
             provider=PROVIDER, resource=where, failed=failed, status=status,
             failure=lambda reason: ResourceCreateError(reason, provider=PROVIDER, resource=where),
-            hint="raise ready_timeout, or use wait_for_ready=False on an API server without controllers")
+            hint=("raise job_timeout" if kind == "Job" else "raise ready_timeout")
+            + ", or use wait_for_ready=False on an API server without controllers")
 
     # ------------------------------------------------------------------ delete
     def delete(self, deployment_id: str, node_name: str | None = None, index: int | None = None) -> list[Resource]:
-        """Delete the Deployments, Services and claims of a deployment, node or instance, found by labels.
+        """Delete the Deployments, Jobs, Services, claims and records of a deployment, node or instance, by labels.
 
         :param deployment_id: the deployment's id
         :param node_name: only this node's instances
@@ -553,8 +666,10 @@ class KubernetesBackend(Backend):
         ]
         removers = (
             ("deployment", self.apps.delete_namespaced_deployment),
+            ("job", self.batch.delete_namespaced_job),
             ("service", self.core.delete_namespaced_service),
             ("claim", self.core.delete_namespaced_persistent_volume_claim),
+            ("record", self.core.delete_namespaced_config_map),
         )
         for kind, remove in removers:
             for item in self._list(kind, deployment_id, node_name, index):

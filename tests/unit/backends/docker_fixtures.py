@@ -6,7 +6,8 @@ label filters/stop/delete/logs, networks and volumes), on 127.0.0.1, with the en
 matter to a client: a name is unique (409), an unknown image is 404 on create and pull, a network
 with containers attached cannot be removed (403), a volume in use cannot be removed (409), a running
 container cannot be removed without force (409). Containers do not run: "start" marks them running
-(or, for an image in ``crashing``, exited with code 3 and a log line) and assigns host ports; with
+(or, for an image in ``crashing``, exited with code 3 and a log line; for one in ``finishing``, a job that
+ran, exited with code 0) and assigns host ports; with
 ``start_seconds`` set, a started container's health check says "starting" that long (a slow boot).
 """
 
@@ -63,12 +64,15 @@ class FakeDockerEngine:
     :param images: images already on the engine
     :param registry: images a pull finds (anything else: 404)
     :param crashing: images whose containers exit at once with code 3
+    :param finishing: images whose containers exit at once with code 0 (a job that did its work)
     """
 
-    def __init__(self, images=(), registry=(), crashing=(), ncpu: int = 4, mem_total: int = 8 * 1024**3) -> None:
+    def __init__(self, images=(), registry=(), crashing=(), finishing=(), ncpu: int = 4,
+                 mem_total: int = 8 * 1024**3) -> None:
         self.images = {self._ref(i) for i in images}
         self.registry = {self._ref(i) for i in registry}
         self.crashing = {self._ref(i) for i in crashing}
+        self.finishing = {self._ref(i) for i in finishing}
         self.ncpu, self.mem_total = ncpu, mem_total
         #: seconds a started container reports health "starting" before "healthy" (0: no health check)
         self.start_seconds = 0.0
@@ -256,6 +260,10 @@ class FakeDockerEngine:
         if self._ref(c.config["Image"]) in self.crashing:
             c.state = {"Status": "exited", "Running": False, "ExitCode": 3}
             c.log += b"boom: cannot read /etc/app.conf\n"
+            return 204, b""
+        if self._ref(c.config["Image"]) in self.finishing:
+            c.state = {"Status": "exited", "Running": False, "ExitCode": 0}
+            c.log += b"job done\n"
             return 204, b""
         c.state = {"Status": "running", "Running": True, "ExitCode": 0}
         c.healthy_at = time.monotonic() + self.start_seconds if self.start_seconds else None

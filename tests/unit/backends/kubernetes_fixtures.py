@@ -133,6 +133,18 @@ class KubernetesApiEmulator:
         with self._client() as api:
             client.AppsV1Api(api).patch_namespaced_deployment_status(name, namespace, {"status": status})
 
+    def set_job_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Write a Job's status through the API, as the job controller would (its stand-in).
+
+        :param namespace: the namespace
+        :param name: the Job
+        :param status: the status fields (e.g. ``{"succeeded": 1}``)
+        """
+        from kubernetes import client
+
+        with self._client() as api:
+            client.BatchV1Api(api).patch_namespaced_job_status(name, namespace, {"status": status})
+
     def add_pod(self, namespace: str, name: str, labels: dict[str, str], waiting_reason: str) -> None:
         """Create a pod whose container waits for ``waiting_reason``, as the kubelet would report (its stand-in).
 
