@@ -64,3 +64,41 @@ lock: $(BIN)/activate
 
 clean:
 	rm -rf $(VENV) .airflow build *.egg-info
+
+# The tests' OpenID Connect provider (npm oidc-provider under Node.js 20+, tests/oidc), from its lock file.
+# Without npm the OIDC tests skip, saying what to install.
+.PHONY: oidc-provider
+install: oidc-provider
+oidc-provider: tests/oidc/node_modules/.package-lock.json
+tests/oidc/node_modules/.package-lock.json: tests/oidc/package.json tests/oidc/package-lock.json
+	@if command -v npm >/dev/null; then cd tests/oidc && npm ci --no-audit --no-fund; \
+	else echo "install Node.js 20+ and npm to run the OIDC tests (tests/oidc); they skip without"; fi
+
+# The portal (issue 13): its React app in ui/ is built into the package (airflow_cloud_paas/plugin/portal_dist,
+# git-ignored, shipped in the wheel as package data) where the plugin serves it to the Airflow UI; its browser
+# test drives Debian's chromium. Without npm the bundle is skipped with a note (the portal page says to build it).
+PORTAL_BUNDLE := airflow_cloud_paas/plugin/portal_dist/portal.js
+BROWSER_PACKAGES := chromium
+.PHONY: portal-ui portal-ui-test browser-deps
+
+install: portal-ui
+system-deps: browser-deps
+test: portal-ui-test
+
+portal-ui: $(PORTAL_BUNDLE)
+
+$(PORTAL_BUNDLE): ui/package.json ui/package-lock.json ui/vite.config.ts ui/tsconfig.json $(wildcard ui/src/*)
+	@if command -v npm >/dev/null; then cd ui && npm ci --no-audit --no-fund && npm run build; \
+	else echo "npm is missing: the portal's UI is not built (install Node 20 and run make portal-ui)"; fi
+
+# the form generation and constraint checks (vitest, well under a second)
+portal-ui-test: portal-ui
+	@if [ -d ui/node_modules ]; then cd ui && npx vitest run; fi
+
+browser-deps:
+	@if ! command -v chromium >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+		else echo "install the Debian package $(BROWSER_PACKAGES) (needed by the portal's browser test)"; exit 1; fi; \
+		$$SUDO apt-get install -y -q $(BROWSER_PACKAGES) || \
+			{ $$SUDO apt-get update -q && $$SUDO apt-get install -y -q $(BROWSER_PACKAGES); }; \
+	fi

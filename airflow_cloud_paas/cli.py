@@ -339,6 +339,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     request = DeploymentRequest.build(topology, PLAN_ONLY_ID, _parse_inputs(args.input), backend=args.backend,
                                       resolve_refs=False)
     plan = request.plan
+    not_honoured: tuple[str, ...] = ()
     if args.backend:
         from airflow_cloud_paas.backends import get_backend
 
@@ -346,7 +347,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         options = {"work_root": os.environ.get("TMPDIR", "/tmp")} if name == "local" else {}
         if conn_id and name != "local":
             options["conn_id"] = conn_id
-        plan.check(get_backend(name, **options))  # what a create checks: sizes, images, rules, user data
+        not_honoured = plan.check(get_backend(name, **options))  # what a create checks: sizes, images, rules...
     rows = []
     for step, name in enumerate(plan.order, 1):
         planned = plan.node(name)
@@ -357,13 +358,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
         })
     if args.json:
         print(json.dumps({"template": str(args.template), "inputs": _masked(dict(plan.inputs), topology), "plan": rows,
-                          "warnings": [c.as_dict() for c in topology.conversions]}, indent=2, default=str))
+                          "warnings": [c.as_dict() for c in topology.conversions],
+                          "not_honoured": list(not_honoured)}, indent=2, default=str))
     else:
         if topology.conversions:
             print(f"{args.template}: {len(topology.conversions)} value(s) converted to their declared type "
                   "(--strict refuses them):")
             for conversion in topology.conversions:
                 print(f"  warning: {conversion.message}")
+        if not_honoured:
+            print(f"{args.template}: {len(not_honoured)} thing(s) the backend deploys without honouring them:")
+            for message in not_honoured:
+                print(f"  warning: {message}")
         print(f"{args.template}: valid, {len(rows)} node(s), deployment order:")
         for row in rows:
             req = f"  requires {', '.join(row['requires'])}" if row["requires"] else ""

@@ -182,6 +182,9 @@ def topology_params(topology: Topology) -> dict[str, Param]:
     params["keep_deployment"] = Param(
         False, type="boolean", description="Skip the teardown and leave the deployment running"
     )
+    params["user_group"] = Param(
+        None, type=["null", "string"], description="Share the deployment with this group (its members see it)"
+    )
     return params
 
 
@@ -214,6 +217,8 @@ class ToscaTaskGroup(TaskGroup):
         keep_last_attempt, timeout_mins, provider_timeout_mins)
     :param deferrable: deploy-node tasks request their instances and wait in the triggerer (default: the
         ``[operators] default_deferrable`` setting)
+    :param strict: refuse (at DAG parse) a template value that is not of its declared type instead of converting
+        it with a warning (see :func:`~airflow_cloud_paas.tosca.load_topology`)
     """
 
     def __init__(
@@ -231,12 +236,13 @@ class ToscaTaskGroup(TaskGroup):
         node_converters: Mapping[str, Any] | None = None,
         node_delete_converters: Mapping[str, Any] | None = None,
         operator_args: Mapping[str, Any] | None = None,
+        strict: bool = False,
         _caller_file: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(group_id=group_id, **kwargs)
         self.template = _template_path(template, _caller_file or sys._getframe(1).f_globals.get("__file__"))
-        self.topology: Topology = load_topology(self.template, import_map=import_map)
+        self.topology: Topology = load_topology(self.template, import_map=import_map, strict=strict)
         self.registry = NodeConverterRegistry(node_converters, node_delete_converters)
         common: dict[str, Any] = {
             "template": self.template,
@@ -353,6 +359,7 @@ class ToscaDag(DAG):
     :param placement: PlacementPolicy options for ``providers``
     :param deferrable: deploy-node tasks wait for their instances in the triggerer (default: the
         ``[operators] default_deferrable`` setting)
+    :param strict: refuse a template value that is not of its declared type instead of converting it
     """
 
     def __init__(
@@ -370,11 +377,12 @@ class ToscaDag(DAG):
         providers: Sequence[Any] | None = None,
         placement: Mapping[str, Any] | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        strict: bool = False,
         **dag_kwargs: Any,
     ) -> None:
         caller = sys._getframe(1).f_globals.get("__file__")
         path = _template_path(template, caller)
-        topology = load_topology(path, import_map=import_map)
+        topology = load_topology(path, import_map=import_map, strict=strict)
         params = {**topology_params(topology), **(dag_kwargs.pop("params", None) or {})}
         first_line = next(iter((topology.description or "").strip().splitlines()), "")
         dag_kwargs.setdefault("description", first_line[:200] or None)
@@ -395,6 +403,7 @@ class ToscaDag(DAG):
                 providers=providers,
                 placement=placement,
                 deferrable=deferrable,
+                strict=strict,
                 _caller_file=caller,
             )
 

@@ -117,9 +117,12 @@ class Deployer:
         return self.request.plan
 
     # ---------------------------------------------------------------- validation
-    def check(self) -> None:
-        """Raise a typed error if any node cannot be deployed on this backend; touch nothing."""
-        self.plan.check(self.backend, self.deployment_id)
+    def check(self) -> tuple[str, ...]:
+        """Raise a typed error if any node cannot be deployed on this backend; touch nothing.
+
+        Return the warnings of what the backend deploys without honouring it (see :meth:`DeploymentPlan.check`).
+        """
+        return self.plan.check(self.backend, self.deployment_id)
 
     def spec(self, node_name: str, index: int, *, with_requirements: bool = True) -> ResourceSpec:
         """Return the backend spec of one instance of a node, requirements taken from live resources.
@@ -152,7 +155,7 @@ class Deployer:
     @_step
     def begin_create(self) -> None:
         """Check the plan on the backend, register the deployment (idempotently) and mark it CREATE_IN_PROGRESS."""
-        self.check()
+        not_honoured = self.check()
         dag_id, _, run_id = (self.request.actor or "").partition("/")
         record = self.store.create_deployment(
             self.deployment_id,
@@ -164,24 +167,32 @@ class Deployer:
             dag_id=dag_id or None,
             run_id=run_id or None,
             secret_inputs=self.request.secret_names,
+            user_group=self.request.user_group,
         )
-        self._record_conversions(record.events)
+        self._record_warnings(record.events, not_honoured)
         # claims the new record, recognizes a retry by the same run, or moves CREATE_FAILED back to
         # CREATE_IN_PROGRESS; another run's action in progress is refused (DeploymentBusyError)
         self.store.begin(self.deployment_id, "CREATE", reason="deployment requested", actor=self.actor)
 
-    def _record_conversions(self, events: Sequence[Event]) -> None:
-        """Log each value the loader converted to its declared type (task log), and record it as an event once.
+    def _record_warnings(self, events: Sequence[Event], not_honoured: Sequence[str]) -> None:
+        """Log what the deployment gets other than as written (task log), and record it as events once.
 
-        :param events: the deployment's events so far (a retried create finds its ``converted`` events there)
+        These are the values the loader converted to their declared type (``converted`` events) and what the
+        backend deploys without honouring it (``not_honoured`` events, e.g. a Mesos placement constraint).
+
+        :param events: the deployment's events so far (a retried create finds its earlier warnings there)
+        :param not_honoured: the backend's warnings (see :meth:`check`)
         """
         conversions = self.topology.conversions
         for conversion in conversions:
             log.warning("Deployment %s: %s: converted %s", self.deployment_id, self.topology.source, conversion.message)
-        if any(event.kind == "converted" for event in events):
-            return
-        for conversion in conversions:
-            self.store.add_event(self.deployment_id, "converted", conversion.message, conversion.as_dict())
+        seen = {event.kind for event in events}
+        if "converted" not in seen:
+            for conversion in conversions:
+                self.store.add_event(self.deployment_id, "converted", conversion.message, conversion.as_dict())
+        if "not_honoured" not in seen:
+            for message in not_honoured:
+                self.store.add_event(self.deployment_id, "not_honoured", message, {"backend": self.request.backend})
 
     @_step
     def deploy_node(self, node_name: str, *, deadline: float | None = None) -> list[Resource]:

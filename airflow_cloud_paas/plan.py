@@ -128,17 +128,20 @@ class DeploymentPlan:
     def _resolved(self) -> dict[str, NodeTemplate]:
         return {name: planned.node for name, planned in self.nodes.items()}
 
-    def check(self, backend: Backend, deployment_id: str = PLAN_ONLY_ID) -> None:
+    def check(self, backend: Backend, deployment_id: str = PLAN_ONLY_ID) -> tuple[str, ...]:
         """Raise a typed error if any node cannot be deployed on this backend; touch nothing.
 
         The backend checks each node's spec as a create would see it (flavors, images, endpoints and security
-        rules, user data and its size limit), before any requirement exists.
+        rules, user data and its size limit), before any requirement exists. Return the warnings of what the
+        backend deploys without honouring it, in plan order.
 
         :param backend: the backend to deploy on
         :param deployment_id: the deployment (only named in messages)
         """
+        warnings: list[str] = []
         for name in self.nodes:
-            backend.check(self.spec(deployment_id, name, 0))
+            warnings.extend(backend.check(self.spec(deployment_id, name, 0)) or ())
+        return tuple(warnings)
 
 
 def compile_plan(topology: Topology, inputs: Mapping[str, Any] | None,

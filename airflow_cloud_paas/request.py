@@ -45,6 +45,7 @@ class DeploymentRequest:
     :param backend: the backend reference, ``backend`` or ``backend:conn_id`` (what the record keeps)
     :param actor: who acts (``dag_id/run_id``): a retry by the same actor is not a conflict
     :param owner: who owns the deployment
+    :param user_group: the group the owner shares a new deployment with
     :param input_refs: input name -> the ``conn://<conn_id>/<field>`` reference it was read from
     :param secret_inputs: more input names whose values must never be stored
     :param deadline: a ``time.monotonic()`` limit for the whole deployment, or None
@@ -57,6 +58,7 @@ class DeploymentRequest:
     backend: str = DEFAULT_BACKEND
     actor: str | None = None
     owner: str = "airflow"
+    user_group: str | None = None
     input_refs: Mapping[str, str] = field(default_factory=dict)
     secret_inputs: tuple[str, ...] = ()
     deadline: float | None = None
@@ -74,6 +76,7 @@ class DeploymentRequest:
         default_backend: str | None = None,
         actor: str | None = None,
         owner: str | None = None,
+        user_group: str | None = None,
         get_connection: Callable[[str], Any] | None = None,
         resolve_refs: bool = True,
         secret_inputs: tuple[str, ...] = (),
@@ -91,6 +94,7 @@ class DeploymentRequest:
         :param default_backend: the store connection's default backend, when neither names one
         :param actor: who acts (``dag_id/run_id``)
         :param owner: who owns the deployment (a new one)
+        :param user_group: the group the owner shares a new deployment with
         :param get_connection: conn_id -> Airflow Connection, to resolve ``conn://`` references (required when
             any input is one)
         :param resolve_refs: False keeps ``conn://`` references as the inputs' values (offline validation: the
@@ -121,6 +125,7 @@ class DeploymentRequest:
             backend=(record.backend if record is not None else None) or backend or default_backend or DEFAULT_BACKEND,
             actor=actor,
             owner=(record.owner if record is not None else None) or owner or "airflow",
+            user_group=record.user_group if record is not None else user_group,
             input_refs=refs,
             secret_inputs=tuple(secret_inputs),
             deadline=deadline,

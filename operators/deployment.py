@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from airflow_cloud_paas.tosca.model import Topology
 
 #: DAG params that are not TOSCA inputs.
-RESERVED_PARAMS = ("deployment_id", "keep_deployment")
+RESERVED_PARAMS = ("deployment_id", "keep_deployment", "user_group")
 _NAMESPACE = uuid.UUID("6f1b6a52-2a43-4a55-9a3b-5d1c0c8e7a10")
 
 
@@ -133,6 +133,9 @@ class _CloudPaaSBaseOperator(CloudPaaSTaskDefaults, BaseOperator):
             default_backend=self.hook.backend,
             actor=f"{dag.dag_id}/{context['run_id']}",
             owner=owner,
+            # The run's conf names the group to share a new deployment with. The orchestrator API checks that its
+            # caller belongs to it; a run triggered in Airflow directly is trusted as any run's conf is.
+            user_group=conf.get("user_group") or params.get("user_group") or None,
             get_connection=BaseHook.get_connection,
             need_secrets=need_secrets,
         )
@@ -199,7 +202,7 @@ class CloudPaaSCreateDeploymentOperator(_CloudPaaSBaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         if self.providers:
             return self._execute_with_fallback(context)
-        deployer = self._deployer(context, owner=self.deployment_owner or self.owner or "airflow")
+        deployer = self._deployer(context, owner=self._new_owner(context))
         self.log.info("Deployment %s of %s on %s", deployer.deployment_id, deployer.topology.source,
                       deployer.request.backend)
         deployer.begin_create()
@@ -210,11 +213,16 @@ class CloudPaaSCreateDeploymentOperator(_CloudPaaSBaseOperator):
         outputs = deployer.complete_create()
         return {"deployment_id": deployer.deployment_id, "outputs": _public(outputs, deployer.request.secret_outputs)}
 
+    def _new_owner(self, context: Context) -> str:
+        """Return who owns a new deployment: who triggered the run (never a conf field), else the given owner."""
+        triggered_by = getattr(context.get("dag_run"), "triggering_user_name", None)
+        return triggered_by or self.deployment_owner or self.owner or "airflow"
+
     def _execute_with_fallback(self, context: Context) -> dict[str, Any]:
         from airflow_cloud_paas.backends.factory import backend_from_hook
         from airflow_cloud_paas.placement import PlacementPolicy, ProviderCandidate, deploy_with_fallback
 
-        request = self._request(context, owner=self.deployment_owner or self.owner or "airflow")
+        request = self._request(context, owner=self._new_owner(context))
         policy = PlacementPolicy(
             candidates=tuple(ProviderCandidate.parse(p) for p in self.providers),
             rank=self.rank_providers,

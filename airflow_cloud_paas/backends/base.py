@@ -166,11 +166,15 @@ class Backend(abc.ABC):
         return self.state_map.get(native, ResourceState.UNKNOWN)
 
     @abc.abstractmethod
-    def check(self, spec: ResourceSpec) -> None:
+    def check(self, spec: ResourceSpec) -> tuple[str, ...] | None:
         """Raise :class:`UnsupportedNodeError` if this node cannot be deployed here; touch nothing.
+
+        Return what will be deployed but not honoured (warnings naming the node and the field, e.g. a Mesos
+        placement constraint on a container engine); None or ``()`` when everything is.
 
         :param spec: the resource wanted (requirements may be empty at validation time)
         """
+        return ()
 
     @abc.abstractmethod
     def create(self, spec: ResourceSpec, *, deadline: float | None = None) -> Resource:

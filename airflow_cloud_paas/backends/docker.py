@@ -213,7 +213,7 @@ class DockerBackend(Backend):
         """
         return ContainerRequirements.from_spec(spec, provider=PROVIDER, compute_image=self.compute_image)
 
-    def check(self, spec: ResourceSpec) -> None:
+    def check(self, spec: ResourceSpec) -> tuple[str, ...]:
         """Validate the node and that it fits the engine's CPUs and memory; log what is not honoured; touch nothing.
 
         :param spec: the resource wanted
@@ -221,7 +221,7 @@ class DockerBackend(Backend):
         req = self.requirements(spec)
         log_warnings(req)
         if req.cpus is None and req.mem_mb is None:
-            return
+            return req.warnings
         info = self.client.info()  # read-only: the engine's size
         where = f"{spec.deployment_id}/{spec.node_name}/{spec.index}"
         if req.cpus is not None and info.get("NCPU") and req.cpus > info["NCPU"]:
@@ -238,6 +238,7 @@ class DockerBackend(Backend):
                 provider=PROVIDER,
                 resource=where,
             )
+        return req.warnings
 
     # ------------------------------------------------------------------ describe
     def _containers(self, deployment_id: str, node_name: str | None = None, index: int | None = None) -> list[dict]:

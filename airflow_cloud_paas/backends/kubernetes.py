@@ -259,12 +259,13 @@ class KubernetesBackend(Backend):
             spec, provider=PROVIDER, compute_image=self.compute_image, compute_command=None
         )
 
-    def check(self, spec: ResourceSpec) -> None:
+    def check(self, spec: ResourceSpec) -> tuple[str, ...]:
         """Validate the node and that its tags are valid label values; log what is not honoured; touch nothing.
 
         :param spec: the resource wanted
         """
-        log_warnings(self.requirements(spec))
+        req = self.requirements(spec)
+        log_warnings(req)
         for key, value in spec.tags.items():
             if len(value) > 63 or not _LABEL_VALUE.match(value):
                 raise UnsupportedNodeError(
@@ -273,6 +274,7 @@ class KubernetesBackend(Backend):
                     provider=PROVIDER,
                     resource=f"{spec.deployment_id}/{spec.node_name}/{spec.index}",
                 )
+        return req.warnings
 
     # ------------------------------------------------------------------ manifests
     def _manifests(self, spec: ResourceSpec, req: ContainerRequirements,

@@ -93,6 +93,8 @@ class DeploymentRow(Base):
     # Secret inputs are replaced by "***" before they get here (see DeploymentStore.create_deployment).
     inputs: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     owner: Mapped[str | None] = mapped_column(String(255))
+    # The group the owner shares it with (the orchestrator's userGroup); NULL: its owner's (and admins') alone.
+    user_group: Mapped[str | None] = mapped_column(String(255), nullable=True)
     backend: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(32))
     status_reason: Mapped[str | None] = mapped_column(Text)

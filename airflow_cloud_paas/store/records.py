@@ -102,6 +102,7 @@ class DeploymentRecord:
     :param version: optimistic-locking counter, bumped by every change of the row
     :param lease_expires_at: until when the running action's holder keeps it without renewing (UTC)
     :param lease_holder: the process working on the running action now (``host:pid:start``), if any
+    :param user_group: the group its owner shares it with (members see and act on it), if any
     """
 
     id: str
@@ -123,6 +124,7 @@ class DeploymentRecord:
     version: int = 1
     lease_expires_at: datetime | None = None
     lease_holder: str | None = None
+    user_group: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serializable form (datetimes in ISO 8601, status as its name)."""
@@ -146,4 +148,5 @@ class DeploymentRecord:
             "version": self.version,
             "lease_expires_at": _iso(self.lease_expires_at),
             "lease_holder": self.lease_holder,
+            "user_group": self.user_group,
         }

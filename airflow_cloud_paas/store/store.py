@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -121,6 +121,7 @@ def _deployment(
         version=row.version,
         lease_expires_at=row.lease_expires_at,
         lease_holder=row.lease_holder,
+        user_group=row.user_group,
     )
 
 
@@ -183,6 +184,7 @@ class DeploymentStore:
         secret_inputs: Iterable[str] = (),
         *,
         actor: str | None = None,
+        user_group: str | None = None,
     ) -> DeploymentRecord:
         """Record a new deployment in CREATE_IN_PROGRESS, or return it if it exists with the same template.
 
@@ -199,6 +201,7 @@ class DeploymentStore:
         :param run_id: the DAG run that makes it
         :param secret_inputs: input names to mask besides those named like a secret
         :param actor: who runs the creation (see :meth:`begin`); None leaves it for ``begin`` to claim
+        :param user_group: the group the owner shares it with (its members see and act on it)
         """
         if not id or not isinstance(id, str):
             raise ValueError(f"deployment id must be a non-empty string, got {id!r}")
@@ -225,6 +228,7 @@ class DeploymentStore:
                         template_hash=template_hash,
                         inputs=stored_inputs,
                         owner=owner,
+                        user_group=user_group,
                         backend=backend,
                         status=status.value,
                         status_reason="deployment requested",
@@ -243,7 +247,8 @@ class DeploymentStore:
                         id,
                         "created",
                         f"deployment recorded (backend {backend})",
-                        {"owner": owner, "backend": backend, "template_hash": template_hash},
+                        {"owner": owner, "user_group": user_group, "backend": backend,
+                         "template_hash": template_hash},
                     )
                     self._log_status(s, id, None, status, "deployment requested", actor)
                     return self._load(s, row)
@@ -265,16 +270,25 @@ class DeploymentStore:
         owner: str | None = None,
         status: DeploymentStatus | str | Iterable[DeploymentStatus | str] | None = None,
         limit: int = 100,
+        groups: Iterable[str] | None = None,
     ) -> list[DeploymentRecord]:
         """Return deployments, newest first, with their resources but without their events (use get()).
+
+        With both ``owner`` and ``groups``: what that user sees, their own and their groups' deployments.
 
         :param owner: only this owner's
         :param status: only with this status (or any of these statuses)
         :param limit: at most this many
+        :param groups: only those shared with one of these groups (``user_group``)
         """
         query = select(DeploymentRow)
+        visible = []
         if owner is not None:
-            query = query.where(DeploymentRow.owner == owner)
+            visible.append(DeploymentRow.owner == owner)
+        if groups is not None:
+            visible.append(DeploymentRow.user_group.in_(sorted(set(groups))))
+        if visible:
+            query = query.where(or_(*visible))
         if status is not None:
             wanted = [status] if isinstance(status, str | DeploymentStatus) else list(status)
             query = query.where(DeploymentRow.status.in_([as_status(v).value for v in wanted]))

@@ -24,9 +24,14 @@ def test_provider_entry_point_and_connection_type():
 def test_plugin_entry_point_refuses_anonymous_users():
     (ep,) = [e for e in entry_points(group="airflow.plugins") if e.value.startswith("airflow_cloud_paas")]
     plugin = ep.load()
-    client = TestClient(plugin.fastapi_apps[0]["app"])
+    apps = {a["url_prefix"]: a["app"] for a in plugin.fastapi_apps}
+    client = TestClient(apps["/cloud-paas"])
     for path in ("/api/deployments", "/api/deployments/x", "/ui"):
         assert client.get(path).status_code == 401, path
+    orchestrator = TestClient(apps["/cloud-paas/orchestrator"])
+    for path in ("/deployments", "/deployments/x", "/deployments/x/log"):
+        assert orchestrator.get(path).status_code == 401, path
+    assert orchestrator.post("/deployments", json={"template": "x"}).status_code == 401
 
 
 def test_loading_the_plugin_does_not_build_its_app():

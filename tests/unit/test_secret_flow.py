@@ -154,14 +154,17 @@ def _context(topology, dag_id: str, params: dict[str, Any] | None = None) -> dic
 
 
 def _viewer_client():
-    """Return a client of the plugin's API logged in as a Viewer (a JWT from Airflow's auth manager)."""
+    """Return a client of the plugin's API logged in as a Viewer (a JWT from Airflow's auth manager).
+
+    The viewer is the deployments' owner (the operators' default owner, ``airflow``): a viewer sees its own.
+    """
     from airflow.api_fastapi.app import create_auth_manager
     from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
     from fastapi.testclient import TestClient
 
     from airflow_cloud_paas.plugin.api import create_app
 
-    token = create_auth_manager().generate_jwt(SimpleAuthManagerUser(username="viewer", role="viewer"))
+    token = create_auth_manager().generate_jwt(SimpleAuthManagerUser(username="airflow", role="viewer"))
     return TestClient(create_app(), headers={"Authorization": f"Bearer {token}"})
 
 

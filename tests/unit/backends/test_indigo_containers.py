@@ -132,6 +132,9 @@ def test_rstudio_deploys_on_docker_with_its_endpoint_output(docker: DockerBacken
     port = container.ports["8787/tcp"][0]["HostPort"]
     assert outputs == {"label": "RStudio", "endpoint": f"http://127.0.0.1:{port}"}
     assert store.get("rs-docker").outputs["endpoint"] == f"http://127.0.0.1:{port}"
+    unhonoured = [e.message for e in store.get("rs-docker").events if e.kind == "not_honoured"]
+    assert len(unhonoured) == 1
+    assert "docker: node 'docker_runtime' field 'capabilities.host.volumes[0]'" in unhonoured[0]
     assert "cp-rs-docker-docker_runtime-0" in engine.volumes or any(
         v["Labels"].get("cloud-paas-node") == "docker_runtime" for v in engine.volumes.values())
 
@@ -287,10 +290,11 @@ def test_mesos_only_fields_are_warnings_naming_node_and_field(backend_name: str,
                         artifacts={"image": {"file": "busybox:stable",
                                              "type": "tosca.artifacts.Deployment.Image.Container.Docker"}})
     with caplog.at_level(logging.WARNING, logger="airflow_cloud_paas.backends.containers"):
-        backend.check(spec)
+        returned = backend.check(spec)
     text = caplog.text
     assert "node 'nightly' field 'constraints[0]'" in text and "['hostname', 'UNIQUE'] is not honoured" in text
     assert f"{backend_name}: node 'nightly' field 'schedule'" in text
+    assert set(returned) == {line for line in returned if line in text} and len(returned) >= 2  # what validate lists
 
 
 def test_a_host_path_volume_is_a_typed_error(docker: DockerBackend) -> None:

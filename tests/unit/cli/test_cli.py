@@ -71,3 +71,22 @@ def test_list_and_show_read_the_store(tmp_path):
     assert "hunter2" not in shown.stdout and json.loads(shown.stdout)["inputs"]["n"] == 2
     missing = cloud_paas("--store-url", url, "show", "nope")
     assert missing.returncode == 2 and "nope" in missing.stderr
+
+
+def test_validate_lists_what_the_backend_does_not_honour(tmp_path):
+    """INDIGO's RStudio on Kubernetes: the Mesos volume driver is a warning, in the text and in --json."""
+    from airflow_cloud_paas.tosca import indigo_import_map
+
+    shared = REPO.parent / "shared" / "tosca"
+    import_map = tmp_path / "imports.json"
+    import_map.write_text(json.dumps(indigo_import_map(shared / "indigo-types")))
+    args = ("validate", str(shared / "examples" / "rstudio.yaml"), "--import-map", str(import_map),
+            "--input", "rstudio_password=planted-pw", "--backend", "kubernetes")
+    out = cloud_paas(*args, "--json")
+    assert out.returncode == 0, out.stderr
+    warned = json.loads(out.stdout)["not_honoured"]
+    assert any("node 'docker_runtime' field 'capabilities.host.volumes[0]'" in w and "dvdi:rexray" in w
+               for w in warned), warned
+    text = cloud_paas(*args)
+    assert text.returncode == 0 and "deploys without honouring" in text.stdout and "dvdi:rexray" in text.stdout
+    assert "planted-pw" not in out.stdout + out.stderr + text.stdout + text.stderr

@@ -181,6 +181,25 @@ class StoreContract:
         with pytest.raises(ValueError, match="unknown deployment status"):
             store.list(status="RUNNING")
 
+    def test_user_group_is_stored_and_lists_what_a_user_sees(self, store: DeploymentStore) -> None:
+        alice, bob, group = new_id("alice"), new_id("bob"), new_id("physics")
+        private = create(store, owner=alice).id
+        shared = create(store, owner=alice, user_group=group).id
+        bobs = create(store, owner=bob).id
+        assert store.get(shared).user_group == group and store.get(private).user_group is None
+        assert store.get(shared).to_dict()["user_group"] == group
+        assert {r.id for r in store.list(owner=alice)} == {private, shared}
+        # a member of the group who owns none of them sees the shared one only
+        assert [r.id for r in store.list(owner=new_id("carol"), groups=[group])] == [shared]
+        assert {r.id for r in store.list(owner=bob, groups=[new_id("biology")])} == {bobs}
+        assert {r.id for r in store.list(owner=bob, groups=[group])} == {bobs, shared}
+        assert store.list(owner=new_id("nobody"), groups=[]) == []
+        # the group is kept by a second (idempotent) create and through the lifecycle
+        assert create(store, shared, owner=alice).user_group == group
+        store.begin(shared, "CREATE", actor="run-1")
+        store.finish(shared, "CREATE", True, actor="run-1")
+        assert store.get(shared).user_group == group
+
     # ------------------------------------------------------------------ secrets
     def test_secret_inputs_are_never_persisted(self, store: DeploymentStore) -> None:
         secrets = {

@@ -256,3 +256,14 @@ def test_a_deployment_records_and_logs_each_conversion(tmp_path: Path, caplog: p
         assert f"Deployment conv1: {DATA / 'deploy_local.yaml'}: converted {events[1].message}" in logged
     finally:
         backend.delete("conv1")
+
+
+# ------------------------------------------------------------------------------------------ DAGs
+def test_a_strict_tosca_dag_refuses_at_parse_and_a_lenient_one_offers_the_converted_default() -> None:
+    from airflow_cloud_paas import ToscaDag
+
+    template = DATA / "deploy_local.yaml"
+    with pytest.raises(ToscaValidationError, match=r"node 'monitoring': field 'default'"):
+        ToscaDag(template, dag_id="conversions_strict", schedule=None, strict=True)
+    dag = ToscaDag(template, dag_id="conversions_lenient", schedule=None)
+    assert dag.params["monitoring"] == "false"  # the trigger form shows the value as it will be deployed
