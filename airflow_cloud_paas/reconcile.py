@@ -82,6 +82,7 @@ def reconcile(
     actor: str = RECONCILE_ACTOR,
     deployment_ids: set[str] | None = None,
     holder_active: Callable[[str], bool] | None = None,
+    run_ended: Callable[[str], bool] | None = None,
 ) -> list[Finding]:
     """Reconcile every stale deployment (see :meth:`DeploymentStore.stale`); return what was found and done.
 
@@ -94,9 +95,21 @@ def reconcile(
     :param deployment_ids: only these deployments
     :param holder_active: whether the actor holding an action (a DAG run, ``dag_id/run_id``) is still going: its
         own retries and teardown come first, so a dead worker of a run that will retry is left to that run
+    :param run_ended: whether the actor holding an action is a DAG run known to have ended: an action it holds
+        between two of its tasks (no process on it, its lease kept for the next task) then waits for a task that
+        will never come, and is taken over at once rather than when that lease runs out
     """
     findings = []
-    for record in store.stale():
+    candidates = store.stale()
+    for record in store.between_steps() if run_ended is not None else ():
+        if record.actor and run_ended(record.actor):
+            log.info("Deployment %s: %s held by %s between two tasks, but that run has ended: taken over",
+                     record.id, record.status.value, record.actor)
+            store.add_event(record.id, "run_ended", f"{record.status.value} was held by {record.actor} for its next "
+                            "task, but that run has ended: its lease ends now", {"actor": record.actor})
+            store.renew(record.id, record.actor, -1, holder=None)  # no next task will come
+            candidates.append(store.get(record.id))
+    for record in candidates:
         if deployment_ids is not None and record.id not in deployment_ids:
             continue
         if record.status.in_progress and record.actor and holder_active is not None and holder_active(record.actor):

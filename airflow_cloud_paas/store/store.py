@@ -68,8 +68,9 @@ def _busy(deployment_id: str, status: DeploymentStatus, holder: str | None, acti
     by = f" by '{holder}'" if holder else ""
     err = DeploymentBusyError(
         f"deployment '{deployment_id}' is {status.value}{by}: cannot start {action.value} now; wait until it "
-        f"finishes, or if that run died, mark it failed with set_status('{deployment_id}', "
-        f"'{status.action.value}_FAILED', reason) and retry"
+        "finishes (it is taken over once its holder is gone: 'cloud-paas reconcile --wait'), or if that run died, "
+        f"'cloud-paas delete {deployment_id} --force' (DeploymentStore.set_status('{deployment_id}', "
+        f"'{status.action.value}_FAILED', reason) in Python) and retry"
     )
     err.deployment_id, err.status, err.actor = deployment_id, status, holder
     return err
@@ -442,6 +443,15 @@ class DeploymentStore:
         :param actor: who holds the action
         """
         return self.renew(deployment_id, actor, self.step_gap_s, holder=None)
+
+    def between_steps(self) -> list[DeploymentRecord]:
+        """Return the actions in progress that no process works on now: held for their run's next task."""
+        in_progress = [st.value for st in DeploymentStatus if st.in_progress]
+        now = utcnow()
+        with self._tx() as s:
+            rows = s.scalars(select(DeploymentRow).where(DeploymentRow.status.in_(in_progress))
+                             .where(DeploymentRow.lease_holder.is_(None)).where(DeploymentRow.lease_expires_at > now))
+            return [self._load(s, r) for r in rows]
 
     def stale(self) -> list[DeploymentRecord]:
         """Return what needs reconciling: actions whose holder is gone, and deleted deployments with resources.

@@ -83,3 +83,29 @@ def test_a_killed_task_and_a_restarted_airflow_are_recovered_by_the_retries(tmp_
     assert LocalBackend(work_root).describe(deployment_id) == []
     assert not [p for p in made_before.values() if psutil.pid_exists(p)
                 and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+
+
+def test_a_task_whose_worker_is_killed_stops_at_once_and_records_its_action_failed(tmp_path):
+    """SIGKILL the LocalExecutor worker that runs a task mid-node: the task gets SIGTERM from the kernel
+    (PR_SET_PDEATHSIG) and stops there, instead of making the node's next instances for a run nobody follows."""
+    home, port = tmp_path / "home", free_port()
+    work_root = home / "cloud_paas" / "work"
+    hold = work_root / "hold"
+    hold.mkdir(parents=True)
+    deployment_id = f"orphaned-{uuid.uuid4().hex[:8]}"
+
+    with LocalAirflow(home, port, dags_folder=REPO / "tests" / "dags") as server:
+        api = _api(server)
+        until("the DAG to be parsed", lambda: _dag_parsed(api), 240)
+        api.trigger(DAG_ID, {"deployment_id": deployment_id})
+        pid_file = until("the app task to hold instance 1", lambda: next(hold.glob("*.pid"), None), 300)
+        task = psutil.Process(int(pid_file.read_text()))
+        worker = task.parent()
+        assert worker is not None and worker.pid != os.getpid()
+        os.kill(worker.pid, signal.SIGKILL)
+        task.wait(timeout=60)  # without the stop it would hold forever (nobody releases the hold here)
+        store = DeploymentStore(f"sqlite:///{home / 'cloud_paas' / 'deployments.db'}")
+        # (a retry of the task may already have resumed the create: look at the history, not the status now)
+        failed = [e for e in store.get(deployment_id).events
+                  if e.kind == "status" and (e.data or {}).get("to") == "CREATE_FAILED"]
+        assert failed and "stopped (SIGTERM)" in failed[0].message, [e.message for e in failed]

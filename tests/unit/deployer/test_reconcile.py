@@ -143,3 +143,21 @@ def test_a_dead_worker_of_a_run_that_is_still_going_is_left_to_that_runs_retry(e
     assert store.get(DEPLOYMENT).status is DeploymentStatus.CREATE_COMPLETE and len(_live(backend)) == 4
     going.clear()  # and once the run has ended, there is nothing stale to reconcile either
     assert reconcile(store, lambda record: backend, holder_active=lambda actor: actor in going) == []
+
+
+def test_an_action_held_between_two_tasks_of_a_run_that_has_ended_is_taken_over_at_once(env):
+    """The run was marked failed (or its worker lost) between two of its tasks: no next task will come."""
+    url, store, backend = env
+    d = Deployer(DeploymentRequest.build(load_topology(TEMPLATE), DEPLOYMENT, {"count": 1}, actor="run-1"),
+                 store, backend)
+    d.begin_create()
+    d.deploy_node("hosts")  # the step ended: the action is kept for the run's next task (30 minutes)
+    held = store.get(DEPLOYMENT)
+    assert held.lease_holder is None and held.status is DeploymentStatus.CREATE_IN_PROGRESS
+    ended: set[str] = set()
+    assert reconcile(store, lambda record: backend, run_ended=lambda actor: actor in ended) == []  # still going
+    ended.add("run-1")
+    [finding] = reconcile(store, lambda record: backend, run_ended=lambda actor: actor in ended)
+    assert finding.after == "CREATE_FAILED" and list(finding.deleted) == ["hosts[0]"]
+    assert any(e.kind == "run_ended" for e in store.get(DEPLOYMENT).events)
+    assert store.get(DEPLOYMENT).resources == () and _live(backend) == set()
