@@ -20,30 +20,38 @@ class ToscaError(CloudPaaSError):
     :param file: the template (or imported file) the error is in
     :param node: the node template, input or output name concerned
     :param field: the property, capability, requirement or key concerned
+    :param kind: what ``node`` names: ``node`` (a node template), ``input``, ``output``, ``relationship`` or
+        ``policy`` (default: the class's :attr:`kind`)
     """
 
+    #: what ``node`` names when the raiser does not say
+    kind = "node"
+
     def __init__(
-        self, message: str, *, file: str | None = None, node: str | None = None, field: str | None = None
+        self, message: str, *, file: str | None = None, node: str | None = None, field: str | None = None,
+        kind: str | None = None,
     ) -> None:
         self.message = message
         self.file = file
         self.node = node
         self.field = field
+        if kind is not None:
+            self.kind = kind
         where = []
         if file:
             where.append(str(file))
         if node:
-            where.append(f"node '{node}'")
+            where.append(f"{self.kind} '{node}'")
         if field:
             where.append(f"field '{field}'")
         super().__init__(f"{': '.join(where)}: {message}" if where else message)
 
     def __reduce__(self):  # keep keyword attributes when pickled across processes
-        return (_rebuild_tosca_error, (type(self), self.message, self.file, self.node, self.field))
+        return (_rebuild_tosca_error, (type(self), self.message, self.file, self.node, self.field, self.kind))
 
 
-def _rebuild_tosca_error(cls, message, file, node, field):
-    return cls(message, file=file, node=node, field=field)
+def _rebuild_tosca_error(cls, message, file, node, field, kind="node"):
+    return cls(message, file=file, node=node, field=field, kind=kind)
 
 
 class ToscaSyntaxError(ToscaError):
@@ -77,6 +85,10 @@ class DeploymentNotFoundError(CloudPaaSError):
 
 class DeploymentBusyError(CloudPaaSError):
     """Another create/update/delete of this deployment is in progress (the orchestrator's HTTP 409)."""
+
+
+class DeploymentAccessError(CloudPaaSError):
+    """Whoever triggered this run may not act on this deployment (not its owner, and no grant for the run)."""
 
 
 class InvalidStatusTransitionError(CloudPaaSError):

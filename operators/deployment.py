@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Mapping, Sequence
 from functools import cached_property
@@ -138,6 +139,36 @@ class _CloudPaaSBaseOperator(CloudPaaSTaskDefaults, BaseOperator):
             user_group=conf.get("user_group") or params.get("user_group") or None,
             get_connection=BaseHook.get_connection,
             need_secrets=need_secrets,
+        )
+
+    def _authorize(self, context: Context, action: str) -> None:
+        """Refuse, before anything changes, a run triggered by a user who may not ``action`` this deployment.
+
+        A run without a triggering user (scheduled, or a test) acts as the DAG. A user may act on a deployment
+        they own, or if listed in ``AIRFLOW_CLOUD_PAAS_ADMINS`` (comma-separated Airflow user names); anyone else
+        needs a grant for this very run (a :data:`~airflow_cloud_paas.store.GRANT_EVENT` event), which only the
+        orchestrator API writes after checking the caller's groups or admin role. So a user who triggers the
+        scale or delete DAG in Airflow, or through ``cloud-paas``, changes only their own deployments.
+
+        :param context: the task context
+        :param action: what the run would do (for the message)
+        """
+        from airflow_cloud_paas.exceptions import DeploymentAccessError
+        from airflow_cloud_paas.store import GRANT_EVENT
+
+        user = getattr(context.get("dag_run"), "triggering_user_name", None)
+        if not user:
+            return
+        deployment_id = self._deployment_id(context)
+        record = self.hook.store.get(deployment_id)
+        admins = {name.strip() for name in os.environ.get("AIRFLOW_CLOUD_PAAS_ADMINS", "").split(",") if name.strip()}
+        if record.owner in (None, user) or user in admins:
+            return
+        if any(e.kind == GRANT_EVENT and (e.data or {}).get("run_id") == context["run_id"] for e in record.events):
+            return
+        raise DeploymentAccessError(
+            f"{user} may not {action} deployment '{deployment_id}': it belongs to another user; its owner, an admin "
+            "(AIRFLOW_CLOUD_PAAS_ADMINS) or a member of its group through the orchestrator API may"
         )
 
     def _deployer(self, context: Context, request: DeploymentRequest | None = None, **kwargs: Any) -> Deployer:
@@ -353,6 +384,7 @@ class CloudPaaSScaleNodeGroupOperator(_CloudPaaSBaseOperator):
         self.count = count
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
+        self._authorize(context, "scale")
         # a secret input is needed again only if the new instances of the group read it
         deployer = self._deployer(context, existing="record", need_secrets=[self.node_name])
         count = int(self.count)
@@ -381,6 +413,7 @@ class CloudPaaSDeleteNodeOperator(_CloudPaaSBaseOperator):
         if _keep(context):
             self.log.info("keep_deployment is set: node %s is left running", self.node_name)
             return 0
+        self._authorize(context, "delete")
         deployer = self._deployer(context, existing="record", need_secrets=False)
         deployer.begin_delete()
         return len(deployer.delete_node(self.node_name))
@@ -409,6 +442,7 @@ class CloudPaaSDeleteDeploymentOperator(_CloudPaaSBaseOperator):
         if _keep(context):
             self.log.info("keep_deployment is set: the deployment is left running")
             return "KEPT"
+        self._authorize(context, "delete")
         deployment_id = self._deployment_id(context)
         store = self.hook.store
         if str(self.force).lower() in ("true", "1", "yes"):
@@ -505,15 +539,19 @@ class CloudPaaSReconcileOperator(_CloudPaaSBaseOperator):
         masked = mask_stored_outputs(self.hook.store)
         if masked:
             self.log.warning("Masked outputs built from a secret in %d older record(s): %s", len(masked), masked)
-        def run_going(actor: str) -> bool:  # a run still queued or running will retry or tear down itself
+        def run_state(actor: str) -> str | None:
             dag_id, sep, run_id = actor.partition("/")
             try:
-                return bool(sep) and context["ti"].get_dagrun_state(dag_id, run_id) in ("queued", "running")
-            except Exception:  # no such run (a CLI or test actor): nobody else will act on it
-                return False
+                return context["ti"].get_dagrun_state(dag_id, run_id) if sep else None
+            except Exception:  # no such run (a CLI or test actor)
+                return None
 
         findings = reconcile(self.hook.store, lambda record: backend_from_hook(self.hook, record.backend),
-                             actor=f"{context['dag'].dag_id}/{context['run_id']}", holder_active=run_going)
+                             actor=f"{context['dag'].dag_id}/{context['run_id']}",
+                             # a run still queued or running will retry or tear down itself; one that has ended
+                             # will never run the next task its action waits for
+                             holder_active=lambda actor: run_state(actor) in ("queued", "running"),
+                             run_ended=lambda actor: run_state(actor) in ("success", "failed"))
         for finding in findings:
             self.log.warning("Deployment %s: %s -> %s (%s)", finding.deployment_id, finding.before, finding.after,
                              finding.error or finding.why)

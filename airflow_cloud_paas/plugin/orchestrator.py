@@ -129,6 +129,22 @@ def _run_id(action: str, deployment_id: str) -> str:
     return f"{RUN_PREFIX}{action}__{deployment_id}__{uuid.uuid4().hex[:8]}"
 
 
+def _granted(deployment_id: str, action: str, caller: Identity) -> str:
+    """Return the id of the run this API is about to trigger, after recording that ``caller`` may act on it.
+
+    The scale and delete tasks let a run act on another user's deployment only with such an ``authorized`` event
+    naming the run (:data:`airflow_cloud_paas.store.GRANT_EVENT`): only this API, which has checked the caller's
+    groups and role, writes one.
+    """
+    from airflow_cloud_paas.store import GRANT_EVENT
+
+    run_id = _run_id(action, deployment_id)
+    why = "an admin" if caller.admin else "the owner or a member of its group"
+    _store().add_event(deployment_id, GRANT_EVENT, f"{action} by {caller.name} ({why}) in run {run_id}",
+                       {"run_id": run_id, "by": caller.name, "action": action})
+    return run_id
+
+
 def _links(request: Request, deployment_id: str) -> list[dict[str, str]]:
     # base_url carries the mount's root path; url_for would look the route up in Airflow's own router
     base = f"{str(request.base_url).rstrip('/')}/deployments/{deployment_id}"
@@ -273,7 +289,8 @@ def create_app() -> FastAPI:
             raise HTTPException(400, {"message": "nothing to update: only parameters that change instance counts "
                                                  "can be updated", "field": "parameters"})
         runs = [trigger_dag(SCALE_DAG_ID, {"deployment_id": deployment_id, "node": node, "count": count},
-                            caller.name, _run_id("update", deployment_id)) for node, count in sorted(changed.items())]
+                            caller.name, _granted(deployment_id, "update", caller))
+                for node, count in sorted(changed.items())]
         return {"uuid": deployment_id, "status": "UPDATE_IN_PROGRESS", "scaled": changed, "dagRunIds": runs}
 
     @app.delete("/deployments/{deployment_id}", status_code=204)
@@ -282,7 +299,7 @@ def create_app() -> FastAPI:
         if record.status.value == "DELETE_IN_PROGRESS":
             raise HTTPException(409, f"deployment {deployment_id} is already being deleted")
         trigger_dag(DELETE_DAG_ID, {"deployment_id": deployment_id, "force": False}, caller.name,
-                    _run_id("delete", deployment_id))
+                    _granted(deployment_id, "delete", caller))
 
     @app.get("/deployments/{deployment_id}/resources")
     def list_resources(deployment_id: str, request: Request, caller: Caller) -> dict[str, Any]:

@@ -79,6 +79,11 @@ class Event:
         }
 
 
+#: the event kind that lets one DAG run act on a deployment its triggering user does not own (``data``: run_id, by,
+#: action); written by the orchestrator API after checking the caller's groups or admin role
+GRANT_EVENT = "authorized"
+
+
 @dataclass(frozen=True)
 class DeploymentRecord:
     """A deployment as stored. Secret inputs read ``"***"``: they are never persisted.

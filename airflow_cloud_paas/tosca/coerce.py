@@ -103,6 +103,7 @@ def refusal(conversion: Conversion, file: str) -> ToscaValidationError:
         file=file,
         node=conversion.node,
         field=conversion.field,
+        kind=conversion.where,
     )
 
 

@@ -288,14 +288,14 @@ def _inputs(specs: Mapping[str, Any], file: str, registry: TypeRegistry) -> dict
             raise ToscaValidationError(
                 "an input definition must be a mapping with at least 'type'",
                 file=file,
-                node=name,
+                node=name, kind="input",
                 field="inputs",
             )
         if not isinstance(spec.get("type"), str):
             raise ToscaValidationError(
                 "an input needs a 'type' (string, integer, float, boolean, list, map, scalar-unit.size, ...)",
                 file=file,
-                node=name,
+                node=name, kind="input",
                 field="type",
             )
         if spec["type"] not in _SIMPLE_TYPES and registry.resolve(spec["type"], "data") is None:
@@ -303,16 +303,17 @@ def _inputs(specs: Mapping[str, Any], file: str, registry: TypeRegistry) -> dict
                 f"unknown input type '{spec['type']}'; use one of {', '.join(_SIMPLE_TYPES)}, or a data type "
                 "defined under data_types",
                 file=file,
-                node=name,
+                node=name, kind="input",
                 field="type",
             )
         constraints = spec.get("constraints") or []
         if not isinstance(constraints, list):
-            raise ToscaValidationError("'constraints' must be a list", file=file, node=name, field="constraints")
+            raise ToscaValidationError("'constraints' must be a list", file=file, node=name, kind="input",
+                                       field="constraints")
         for index, constraint in enumerate(constraints):
             problem = _constraint_problem(constraint)
             if problem:
-                raise ToscaValidationError(problem, file=file, node=name, field=f"constraints[{index}]")
+                raise ToscaValidationError(problem, file=file, node=name, kind="input", field=f"constraints[{index}]")
         definition = InputDef(
             name=name,
             type=str(spec.get("type", "string")),
@@ -329,7 +330,8 @@ def _inputs(specs: Mapping[str, Any], file: str, registry: TypeRegistry) -> dict
                 check_input_value(definition, definition.default)
             except _BadValue as err:
                 shown = "the default" if definition.is_secret else f"default {definition.default!r}"
-                raise ToscaValidationError(f"{shown} {err}", file=file, node=name, field="default") from None
+                raise ToscaValidationError(f"{shown} {err}", file=file, node=name, kind="input",
+                                           field="default") from None
         inputs[name] = definition
     return inputs
 
@@ -389,7 +391,7 @@ def _declared_secret(name: str, spec: Mapping[str, Any], registry: TypeRegistry,
     for field, flag in flags.items():
         if flag is not None and not isinstance(flag, bool):
             raise ToscaValidationError(f"'{field}' must be true or false, not {flag!r}", file=file, node=name,
-                                       field=field)
+                                       field=field, kind="input")
     data_type = registry.resolve(spec.get("type"), "data")
     return any(flags.values()) or (data_type is not None and registry.derives_from(data_type, CREDENTIAL_TYPE, "data"))
 
@@ -744,7 +746,8 @@ def _outputs(specs: Mapping[str, Any], file: str) -> dict[str, OutputDef]:
     for name, spec in specs.items():
         name = str(name)
         if not isinstance(spec, Mapping) or "value" not in spec:
-            raise ToscaValidationError("an output must be a mapping with 'value'", file=file, node=name, field="value")
+            raise ToscaValidationError("an output must be a mapping with 'value'", file=file, node=name, field="value",
+                                       kind="output")
         outputs[name] = OutputDef(name=name, value=spec["value"], description=str(spec.get("description") or ""))
     return outputs
 
@@ -773,9 +776,9 @@ def _check_references(
     """Raise for a get_input of an undeclared input or a function naming an unknown node."""
     # Policies are left out: tosca-parser accepts undeclared inputs there (an INDIGO example relies
     # on it), and they only fail if a backend resolves that policy property.
-    owners: list[tuple[str, str, Any]] = [(str(n), "", s) for n, s in node_tpls.items()]
-    owners += [(name, "value", out.value) for name, out in outputs.items()]
-    for owner, base, value in owners:
+    owners: list[tuple[str, str, str, Any]] = [("node", str(n), "", s) for n, s in node_tpls.items()]
+    owners += [("output", name, "value", out.value) for name, out in outputs.items()]
+    for kind, owner, base, value in owners:
         for function, args, path in _functions(value, base):
             if function == "get_input":
                 name = args[0] if isinstance(args, list) and args else args
@@ -786,6 +789,7 @@ def _check_references(
                         file=file,
                         node=owner,
                         field=path,
+                        kind=kind,
                     )
             elif function in ("get_attribute", "get_property"):
                 target = args[0] if isinstance(args, list) and args else None
@@ -795,6 +799,7 @@ def _check_references(
                         file=file,
                         node=owner,
                         field=path,
+                        kind=kind,
                     )
 
 

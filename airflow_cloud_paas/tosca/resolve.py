@@ -386,6 +386,7 @@ def validate_inputs(topology: Topology, values: Mapping[str, Any] | None,
             file=topology.source,
             node=unknown[0],
             field="inputs",
+            kind="input",
         )
     result: dict[str, Any] = {}
     for name, definition in topology.inputs.items():
@@ -403,6 +404,7 @@ def validate_inputs(topology: Topology, values: Mapping[str, Any] | None,
                     file=topology.source,
                     node=name,
                     field="inputs",
+                    kind="input",
                 )
             result[name] = None
             continue
@@ -418,6 +420,7 @@ def validate_inputs(topology: Topology, values: Mapping[str, Any] | None,
                 file=topology.source,
                 node=name,
                 field=err.kind,
+                kind="input",
             ) from None
     return result
 

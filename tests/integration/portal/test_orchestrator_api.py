@@ -13,6 +13,7 @@ import requests
 from oidc_fixtures import ADMIN_GROUP, AUDIENCE, OTHER_AUDIENCE, oidc_provider  # noqa: F401 - the fixture
 from waiting import free_port, until
 
+from airflow_cloud_paas.cli import AirflowApi
 from airflow_cloud_paas.standalone import LocalAirflow
 
 pytestmark = pytest.mark.integration
@@ -140,8 +141,18 @@ def test_isolation_between_users_and_groups(airflow, oidc_provider):  # noqa: F8
     assert carol("get", "/deployments", params={"createdBy": "me"}).json()["content"] == []
     assert admin("get", f"/deployments/{deployment_id}").status_code == 200
 
-    # alice scales it (an update while one runs is a 409), then deletes it
-    scaled = alice("put", f"/deployments/{deployment_id}", json={"parameters": {"worker_count": 2}})
+    # an Airflow user who is not its owner triggers the delete DAG in Airflow directly: the run is refused
+    user, password = airflow.credentials()
+    api = AirflowApi(airflow.url, username=user, password=password)
+    run_id = api.trigger("cloud_paas_delete_deployment", {"deployment_id": deployment_id})["dag_run_id"]
+    until("the direct delete run to end", lambda: api.run_state("cloud_paas_delete_deployment", run_id)
+          in ("success", "failed"), 300, 2)
+    assert api.run_state("cloud_paas_delete_deployment", run_id) == "failed"
+    assert "may not delete deployment" in json.dumps(api.failed_tasks("cloud_paas_delete_deployment", run_id))
+    assert _status(alice, deployment_id) == "CREATE_COMPLETE"
+
+    # carol (group physics) scales it through the API, which grants her run (an update while one runs is a 409)
+    scaled = carol("put", f"/deployments/{deployment_id}", json={"parameters": {"worker_count": 2}})
     assert scaled.status_code == 202, scaled.text
     until("UPDATE_IN_PROGRESS or done", lambda: _status(alice, deployment_id) != "CREATE_COMPLETE", 120, 0.5)
     if _status(alice, deployment_id) == "UPDATE_IN_PROGRESS":
@@ -152,6 +163,8 @@ def test_isolation_between_users_and_groups(airflow, oidc_provider):  # noqa: F8
     workers = [r for r in alice("get", f"/deployments/{deployment_id}/resources").json()["content"]
                if r["toscaNodeName"] == "spark_worker"]
     assert len(workers) == 2
+    log = alice("get", f"/deployments/{deployment_id}/log").text
+    assert "authorized: update by carol (the owner or a member of its group) in run orchestrator__update__" in log
 
     assert alice("delete", f"/deployments/{deployment_id}").status_code == 204
     until("DELETE_COMPLETE", lambda: _status(alice, deployment_id) in ("DELETE_COMPLETE", "DELETE_FAILED"), 300, 2)

@@ -212,7 +212,7 @@ def test_validate_prints_the_warnings_and_strict_refuses(capsys: pytest.CaptureF
     assert main(["validate", str(template), "--strict"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ToscaValidationError: ")
-    assert "node 'enable_monitoring': field 'default': False is not of the declared type string" in err
+    assert "input 'enable_monitoring': field 'default': False is not of the declared type string" in err
 
 
 def test_validate_json_lists_the_warnings(capsys: pytest.CaptureFixture[str]) -> None:
@@ -263,7 +263,7 @@ def test_a_strict_tosca_dag_refuses_at_parse_and_a_lenient_one_offers_the_conver
     from airflow_cloud_paas import ToscaDag
 
     template = DATA / "deploy_local.yaml"
-    with pytest.raises(ToscaValidationError, match=r"node 'monitoring': field 'default'"):
+    with pytest.raises(ToscaValidationError, match=r"input 'monitoring': field 'default'"):
         ToscaDag(template, dag_id="conversions_strict", schedule=None, strict=True)
     dag = ToscaDag(template, dag_id="conversions_lenient", schedule=None)
     assert dag.params["monitoring"] == "false"  # the trigger form shows the value as it will be deployed

@@ -49,7 +49,7 @@ def test_missing_required_input(topo: Topology) -> None:
         validate_inputs(topo, {})
     err = caught.value
     assert (err.file, err.node, err.field) == (GOOD, "db_password", "inputs")
-    assert "required input" in str(err) and GOOD in str(err) and "node 'db_password'" in str(err)
+    assert "required input" in str(err) and GOOD in str(err) and "input 'db_password'" in str(err)
 
 
 def test_unknown_input_name(topo: Topology) -> None:
