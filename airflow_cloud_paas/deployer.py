@@ -37,6 +37,24 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 
+#: the TOSCA normative node state (``tosca.nodes.Root``'s ``state`` attribute) of each backend resource state
+_TOSCA_STATE = {
+    ResourceState.PENDING: "initial", ResourceState.CREATING: "creating", ResourceState.RUNNING: "started",
+    ResourceState.STOPPED: "stopped", ResourceState.DELETING: "deleting", ResourceState.DELETED: "deleted",
+    ResourceState.ERROR: "error", ResourceState.UNKNOWN: "error",
+}
+
+
+def tosca_attributes(resource: Resource) -> dict[str, Any]:
+    """Return what ``get_attribute`` reads of one live instance: its backend attributes, and the attributes every
+    TOSCA node has (``tosca_id``, ``tosca_name``, ``state``) where the backend reports none of that name.
+
+    :param resource: the instance as the backend describes it
+    """
+    return {"tosca_id": resource.resource_id, "tosca_name": resource.node_name,
+            "state": _TOSCA_STATE.get(resource.state, "error"), **dict(resource.attributes)}
+
+
 class _LiveAttributes(Mapping):
     """node name -> attributes of its live instances, read from the backend only when asked (get_attribute)."""
 
@@ -46,8 +64,8 @@ class _LiveAttributes(Mapping):
 
     def __getitem__(self, node_name: str) -> list:
         if node_name not in self._seen:
-            self._seen[node_name] = [dict(r.attributes) for r in self._backend.describe(self._deployment_id,
-                                                                                          node_name)]
+            self._seen[node_name] = [tosca_attributes(r) for r in self._backend.describe(self._deployment_id,
+                                                                                            node_name)]
         return self._seen[node_name]
 
     def __iter__(self):
@@ -336,7 +354,7 @@ class Deployer:
     def outputs(self) -> dict[str, Any]:
         """Evaluate the topology outputs from the live resources' attributes."""
         attributes = {
-            name: [dict(r.attributes) for r in self.backend.describe(self.deployment_id, name)]
+            name: [tosca_attributes(r) for r in self.backend.describe(self.deployment_id, name)]
             for name in self.plan.order
         }
         return resolve_outputs(self.topology, self.inputs, attributes)
