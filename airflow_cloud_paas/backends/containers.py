@@ -39,6 +39,7 @@ from typing import Any
 from airflow_cloud_paas.backends.base import Resource, ResourceSpec
 from airflow_cloud_paas.backends.mapping import size_mb
 from airflow_cloud_paas.exceptions import UnsupportedNodeError
+from airflow_cloud_paas.tosca.resolve import _get_attribute, _text  # get_attribute's one evaluator; text of a value
 
 log = logging.getLogger(__name__)
 
@@ -252,8 +253,6 @@ class ContainerRequirements:
 
         :param read: node name -> the attributes of its live instances, in index order
         """
-        from airflow_cloud_paas.tosca.resolve import _get_attribute  # the one evaluator of get_attribute
-
         env = {}
         for key, value in self.environment.items():
             if _is_function(value):
@@ -322,14 +321,6 @@ def log_warnings(req: ContainerRequirements) -> None:
 # ---------------------------------------------------------------------- the parts
 def _is_function(value: Any) -> bool:
     return isinstance(value, Mapping) and len(value) == 1 and next(iter(value)) in ("get_attribute", "get_property")
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 def _command(value: Any) -> tuple[str, ...] | None:

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pytest
 
 from airflow_cloud_paas.exceptions import DeploymentAccessError
+from airflow_cloud_paas.operators.deployment import CloudPaaSDeleteDeploymentOperator, CloudPaaSScaleNodeGroupOperator
 from airflow_cloud_paas.store import GRANT_EVENT, DeploymentStore
-from operators.deployment import CloudPaaSDeleteDeploymentOperator, CloudPaaSScaleNodeGroupOperator
 
 
 @pytest.fixture
