@@ -1,8 +1,13 @@
 """``cloud-paas``: validate templates, and deploy, list, show, scale and delete deployments.
 
-``validate`` works offline. ``list`` and ``show`` read the deployment store. ``deploy``, ``scale`` and
-``delete`` trigger the same DAGs the UI does, through Airflow's REST API, so every change runs
-with Airflow's retries, logs and lineage.
+``validate`` works offline. ``deploy``, ``scale`` and ``delete`` trigger the same DAGs the UI does, through
+Airflow's REST API, so every change runs with Airflow's retries, logs and lineage (and the scale and delete
+DAGs act only for the deployment's owner, its group or an admin). ``list`` and ``show`` read through the
+plugin's deployments API as the logged-in user when one is given (``--username``, ``CLOUD_PAAS_API_USER`` or
+a token in ``CLOUD_PAAS_API_TOKEN``: an Airflow JWT or an access token of the OIDC provider): a user sees
+their own deployments and their groups', an admin all. Without a login, or with a store named by URL, they
+read the deployment store itself, which takes the store's credentials (Airflow's connection, or the URL):
+the operator's view, every deployment.
 
 Which Airflow (and so which deployment store) the command talks to: ``AIRFLOW_HOME`` when set; else
 the nearest ``.airflow/`` holding ``airflow.cfg`` in the current directory or one of its parents (the
@@ -100,6 +105,25 @@ def locate_airflow_home(cwd: str | os.PathLike[str] | None = None) -> tuple[str,
             return str(home), f"AIRFLOW_HOME unset; {home / 'airflow.cfg'} found, the home `make run` uses"
     return (os.path.join(os.path.expanduser("~"), "airflow"),
             f"AIRFLOW_HOME unset and no {CHECKOUT_HOME}/airflow.cfg here or above: Airflow's default")
+
+
+def _logged_in(args: argparse.Namespace) -> bool:
+    """Return whether the command names an API user or token (then it reads deployments as that user)."""
+    return bool(args.username or os.environ.get("CLOUD_PAAS_API_USER") or os.environ.get("CLOUD_PAAS_API_TOKEN"))
+
+
+def _deployments(args: argparse.Namespace):
+    """Return what ``list``, ``show`` and ``--wait`` read: a store named by URL; else the plugin's API as the
+    logged-in user; else the store of Airflow's connection.
+
+    Either has ``list(owner=, status=)`` and ``get(deployment_id)``; ``args.store_used`` says which was read.
+    """
+    if not _logged_in(args) or args.store_url or os.environ.get("CLOUD_PAAS_STORE_URL"):
+        return _store(args)
+    api = _api(args)
+    args.store_used = f"the deployments API at {api.url} (as the user logged in {api.who})"
+    _say(args, f"deployments read through {args.store_used}")
+    return DeploymentsApi(api)
 
 
 def _store(args: argparse.Namespace):
@@ -250,6 +274,49 @@ class AirflowApi:
         return failed
 
 
+class DeploymentsApi:
+    """The deployments one user may see, read through the plugin's API (``/cloud-paas/api/deployments``).
+
+    The API server decides what the user sees (their own deployments, their groups', all for an admin), so
+    another user's deployment is "not found" here, as it is in the UI.
+
+    :param api: a logged-in :class:`AirflowApi`
+    """
+
+    PATH = "/cloud-paas/api/deployments"
+
+    def __init__(self, api: AirflowApi) -> None:
+        self.api = api
+
+    def list(self, owner: str | None = None, status: str | None = None) -> list[Any]:
+        """Return the visible deployments, newest first.
+
+        :param owner: only this owner's
+        :param status: only with this status
+        """
+        from airflow_cloud_paas.store import DeploymentRecord
+
+        params = {k: v for k, v in (("owner", owner), ("status", status)) if v}
+        found = self.api._check(self.api._send("get", self.PATH, params=params), "Listing deployments")
+        return [DeploymentRecord.from_dict(d) for d in found]
+
+    def get(self, deployment_id: str) -> Any:
+        """Return one deployment; :class:`DeploymentNotFoundError` when it does not exist or is not the user's.
+
+        :param deployment_id: the deployment
+        """
+        from urllib.parse import quote
+
+        from airflow_cloud_paas.exceptions import DeploymentNotFoundError
+        from airflow_cloud_paas.store import DeploymentRecord
+
+        resp = self.api._send("get", f"{self.PATH}/{quote(deployment_id, safe='')}")
+        if resp.status_code == 404:
+            raise DeploymentNotFoundError(f"deployment {deployment_id!r} not found among the deployments the user "
+                                          f"logged in {self.api.who} may see (their own and their groups')")
+        return DeploymentRecord.from_dict(self.api._check(resp, f"Reading deployment {deployment_id}"))
+
+
 #: a log line naming an exception: ``SomeError: what went wrong``
 _ERROR_LINE = re.compile(r"\b[A-Z]\w*(Error|Exception): \S")
 
@@ -296,7 +363,7 @@ def _wait(args: argparse.Namespace, api: AirflowApi, dag_id: str, run_id: str, d
     from airflow_cloud_paas.exceptions import CloudPaaSError
 
     deadline = time.monotonic() + args.timeout
-    store = _store(args)
+    store = _deployments(args)
     while time.monotonic() < deadline:
         state = api.run_state(dag_id, run_id)
         try:
@@ -311,8 +378,15 @@ def _wait(args: argparse.Namespace, api: AirflowApi, dag_id: str, run_id: str, d
             if status is None and state == "failed":
                 failed = api.failed_tasks(dag_id, run_id)
                 causes = "; ".join(f"{task}: {error or 'see its log'}" for task, error in failed) or "see its logs"
-                print(f"error: run {run_id} of DAG {dag_id} failed before deployment {deployment_id} was "
-                      f"recorded (nothing was made): {causes}", file=sys.stderr)
+                if new_deployment or dag_id not in (SCALE_DAG_ID, DELETE_DAG_ID):
+                    print(f"error: run {run_id} of DAG {dag_id} failed before deployment {deployment_id} was "
+                          f"recorded (nothing was made): {causes}", file=sys.stderr)
+                else:  # a scale or delete of a deployment the user may not see (or that does not exist)
+                    print(f"error: run {run_id} of DAG {dag_id} failed: {causes}; deployment {deployment_id} is "
+                          f"not in {args.store_used}", file=sys.stderr)
+            elif status is None and isinstance(store, DeploymentsApi):
+                print(f"error: the run ended ({state}) but deployment {deployment_id} is not among the deployments "
+                      f"{args.store_used} shows", file=sys.stderr)
             elif status is None:
                 print(f"error: the run ended ({state}) but deployment {deployment_id} is not in the deployment "
                       f"store this command reads: {args.store_used}. If Airflow at {api.url} uses another "
@@ -387,7 +461,7 @@ def _masked(values: dict[str, Any], topology: Any) -> dict[str, Any]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    records = _store(args).list(owner=args.owner, status=args.status)
+    records = _deployments(args).list(owner=args.owner, status=args.status)
     if args.json:
         print(json.dumps([_summary(r) for r in records], indent=2, default=str))
     else:
@@ -446,7 +520,7 @@ SHOW_EVENTS = 10
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    record = _store(args).get(args.deployment_id)
+    record = _deployments(args).get(args.deployment_id)
     data = _public_record(record)
     if args.json:
         print(json.dumps(data, indent=2, default=str))
@@ -455,7 +529,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     if data["status_reason"]:
         lines.append(f"  reason:   {_short(data['status_reason'], 500)}")
     if record.actor:
-        lines.append(f"  running:  {record.actor}")
+        from airflow_cloud_paas.store.lease import lease_expired
+
+        ended = lease_expired(record.lease_expires_at, record.lease_holder, record.updated_at)
+        lines.append(f"  running:  {record.actor}" if ended is None else
+                     f"  held by:  {record.actor}, no longer running: {ended} (`cloud-paas reconcile` takes it over)")
     lines += [f"  backend:  {record.backend}", f"  owner:    {record.owner or '-'}"]
     if record.dag_id:
         lines.append(f"  made by:  DAG {record.dag_id}" + (f", run {record.run_id}" if record.run_id else ""))

@@ -13,6 +13,10 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+def _parse(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value is not None else None
+
+
 @dataclass(frozen=True)
 class ResourceRecord:
     """One instance (index) of one node template of a deployment, as last recorded.
@@ -46,6 +50,13 @@ class ResourceRecord:
             "updated_at": _iso(self.updated_at),
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ResourceRecord:
+        """Return the record :meth:`to_dict` gave (e.g. read back from the plugin's API)."""
+        return cls(deployment_id=data["deployment_id"], node_name=data["node_name"], index=int(data["index"]),
+                   resource_id=data.get("resource_id"), state=data["state"],
+                   attributes=dict(data.get("attributes") or {}), updated_at=_parse(data["updated_at"]))
+
 
 @dataclass(frozen=True)
 class Event:
@@ -77,6 +88,12 @@ class Event:
             "message": self.message,
             "data": self.data,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Event:
+        """Return the event :meth:`to_dict` gave."""
+        return cls(id=int(data["id"]), deployment_id=data["deployment_id"], at=_parse(data["at"]), kind=data["kind"],
+                   message=data["message"], data=data.get("data"))
 
 
 #: the event kind that lets one DAG run act on a deployment its triggering user does not own (``data``: run_id, by,
@@ -155,3 +172,22 @@ class DeploymentRecord:
             "lease_holder": self.lease_holder,
             "user_group": self.user_group,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DeploymentRecord:
+        """Return the record :meth:`to_dict` gave (e.g. read back from the plugin's API as JSON).
+
+        :param data: a :meth:`to_dict` result
+        """
+        return cls(
+            id=data["id"], template=data.get("template") or "", template_hash=data.get("template_hash") or "",
+            inputs=dict(data.get("inputs") or {}), owner=data.get("owner"), backend=data["backend"],
+            status=DeploymentStatus(data["status"]), status_reason=data.get("status_reason"),
+            outputs=dict(data.get("outputs") or {}), dag_id=data.get("dag_id"), run_id=data.get("run_id"),
+            created_at=_parse(data["created_at"]), updated_at=_parse(data["updated_at"]),
+            resources=tuple(ResourceRecord.from_dict(r) for r in data.get("resources") or ()),
+            events=tuple(Event.from_dict(e) for e in data.get("events") or ()),
+            actor=data.get("actor"), version=int(data.get("version") or 1),
+            lease_expires_at=_parse(data.get("lease_expires_at")), lease_holder=data.get("lease_holder"),
+            user_group=data.get("user_group"),
+        )

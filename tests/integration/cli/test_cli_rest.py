@@ -22,12 +22,19 @@ REPO = Path(__file__).resolve().parents[3]
 @pytest.fixture(scope="module")
 def airflow(tmp_path_factory):
     home = tmp_path_factory.mktemp("standalone")
-    with LocalAirflow(home, free_port(), dags_folder=REPO / "dags") as server:
+    server = LocalAirflow(home, free_port(), dags_folder=REPO / "dags")
+    # bob: a user of the simple auth manager's "user" role (may run DAGs), not an admin
+    server.env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] = "admin:admin,bob:user"
+    with server:
         yield server
 
 
-def _cli(server: LocalAirflow, *args: str) -> subprocess.CompletedProcess:
-    user, password = server.credentials()
+def _cli(server: LocalAirflow, *args: str, user: str | None = None) -> subprocess.CompletedProcess:
+    """Run cloud-paas logged in as ``user`` (default: the admin)."""
+    if user is None:
+        user, password = server.credentials()
+    else:
+        password = json.loads(server.password_file.read_text())[user]
     env = {k: v for k, v in server.env.items()}
     env.update({"CLOUD_PAAS_API_URL": server.url, "CLOUD_PAAS_API_USER": user, "CLOUD_PAAS_API_PASSWORD": password})
     exe = Path(sys.executable).with_name("cloud-paas")
@@ -84,6 +91,18 @@ def test_deploy_scale_delete_through_the_rest_api(airflow):
     listed = json.loads(_cli(airflow, "list", "--json").stdout)
     assert {"id": deployment_id, "status": "UPDATE_COMPLETE"}.items() <= next(
         d for d in listed if d["id"] == deployment_id).items()
+
+    # bob, another user, logged in to the CLI: not his deployment, so not listed, not shown, not deleted
+    assert deployment_id not in _cli(airflow, "list", "--json", user="bob").stdout
+    hidden = _cli(airflow, "show", deployment_id, user="bob")
+    assert hidden.returncode == 2 and "not found among the deployments the user logged in as 'bob'" in hidden.stderr
+    assert webui not in hidden.stdout + hidden.stderr
+    refused = _cli(airflow, "delete", deployment_id, "--wait", "--timeout", "300", user="bob")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert json.loads(refused.stdout.splitlines()[-1])["dag_run_state"] == "failed"
+    assert "may not delete deployment" in refused.stderr, refused.stderr
+    assert json.loads(_cli(airflow, "show", deployment_id, "--json").stdout)["status"] == "UPDATE_COMPLETE"
+    assert _alive_workers(webui) == 3
 
     out = _cli(airflow, "delete", deployment_id, "--wait", "--timeout", "300")
     assert out.returncode == 0, out.stdout + out.stderr

@@ -242,3 +242,43 @@ def test_wait_names_the_store_when_the_deployment_is_not_in_it(api, tmp_path: Pa
     assert json.loads(out.stdout.splitlines()[-1])["status"] is None
     assert f"not in the deployment store this command reads: {store} (from --store-url)" in out.stderr
     assert "AIRFLOW_HOME" in out.stderr
+
+
+def test_a_logged_in_user_reads_through_the_deployments_api(api, shown_store: str, tmp_path: Path):
+    """With a login, list/show ask the plugin's API (which decides what the user sees): the record round-trips
+    and another user's deployment is "not found" (tests/integration/cli/test_cli_rest.py runs it in Airflow)."""
+    url, routes = api
+    record = DeploymentStore(shown_store).get("dep-s").to_dict()
+    routes[("GET", "/cloud-paas/api/deployments/dep-s")] = (200, record)
+    routes[("GET", "/cloud-paas/api/deployments/")] = (404, {"detail": "deployment 'dep-b' not found"})
+    routes[("GET", "/cloud-paas/api/deployments")] = (200, [record])
+    env = _clean_env(tmp_path, CLOUD_PAAS_API_URL=url, CLOUD_PAAS_API_TOKEN="t")
+    out = _run("show", "dep-s", cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    for line in ("status:   CREATE_FAILED", "owner:    alice", "master[0]  RUNNING", "last 10 of"):
+        assert line in out.stdout
+    assert "hunter2" not in out.stdout and "postgresql://u:***@h/db" in out.stdout
+    listed = _run("list", "--json", cwd=tmp_path, env=env)
+    assert [d["id"] for d in json.loads(listed.stdout)] == ["dep-s"]
+    hidden = _run("show", "dep-b", cwd=tmp_path, env=env)
+    assert hidden.returncode == 2
+    assert "'dep-b' not found among the deployments the user logged in with the JWT" in hidden.stderr
+    # a store named by URL is read directly: the operator's view (the store's credentials)
+    direct = _run("--store-url", shown_store, "show", "dep-s", cwd=tmp_path, env=env)
+    assert direct.returncode == 0 and "owner:    alice" in direct.stdout
+
+
+def test_show_tells_a_running_action_from_one_whose_run_is_gone(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'held.db'}"
+    store = DeploymentStore(url)
+    for name in ("dep-live", "dep-gone"):
+        store.create_deployment(name, "tosca: x", "h", {}, "alice", "local")
+        store.begin(name, "CREATE", actor=f"spark/{name}")  # held by this (living) test process
+    store.renew("dep-gone", "spark/dep-gone", seconds=-1, holder=None)  # its run ended between two tasks
+    env = _clean_env(tmp_path)
+    live = _run("--store-url", url, "show", "dep-live", cwd=tmp_path, env=env)
+    assert "running:  spark/dep-live" in live.stdout, live.stdout
+    gone = _run("--store-url", url, "show", "dep-gone", cwd=tmp_path, env=env)
+    assert "  running:  " not in gone.stdout, gone.stdout
+    assert "held by:  spark/dep-gone, no longer running: its lease expired at" in gone.stdout
+    assert "cloud-paas reconcile" in gone.stdout
