@@ -192,20 +192,41 @@ class KubernetesBackend(Backend):
         return self._namespace or self.hook.get_namespace() or self._context_namespace() or "default"
 
     def _context_namespace(self) -> str | None:
-        """Return the namespace of the kubeconfig's context, as kubectl would use it."""
-        if self.config_dict is not None:
-            wanted = self.cluster_context or self.config_dict.get("current-context")
-            for entry in self.config_dict.get("contexts") or ():
+        """Return the namespace of the kubeconfig's context, as kubectl would use it.
+
+        The kubeconfig is the one the hook loads: ``config_dict`` or ``config_file``, else the connection's
+        ``kube_config`` (inline) or ``kube_config_path``.
+        """
+        config_dict, config_file, context = self.config_dict, self.config_file, self.cluster_context
+        if config_dict is None and not config_file and self.conn_id:
+            config_file = self._conn_field("kube_config_path")
+            context = context or self._conn_field("cluster_context")
+            inline = self._conn_field("kube_config")
+            if inline and not config_file:
+                import yaml
+
+                # the hook writes a string (YAML or JSON) to a file as it is, a dict as JSON
+                config_dict = inline if isinstance(inline, dict) else yaml.safe_load(inline)
+                if not isinstance(config_dict, dict):
+                    return None
+        if config_dict is not None:
+            wanted = context or config_dict.get("current-context")
+            for entry in config_dict.get("contexts") or ():
                 if entry.get("name") == wanted:
                     return (entry.get("context") or {}).get("namespace")
             return None
-        if self.config_file:
+        if config_file:
             from kubernetes import config
 
-            contexts, active = config.list_kube_config_contexts(self.config_file)
-            chosen = next((c for c in contexts if c["name"] == self.cluster_context), active)
+            contexts, active = config.list_kube_config_contexts(config_file)
+            chosen = next((c for c in contexts if c["name"] == context), active)
             return (chosen or {}).get("context", {}).get("namespace")
         return None
+
+    def _conn_field(self, name: str) -> Any:
+        """Return an extra of the connection as the hook reads it (also under its old ``extra__kubernetes__`` name)."""
+        extras = self.hook.conn_extras
+        return extras.get(name) or extras.get(f"extra__kubernetes__{name}") or None
 
     @property
     def core(self):

@@ -269,6 +269,30 @@ def test_registry_builds_it_by_name(api: KubernetesApiEmulator) -> None:
     assert isinstance(backend, KubernetesBackend) and backend.describe("nobody") == []
 
 
+@pytest.mark.parametrize("given", ["kube_config", "kube_config_path", "namespace"])
+def test_namespace_follows_the_connection(api: KubernetesApiEmulator, tmp_path, monkeypatch, given: str) -> None:
+    import json
+
+    config = json.dumps(api.kubeconfig(NAMESPACE))
+    extra = {
+        "kube_config": {"kube_config": config},
+        "kube_config_path": {"kube_config_path": str(tmp_path / "config")},
+        # the connection's own namespace wins over its kubeconfig context's
+        "namespace": {"kube_config": json.dumps(api.kubeconfig("elsewhere")), "namespace": NAMESPACE},
+    }[given]
+    (tmp_path / "config").write_text(config)
+    monkeypatch.setenv("AIRFLOW_CONN_K8S_EMULATOR", json.dumps({"conn_type": "kubernetes", "extra": extra}))
+    backend = KubernetesBackend(conn_id="k8s_emulator", wait_for_ready=False)
+    backend.create(container_spec("k10", "web"))
+    try:
+        assert backend.namespace == NAMESPACE
+        assert [d["metadata"]["name"] for d in labelled(api.objects("deployments", NAMESPACE), "k10")] == [
+            "cp-k10-web-0"]
+    finally:
+        backend.delete("k10")
+    assert labelled(api.objects("deployments"), "k10") == []
+
+
 def test_packaged_template_deploys(kube: KubernetesBackend, api: KubernetesApiEmulator) -> None:
     topology = load_topology(TEMPLATE, use_cache=False)
     node = resolved_node(topology, "docker_app", {"cpus": 2, "memory": "1 GB", "port": 8080})
