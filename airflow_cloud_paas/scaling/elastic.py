@@ -78,7 +78,10 @@ class ElasticScaler:
             first_seen.setdefault(name, now)
             view = seen.workers.get(resource.index)
             if view is None:  # made, but the service does not know it yet
-                workers.append(Worker(name, WorkerState.BOOTING, int(resource.attributes.get("cores") or 1),
+                # the cores the host reports, else those the policy expects of a new worker (not 1: a booting
+                # worker counted as 1 core made CLUES add more while 2-core jobs waited for it)
+                cores = resource.attributes.get("cores") or self.policy.limits.node_cores
+                workers.append(Worker(name, WorkerState.BOOTING, int(cores),
                                       boot_started_s=first_seen[name]))
                 continue
             if view.state is WorkerState.IDLE:

@@ -6,6 +6,10 @@ import { useCallback, useEffect, useMemo, useState } from "react";
 
 import { api, runLink, taskLink, triggerDag } from "./api";
 import { buildConf, fieldError, InputField, initialText, widgetFor } from "./forms";
+import {
+  byteTicks, cachePlot, decisionText, elasticNodes, elasticPlot, formatBytes, linePath, scalingRounds, stepPath, ticks, timeLabel, timeTicks,
+} from "./charts";
+import type { CacheStats } from "./charts";
 import { clusterSize, endpoints, progress } from "./progress";
 import type { Application, Deployment, Plan } from "./types";
 
@@ -290,7 +294,12 @@ function Deployments({ open }: { open: (id: string) => void }) {
                 <Table.Cell>
                   <Badge colorPalette={statusPalette(d.status)} data-testid="status">{d.status}</Badge>
                   <Text fontSize="xs" data-testid="progress">{p.done}/{p.total} nodes</Text>
-                  {d.status.endsWith("_FAILED") && d.status_reason && <Text fontSize="xs" color="fg.error">{d.status_reason}</Text>}
+                  {d.status.endsWith("_FAILED") && d.status_reason && <Text fontSize="xs" color="fg.error" data-testid="reason">{d.status_reason}</Text>}
+                  {(plans[d.id]?.scalable ?? []).map((s) => (
+                    <Text key={s.name} fontSize="xs" color="fg.muted" data-testid={`count-${s.name}`}>
+                      {s.name}: {d.resources.filter((r) => r.node_name === s.name && r.state !== "DELETED").length} instance(s)
+                    </Text>
+                  ))}
                 </Table.Cell>
                 <Table.Cell><Text fontWeight="semibold">{d.id}</Text><Text fontSize="xs" color="fg.muted">{d.dag_id}</Text></Table.Cell>
                 <Table.Cell data-testid="outputs">
@@ -363,6 +372,8 @@ function Details({ id, back }: { id: string; back: () => void }) {
   }, [d?.dag_id, d?.run_id, d?.status]);
   if (!d) return error ? <ErrorText error={error} /> : <Spinner />;
   const p = progress(d, plan ?? undefined);
+  const elastic = elasticNodes(d.events);
+  const hasCache = d.resources.some((r) => r.attributes?.cache_dir && r.attributes?.origin);
   return (
     <Box data-testid="details">
       <Button size="sm" variant="ghost" onClick={back} mb={2}>← My deployments</Button>
@@ -381,7 +392,9 @@ function Details({ id, back }: { id: string; back: () => void }) {
           </Link>
         ))}
       </Flex>
-      {(plan?.scalable ?? []).map((s) => <SizeChart key={s.name} node={s.name} d={d} />)}
+      {elastic.map((node) => <ElasticChart key={node} node={node} d={d} />)}
+      {elastic.length === 0 && (plan?.scalable ?? []).map((s) => <SizeChart key={s.name} node={s.name} d={d} />)}
+      {hasCache && <CacheChart id={d.id} />}
       <Flex gap={2} mb={2}>
         {(["resources", "events", "template"] as const).map((t) => (
           <Button key={t} size="xs" variant={tab === t ? "solid" : "outline"} onClick={() => setTab(t)}>{t}</Button>
@@ -445,6 +458,161 @@ function SizeChart({ node, d }: { node: string; d: Deployment }) {
         <text x={pad} y={h - 8} fontSize="10" fill="currentColor">{new Date(t0).toLocaleTimeString()}</text>
         <text x={w - pad - 50} y={h - 8} fontSize="10" fill="currentColor">{new Date(t1).toLocaleTimeString()}</text>
       </svg>
+    </Box>
+  );
+}
+
+const CHART = { w: 860, h: 240, left: 60, right: 76, top: 14, bottom: 26 };
+const COLOURS = {
+  size: "var(--chakra-colors-blue-500, #3182ce)",
+  queued: "var(--chakra-colors-orange-500, #dd6b20)",
+  added: "var(--chakra-colors-green-500, #38a169)",
+  retired: "var(--chakra-colors-red-500, #e53e3e)",
+  written: "var(--chakra-colors-purple-400, #9f7aea)",
+};
+
+function timeAxis(t0: number, t1: number) {
+  const { w, left, right } = CHART;
+  return (t: number) => left + ((t - t0) / Math.max(1, t1 - t0)) * (w - left - right);
+}
+
+/** Axes, grid lines and tick labels; ticks are [y position, label]. */
+function Axes({ t0, t1, leftLabel, left: leftTicks, rightLabel, right: rightTicks }: {
+  t0: number; t1: number; leftLabel: string; left: [number, string][]; rightLabel?: string; right?: [number, string][];
+}) {
+  const { w, h, left, right, top, bottom } = CHART;
+  const x = timeAxis(t0, t1);
+  return (
+    <g fontSize="10" fill="currentColor">
+      {leftTicks.map(([y, label]) => (
+        <g key={`l${y}`}>
+          <line x1={left} y1={y} x2={w - right} y2={y} stroke="currentColor" opacity={0.1} />
+          <text x={left - 4} y={y + 3} textAnchor="end">{label}</text>
+        </g>
+      ))}
+      {(rightTicks ?? []).map(([y, label]) => <text key={`r${y}`} x={w - right + 4} y={y + 3}>{label}</text>)}
+      <line x1={left} y1={h - bottom} x2={w - right} y2={h - bottom} stroke="currentColor" opacity={0.4} />
+      <line x1={left} y1={top} x2={left} y2={h - bottom} stroke="currentColor" opacity={0.4} />
+      {rightTicks && <line x1={w - right} y1={top} x2={w - right} y2={h - bottom} stroke="currentColor" opacity={0.4} />}
+      <text x={12} y={h / 2} transform={`rotate(-90 12 ${h / 2})`} textAnchor="middle" opacity={0.7}>{leftLabel}</text>
+      {rightLabel && <text x={w - 8} y={h / 2} transform={`rotate(90 ${w - 8} ${h / 2})`} textAnchor="middle" opacity={0.7}>{rightLabel}</text>}
+      {timeTicks(t0, t1).map((t, i, all) => (
+        <g key={t}>
+          <line x1={x(t)} y1={h - bottom} x2={x(t)} y2={h - bottom + 4} stroke="currentColor" opacity={0.4} />
+          <text x={x(t)} y={h - bottom + 16} textAnchor={i === 0 ? "start" : i === all.length - 1 ? "end" : "middle"}>
+            {timeLabel(t, t1 - t0)}
+          </text>
+        </g>
+      ))}
+    </g>
+  );
+}
+
+function Legend({ items }: { items: [string, string, boolean?][] }) {
+  return (
+    <Flex gap={4} fontSize="xs" color="fg.muted" wrap="wrap">
+      {items.map(([label, colour, dashed]) => (
+        <Flex key={label} align="center" gap={1}>
+          <svg width={18} height={8} aria-hidden><line x1={0} y1={4} x2={18} y2={4} stroke={colour} strokeWidth={2} strokeDasharray={dashed ? "4 3" : undefined} /></svg>
+          {label}
+        </Flex>
+      ))}
+    </Flex>
+  );
+}
+
+/** An elastic worker group: its size (steps) against the queued jobs over time, scaling decisions marked. */
+function ElasticChart({ node, d }: { node: string; d: Deployment }) {
+  const rounds = scalingRounds(d.events, node);
+  const plot = elasticPlot(rounds);
+  if (!plot) return null;
+  const { h, top, bottom } = CHART;
+  const x = timeAxis(plot.t0, plot.t1);
+  const y = (v: number) => h - bottom - (v / plot.max) * (h - top - bottom);
+  return (
+    <Box mb={4} data-testid={`elastic-chart-${node}`} borderWidth="1px" borderColor="border" borderRadius="md" bg="bg.panel" p={3} maxW="fit-content">
+      <Text fontSize="sm" fontWeight="semibold">{node}: workers against queued jobs ({rounds.length} scaling rounds)</Text>
+      <Legend items={[["workers", COLOURS.size], ["queued jobs", COLOURS.queued, true], ["▲ workers added", COLOURS.added], ["▼ workers retired", COLOURS.retired]]} />
+      <svg width={CHART.w} height={h} role="img" aria-label={`${node}: workers and queued jobs over time`} data-testid="elastic-plot">
+        <Axes t0={plot.t0} t1={plot.t1} leftLabel="workers / queued jobs"
+          left={ticks(plot.max).filter(Number.isInteger).map((v) => [y(v), String(v)])} />
+        <path data-testid="series-queued" d={linePath(plot.queued, x, y)} fill="none" stroke={COLOURS.queued} strokeWidth={2} strokeDasharray="5 3" />
+        <path data-testid="series-size" d={stepPath(plot.size, x, y, plot.t1)} fill="none" stroke={COLOURS.size} strokeWidth={2.5} />
+        {plot.queued.map((q, i) => <circle key={i} cx={x(q.at)} cy={y(q.value)} r={2.5} fill={COLOURS.queued}><title>{`${new Date(q.at).toLocaleTimeString()}: ${q.value} queued`}</title></circle>)}
+        {plot.decisions.map((r, i) => {
+          const up = r.added.length >= r.retired.length;
+          const cx = x(r.at), cy = y(r.after);
+          const points = up ? `${cx},${cy - 11} ${cx - 6},${cy - 2} ${cx + 6},${cy - 2}` : `${cx},${cy + 11} ${cx - 6},${cy + 2} ${cx + 6},${cy + 2}`;
+          return (
+            <g key={i} data-testid="scale-marker" data-change={decisionText(r)}>
+              <polygon points={points} fill={up ? COLOURS.added : COLOURS.retired} />
+              <title>{`${new Date(r.at).toLocaleTimeString()}: ${decisionText(r)}, ${r.before} → ${r.after} workers, ${r.queued} queued\n${r.reasons.join("\n")}`}</title>
+            </g>
+          );
+        })}
+      </svg>
+      <Box as="ol" fontSize="xs" pl={5} data-testid="scale-decisions" listStyleType="decimal">
+        {plot.decisions.map((r, i) => (
+          <Box as="li" key={i} mb={1}>
+            <Text as="span" fontWeight="semibold" color={r.added.length >= r.retired.length ? "fg.success" : "fg.error"}>
+              {new Date(r.at).toLocaleTimeString()} {decisionText(r)}
+            </Text>{" "}
+            <Text as="span" color="fg.muted">({r.before} → {r.after} workers, {r.queued} queued): {r.reasons.join("; ") || "policy decision"}</Text>
+          </Box>
+        ))}
+      </Box>
+    </Box>
+  );
+}
+
+/** An XCache deployment: byte-hit ratio (line) and bytes written (bars) over time, from its access log. */
+function CacheChart({ id }: { id: string }) {
+  const { data: stats, error } = usePolling(
+    () => api<CacheStats>(`cloud-paas-portal/api/deployments/${encodeURIComponent(id)}/cache-stats`), [id]);
+  if (error) return <ErrorText error={error} />;
+  if (!stats || stats.caches.length === 0) return null;
+  const plot = cachePlot(stats);
+  const { w, h, right, top, bottom } = CHART;
+  return (
+    <Box mb={4} data-testid="cache-chart" borderWidth="1px" borderColor="border" borderRadius="md" bg="bg.panel" p={3} maxW="fit-content">
+      <Text fontSize="sm" fontWeight="semibold">XCache: byte-hit ratio and bytes written ({stats.bucket_s} s buckets)</Text>
+      {!plot ? (
+        <Text fontSize="xs" color="fg.muted" data-testid="cache-empty">
+          No accesses in the access log yet (labels {stats.labels.join(", ")}): the ingest DAG or the monitor fills it.
+        </Text>
+      ) : (() => {
+        const x = timeAxis(plot.t0, plot.t1);
+        const yRatio = (v: number) => h - bottom - v * (h - top - bottom);
+        const yBytes = (v: number) => h - bottom - (v / plot.maxWritten) * (h - top - bottom);
+        return (
+          <>
+            <Legend items={[["byte-hit ratio", COLOURS.size], ["bytes written", COLOURS.written]]} />
+            <svg width={w} height={h} role="img" aria-label="byte-hit ratio and bytes written over time" data-testid="cache-plot">
+              <Axes t0={plot.t0} t1={plot.t1} leftLabel="byte-hit ratio"
+                left={[0, 0.25, 0.5, 0.75, 1].map((v) => [yRatio(v), `${v * 100}%`])}
+                rightLabel="bytes written" right={byteTicks(plot.maxWritten).map((v) => [yBytes(v), formatBytes(v)])} />
+              <g data-testid="series-written">
+                {plot.written.map((b, i) => (
+                  <rect key={i} x={x(b.start) + 1} width={Math.max(1, x(b.end) - x(b.start) - 2)} y={yBytes(b.value)}
+                    height={h - bottom - yBytes(b.value)} fill={COLOURS.written} opacity={0.55}>
+                    <title>{`${new Date(b.start).toLocaleTimeString()}: ${formatBytes(b.value)} written`}</title>
+                  </rect>
+                ))}
+              </g>
+              <path data-testid="series-ratio" d={linePath(plot.ratio, x, yRatio)} fill="none" stroke={COLOURS.size} strokeWidth={2.5} />
+              {plot.ratio.map((p, i) => (
+                <circle key={i} cx={x(p.at)} cy={yRatio(p.value)} r={3} fill={COLOURS.size}>
+                  <title>{`${new Date(p.at).toLocaleTimeString()}: ${Math.round(p.value * 100)}% of bytes from the cache`}</title>
+                </circle>
+              ))}
+            </svg>
+            <Text fontSize="xs" color="fg.muted" data-testid="cache-totals">
+              {formatBytes(plot.totalRead)} read, {plot.totalRead ? Math.round((plot.totalHit / plot.totalRead) * 100) : 0}% from the cache;
+              {" "}{formatBytes(plot.totalWritten)} written to its disk (first reads, misses, prefetches) · labels {stats.labels.join(", ")}
+            </Text>
+          </>
+        );
+      })()}
     </Box>
   );
 }

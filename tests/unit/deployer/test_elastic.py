@@ -113,6 +113,27 @@ def test_rounds_add_for_the_queue_retire_idle_workers_and_keep_state_in_the_hist
     assert events[0].data["decision"]["add"] == 2 and "queued" in " ".join(events[0].data["reasons"])
 
 
+def test_a_booting_worker_counts_with_the_cores_a_new_worker_has(env):
+    """A worker the service does not know yet (booting) offers the policy's node_cores when its host reports none:
+    counted as 1 core, it could not take the queued 2-core job and CLUES added another worker for it."""
+    store, backend, deployer = env
+
+    class Booting(DictProbe):
+        def observe(self, workers, now):
+            seen = super().observe(workers, now)
+            return Observation(seen.queued, {i: v for i, v in seen.workers.items() if i != 1})  # 1 boots
+
+    probe = Booting()
+    probe.used, probe.queued = {0: 2}, [2]
+    policy = policy_from_name("clues", min_nodes=1, max_nodes=4, idle_time_s=60, node_cores=2)
+    scaler = ElasticScaler(deployer, "app", probe, policy)
+    snapshot = scaler.snapshot({})[0]
+    assert [(w.name, w.state, w.cores) for w in snapshot.workers] == [
+        ("app-0", WorkerState.BUSY, 2), ("app-1", WorkerState.BOOTING, 2)]
+    assert scaler.run_once().add == 0  # the booting worker will take the queued job
+    assert _indices(backend) == [0, 1]
+
+
 def test_busy_workers_are_never_retired(env):
     store, backend, deployer = env
     probe = DictProbe()
