@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 # Extras the test suite needs; `make install EXTRAS=all` for every cloud and service.
-EXTRAS ?= test,spark,postgres,aws,docker,kubernetes,openstack,gcp,azure,condor,xcache,celery
+EXTRAS ?= test,spark,postgres,aws,docker,kubernetes,openstack,gcp,azure,condor,xcache,celery,fab
 # What `make run` needs: the local backend's Spark cluster (every DAG in dags/ imports without the rest).
 RUN_EXTRAS ?= spark
 

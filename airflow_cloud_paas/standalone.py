@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -61,16 +63,29 @@ def environment(home: Path, port: int = 8080) -> dict[str, str]:
     return env
 
 
+#: what ``airflow standalone`` runs; :class:`LocalAirflow` runs them itself with another auth manager
+COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
+
+
 class LocalAirflow:
     """Run Airflow standalone in the background (tests, benchmarks); stop its whole process group.
+
+    ``airflow standalone`` always uses the simple auth manager: with another one (``auth_manager``), the
+    metadata DB is migrated (``airflow db migrate``, which migrates FAB's tables too when the FAB provider is
+    installed) and each of ``components`` runs as its own ``airflow`` command, all in one process group.
 
     :param home: AIRFLOW_HOME (created)
     :param port: the API server's port on 127.0.0.1
     :param dags_folder: the DAGs folder (default: this repository's dags/)
     :param start_timeout: seconds to wait for the API server
+    :param auth_manager: ``[core] auth_manager``'s class path (default: ``airflow standalone`` with the simple one)
+    :param webserver_config: the text of FAB's ``webserver_config.py``, written to AIRFLOW_HOME (FAB only)
+    :param components: the Airflow commands run with ``auth_manager`` (default: those of standalone)
     """
 
-    def __init__(self, home: Path, port: int, dags_folder: Path | None = None, start_timeout: float = 180) -> None:
+    def __init__(self, home: Path, port: int, dags_folder: Path | None = None, start_timeout: float = 180,
+                 auth_manager: str | None = None, webserver_config: str | None = None,
+                 components: tuple[str, ...] = COMPONENTS) -> None:
         self.home = Path(home)
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
@@ -80,28 +95,53 @@ class LocalAirflow:
         self.env["AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL"] = "5"
         self.env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
         self.start_timeout = start_timeout
+        self.auth_manager = auth_manager
+        self.webserver_config = webserver_config
+        self.components = tuple(components)
+        if auth_manager is not None:
+            if "api-server" not in self.components:
+                raise ValueError("components must include api-server (what the start waits for)")
+            self.env["AIRFLOW__CORE__AUTH_MANAGER"] = auth_manager
+            # the processes share their secrets through the environment (standalone writes them once in airflow.cfg)
+            self.env.setdefault("AIRFLOW__API__SECRET_KEY", secrets.token_urlsafe(32))
+            self.env.setdefault("AIRFLOW__API_AUTH__JWT_SECRET", secrets.token_urlsafe(32))
         self.proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> LocalAirflow:
+    def _command(self) -> list[str]:
+        if self.auth_manager is None:
+            return [sys.executable, "-m", "airflow", "standalone"]
+        airflow = f"{shlex.quote(sys.executable)} -m airflow"
+        script = f"{airflow} db migrate || exit 1\n"
+        script += "".join(f"{airflow} {shlex.quote(c)} &\n" for c in self.components) + "wait\n"
+        return ["bash", "-c", script]
+
+    def _ready(self) -> bool:
         import requests
 
+        try:
+            healthy = requests.get(f"{self.url}/api/v2/monitor/health", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+        return healthy and (self.auth_manager is not None or self.password_file.exists())
+
+    def __enter__(self) -> LocalAirflow:
         self.home.mkdir(parents=True, exist_ok=True)
+        if self.webserver_config is not None:
+            config = self.home / "webserver_config.py"
+            config.write_text(self.webserver_config)
+            self.env["AIRFLOW__FAB__CONFIG_FILE"] = str(config)
         log = open(self.home / "standalone.log", "ab")  # noqa: SIM115 - closed by the child's exit
-        self.proc = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=self.env,
-                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(self._command(), env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"airflow standalone exited early; see {self.home / 'standalone.log'}")
-            try:
-                if requests.get(f"{self.url}/api/v2/monitor/health", timeout=2).status_code == 200 and \
-                        self.password_file.exists():
-                    return self
-            except requests.RequestException:
-                pass
+                raise RuntimeError(f"airflow exited early; see {self.home / 'standalone.log'}")
+            if self._ready():
+                return self
             time.sleep(1)
         self.__exit__(None, None, None)
-        raise TimeoutError(f"airflow standalone did not answer on {self.url} in {self.start_timeout} s")
+        raise TimeoutError(f"airflow did not answer on {self.url} in {self.start_timeout} s")
 
     @property
     def password_file(self) -> Path:
@@ -109,7 +149,7 @@ class LocalAirflow:
         return self.home / "simple_auth_manager_passwords.json.generated"
 
     def credentials(self) -> tuple[str, str]:
-        """Return the admin user and its generated password."""
+        """Return the admin user and its generated password (the simple auth manager's)."""
         users = json.loads(self.password_file.read_text())
         user = "admin" if "admin" in users else next(iter(users))
         return user, users[user]

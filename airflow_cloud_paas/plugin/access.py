@@ -8,7 +8,9 @@ Two kinds of callers are accepted:
   Its issuer, audience, signature (the issuer's JWKS, found through its ``.well-known/openid-configuration``),
   expiry and groups claim are checked by authlib's RFC 9068 validator;
 * Airflow's own login: the UI session cookie or a JWT from ``/auth/token``, for users the auth manager lets
-  read DAGs (what the plugin required before). Users it lets edit connections are the PaaS admins.
+  read DAGs (what the plugin required before). Users it lets edit connections are the PaaS admins. With FAB's
+  auth manager, a user's roles named ``group:<g>`` are their groups (the UI's OIDC login gives them, see
+  :mod:`.fab_oidc`).
 
 Every refusal is a 401 (403 for an Airflow user without DAG access) that says why; nothing else happens.
 A user acts on the deployments they own, on those whose ``user_group`` is one of their groups, and, as an admin,
@@ -35,6 +37,8 @@ ENV_PREFIX = "AIRFLOW_CLOUD_PAAS_OIDC_"
 JWKS_TTL_S = 300.0
 #: seconds one fetch of the provider's metadata or keys may take
 FETCH_TIMEOUT_S = 5.0
+#: an Airflow (FAB) user's role named ``group:<g>`` says they belong to the group ``g``
+GROUP_ROLE_PREFIX = "group:"
 
 _bearer = HTTPBearer(auto_error=False, description="An access token of the OIDC provider, or an Airflow JWT")
 
@@ -44,7 +48,8 @@ class Identity:
     """The authenticated caller.
 
     :param name: the owner name deployments record: the token's ``sub``, or the Airflow user name
-    :param groups: the groups the caller belongs to (the token's groups claim; none for Airflow users)
+    :param groups: the groups the caller belongs to (the token's groups claim; for Airflow users, their FAB roles
+        ``group:<g>``)
     :param admin: sees and acts on every deployment
     :param source: ``oidc`` or ``airflow``
     """
@@ -243,6 +248,17 @@ def oidc_verifier() -> OidcVerifier | None:
         return _configured.verifier
 
 
+def fab_groups(user: Any) -> frozenset[str]:
+    """Return the groups of an Airflow user: their roles named ``group:<g>`` (FAB's users; none for others).
+
+    :param user: the auth manager's user (FAB's has ``roles``, each with a ``name``)
+    """
+    roles = getattr(user, "roles", None) or ()
+    names = (str(getattr(role, "name", "") or "") for role in roles)
+    return frozenset(n[len(GROUP_ROLE_PREFIX):] for n in names if n.startswith(GROUP_ROLE_PREFIX) and
+                     len(n) > len(GROUP_ROLE_PREFIX))
+
+
 def _airflow_identity(user: Any) -> Identity:
     """Return an Airflow user's identity if the auth manager lets them read DAGs (403 otherwise)."""
     from airflow.api_fastapi.app import get_auth_manager
@@ -252,7 +268,7 @@ def _airflow_identity(user: Any) -> Identity:
     if not manager.is_authorized_dag(method="GET", details=DagDetails(id=None), user=user):
         raise HTTPException(403, "Forbidden: this Airflow user may not read DAGs")
     admin = bool(manager.is_authorized_connection(method="PUT", user=user))
-    return Identity(name=str(user.get_name()), groups=frozenset(), admin=admin, source="airflow")
+    return Identity(name=str(user.get_name()), groups=fab_groups(user), admin=admin, source="airflow")
 
 
 async def current_identity(

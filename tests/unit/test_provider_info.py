@@ -32,6 +32,9 @@ REPO = Path(__file__).resolve().parents[2]
 ROOT = "airflow_cloud_paas"
 #: provider info section -> the base class of what it lists (a sensor is listed as a sensor, not an operator)
 KINDS = {"hooks": BaseHook, "operators": BaseOperator, "sensors": BaseSensorOperator, "triggers": BaseTrigger}
+#: modules that are a configuration file's body (webserver_config.py imports it): they read the UI login's settings
+#: when imported and stop the API server when one is missing, by design; they define no hook or operator
+CONFIG_MODULES = {f"{ROOT}.plugin.fab_webserver_config"}
 
 
 @cache
@@ -43,7 +46,7 @@ def _modules() -> dict[str, ModuleType]:
     for name in sorted(packages):
         package = importlib.import_module(name)
         names |= {name, *(m.name for m in pkgutil.walk_packages(package.__path__, f"{name}."))}
-    return {name: importlib.import_module(name) for name in sorted(names)}
+    return {name: importlib.import_module(name) for name in sorted(names - CONFIG_MODULES)}
 
 
 def _kind(cls: type) -> str | None:
