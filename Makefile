@@ -9,8 +9,9 @@ EXTRAS ?= test,spark,postgres,aws,docker,kubernetes,openstack,gcp,azure,condor,x
 # What `make run` needs: the local backend's Spark cluster (every DAG in dags/ imports without the rest).
 RUN_EXTRAS ?= spark
 
-# Debian packages the tests run for real (XRootD origin and XCache servers).
-SYSTEM_PACKAGES := xrootd-server xrootd-client xrootd-plugins libxrootd-server-dev g++
+# Debian packages the tests run for real (XRootD origin and XCache servers; SLURM's slurmctld, slurmd and
+# commands from slurm-wlm, with munge's munged).
+SYSTEM_PACKAGES := xrootd-server xrootd-client xrootd-plugins libxrootd-server-dev g++ slurm-wlm munge
 
 .PHONY: install system-deps test lint run bench clean lock wheel-check
 
@@ -28,9 +29,11 @@ install: $(VENV)/.installed-$(EXTRAS) system-deps
 # apt only when something is missing (root, or passwordless sudo); otherwise say what to install
 system-deps:
 	@if ! command -v xrootd >/dev/null || ! command -v xrdpfc_print >/dev/null || ! command -v g++ >/dev/null \
-		|| [ ! -f /usr/include/xrootd/XrdPfc/XrdPfcDecision.hh ]; then \
+		|| [ ! -f /usr/include/xrootd/XrdPfc/XrdPfcDecision.hh ] \
+		|| [ ! -x /usr/sbin/slurmctld ] || [ ! -x /usr/sbin/slurmd ] || [ ! -x /usr/sbin/munged ] \
+		|| ! command -v sbatch >/dev/null || ! command -v scontrol >/dev/null; then \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
-		else echo "install the Debian packages $(SYSTEM_PACKAGES) (needed by the XCache tests)"; exit 1; fi; \
+		else echo "install the Debian packages $(SYSTEM_PACKAGES) (needed by the XCache and SLURM tests)"; exit 1; fi; \
 		$$SUDO apt-get install -y -q $(SYSTEM_PACKAGES) || \
 			{ $$SUDO apt-get update -q && $$SUDO apt-get install -y -q $(SYSTEM_PACKAGES); }; \
 	fi

@@ -57,6 +57,8 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "Apache Spark", "external-doc-url": "https://spark.apache.org/docs/latest/",
              "tags": ["apache"]},
             {"integration-name": "XRootD", "external-doc-url": "https://xrootd.org/docs.html", "tags": ["service"]},
+            {"integration-name": "SLURM", "external-doc-url": "https://slurm.schedmd.com/documentation.html",
+             "tags": ["service"]},
         ],
         "operators": [
             {"integration-name": "Cloud PaaS", "python-modules": ["airflow_cloud_paas.operators.deployment",
@@ -78,6 +80,7 @@ def get_provider_info() -> dict[str, Any]:
              "python-modules": ["airflow_cloud_paas.hooks.azure"]},
             {"integration-name": "HTCondor", "python-modules": ["airflow_cloud_paas.hooks.htcondor"]},
             {"integration-name": "XRootD", "python-modules": ["airflow_cloud_paas.hooks.xrootd"]},
+            {"integration-name": "SLURM", "python-modules": ["airflow_cloud_paas.hooks.slurm"]},
         ],
         "triggers": [
             {"integration-name": "Cloud PaaS", "python-modules": ["airflow_cloud_paas.triggers.base",

@@ -20,6 +20,7 @@ __all__ = [
     "CONNECTION_TYPES",
     "HTCONDOR_CONNECTION",
     "OPENSTACK_CONNECTION",
+    "SLURM_CONNECTION",
     "STORE_CONNECTION",
     "XROOTD_CONNECTION",
     "connection_form_widgets",
@@ -183,12 +184,47 @@ XROOTD_CONNECTION: dict[str, Any] = {
     },
 }
 
+#: :class:`airflow_cloud_paas.hooks.slurm.SlurmHook`
+SLURM_CONNECTION: dict[str, Any] = {
+    "hook-class-name": "airflow_cloud_paas.hooks.slurm.SlurmHook",
+    "hook-name": "SLURM",
+    "connection-type": "slurm",
+    "conn-fields": {
+        "slurm_conf": {
+            "label": "slurm.conf",
+            "schema": {"type": ["string", "null"]},
+            "description": "The cluster's slurm.conf on this machine (it names the controller and munge's "
+            "socket). Empty: Host and Port name the controller.",
+        },
+        "munge_socket": {
+            "label": "munge socket",
+            "schema": {"type": ["string", "null"]},
+            "description": "munged's socket on this machine, with the cluster's key (default: munge's own).",
+        },
+        "cluster_name": {
+            "label": "Cluster name",
+            "schema": {"type": ["string", "null"], "default": "cloudpaas"},
+            "description": "The cluster's ClusterName (with Host and Port).",
+        },
+    },
+    "ui-field-behaviour": {
+        "hidden-fields": ["schema", "login", "password"],
+        "relabeling": {"host": "Controller (slurmctld)"},
+        "placeholders": {
+            "host": "127.0.0.1",
+            "port": "6817",
+            "extra": '{"slurm_conf": "/etc/slurm/slurm.conf", "munge_socket": "/run/munge/munge.socket.2"}',
+        },
+    },
+}
+
 #: Every connection type of the package, as ``get_provider_info()["connection-types"]`` lists them.
 CONNECTION_TYPES: tuple[dict[str, Any], ...] = (
     STORE_CONNECTION,
     OPENSTACK_CONNECTION,
     HTCONDOR_CONNECTION,
     XROOTD_CONNECTION,
+    SLURM_CONNECTION,
 )
 
 

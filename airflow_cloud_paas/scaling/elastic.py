@@ -214,7 +214,7 @@ def elastic_targets(store: Any, import_map: Mapping[str, str] | None = None) -> 
 
 # ------------------------------------------------------------------------------------------ addresses
 def probe_address(target: ElasticTarget, outputs: Mapping[str, Any]) -> str:
-    """Return where a target's service is read: the Spark master's web UI, or the HTCondor connection id.
+    """Return where a target's service is read: the Spark master's web UI, or the HTCondor or SLURM connection id.
 
     :param target: the scaled worker node
     :param outputs: its deployment's outputs
@@ -229,7 +229,9 @@ def probe_address(target: ElasticTarget, outputs: Mapping[str, Any]) -> str:
         return str(url)
     if target.service == "htcondor":
         return str(outputs.get("htcondor_conn_id") or f"htcondor_{target.deployment_id}")
-    raise ToscaValidationError(f"service '{target.service}' cannot be scaled: use spark or htcondor",
+    if target.service == "slurm":
+        return str(outputs.get("slurm_conn_id") or f"slurm_{target.deployment_id}")
+    raise ToscaValidationError(f"service '{target.service}' cannot be scaled: use spark, htcondor or slurm",
                                node=target.node_name, field="policies.properties.service")
 
 

@@ -1,10 +1,10 @@
 """What the elastic scaler reads of a live cluster: the probe interface, and the registry of each service's probe.
 
-A probe reads a service's queue and workers (a Spark master, an HTCondor schedd and collector) and drains a
-worker before it is retired. Each service keeps its probe with the rest of its code
-(:mod:`airflow_cloud_paas.services.spark.probe`, :mod:`airflow_cloud_paas.services.condor.probe`); the registry
-names them as ``"module:Class"`` and imports one only when it is asked for, like the backends' registry, so the
-scaling engine never imports a service.
+A probe reads a service's queue and workers (a Spark master, an HTCondor schedd and collector, a SLURM
+controller) and drains a worker before it is retired. Each service keeps its probe with the rest of its code
+(:mod:`airflow_cloud_paas.services.spark.probe`, :mod:`airflow_cloud_paas.services.condor.probe`,
+:mod:`airflow_cloud_paas.services.slurm.probe`); the registry names them as ``"module:Class"`` and imports one
+only when it is asked for, like the backends' registry, so the scaling engine never imports a service.
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ class ClusterProbe(abc.ABC):
 _PROBES: dict[str, type[ClusterProbe] | str] = {
     "spark": "airflow_cloud_paas.services.spark.probe:SparkProbe",
     "htcondor": "airflow_cloud_paas.services.condor.probe:HTCondorProbe",
+    "slurm": "airflow_cloud_paas.services.slurm.probe:SlurmProbe",
 }
 
 
@@ -91,7 +92,7 @@ def register_probe(service: str, probe: type[ClusterProbe] | str) -> None:
 def make_probe(service: str, address: str, **options: Any) -> ClusterProbe:
     """Return the probe of a service.
 
-    :param service: spark or htcondor (or a service given to :func:`register_probe`)
+    :param service: spark, htcondor or slurm (or a service given to :func:`register_probe`)
     :param address: where the service is read (:func:`airflow_cloud_paas.scaling.elastic.probe_address`)
     :param options: the probe's own options (e.g. ``app_cores`` for Spark)
     """
@@ -107,7 +108,7 @@ def make_probe(service: str, address: str, **options: Any) -> ClusterProbe:
 def queued_demand(service: str, address: str) -> int:
     """Return how many jobs or applications wait for a worker now (what the queue-driven trigger polls).
 
-    :param service: spark or htcondor
+    :param service: spark, htcondor or slurm
     :param address: where the service is read (:func:`airflow_cloud_paas.scaling.elastic.probe_address`)
     """
     return len(make_probe(service, address).observe([], time.time()).queued)

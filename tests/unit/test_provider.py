@@ -11,7 +11,8 @@ def test_provider_entry_point_and_connection_type():
     (ep,) = [e for e in entry_points(group="apache_airflow_provider") if e.value.startswith("airflow_cloud_paas")]
     info = ep.load()()
     conn = next(c for c in info["connection-types"] if c["connection-type"] == "cloud_paas")
-    assert {c["connection-type"] for c in info["connection-types"]} == {"cloud_paas", "openstack", "htcondor", "xrootd"}
+    assert {c["connection-type"] for c in info["connection-types"]} == {"cloud_paas", "openstack", "htcondor",
+                                                                        "xrootd", "slurm"}
     assert conn["connection-type"] == "cloud_paas"
     assert set(conn["conn-fields"]) >= {"store_url", "backend", "work_root"}
     from airflow.providers_manager import ProvidersManager
