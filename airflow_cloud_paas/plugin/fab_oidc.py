@@ -20,7 +20,8 @@ The ID token is verified by authlib (FAB's OAuth client): signature against the 
 audience (the client id), expiry, nonce and ``at_hash`` when present; its claims are the user's. Users are
 registered at their first login; at every login their roles are set again from the groups claim: the admin group's
 members get the admin role, everyone else the default role, and each group ``g`` a role ``group:g`` with no
-permission, which tells the plugin (:func:`.access.fab_groups`) the user's groups.
+permission, which tells the plugin (:func:`.access.fab_groups`) the user's groups. The default role may also read
+Airflow's plugin list (FAB gives that to Op and Admin only), or the UI would not show the portal to its users.
 """
 
 from __future__ import annotations
@@ -213,6 +214,15 @@ def security_manager_class(settings: UiOidcSettings) -> type:
             info = user_info(claims, self.oidc)
             log.info("OIDC login of %s, groups %s", info["username"], info["role_keys"])
             return info
+
+        def sync_roles(self) -> None:
+            """FAB's roles, and the default role may read Plugins: the Airflow UI finds the portal (a plugin's page)
+            through ``/api/v2/plugins``, which FAB opens only to the Op and Admin roles."""
+            from airflow.providers.fab.www.security.permissions import ACTION_CAN_READ, RESOURCE_PLUGIN
+
+            super().sync_roles()
+            if self.find_role(self.oidc.default_role) is not None:
+                self.bulk_sync_roles([{"role": self.oidc.default_role, "perms": [(ACTION_CAN_READ, RESOURCE_PLUGIN)]}])
 
         def _oauth_calculate_user_roles(self, userinfo: dict[str, Any]) -> list[Any]:
             roles = {}

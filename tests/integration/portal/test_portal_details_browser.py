@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from screenshots import publish_screenshots
 from unit.backends.docker_fixtures import FakeDockerEngine
 from waiting import free_port, until
 
@@ -148,13 +149,7 @@ def store(airflow):
 def shots(tmp_path_factory):
     folder = tmp_path_factory.mktemp("screenshots")
     yield folder
-    # the README's screenshots are refreshed on request only: a test run leaves the checkout as it was
-    docs = os.environ.get("CLOUD_PAAS_SCREENSHOTS_DIR")
-    if docs:
-        Path(docs).mkdir(parents=True, exist_ok=True)
-        for name in README_SHOTS:
-            if (folder / name).exists():
-                shutil.copy(folder / name, Path(docs) / f"portal_{name}")
+    publish_screenshots(folder, "portal_", README_SHOTS)
 
 
 @pytest.fixture(scope="module")
