@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from unit.backends.docker_fixtures import FakeDockerEngine
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -24,3 +25,12 @@ def browser():
         yield chromium
         chromium.close()
 
+
+
+@pytest.fixture(scope="module")
+def docker_engine():
+    """The FAKE Docker Engine (tests/unit/backends/docker_fixtures.py; no Docker engine runs here) that knows
+    ``rocker/rstudio`` and no other image, for the module's Airflow (``DOCKER_HOST``)."""
+    engine = FakeDockerEngine(registry=["rocker/rstudio"]).start()
+    yield engine
+    engine.stop()

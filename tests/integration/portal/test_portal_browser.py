@@ -19,7 +19,6 @@ import pytest
 import requests
 from oidc_fixtures import fab_oidc_airflow, log_in, page_fetch
 from screenshots import publish_screenshots
-from unit.backends.docker_fixtures import FakeDockerEngine
 from waiting import until
 
 pytestmark = pytest.mark.integration
@@ -34,13 +33,6 @@ if not BUNDLE.exists():  # pragma: no cover - `make install` builds it
     pytest.skip("the portal bundle is not built (make portal-ui)", allow_module_level=True)
 
 DEPLOYMENT = "rstudio-1"
-
-
-@pytest.fixture(scope="module")
-def docker_engine():
-    engine = FakeDockerEngine(registry=["rocker/rstudio"]).start()
-    yield engine
-    engine.stop()
 
 
 @pytest.fixture(scope="module")

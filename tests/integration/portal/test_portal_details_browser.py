@@ -35,7 +35,6 @@ from pathlib import Path
 import pytest
 import requests
 from screenshots import publish_screenshots
-from unit.backends.docker_fixtures import FakeDockerEngine
 from waiting import free_port, until
 
 from airflow_cloud_paas.standalone import LocalAirflow
@@ -121,13 +120,6 @@ WORKLOAD = {0: (3, 2, 4), 1: (2, 2, 3), 9: (3, 2, 2)}
 ROUNDS = 15
 #: the screenshots the README shows (the others stay in the test's temporary folder)
 README_SHOTS = ("elastic_plot.png", "xcache_plot.png")
-
-
-@pytest.fixture(scope="module")
-def docker_engine():
-    engine = FakeDockerEngine(registry=["rocker/rstudio"]).start()
-    yield engine
-    engine.stop()
 
 
 @pytest.fixture(scope="module")

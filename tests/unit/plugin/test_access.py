@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 import pytest
 from fastapi import HTTPException
 from joserfc import jwt
-from joserfc.jwk import KeySet, RSAKey
+from joserfc.jwk import RSAKey
+from unit.plugin.issuer import serving_issuer
 
 from airflow_cloud_paas.plugin.access import Identity, OidcSettings, OidcVerifier, may_act
 
@@ -27,27 +25,8 @@ def keys():
 def issuer(keys):
     """An issuer serving its discovery document and its public key set on 127.0.0.1."""
     good, _forger = keys
-    state = {}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            base = state["issuer"]
-            body = {"/.well-known/openid-configuration": {"issuer": base, "jwks_uri": f"{base}/jwks"},
-                    "/jwks": KeySet([good]).as_dict(private=False)}.get(self.path)
-            self.send_response(200 if body else 404)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(json.dumps(body or {}).encode())
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state["issuer"] = f"http://127.0.0.1:{server.server_port}"
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield state["issuer"]
-    server.shutdown()
-    server.server_close()
+    with serving_issuer(good) as url:
+        yield url
 
 
 def _token(key, issuer, **overrides):

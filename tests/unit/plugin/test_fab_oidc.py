@@ -5,15 +5,13 @@ The browser login itself runs for real in tests/integration/portal/test_ui_oidc_
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 import pytest
 from joserfc import jwt
-from joserfc.jwk import KeySet, RSAKey
+from joserfc.jwk import RSAKey
+from unit.plugin.issuer import serving_issuer
 
 from airflow_cloud_paas.plugin.access import fab_groups
 from airflow_cloud_paas.plugin.fab_oidc import UiOidcSettings, role_names, user_info
@@ -154,29 +152,8 @@ def idp():
     """An issuer serving discovery and its key set on loopback; its signing key and a forger's with the same kid."""
     good = RSAKey.generate_key(2048, parameters={"kid": "k1"})
     forger = RSAKey.generate_key(2048, parameters={"kid": "k1"})
-    state = {}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            base = state["issuer"]
-            body = {"/.well-known/openid-configuration": {
-                "issuer": base, "jwks_uri": f"{base}/jwks", "authorization_endpoint": f"{base}/auth",
-                "token_endpoint": f"{base}/token", "id_token_signing_alg_values_supported": ["RS256"]},
-                "/jwks": KeySet([good]).as_dict(private=False)}.get(self.path)
-            self.send_response(200 if body else 404)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(json.dumps(body or {}).encode())
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state["issuer"] = f"http://127.0.0.1:{server.server_port}"
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield SimpleNamespace(issuer=state["issuer"], good=good, forger=forger)
-    server.shutdown()
-    server.server_close()
+    with serving_issuer(good, ("authorization_endpoint", "token_endpoint")) as url:
+        yield SimpleNamespace(issuer=url, good=good, forger=forger)
 
 
 def test_authlib_verifies_the_id_token_against_the_providers_keys(idp):
