@@ -26,9 +26,10 @@ assert not checkout or not str(package).startswith(checkout), f"{package} is the
 
 # --- package data, and the packages mapped from other folders of the repository
 expected = {
-    "templates": ["spark_cluster.yaml", "spark_elastic_cluster.yaml", "xcache.yaml", "htcondor_pool.yaml"],
-    "templates/scripts": ["htcondor_configure.sh", "xrootd_configure.sh"],
-    "tosca/types": ["cloud_paas_types.yaml", "htcondor_types.yaml", "xrootd_types.yaml"],
+    "templates": ["spark_cluster.yaml", "spark_elastic_cluster.yaml", "xcache.yaml", "htcondor_pool.yaml",
+                  "slurm_elastic_cluster.yaml", "slurm_cluster_vm.yaml"],
+    "templates/scripts": ["htcondor_configure.sh", "xrootd_configure.sh", "slurm_configure.sh"],
+    "tosca/types": ["cloud_paas_types.yaml", "htcondor_types.yaml", "slurm_types.yaml", "xrootd_types.yaml"],
     "services/xcache/admission": ["XrdPfcCloudPaaSAdmission.cc"],
 }
 for folder, names in expected.items():
@@ -37,7 +38,8 @@ for folder, names in expected.items():
 figures["package_data_files"] = sum(len(n) for n in expected.values())
 for module in ("airflow_cloud_paas.hooks.store", "airflow_cloud_paas.operators.deployment",
                "airflow_cloud_paas.sensors", "airflow_cloud_paas.triggers", "airflow_cloud_paas.plugin",
-               "airflow_cloud_paas.store", "airflow_cloud_paas.services.spark"):
+               "airflow_cloud_paas.store", "airflow_cloud_paas.services.spark", "airflow_cloud_paas.services.slurm.local",
+               "airflow_cloud_paas.operators.slurm"):
     __import__(module)
 
 # --- the XCache admission library builds from the installed source

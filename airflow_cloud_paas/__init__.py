@@ -66,11 +66,13 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "HTCondor", "python-modules": ["airflow_cloud_paas.operators.htcondor"]},
             {"integration-name": "Apache Spark", "python-modules": ["airflow_cloud_paas.operators.spark"]},
             {"integration-name": "XRootD", "python-modules": ["airflow_cloud_paas.operators.xcache"]},
+            {"integration-name": "SLURM", "python-modules": ["airflow_cloud_paas.operators.slurm"]},
         ],
         "sensors": [
             {"integration-name": "Cloud PaaS", "python-modules": ["airflow_cloud_paas.sensors.deployment",
                                                                   "airflow_cloud_paas.sensors.scaling"]},
             {"integration-name": "Apache Spark", "python-modules": ["airflow_cloud_paas.sensors.spark"]},
+            {"integration-name": "SLURM", "python-modules": ["airflow_cloud_paas.sensors.slurm"]},
         ],
         "hooks": [
             {"integration-name": "Cloud PaaS", "python-modules": ["airflow_cloud_paas.hooks.store"]},
@@ -87,6 +89,7 @@ def get_provider_info() -> dict[str, Any]:
                                                                   "airflow_cloud_paas.triggers.deployment",
                                                                   "airflow_cloud_paas.triggers.scaling"]},
             {"integration-name": "HTCondor", "python-modules": ["airflow_cloud_paas.triggers.htcondor"]},
+            {"integration-name": "SLURM", "python-modules": ["airflow_cloud_paas.triggers.slurm"]},
         ],
         "connection-types": list(CONNECTION_TYPES),
         "plugins": [{"name": "cloud_paas", "plugin-class": "airflow_cloud_paas.plugin.CloudPaaSPlugin"}],

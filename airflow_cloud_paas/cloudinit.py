@@ -18,6 +18,10 @@ node), in deployment order:
     symlink leading out) is refused when the plan is compiled: user data is sent to the cloud, so a
     template must never inline a file of the host (``/etc/passwd``, ``/proc/self/environ``).
 
+INDIGO's SLURM types (``tosca.nodes.indigo.LRMS.FrontEnd.Slurm`` and ``.WorkerNode.Slurm``) are the one exception:
+their playbooks need Ansible Galaxy roles and an IM inventory that a VM booting alone never has, so they run
+the package's ``scripts/slurm_configure.sh`` instead (see :func:`indigo_slurm_operations`).
+
 A compute node's own ``user_data`` property is kept: with software to configure as well, both go in
 one multipart MIME document, which cloud-init reads part by part.
 
@@ -57,6 +61,16 @@ _ANSIBLE_ARTIFACT = "tosca.artifacts.Implementation.Ansible"  # not normative, b
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: the scripts of the package's own node types (``implementation: scripts/<name>.sh``)
 PACKAGED_SCRIPTS_DIR = Path(__file__).resolve().parent / "templates" / "scripts"
+#: INDIGO's SLURM node types -> the role of scripts/slurm_configure.sh they run at boot (derived types too, e.g.
+#: the SlurmGalaxy variants)
+INDIGO_SLURM_ROLES = (
+    ("tosca.nodes.indigo.LRMS.FrontEnd.Slurm", "controller"),
+    ("tosca.nodes.indigo.LRMS.WorkerNode.Slurm", "worker"),
+)
+#: MaxNodeCount of an INDIGO front end whose ``wn_num`` is unset (-1): the most workers a template here may scale to
+INDIGO_SLURM_MAX_WORKERS = 100
+#: the template input an INDIGO SLURM template declares (secret) for the munge key that every node shares
+INDIGO_MUNGE_KEY_INPUT = "munge_key"
 
 
 @dataclass(frozen=True)
@@ -136,14 +150,18 @@ def boot_steps(
         missing from it are resolved here
     """
     node = (resolved or {}).get(node_name) or resolved_node(topology, node_name, inputs)
-    operations = (node.interfaces or {}).get("Standard") or {}
+    mapped = indigo_slurm_operations(topology, node)
+    operations = mapped or (node.interfaces or {}).get("Standard") or {}
     steps = []
     for operation in LIFECYCLE:
         definition = operations.get(operation)
         if not definition or not definition.get("implementation"):
             continue
         field = f"interfaces.Standard.{operation}"
-        kind, source, inline = _implementation(topology, node, definition["implementation"], field)
+        if mapped:  # the packaged script itself, never a file of that name beside the template
+            kind, source, inline = "shell", _packaged_script(definition["implementation"]), True
+        else:
+            kind, source, inline = _implementation(topology, node, definition["implementation"], field)
         values = _operation_inputs(topology, node, definition.get("inputs") or {}, inputs, attributes, field,
                                    resolved)
         if kind == "shell":
@@ -154,6 +172,50 @@ def boot_steps(
                     file=topology.source, node=node_name, field=f"{field}.inputs")
         steps.append(BootStep(node_name, operation, kind, source, inline, values))
     return steps
+
+
+def indigo_slurm_operations(topology: Topology, node: NodeTemplate) -> dict[str, Any] | None:
+    """Return the ``Standard`` operations an INDIGO SLURM front end or worker node runs at boot here, or None for any
+    other node.
+
+    INDIGO configured these nodes with the playbooks ``slurm_fe_install.yml`` and ``slurm_wn_install.yml``, which
+    need the Ansible Galaxy roles ``indigo-dc.slurm`` and ``indigo-dc.nfs`` (artifacts that nothing installs here)
+    and the IM's inventory (``groups["lrms_wn"]``): run at boot, they fail. Instead both run the package's
+    ``scripts/slurm_configure.sh``, as ``cloud_paas.nodes.slurm.Controller`` and ``.Worker`` do: ``front_end_ip``
+    becomes the worker's CONTROLLER; ``wn_ips`` is dropped, since workers register as SLURM dynamic nodes and the
+    front end needs no list of them; ``wn_num`` (when set) is MaxNodeCount. The munge key every node shares comes
+    from the template's secret input ``munge_key``; INDIGO's own templates have none (its role derived the key
+    from a published default password), so until one is declared the script stops at boot saying so. The
+    ``hybrid`` (VPN) and NFS /home parts of INDIGO's roles are not reproduced.
+
+    :param topology: the parsed template
+    :param node: the node, resolved for the run's inputs
+    """
+    role = next((role for type_name, role in INDIGO_SLURM_ROLES if node.is_a(type_name)), None)
+    if role is None:
+        return None
+    wn_num = node.properties.get("wn_num")
+    counted = isinstance(wn_num, int) and not isinstance(wn_num, bool) and wn_num > 0
+    max_workers = wn_num if counted else INDIGO_SLURM_MAX_WORKERS
+    inputs: dict[str, Any] = {
+        "ROLE": role,
+        # the property's own expression (a get_attribute of the front end's host), evaluated with the step's inputs
+        "CONTROLLER": (node.properties.get("front_end_ip") or "") if role == "worker" else "",
+        "CLUSTER_NAME": "cloudpaas",
+        "PARTITION": "main",
+        "MAX_WORKERS": max_workers,
+        "WORKER_CPUS": 0,  # what slurmd detects on the VM
+        "WORKER_MEMORY_MB": 0,
+        "MAX_TIME": "INFINITE",
+        "SRUN_PORT_RANGE": "60001-63000",
+        "INSTALL": True,
+        "MUNGE_KEY": {"get_input": INDIGO_MUNGE_KEY_INPUT} if INDIGO_MUNGE_KEY_INPUT in topology.inputs else "",
+    }
+    return {"configure": {"implementation": "scripts/slurm_configure.sh", "inputs": inputs}}
+
+
+def _packaged_script(implementation: str) -> str:
+    return (PACKAGED_SCRIPTS_DIR / Path(implementation).name).read_text(encoding="utf-8")
 
 
 def render_user_data(

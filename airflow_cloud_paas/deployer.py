@@ -427,8 +427,17 @@ class Deployer:
             for index in sorted(retire, reverse=True):
                 self._delete_instance(members, index)
             for index in new:
-                for member in members:
-                    self._record(self.backend.create(self.spec(member, index)))
+                try:
+                    for member in members:
+                        self._record(self.backend.create(self.spec(member, index)))
+                except BaseException as err:
+                    # a half-made new instance (a host whose worker failed) is taken back: the next round adds
+                    # a whole one instead of leaving this one behind, uncounted, for ever
+                    try:
+                        self._delete_instance(members, index)
+                    except Exception as cleanup:
+                        err.add_note(f"deleting the half-made instance {index} also failed: {cleanup}")
+                    raise
             self.store.set_outputs(self.deployment_id, mask_outputs(self.outputs(), self.request.secret_outputs))
         except BaseException as err:
             self.fail("UPDATE", f"rescaling {what}: {err}")

@@ -54,7 +54,8 @@ class CloudPaaSElasticScaleOperator(_CloudPaaSBaseOperator):
         deployer = self._deployer(context, existing="record", need_secrets=[self.node_name])
         target = ElasticTarget(deployer.deployment_id, self.node_name, self.service, self.policy,
                                dict(self.limits or {}))
-        address = self.address or probe_address(target, deployer.store.get(deployer.deployment_id).outputs)
+        address = self.address or probe_address(target, deployer.store.get(deployer.deployment_id).outputs,
+                                                deployer.store.resources(deployer.deployment_id))
         scaler = ElasticScaler(deployer, self.node_name, make_probe(self.service, address),
                                policy_from_name(self.policy, **target.limits))
         decision = scaler.run_once()

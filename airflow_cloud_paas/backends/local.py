@@ -9,8 +9,9 @@ that made them, and ``delete`` stops the whole process group.
 
 What runs for a node type is decided by a *local driver* (Libcloud's driver idea at node level):
 ``tosca.nodes.Compute`` and its descendants are the local host itself (no process); Spark masters
-and workers come from :mod:`airflow_cloud_paas.services.spark.local`. Register more with
-:func:`register_local_driver`.
+and workers come from :mod:`airflow_cloud_paas.services.spark.local`, XRootD from
+:mod:`airflow_cloud_paas.services.xcache.local`, SLURM from
+:mod:`airflow_cloud_paas.services.slurm.local`. Register more with :func:`register_local_driver`.
 """
 
 from __future__ import annotations
@@ -163,6 +164,14 @@ class LocalDriver:
         :param record: the instance's record
         """
 
+    def after_stop(self, record: ProcessRecord) -> None:
+        """Clean up what outlives the instance's processes (e.g. daemons they left in other sessions); best effort.
+
+        Called once its process group is gone, on every stop of a recorded instance (graceful or not).
+
+        :param record: the instance's record
+        """
+
 
 class ComputeDriver(LocalDriver):
     """A Compute node on the local backend is the local host: a work directory, no process."""
@@ -176,6 +185,22 @@ class ComputeDriver(LocalDriver):
         return {"public_address": "127.0.0.1", "private_address": "127.0.0.1"}
 
 
+class ElasticClusterDriver(LocalDriver):
+    """INDIGO's ``tosca.nodes.indigo.ElasticCluster`` (CLUES) on the local backend: nothing to run.
+
+    What CLUES did (power workers on and off with the queue) is the elastic engine's job here: the scaling DAGs
+    scale the cluster's ``wn`` node with the ``clues`` policy (:mod:`airflow_cloud_paas.scaling.elastic`).
+    """
+
+    def attributes(self, spec: ResourceSpec, record: ProcessRecord) -> dict[str, Any]:
+        """Return who scales the cluster.
+
+        :param spec: the resource wanted
+        :param record: the instance's record
+        """
+        return {"elasticity": "cloud_paas_elastic_scaling (clues policy)"}
+
+
 # node type -> driver, or "module:attribute" imported on first use (keeps optional packages lazy)
 _DRIVERS: dict[str, LocalDriver | str] = {
     "tosca.nodes.Compute": "airflow_cloud_paas.backends.local:ComputeDriver",
@@ -183,6 +208,12 @@ _DRIVERS: dict[str, LocalDriver | str] = {
     "cloud_paas.nodes.spark.Worker": "airflow_cloud_paas.services.spark.local:SparkWorkerDriver",
     "cloud_paas.nodes.xrootd.Origin": "airflow_cloud_paas.services.xcache.local:XRootDOriginDriver",
     "cloud_paas.nodes.xrootd.XCache": "airflow_cloud_paas.services.xcache.local:XCacheDriver",
+    "cloud_paas.nodes.slurm.Controller": "airflow_cloud_paas.services.slurm.local:SlurmControllerDriver",
+    "cloud_paas.nodes.slurm.Worker": "airflow_cloud_paas.services.slurm.local:SlurmWorkerDriver",
+    # INDIGO's elastic-cluster types deploy the same way (their Ansible roles are not run)
+    "tosca.nodes.indigo.ElasticCluster": "airflow_cloud_paas.backends.local:ElasticClusterDriver",
+    "tosca.nodes.indigo.LRMS.FrontEnd.Slurm": "airflow_cloud_paas.services.slurm.local:SlurmControllerDriver",
+    "tosca.nodes.indigo.LRMS.WorkerNode.Slurm": "airflow_cloud_paas.services.slurm.local:SlurmWorkerDriver",
 }
 
 # Popen objects of the processes this Python process started, so they are reaped (no zombies).
@@ -500,8 +531,18 @@ class LocalBackend(Backend):
     def _stop(self, record: ProcessRecord | None, under: Path, *, graceful: bool = True) -> None:
         """Stop every process of an instance: drain, stop signal, wait, SIGKILL what is left."""
         members = self._members(record, under)
-        if not members:
-            return
+        if members:
+            self._stop_members(record, under, members, graceful=graceful)
+        driver = self._driver_for_types((record.node_type, *record.type_hierarchy)) if record else None
+        if driver is not None:
+            try:
+                driver.after_stop(record)
+            except Exception:  # best effort, as draining: the processes are already stopped
+                log.warning("cleaning up after %s/%s[%d] failed", record.deployment_id, record.node_name,
+                            record.index, exc_info=True)
+
+    def _stop_members(self, record: ProcessRecord | None, under: Path, members: list[psutil.Process], *,
+                      graceful: bool) -> None:
         if graceful and record is not None and self._alive(record):
             driver = self._driver_for_types((record.node_type, *record.type_hierarchy))
             if driver is not None:

@@ -36,6 +36,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-booting", type=int, default=64)
     p.add_argument("--idle-time-s", type=float, default=600.0, help="power a worker off after this idle time")
     p.add_argument("--spare-nodes", type=int, default=0, help="keep this many workers idle beyond the demand")
+    p.add_argument("--initial-nodes", type=int, default=0, help="workers already up at the start (default: 0)")
+    p.add_argument("--until-released", action="store_true",
+                   help="after the last job, go on until idle workers are released down to --min-nodes")
     p.add_argument("--decisions", metavar="FILE",
                    help="also write every decision that changes the pool, with its reasons, as JSON lines")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -64,7 +67,8 @@ def run_scale_sim(args: argparse.Namespace) -> int:
                                   spare_nodes=args.spare_nodes, node_cores=args.node_cores)
         jobs = load_trace(args.trace)
         result = simulate(jobs, policy, boot_s=args.boot_s, interval_s=args.interval_s,
-                          every_event=args.every_event, record=bool(args.decisions))
+                          every_event=args.every_event, record=bool(args.decisions),
+                          initial_nodes=args.initial_nodes, until_released=args.until_released)
         replay_s = time.perf_counter() - started
     except ScalingError as err:
         print(f"error: {type(err).__name__}: {err}", file=sys.stderr)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,6 +139,10 @@ class ElasticScaler:
 # ------------------------------------------------------------------------------------------ targets
 #: the TOSCA policy type that opts a worker node into elastic scaling
 ELASTIC_POLICY = "cloud_paas.policies.ElasticScaling"
+#: INDIGO's elastic cluster (CLUES): its ``wn`` worker node is scaled with the ``clues`` policy
+INDIGO_ELASTIC_CLUSTER = "tosca.nodes.indigo.ElasticCluster"
+#: INDIGO front-end types -> the service whose probe reads their queue
+INDIGO_LRMS_SERVICES = {"tosca.nodes.indigo.LRMS.FrontEnd.Slurm": "slurm"}
 _LIMITS = ("min_nodes", "max_nodes", "max_booting", "idle_time_s", "spare_nodes", "node_cores")
 
 
@@ -186,6 +190,34 @@ def elastic_targets_of(topology: Any, deployment_id: str, inputs: Mapping[str, A
             found.append(ElasticTarget(deployment_id, node, str(props.get("service")),
                                        str(props.get("policy") or "smart"),
                                        {k: props[k] for k in _LIMITS if props.get(k) is not None}))
+    return found + _indigo_targets(topology, deployment_id, inputs)
+
+
+def _indigo_targets(topology: Any, deployment_id: str, inputs: Mapping[str, Any]) -> list[ElasticTarget]:
+    """Return the worker nodes of INDIGO elastic clusters, scaled as CLUES did (``clues``, within ``wn``'s bounds).
+
+    An elastic cluster whose front end is a batch system without a probe here is skipped with a warning.
+    """
+    from airflow_cloud_paas.tosca import resolve_value
+
+    found = []
+    for node in topology.nodes.values():
+        if not node.is_a(INDIGO_ELASTIC_CLUSTER):
+            continue
+        edges = {r.name: r.node for r in node.requirements}
+        front_end, worker = topology.nodes.get(edges.get("lrms", "")), edges.get("wn")
+        service = next((s for t, s in INDIGO_LRMS_SERVICES.items() if front_end is not None and front_end.is_a(t)),
+                       None)
+        if service is None or worker not in topology.nodes:
+            log.warning("Deployment %s: elastic cluster '%s' is not scaled: its front end is not one of %s",
+                        deployment_id, node.name, sorted(INDIGO_LRMS_SERVICES))
+            continue
+        bounds = resolve_value(dict(topology.nodes[worker].capabilities.get("wn") or {}), inputs,
+                               file=topology.source, node=worker, field="capabilities.wn")
+        limits = {"min_nodes": int(bounds.get("min_instances") or 0)}
+        if isinstance(bounds.get("max_instances"), int) and bounds["max_instances"] >= 0:
+            limits["max_nodes"] = bounds["max_instances"]
+        found.append(ElasticTarget(deployment_id, worker, service, "clues", limits))
     return found
 
 
@@ -202,7 +234,7 @@ def elastic_targets(store: Any, import_map: Mapping[str, str] | None = None) -> 
 
     targets = []
     for record in store.list(status=("CREATE_COMPLETE", "UPDATE_COMPLETE", "UPDATE_FAILED"), limit=10_000):
-        if ELASTIC_POLICY not in record.template:
+        if ELASTIC_POLICY not in record.template and INDIGO_ELASTIC_CLUSTER not in record.template:
             continue
         try:
             topology = load_topology_text(record.template, import_map=import_map)
@@ -213,11 +245,14 @@ def elastic_targets(store: Any, import_map: Mapping[str, str] | None = None) -> 
 
 
 # ------------------------------------------------------------------------------------------ addresses
-def probe_address(target: ElasticTarget, outputs: Mapping[str, Any]) -> str:
-    """Return where a target's service is read: the Spark master's web UI, or the HTCondor or SLURM connection id.
+def probe_address(target: ElasticTarget, outputs: Mapping[str, Any], resources: Sequence[Any] = ()) -> str:
+    """Return where a target's service is read: the Spark master's web UI, the HTCondor or SLURM connection id, or
+    the slurm.conf of a SLURM cluster on the local backend (its ``slurm_conf`` output).
 
     :param target: the scaled worker node
     :param outputs: its deployment's outputs
+    :param resources: its deployment's resources (a SLURM controller on this machine publishes its slurm.conf as
+        an attribute, for templates whose outputs do not, such as INDIGO's)
     """
     from airflow_cloud_paas.exceptions import ToscaValidationError
 
@@ -229,8 +264,10 @@ def probe_address(target: ElasticTarget, outputs: Mapping[str, Any]) -> str:
         return str(url)
     if target.service == "htcondor":
         return str(outputs.get("htcondor_conn_id") or f"htcondor_{target.deployment_id}")
-    if target.service == "slurm":
-        return str(outputs.get("slurm_conn_id") or f"slurm_{target.deployment_id}")
+    if target.service == "slurm":  # a cluster on this machine publishes its slurm.conf; others a connection
+        local = next((r.attributes["slurm_conf"] for r in resources if (r.attributes or {}).get("slurm_conf")), None)
+        return str(outputs.get("slurm_conf") or outputs.get("slurm_conn_id") or local
+                   or f"slurm_{target.deployment_id}")
     raise ToscaValidationError(f"service '{target.service}' cannot be scaled: use spark, htcondor or slurm",
                                node=target.node_name, field="policies.properties.service")
 
@@ -246,7 +283,8 @@ def scalable_targets(store: Any, import_map: Mapping[str, str] | None = None) ->
     found = []
     for target in elastic_targets(store, import_map=import_map):
         try:
-            address = probe_address(target, store.get(target.deployment_id).outputs)
+            resources = store.resources(target.deployment_id) if target.service == "slurm" else ()
+            address = probe_address(target, store.get(target.deployment_id).outputs, resources)
         except Exception as err:  # one broken deployment does not stop the others
             log.warning("Deployment %s is not scaled: %s", target.deployment_id, err)
             continue

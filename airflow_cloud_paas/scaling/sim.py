@@ -178,7 +178,8 @@ _FINISH, _BOOTED = 0, 1
 
 
 def simulate(jobs: Sequence[Job], policy: Policy, *, boot_s: float = 180.0, interval_s: float = 60.0,
-             every_event: bool = False, record: bool = False) -> SimResult:
+             every_event: bool = False, record: bool = False, initial_nodes: int = 0,
+             until_released: bool = False) -> SimResult:
     """Replay ``jobs`` through ``policy`` and return what it cost and how long jobs waited.
 
     :param jobs: the trace, sorted by submit time (``load_trace`` sorts)
@@ -187,6 +188,9 @@ def simulate(jobs: Sequence[Job], policy: Policy, *, boot_s: float = 180.0, inte
     :param interval_s: seconds between two policy decisions
     :param every_event: also decide after every event (an idealised loop no live deployment has)
     :param record: keep every decision that changes the pool, with its reasons, in ``SimResult.log``
+    :param initial_nodes: workers already up at time 0 (a deployment starts with its ``count``)
+    :param until_released: after the last job, go on deciding until the policy is down to its ``min_nodes`` (or
+        stops retiring), so the time to release idle workers is replayed too; ``makespan_s`` is then that time
     """
     started = time.perf_counter()
     cores = policy.limits.node_cores
@@ -199,6 +203,8 @@ def simulate(jobs: Sequence[Job], policy: Policy, *, boot_s: float = 180.0, inte
         if i and job.submit_s < jobs[i - 1].submit_s:
             raise SimulationError(f"jobs must be sorted by submit time (job {i + 1} is earlier than job {i})")
 
+    if isinstance(initial_nodes, bool) or not isinstance(initial_nodes, int) or initial_nodes < 0:
+        raise SimulationError(f"initial_nodes is a whole number >= 0, got {initial_nodes!r}")
     n = len(jobs)
     waits = [0.0] * n
     queue: deque[int] = deque()
@@ -279,6 +285,15 @@ def simulate(jobs: Sequence[Job], policy: Policy, *, boot_s: float = 180.0, inte
             raise SimulationError(f"policy {policy.label} leaves {len(queue)} job(s) queued with no worker to run "
                                   f"them and adds none")
 
+    for _ in range(initial_nodes):
+        serial += 1
+        node = _Node(f"node-{serial:05d}", cores, 0.0)
+        node.booting, node.idle_since, node.view = False, 0.0, None
+        nodes[node.name] = node
+        by_free[cores][node.name] = node
+        free_total += cores
+    peak = len(nodes)
+
     while done < n:
         now = min(events[0][0] if events else math.inf, jobs[next_job].submit_s if next_job < n else math.inf,
                   next_tick)
@@ -305,6 +320,15 @@ def simulate(jobs: Sequence[Job], policy: Policy, *, boot_s: float = 180.0, inte
         elif every_event:
             decide()
 
+    if until_released:  # the same ticks go on with no work, until idle workers are gone or the policy keeps them
+        limit = now + policy.limits.idle_time_s + 100 * interval_s
+        while len(nodes) > policy.limits.min_nodes and now < limit:
+            now = max(now, next_tick)
+            before = len(nodes)
+            decide()
+            next_tick = now + interval_s
+            if len(nodes) > before:
+                break  # a policy adding workers with no work: stop rather than loop
     end = now
     for node in nodes.values():
         node_seconds += max(0.0, end - node.boot_started)

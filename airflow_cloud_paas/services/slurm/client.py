@@ -55,9 +55,10 @@ class SlurmJob:
     :param submitted_s: when it was submitted (epoch seconds)
     :param started_s: when it started (epoch seconds), None before
     :param nodes: the nodes it runs or ran on
-    :param exit_code: its exit status, once finished
+    :param exit_code: its exit status, once finished (128 + the signal's number when a signal ended it)
     :param array_job_id: the array's id, None outside an array
     :param array_task_id: the task's index, None outside an array
+    :param comment: the job's comment (``sbatch --comment``; the submit operator marks its jobs with it)
     """
 
     job_id: str
@@ -72,6 +73,7 @@ class SlurmJob:
     exit_code: int | None
     array_job_id: int | None = None
     array_task_id: int | None = None
+    comment: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -158,6 +160,22 @@ def _when(value: Any) -> float | None:
     return float(seconds) if seconds else None
 
 
+def _exit_code(value: Any) -> int | None:
+    """Return a job's exit code from squeue's ``exit_code``.
+
+    SLURM 22.05 gives the raw wait status (``exit 3`` reads 768; scontrol shows ``ExitCode=3:0``); later data
+    parsers give ``{"return_code": ..., "signal": {"id": ...}}``. A signal reads as 128 + its number, as in a shell.
+    """
+    if isinstance(value, Mapping) and ("return_code" in value or "signal" in value):
+        signal = value.get("signal")
+        number = _int(signal.get("id") if isinstance(signal, Mapping) else signal)
+        return 128 + number if number else _int(value.get("return_code"))
+    status = _int(value)
+    if status is None:
+        return None
+    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+
+
 def _state(value: Any) -> str:
     if isinstance(value, list):  # later data parsers give a list of flags
         return str(value[0]) if value else "UNKNOWN"
@@ -189,7 +207,8 @@ def parse_jobs(document: Mapping[str, Any]) -> list[SlurmJob]:
                 reason=None if reason in (None, "", "None") else str(reason), cpus=_int(raw.get("cpus")) or 1,
                 time_limit_min=_limit(raw.get("time_limit")), submitted_s=_when(raw.get("submit_time")),
                 started_s=_when(raw.get("start_time")), nodes=tuple(n for n in nodes.split(",") if n),
-                exit_code=_int(raw.get("exit_code")), array_job_id=array_id, array_task_id=task,
+                exit_code=_exit_code(raw.get("exit_code")), array_job_id=array_id, array_task_id=task,
+                comment=str(raw.get("comment")) if raw.get("comment") else None,
             ))
     return jobs
 

@@ -181,6 +181,9 @@ class ClusterSpec:
     :param partition: the one partition, holding every worker
     :param max_time: the partition's MaxTime (a SLURM time or INFINITE; sbatch refuses longer jobs)
     :param extra: more slurm.conf settings (key -> value), written last so that they win
+    :param socket_dir: where the Unix sockets go, munged's and those of the jobs' step daemons (in slurmd's spool);
+        by default under ``work_dir``; a short path when ``work_dir`` is so deep that a socket's path would pass
+        the 107 bytes a Unix socket may have
     """
 
     work_dir: Path
@@ -192,6 +195,7 @@ class ClusterSpec:
     partition: str = "main"
     max_time: str | int = INFINITE
     extra: dict[str, str] = field(default_factory=dict)
+    socket_dir: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "work_dir", Path(self.work_dir).absolute())
@@ -215,9 +219,13 @@ class ClusterSpec:
             if not re.match(r"^[A-Za-z]+$", key) or "\n" in str(value):
                 raise SlurmConfigError("extra slurm.conf settings are Key=value on one line", field="extra",
                                        value=key)
-        if len(str(self.munge_socket)) > MAX_SOCKET_PATH:
-            raise SlurmConfigError(f"the munge socket path would be longer than {MAX_SOCKET_PATH} bytes: use a "
-                                   "shorter work directory", field="work_dir", value=str(self.work_dir))
+        longest = max(self.worker_names, key=len)
+        step_socket = self.slurmd_spool_dir / longest / f"{longest}_{'9' * 10}.{'9' * 10}"  # <node>_<job>.<step>
+        for what, path in (("munge socket path", self.munge_socket), ("job step sockets' paths", step_socket)):
+            if len(str(path)) > MAX_SOCKET_PATH:
+                raise SlurmConfigError(f"the {what} would be longer than {MAX_SOCKET_PATH} bytes: use a shorter "
+                                       "work directory, or a short socket_dir", field="work_dir",
+                                       value=str(self.work_dir))
 
     @property
     def worker_names(self) -> list[str]:
@@ -238,7 +246,7 @@ class ClusterSpec:
     @property
     def munge_socket(self) -> Path:
         """Return munged's socket (``AuthInfo=socket=...``)."""
-        return self.munge_dir / "munge.socket"
+        return Path(self.socket_dir or self.munge_dir) / "munge.socket"
 
     @property
     def munge_key(self) -> Path:
@@ -249,6 +257,11 @@ class ClusterSpec:
     def log_dir(self) -> Path:
         """Return the daemons' log directory."""
         return self.work_dir / "log"
+
+    @property
+    def slurmd_spool_dir(self) -> Path:
+        """Return where each slurmd's spool goes (``<this>/<node>``: its jobs' step sockets are there)."""
+        return Path(self.socket_dir) / "spool" if self.socket_dir else self.spool_dir
 
     @property
     def spool_dir(self) -> Path:
@@ -290,7 +303,7 @@ def render_slurm_conf(spec: ClusterSpec, *, controller_port: int, slurmd_ports: 
         "SlurmUser": "root",
         "SlurmdUser": "root",
         "StateSaveLocation": str(spool / "slurmctld"),
-        "SlurmdSpoolDir": str(spool / "%n"),
+        "SlurmdSpoolDir": str(spec.slurmd_spool_dir / "%n"),
         "SlurmctldPidFile": str(work / "slurmctld.pid"),
         "SlurmdPidFile": str(work / "slurmd-%n.pid"),
         "SlurmctldLogFile": str(logs / "slurmctld.log"),

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_cloud_paas.scaling.policy import QueuedJob, WorkerState
 from airflow_cloud_paas.scaling.probe import ClusterProbe, Observation, WorkerView
+from airflow_cloud_paas.services.slurm.client import SlurmClient
 
 if TYPE_CHECKING:
     from airflow_cloud_paas.backends.base import Resource
@@ -39,14 +41,17 @@ class SlurmProbe(ClusterProbe):
     matched to its node by name (:func:`node_name`); one the controller does not show as responding yet is
     booting. A node with DRAIN set is draining, one with allocated CPUs busy, else idle.
 
-    :param slurm_conn_id: the cluster's ``slurm`` connection
+    :param slurm_conn_id: the cluster's ``slurm`` connection, or the absolute path of its slurm.conf (a cluster on
+        this machine, e.g. on the local backend: its ``slurm_conf`` output)
     :param hook: a hook (or :class:`~airflow_cloud_paas.services.slurm.client.SlurmClient`) to use instead
     """
 
     service = "slurm"
 
     def __init__(self, slurm_conn_id: str = "slurm_default", hook: Any = None) -> None:
-        if hook is None:
+        if hook is None and os.path.isabs(slurm_conn_id):
+            hook = SlurmClient(slurm_conn_id)
+        elif hook is None:
             from airflow_cloud_paas.hooks.slurm import SlurmHook
 
             hook = SlurmHook(slurm_conn_id=slurm_conn_id)

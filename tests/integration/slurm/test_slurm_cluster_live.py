@@ -17,6 +17,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+from slurm_processes import cluster_processes
+from waiting import until
 
 from airflow_cloud_paas.backends.base import Resource, ResourceState
 from airflow_cloud_paas.hooks.slurm import SlurmHook
@@ -31,29 +33,9 @@ from airflow_cloud_paas.services.slurm.errors import (
     SlurmJobNotFoundError,
     SlurmNodeBusyError,
 )
-from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 
-#: every process a cluster runs (slurmctld's helper slurmscriptd shows under slurmctld's name)
-SLURM_NAMES = frozenset({"munged", "slurmctld", "slurmd", "slurmstepd"})
-
-
-def cluster_processes(work_dir: Path) -> list[psutil.Process]:
-    """Return the live (not zombie) munge and SLURM processes of the cluster in ``work_dir``."""
-    found = []
-    for process in psutil.process_iter(["name", "cmdline", "status"]):
-        if process.info["name"] not in SLURM_NAMES or process.info["status"] == psutil.STATUS_ZOMBIE:
-            continue
-        try:
-            mine = (str(work_dir) in " ".join(process.info["cmdline"] or [])
-                    or str(work_dir) in process.environ().get("SLURM_CONF", "")
-                    or any(str(work_dir) in f.path for f in process.open_files()))
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
-        if mine:
-            found.append(process)
-    return found
 
 
 def worker(index: int, node: str) -> Resource:

@@ -68,7 +68,7 @@ def test_a_partial_read_leaves_a_partial_file(service: Service) -> None:
 
     assert hook.read(path, offset=0, size=1000) == content[:1000]
 
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # a condition, not a sleep: generous for a loaded machine
     # the .cinfo exists from the open; the cache writes its block map when the access ends
     while (cached := hook.cached_file(path)) is None or cached.info is None or cached.info.n_accesses < 1:
         assert time.monotonic() < deadline, "the cache did not record the access"
@@ -131,7 +131,7 @@ def test_monitoring_records_reach_the_access_log(service: Service) -> None:
     assert miss.access_no < hit.access_no and started <= miss.time_s <= hit.time_s <= time.time() + 1
     assert miss.cache == hook.url
 
-    deadline = time.monotonic() + 5  # the listener's thread stores them just after they arrive
+    deadline = time.monotonic() + 60  # the listener's thread stores them just after they arrive
     while len(stored := service.access_log.since(started, path=path)) < 2:
         assert time.monotonic() < deadline, "the records did not land in the access log"
         time.sleep(0.05)

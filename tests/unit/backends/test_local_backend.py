@@ -198,6 +198,29 @@ def test_registered_driver_is_used_for_derived_types(work_root: Path) -> None:
     backend.delete("dep")
 
 
+def test_after_stop_runs_once_the_processes_are_gone_even_when_none_was_left(work_root: Path) -> None:
+    seen = []
+
+    class CleaningDriver(drivers.HttpServiceDriver):
+        def after_stop(self, record) -> None:
+            alive = record.pid is not None and psutil.pid_exists(record.pid) and \
+                psutil.Process(record.pid).status() != psutil.STATUS_ZOMBIE
+            seen.append((record.node_name, alive))
+
+    backend = LocalBackend(work_root, drivers={drivers.HTTP_TYPE: CleaningDriver()})
+    resource = backend.create(spec_of("dep", "svc", 0, drivers.HTTP_TYPE))
+    backend.delete("dep")
+    assert seen == [("svc", False)]  # called after the stop, with the process gone
+    backend.create(spec_of("dep", "svc", 0, drivers.HTTP_TYPE))
+    os.kill(backend.record("dep", "svc", 0).pid, signal.SIGKILL)  # died on its own: nothing to stop, still cleaned
+    until_gone = time.monotonic() + 10
+    while backend.describe("dep")[0].state is not ResourceState.STOPPED and time.monotonic() < until_gone:
+        time.sleep(0.05)
+    backend.delete("dep")
+    assert seen == [("svc", False), ("svc", False)]
+    assert resource.attributes["pid"]
+
+
 def test_names_that_are_not_directories_are_refused(local: LocalBackend) -> None:
     with pytest.raises(BackendError, match="cannot name a directory"):
         local.check(spec_of("../escape", "n", 0, "cloud_paas.nodes.Compute"))

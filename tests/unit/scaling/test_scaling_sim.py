@@ -147,3 +147,22 @@ def test_trace_error_survives_pickling():
 def test_parse_trace_names_its_source():
     with pytest.raises(TraceError, match=r"^inline:2, column 'submit_s'"):
         parse_trace(["submit_s,runtime_s,cpus", "x,1,1"], source="inline")
+
+
+def test_initial_workers_take_jobs_at_once_and_until_released_replays_the_power_off():
+    # one worker up at t=0 runs A (0-100) with no wait; the replay ends there, unless until_released: then the
+    # ticks go on (120, 180, ...) and the worker, idle from 100, is powered off at the first tick idle >= 600: 720
+    jobs = [Job(0, 100, 1)]
+    policy = {"idle_time_s": 600}
+    ended = simulate(jobs, policy_from_name("clues", **policy), boot_s=180, interval_s=60, initial_nodes=1)
+    assert ended.waits == [0] and ended.boots == 0 and ended.peak_nodes == 1
+    assert ended.node_hours == pytest.approx(100 / 3600)
+    released = simulate(jobs, policy_from_name("clues", **policy), boot_s=180, interval_s=60, initial_nodes=1,
+                        until_released=True, record=True)
+    assert [(e["time_s"], e["retire"]) for e in released.log] == [(720, ["node-00001"])]
+    assert released.makespan_s == 720 and released.node_hours == pytest.approx(720 / 3600)
+    kept = simulate(jobs, policy_from_name("clues", min_nodes=1, **policy), boot_s=180, interval_s=60,
+                    initial_nodes=1, until_released=True)
+    assert kept.makespan_s == 100, "min_nodes=1: nothing to release, the replay ends with the last job"
+    with pytest.raises(SimulationError, match="initial_nodes"):
+        simulate(jobs, policy_from_name("clues"), initial_nodes=-1)

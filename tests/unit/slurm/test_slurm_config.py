@@ -125,6 +125,16 @@ def test_a_work_dir_too_deep_for_munges_socket_is_refused(tmp_path: Path) -> Non
         ClusterSpec(tmp_path / ("d" * 120))
 
 
+def test_a_work_dir_too_deep_for_the_job_step_sockets_is_refused_unless_sockets_go_elsewhere(tmp_path: Path) -> None:
+    deep = Path("/tmp") / ("d" * 65)  # munge, a step socket in the spool does not
+    with pytest.raises(SlurmConfigError, match="job step sockets' paths"):
+        ClusterSpec(deep)
+    spec = ClusterSpec(deep, socket_dir=Path("/tmp/s"))
+    conf = render_slurm_conf(spec, controller_port=1, slurmd_ports=dict.fromkeys(spec.worker_names, 2))
+    assert "SlurmdSpoolDir=/tmp/s/spool/%n" in conf and "AuthInfo=socket=/tmp/s/munge.socket" in conf
+    assert f"StateSaveLocation={deep}/spool/slurmctld" in conf  # no socket there: it stays with the cluster
+
+
 def test_bad_input_fails_before_any_daemon_starts(tmp_path: Path) -> None:
     cluster = LocalSlurmCluster(ClusterSpec(tmp_path / "c", max_workers=2))
     with pytest.raises(SlurmConfigError, match="max_workers"):

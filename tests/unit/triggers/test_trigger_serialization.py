@@ -35,6 +35,12 @@ SAMPLES: dict[str, dict[str, Any]] = {
                      "address": "http://127.0.0.1:8080"}],
         "poll_interval": 7.0, "timeout": 120.0,
     },
+    "airflow_cloud_paas.triggers.slurm.SlurmJobTrigger": {
+        "job_id": "4242", "slurm_conn_id": "slurm_x", "poll_interval": 2.0, "timeout": 90.0,
+    },
+    "airflow_cloud_paas.triggers.slurm.SlurmQueueDemandTrigger": {
+        "slurm_conn_id": "slurm_x", "min_pending": 3, "demand_only": True, "poll_interval": 4.0, "timeout": None,
+    },
 }
 
 

@@ -1,0 +1,1 @@
+../../dags/slurm_cluster.py
