@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 # Extras the test suite needs; `make install EXTRAS=all` for every cloud and service.
-EXTRAS ?= test,spark,postgres,aws,docker,kubernetes,openstack,gcp,azure,condor,xcache,celery,fab
+EXTRAS ?= test,spark,postgres,aws,docker,kubernetes,openstack,gcp,azure,condor,xcache,celery,fab,galaxy
 # What `make run` needs: the local backend's Spark cluster (every DAG in dags/ imports without the rest).
 RUN_EXTRAS ?= spark
 
@@ -105,3 +105,20 @@ browser-deps:
 		$$SUDO apt-get install -y -q $(BROWSER_PACKAGES) || \
 			{ $$SUDO apt-get update -q && $$SUDO apt-get install -y -q $(BROWSER_PACKAGES); }; \
 	fi
+
+# Galaxy (issue 15): the local backend runs a real Galaxy from its own virtual environment (1.6 GB; Galaxy pins
+# packages Airflow cannot share), built once per machine outside the checkout and reused by every clone (CI
+# included); galaxy-tool-shed (a Tool Shed, for the flavour tests; no other dependency) goes in the same one.
+# CLOUD_PAAS_GALAXY_VENV points the driver and the tests at it. Galaxy 26.1.2 pins a certifi PyPI lacks here:
+# 26.1.1 is the newest that installs (../shared/FACTS.md).
+GALAXY_VERSION := 26.1.1
+export CLOUD_PAAS_GALAXY_VENV ?= $(HOME)/.cache/airflow_cloud_paas/galaxy-$(GALAXY_VERSION)
+.PHONY: galaxy-runtime
+install: galaxy-runtime
+galaxy-runtime: $(CLOUD_PAAS_GALAXY_VENV)/.installed-with-tool-shed
+
+$(CLOUD_PAAS_GALAXY_VENV)/.installed-with-tool-shed:
+	$(PYTHON) -m venv $(CLOUD_PAAS_GALAXY_VENV)
+	$(CLOUD_PAAS_GALAXY_VENV)/bin/pip install -q -U pip
+	$(CLOUD_PAAS_GALAXY_VENV)/bin/pip install -q "galaxy==$(GALAXY_VERSION)" "galaxy-tool-shed==$(GALAXY_VERSION)"
+	touch $@

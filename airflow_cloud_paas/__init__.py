@@ -59,6 +59,8 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "XRootD", "external-doc-url": "https://xrootd.org/docs.html", "tags": ["service"]},
             {"integration-name": "SLURM", "external-doc-url": "https://slurm.schedmd.com/documentation.html",
              "tags": ["service"]},
+            {"integration-name": "Galaxy", "external-doc-url": "https://docs.galaxyproject.org",
+             "tags": ["service"]},
         ],
         "operators": [
             {"integration-name": "Cloud PaaS", "python-modules": ["airflow_cloud_paas.operators.deployment",
@@ -67,12 +69,14 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "Apache Spark", "python-modules": ["airflow_cloud_paas.operators.spark"]},
             {"integration-name": "XRootD", "python-modules": ["airflow_cloud_paas.operators.xcache"]},
             {"integration-name": "SLURM", "python-modules": ["airflow_cloud_paas.operators.slurm"]},
+            {"integration-name": "Galaxy", "python-modules": ["airflow_cloud_paas.operators.galaxy"]},
         ],
         "sensors": [
             {"integration-name": "Cloud PaaS", "python-modules": ["airflow_cloud_paas.sensors.deployment",
                                                                   "airflow_cloud_paas.sensors.scaling"]},
             {"integration-name": "Apache Spark", "python-modules": ["airflow_cloud_paas.sensors.spark"]},
             {"integration-name": "SLURM", "python-modules": ["airflow_cloud_paas.sensors.slurm"]},
+            {"integration-name": "Galaxy", "python-modules": ["airflow_cloud_paas.sensors.galaxy"]},
         ],
         "hooks": [
             {"integration-name": "Cloud PaaS", "python-modules": ["airflow_cloud_paas.hooks.store"]},
@@ -83,6 +87,7 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "HTCondor", "python-modules": ["airflow_cloud_paas.hooks.htcondor"]},
             {"integration-name": "XRootD", "python-modules": ["airflow_cloud_paas.hooks.xrootd"]},
             {"integration-name": "SLURM", "python-modules": ["airflow_cloud_paas.hooks.slurm"]},
+            {"integration-name": "Galaxy", "python-modules": ["airflow_cloud_paas.hooks.galaxy"]},
         ],
         "triggers": [
             {"integration-name": "Cloud PaaS", "python-modules": ["airflow_cloud_paas.triggers.base",
@@ -90,6 +95,7 @@ def get_provider_info() -> dict[str, Any]:
                                                                   "airflow_cloud_paas.triggers.scaling"]},
             {"integration-name": "HTCondor", "python-modules": ["airflow_cloud_paas.triggers.htcondor"]},
             {"integration-name": "SLURM", "python-modules": ["airflow_cloud_paas.triggers.slurm"]},
+            {"integration-name": "Galaxy", "python-modules": ["airflow_cloud_paas.triggers.galaxy"]},
         ],
         "connection-types": list(CONNECTION_TYPES),
         "plugins": [{"name": "cloud_paas", "plugin-class": "airflow_cloud_paas.plugin.CloudPaaSPlugin"}],

@@ -18,6 +18,7 @@ from typing import Any
 
 __all__ = [
     "CONNECTION_TYPES",
+    "GALAXY_CONNECTION",
     "HTCONDOR_CONNECTION",
     "OPENSTACK_CONNECTION",
     "SLURM_CONNECTION",
@@ -218,6 +219,42 @@ SLURM_CONNECTION: dict[str, Any] = {
     },
 }
 
+#: :class:`airflow_cloud_paas.hooks.galaxy.GalaxyHook`
+GALAXY_CONNECTION: dict[str, Any] = {
+    "hook-class-name": "airflow_cloud_paas.hooks.galaxy.GalaxyHook",
+    "hook-name": "Galaxy",
+    "connection-type": "galaxy",
+    "conn-fields": {
+        "api_key": {
+            "label": "API key (instead of Password)",
+            # format password: Airflow's UI masks the field and treats its value as sensitive
+            "schema": {"type": ["string", "null"], "format": "password"},
+            "description": "The user's Galaxy API key, when the Password field is not used for it.",
+        },
+        "verify_ssl": {
+            "label": "Verify TLS",
+            "schema": {"type": ["boolean", "null"], "default": True},
+            "description": "Check the server's certificate (https URLs).",
+        },
+        "timeout": {
+            "label": "Request timeout (s)",
+            "schema": {"type": ["number", "null"], "default": 60},
+            "description": "Seconds one API request may take.",
+        },
+    },
+    "ui-field-behaviour": {
+        "hidden-fields": ["login"],
+        "relabeling": {"host": "Galaxy URL", "schema": "Scheme (http or https)", "password": "API key"},
+        "placeholders": {
+            "host": "http://galaxy.example.org:8080",
+            "schema": "https (when Host is a bare host name)",
+            "port": "8080 (when Host has none)",
+            "password": "the user's API key",
+            "extra": '{"verify_ssl": true, "timeout": 60}',
+        },
+    },
+}
+
 #: Every connection type of the package, as ``get_provider_info()["connection-types"]`` lists them.
 CONNECTION_TYPES: tuple[dict[str, Any], ...] = (
     STORE_CONNECTION,
@@ -225,6 +262,7 @@ CONNECTION_TYPES: tuple[dict[str, Any], ...] = (
     HTCONDOR_CONNECTION,
     XROOTD_CONNECTION,
     SLURM_CONNECTION,
+    GALAXY_CONNECTION,
 )
 
 

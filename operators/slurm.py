@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
@@ -249,7 +248,8 @@ class CloudPaaSSlurmSubmitJobOperator(CloudPaaSTaskDefaults, BaseOperator):
                 method_name="execute_complete",
                 timeout=timedelta(seconds=self.timeout + 60) if self.timeout else None,
             )
-        return self.execute_complete(context, self._wait(trigger))
+        return self.execute_complete(context, trigger.wait(lambda state: self.log.info(
+            "SLURM job %s: %s", trigger.job_id, ", ".join(f"{task.job_id} {task.state}" for task in state[:10]))))
 
     def _submit(self, marker: str | None) -> str:
         return self.hook.submit(
@@ -265,21 +265,6 @@ class CloudPaaSSlurmSubmitJobOperator(CloudPaaSTaskDefaults, BaseOperator):
             nodelist=self.nodelist,
             extra_args=[*self.extra_args, *([f"--comment={marker}"] if marker else [])],
         )
-
-    def _wait(self, trigger: SlurmJobTrigger) -> dict[str, Any]:
-        """Poll in the worker as the trigger would in the triggerer; return the event it would send."""
-        deadline = None if not self.timeout else time.monotonic() + self.timeout
-        while True:
-            state = trigger.poll()
-            event = trigger.finished(state)
-            if event is not None:
-                return {**trigger.subject(), **event}
-            if deadline is not None and time.monotonic() >= deadline:
-                return {**trigger.subject(), **trigger.timed_out(state), "status": "timeout"}
-            self.log.info(
-                "SLURM job %s: %s", trigger.job_id, ", ".join(f"{task.job_id} {task.state}" for task in state[:10])
-            )
-            time.sleep(self.poll_interval)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
         """Resume after the wait: return the job id if every task COMPLETED, raise otherwise.

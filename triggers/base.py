@@ -10,7 +10,8 @@ from __future__ import annotations
 import abc
 import asyncio
 import inspect
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -90,3 +91,22 @@ class CloudPaaSPollingTrigger(BaseTrigger):
                 yield TriggerEvent({**self.subject(), **self.timed_out(state), "status": "timeout"})
                 return
             await asyncio.sleep(self.poll_interval)
+
+    def wait(self, progress: Callable[[Any], None] | None = None) -> dict[str, Any]:
+        """Poll in the calling thread, as :meth:`run` does in the triggerer; return the event it would send.
+
+        For an operator that waits in its worker (``deferrable=False``). A poll's error is raised, not reported.
+
+        :param progress: called with each state that does not end the wait (e.g. to log it)
+        """
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        while True:
+            state = self.poll()
+            event = self.finished(state)
+            if event is not None:
+                return {**self.subject(), **event}
+            if deadline is not None and time.monotonic() >= deadline:
+                return {**self.subject(), **self.timed_out(state), "status": "timeout"}
+            if progress is not None:
+                progress(state)
+            time.sleep(self.poll_interval)

@@ -214,6 +214,14 @@ _DRIVERS: dict[str, LocalDriver | str] = {
     "tosca.nodes.indigo.ElasticCluster": "airflow_cloud_paas.backends.local:ElasticClusterDriver",
     "tosca.nodes.indigo.LRMS.FrontEnd.Slurm": "airflow_cloud_paas.services.slurm.local:SlurmControllerDriver",
     "tosca.nodes.indigo.LRMS.WorkerNode.Slurm": "airflow_cloud_paas.services.slurm.local:SlurmWorkerDriver",
+    "cloud_paas.nodes.galaxy.Portal": "airflow_cloud_paas.services.galaxy.local:GalaxyPortalDriver",
+    "cloud_paas.nodes.galaxy.Flavour": "airflow_cloud_paas.services.galaxy.local:GalaxyFlavourDriver",
+    # INDIGO's Laniakea types (their Ansible roles are not run)
+    "tosca.nodes.indigo.GalaxyPortal": "airflow_cloud_paas.services.galaxy.local:GalaxyPortalDriver",
+    "tosca.nodes.indigo.GalaxyShedTool": "airflow_cloud_paas.services.galaxy.local:GalaxyFlavourDriver",
+    "tosca.nodes.indigo.GalaxyWN": "airflow_cloud_paas.services.galaxy.local:GalaxyHelperDriver",
+    "tosca.nodes.indigo.GalaxyReferenceData": "airflow_cloud_paas.services.galaxy.local:GalaxyHelperDriver",
+    "tosca.nodes.indigo.LRMS.FrontEnd.Local": "airflow_cloud_paas.services.galaxy.local:GalaxyHelperDriver",
 }
 
 # Popen objects of the processes this Python process started, so they are reaped (no zombies).

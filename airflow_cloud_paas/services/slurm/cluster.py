@@ -78,7 +78,7 @@ def _wait(check: Callable[[], Any], timeout: float, interval: float = 0.2) -> An
         time.sleep(interval)
 
 
-def _kill_tree(process: psutil.Process, sig: int = signal.SIGKILL) -> None:
+def kill_tree(process: psutil.Process, sig: int = signal.SIGKILL) -> None:
     """Send ``sig`` to a process and all its descendants (children first gathered, so none is missed)."""
     try:
         family = [*process.children(recursive=True), process]
@@ -90,6 +90,27 @@ def _kill_tree(process: psutil.Process, sig: int = signal.SIGKILL) -> None:
         except psutil.NoSuchProcess:
             pass
     _wait(lambda: not any(_alive(m) for m in family), 5.0, interval=0.05)
+
+
+def step_daemons(slurmd_logs: set[str], slurm_conf: Path | None = None) -> list[psutil.Process]:
+    """Return the slurmstepd processes of some workers: those holding one of their slurmd logs open.
+
+    slurmstepd outlives slurmd, so stopping a worker must find and kill them too.
+
+    :param slurmd_logs: the workers' slurmd log files
+    :param slurm_conf: also every slurmstepd whose environment names this slurm.conf (a whole cluster)
+    """
+    found = []
+    for process in psutil.process_iter(["name"]):
+        if process.info["name"] != "slurmstepd":
+            continue
+        try:
+            if any(f.path in slurmd_logs for f in process.open_files()) or (
+                    slurm_conf is not None and process.environ().get("SLURM_CONF") == str(slurm_conf)):
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
 
 
 def _alive(process: psutil.Process) -> bool:
@@ -317,22 +338,12 @@ class LocalSlurmCluster:
         stepds = self._stepds(name)  # found while they still hold the node's log open
         self._stop_process(f"slurmd:{name}")
         for stepd in [*stepds, *self._stepds(name)]:
-            _kill_tree(stepd)
+            kill_tree(stepd)
 
     def _stepds(self, node: str | None = None) -> list[psutil.Process]:
         """Return the slurmstepd of one worker (or of every worker of this cluster)."""
         logs = {str(self.spec.slurmd_log(n)) for n in ([node] if node else self.spec.worker_names)}
-        found = []
-        for process in psutil.process_iter(["name"]):
-            if process.info["name"] != "slurmstepd":
-                continue
-            try:
-                if any(f.path in logs for f in process.open_files()) or (
-                        node is None and process.environ().get("SLURM_CONF") == str(self.spec.slurm_conf)):
-                    found.append(process)
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                continue
-        return found
+        return step_daemons(logs, slurm_conf=None if node else self.spec.slurm_conf)
 
     # ------------------------------------------------------------------ stop
     def _stop_process(self, key: str, grace: float = 5.0) -> None:
@@ -365,7 +376,7 @@ class LocalSlurmCluster:
         for name in self.spec.worker_names:
             self._stop_process(f"slurmd:{name}")
         for stepd in [*stepds, *self._stepds()]:
-            _kill_tree(stepd)
+            kill_tree(stepd)
         self._stop_process("slurmctld")
         self._stop_process("munged")
         for out in self._logs:

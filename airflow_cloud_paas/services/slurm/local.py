@@ -32,13 +32,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from airflow_cloud_paas.backends.base import ResourceSpec
 from airflow_cloud_paas.backends.local import PROVIDER, RECORD_FILE, Launch, LocalDriver, ProcessRecord
 from airflow_cloud_paas.exceptions import ResourceCreateError, UnsupportedNodeError
 from airflow_cloud_paas.services.slurm.client import SlurmClient
-from airflow_cloud_paas.services.slurm.cluster import LocalSlurmCluster, _kill_tree
+from airflow_cloud_paas.services.slurm.cluster import LocalSlurmCluster, kill_tree, step_daemons
 from airflow_cloud_paas.services.slurm.config import (
     MAX_SOCKET_PATH,
     ClusterSpec,
@@ -253,20 +251,6 @@ def _controller_record(spec: ResourceSpec, work_dir: Path) -> Mapping[str, Any] 
     return None
 
 
-def _stepds(slurmd_log: str) -> list[psutil.Process]:
-    """Return the slurmstepd processes of one worker (they hold its slurmd log open)."""
-    found = []
-    for process in psutil.process_iter(["name"]):
-        if process.info["name"] != "slurmstepd":
-            continue
-        try:
-            if any(f.path == slurmd_log for f in process.open_files()):
-                found.append(process)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return found
-
-
 class SlurmWorkerDriver(LocalDriver):
     """Run one worker slot's slurmd on 127.0.0.1 (instance ``i`` is slot ``<prefix><i+1>``)."""
 
@@ -355,8 +339,8 @@ class SlurmWorkerDriver(LocalDriver):
             SlurmClient(record.data["slurm_conf"], timeout=5).drain(record.data["slurm_node"], _RETIRED)
         except SlurmCommandError as err:
             log.info("could not drain %s before stopping it: %s", record.data["slurm_node"], err)
-        for stepd in _stepds(record.data["slurmd_log"]):
-            _kill_tree(stepd)
+        for stepd in step_daemons({record.data["slurmd_log"]}):
+            kill_tree(stepd)
 
     def after_stop(self, record: ProcessRecord) -> None:
         """Kill step daemons that outlived slurmd, and hide the slot again (``state=FUTURE``).
@@ -365,8 +349,8 @@ class SlurmWorkerDriver(LocalDriver):
         """
         if "slurm_node" not in record.data:
             return  # it failed before its slurmd was chosen
-        for stepd in _stepds(record.data["slurmd_log"]):
-            _kill_tree(stepd, signal.SIGKILL)
+        for stepd in step_daemons({record.data["slurmd_log"]}):
+            kill_tree(stepd, signal.SIGKILL)
         try:
             SlurmClient(record.data["slurm_conf"], timeout=5).update_node(record.data["slurm_node"], "FUTURE")
         except SlurmCommandError as err:  # the controller may be gone first (teardown): nothing to hide

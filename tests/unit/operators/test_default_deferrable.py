@@ -22,9 +22,11 @@ TEMPLATE = Path(__file__).resolve().parents[2] / "dags" / "templates" / "hosts_o
 #: every class of the package taking a ``deferrable`` argument
 DEFERRABLE = [
     "airflow_cloud_paas.operators.deployment.CloudPaaSDeployNodeOperator",
+    "airflow_cloud_paas.operators.galaxy.CloudPaaSGalaxyRunWorkflowOperator",
     "airflow_cloud_paas.operators.htcondor.CloudPaaSHTCondorSubmitJobOperator",
     "airflow_cloud_paas.operators.slurm.CloudPaaSSlurmSubmitJobOperator",
     "airflow_cloud_paas.sensors.deployment.CloudPaaSDeploymentStateSensor",
+    "airflow_cloud_paas.sensors.galaxy._GalaxySensor",
     "airflow_cloud_paas.sensors.scaling.CloudPaaSQueueDemandSensor",
     "airflow_cloud_paas.sensors.slurm.CloudPaaSSlurmQueueSensor",
     "airflow_cloud_paas.converter.ToscaTaskGroup",

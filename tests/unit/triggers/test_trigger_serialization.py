@@ -18,6 +18,14 @@ import airflow_cloud_paas.triggers
 
 #: class path -> keyword arguments of one instance (non-default values, so a field left out shows)
 SAMPLES: dict[str, dict[str, Any]] = {
+    "airflow_cloud_paas.triggers.galaxy.GalaxyApiTrigger": {
+        "galaxy_conn_id": "galaxy_x", "url": "http://127.0.0.1:8090", "require_admin": True,
+        "poll_interval": 3.0, "timeout": None,
+    },
+    "airflow_cloud_paas.triggers.galaxy.GalaxyInvocationTrigger": {
+        "invocation_id": "f2db41e1fa331b3e", "galaxy_conn_id": "galaxy_x", "url": "http://127.0.0.1:8090",
+        "poll_interval": 2.0, "timeout": 90.0,
+    },
     "airflow_cloud_paas.triggers.deployment.CloudPaaSDeploymentStateTrigger": {
         "deployment_id": "dep-1", "target_statuses": ["CREATE_COMPLETE"], "failure_statuses": ["CREATE_FAILED"],
         "cloud_paas_conn_id": "paas_x", "poll_interval": 2.5, "timeout": 60.0,

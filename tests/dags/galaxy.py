@@ -1,0 +1,1 @@
+../../dags/galaxy.py

@@ -1,0 +1,1 @@
+../../dags/galaxy_slurm_cluster.py
