@@ -6,8 +6,8 @@ BIN := $(VENV)/bin
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 # Extras the test suite needs; `make install EXTRAS=all` for every cloud and service.
 EXTRAS ?= test,spark,postgres,aws,docker,kubernetes,openstack,gcp,azure,condor,xcache,celery,fab,galaxy
-# What `make run` needs: the local backend's Spark cluster (every DAG in dags/ imports without the rest).
-RUN_EXTRAS ?= spark
+# What `make run` needs: the local backend's Spark cluster and Galaxy's client (bioblend; Galaxy itself: make galaxy-runtime).
+RUN_EXTRAS ?= spark,galaxy
 
 # Debian packages the tests run for real (XRootD origin and XCache servers; SLURM's slurmctld, slurmd and
 # commands from slurm-wlm, with munge's munged).
@@ -51,7 +51,7 @@ test: install lint
 	test $$unit = 0 && test $$integration = 0
 
 # only what a local run needs (not the test tools nor the clouds' SDKs, nor the XCache system packages)
-run: $(VENV)/.installed-$(RUN_EXTRAS)
+run: $(VENV)/.installed-$(RUN_EXTRAS) portal-ui
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m airflow_cloud_paas.standalone
 
 # the wheel in a fresh venv, outside the checkout (4 minutes; not part of `make test`)
