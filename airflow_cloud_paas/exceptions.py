@@ -12,6 +12,55 @@ class CloudPaaSError(_Base):
     """Base class of every error raised by airflow_cloud_paas."""
 
 
+class ServiceConfigError(CloudPaaSError, ValueError):
+    """A service's setting (an operator's argument, a cluster's or portal's option) is invalid; raised before anything
+    runs. Each service's own ``<Service>ConfigError`` is one of these.
+
+    A secret's value is never shown: pass ``value="(hidden)"`` for one.
+
+    :param message: what is wrong and how to fix it
+    :param field: the setting concerned
+    :param value: the value given
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, value: object = None) -> None:
+        self.message, self.field, self.value = message, field, value
+        super().__init__(f"{field}={value!r}: {message}" if field else message)
+
+    def __reduce__(self):  # keep the keyword attributes when pickled across processes
+        return (_rebuild_config_error, (type(self), self.message, self.field, self.value))
+
+
+def _rebuild_config_error(cls, message, field, value):
+    return cls(message, field=field, value=value)
+
+
+class ServiceAPIError(CloudPaaSError):
+    """A service's API call failed or gave an answer that cannot be read. Each service's ``<Service>APIError`` is one
+    of these, with its name in :attr:`service`.
+
+    :param message: what failed (the service's own message included, never a credential)
+    :param url: the service concerned
+    :param status: the HTTP status, when there was an answer
+    """
+
+    #: the service's name, as messages show it
+    service = "service"
+
+    def __init__(self, message: str, *, url: str | None = None, status: int | None = None) -> None:
+        self.message, self.url, self.status = message, url, status
+        where = f"{self.service} {url}" if url else self.service
+        code = f" (HTTP {status})" if status else ""
+        super().__init__(f"{where}{code}: {message}")
+
+    def __reduce__(self):  # keep the keyword attributes when pickled (a trigger's error crosses processes)
+        return (_rebuild_api_error, (type(self), self.message, self.url, self.status))
+
+
+def _rebuild_api_error(cls, message, url, status):
+    return cls(message, url=url, status=status)
+
+
 # --- TOSCA ---------------------------------------------------------------------------------------
 class ToscaError(CloudPaaSError):
     """A TOSCA template or its inputs are invalid; raised before anything is deployed.

@@ -25,7 +25,7 @@ _SECRET_SUFFIXES = ("password", "passwd", "passphrase", "secret", "token", "apik
 #: ``key`` alone is no secret (``key_count``, ``key_name``); after one of these words it is (``ssh_key``)
 _KEY_QUALIFIERS = frozenset({
     "ssh", "private", "access", "secret", "api", "cert", "certificate", "tls", "ssl", "signing", "encryption",
-    "master", "account", "storage", "auth",
+    "master", "account", "storage", "auth", "admin",
 })
 #: a last word saying the value is about a secret, not the secret itself (``password_length``, ``ssh_key_name``)
 _DESCRIPTORS = frozenset({

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -285,15 +285,44 @@ class GalaxyHook(ConnectionFormMixin, BaseHook):
         return self.client.run_tool(history_id, tool_id, inputs)
 
     # ------------------------------------------------------------------ histories and data
-    def create_history(self, name: str) -> str:
+    def create_history(self, name: str, *, tags: Sequence[str] = ()) -> str:
         """Create a history; return its id.
 
         :param name: its name
+        :param tags: tags it carries
         """
-        return self.client.create_history(name)
+        return self.client.create_history(name, tags=tags)
+
+    def find_history(self, name: str, *, tag: str) -> str | None:
+        """Return the newest history with this name and tag, or None.
+
+        :param name: its name
+        :param tag: a tag it carries
+        """
+        return self.client.find_history(name, tag=tag)
+
+    def ensure_history(self, name: str, *, tag: str) -> str:
+        """Return the history with this name and tag (a retry's), creating it if there is none.
+
+        :param name: its name
+        :param tag: the tag that marks it as this task's
+        """
+        found = self.client.find_history(name, tag=tag)
+        if found:
+            self.log.info("Galaxy history %r (%s) is already there: %s", name, tag, found)
+            return found
+        return self.client.create_history(name, tags=[tag])
+
+    def tagged_datasets(self, history_id: str, tag: str) -> dict[str, str]:
+        """Return name -> id of a history's datasets with this tag, unless deleted or failed.
+
+        :param history_id: the history
+        :param tag: the tag
+        """
+        return self.client.tagged_datasets(history_id, tag)
 
     def upload(self, history_id: str, path: str | Path | None = None, *, content: str | None = None,
-               name: str | None = None, file_type: str = "auto") -> str:
+               name: str | None = None, file_type: str = "auto", tags: Sequence[str] = ()) -> str:
         """Upload a local file, or pasted text, into a history; return the dataset's id (it may still be queued).
 
         :param history_id: the history
@@ -301,8 +330,19 @@ class GalaxyHook(ConnectionFormMixin, BaseHook):
         :param content: text instead of a file
         :param name: the dataset's name (default: the file's)
         :param file_type: Galaxy's datatype (``auto``: sniffed)
+        :param tags: tags the dataset carries
         """
-        return self.client.upload(history_id, path, content=content, name=name, file_type=file_type)
+        return self.client.upload(history_id, path, content=content, name=name, file_type=file_type, tags=tags)
+
+    def wait_datasets(self, dataset_ids: Sequence[str], *, timeout: float = 600.0,
+                      interval: float = 1.0) -> dict[str, dict[str, Any]]:
+        """Wait until every dataset is ``ok`` within one deadline; return id -> details (GalaxyJobError if not).
+
+        :param dataset_ids: the datasets
+        :param timeout: seconds to wait for all of them
+        :param interval: seconds between looks
+        """
+        return self.client.wait_datasets(dataset_ids, timeout=timeout, interval=interval)
 
     def wait_dataset(self, dataset_id: str, *, timeout: float = 600.0, interval: float = 1.0) -> dict[str, Any]:
         """Wait until a dataset is ``ok``; return its details (GalaxyJobError if it ended otherwise).
@@ -364,6 +404,15 @@ class GalaxyHook(ConnectionFormMixin, BaseHook):
         :param inputs: input label -> dataset id
         """
         return self.client.invoke(workflow_id, history_id, inputs)
+
+    def find_invocation(self, workflow_id: str, history_id: str, inputs: Mapping[str, str]) -> str | None:
+        """Return an invocation of the workflow into the history on the same datasets that did not fail, or None.
+
+        :param workflow_id: the workflow
+        :param history_id: the history its outputs go to
+        :param inputs: input label -> dataset id
+        """
+        return self.client.find_invocation(workflow_id, history_id, inputs)
 
     def invocation_status(self, invocation_id: str) -> dict[str, Any]:
         """Return an invocation's ``state``, ``jobs`` (state -> count), ``done``, ``failed``, ``outputs``.

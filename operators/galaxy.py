@@ -11,10 +11,7 @@ arrives, and finds the file's path, dataset id, size and checksum in the trigger
 
 from __future__ import annotations
 
-import ast
 import hashlib
-import re
-import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property
@@ -23,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, BaseOperator, conf
 
+from airflow_cloud_paas.operators._args import mapping_arg, name_arg, task_instance_tag
 from airflow_cloud_paas.operators._defaults import CloudPaaSTaskDefaults
 from airflow_cloud_paas.services.galaxy.errors import (
     GalaxyAPIError,
@@ -39,8 +37,8 @@ if TYPE_CHECKING:
 
 #: the Asset group of Galaxy results
 ASSET_GROUP = "cloud-paas-galaxy"
-#: a result's or upload's name: it becomes a file name and part of an Asset URI
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+#: the prefix of the tag a task's histories and uploads carry (see ``_GalaxyBaseOperator._task_tag``)
+TASK_TAG_PREFIX = "cloud-paas-task-"
 
 
 def galaxy_result_asset(name: str, galaxy_conn_id: str = "galaxy_default") -> Asset:
@@ -57,22 +55,11 @@ def galaxy_result_asset(name: str, galaxy_conn_id: str = "galaxy_default") -> As
 
 
 def _check_name(name: object, *, field: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise GalaxyConfigError("a name is 1-128 letters, digits, '.', '_' or '-' (it becomes a file name)",
-                                field=field, value=name)
-    return name
+    return name_arg(name, field=field, error=GalaxyConfigError)
 
 
 def _mapping(value: Any, *, field: str) -> dict[str, Any]:
-    """Return a templated mapping; a string (a rendered dict without native rendering) is read as a literal."""
-    if isinstance(value, str):
-        try:
-            value = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            raise GalaxyConfigError("a mapping (name -> value)", field=field, value=value[:200]) from None
-    if not isinstance(value, Mapping):
-        raise GalaxyConfigError("a mapping (name -> value)", field=field, value=value)
-    return dict(value)
+    return mapping_arg(value, field=field, error=GalaxyConfigError)
 
 
 class _GalaxyBaseOperator(CloudPaaSTaskDefaults, BaseOperator):
@@ -104,6 +91,22 @@ class _GalaxyBaseOperator(CloudPaaSTaskDefaults, BaseOperator):
             return "airflow"
         return f"airflow {ti.dag_id} {ti.run_id}"
 
+    @staticmethod
+    def _task_tag(context: Context | None) -> str | None:
+        """Return the Galaxy tag of this task instance (every try of it), or None outside a task instance.
+
+        What the task makes carries it: a retry finds the history and the datasets an earlier try made by this tag,
+        instead of making them again.
+        """
+        return task_instance_tag(context, TASK_TAG_PREFIX)
+
+    def _history(self, context: Context, history_id: str | None, history_name: str | None) -> str:
+        """Return the history given, else this task instance's (an earlier try's, or a new one)."""
+        if history_id:
+            return history_id
+        name, tag = history_name or self._run_label(context), self._task_tag(context)
+        return self.hook.ensure_history(name, tag=tag) if tag else self.hook.create_history(name)
+
 
 class CloudPaaSGalaxyInstallFlavourOperator(_GalaxyBaseOperator):
     """Install a tool flavour's tools on a Galaxy (an admin's key); return the ids of the tools it added.
@@ -134,7 +137,9 @@ class CloudPaaSGalaxyUploadDatasetsOperator(_GalaxyBaseOperator):
 
     Returns (and, with ``multiple_outputs``, pushes as the XComs ``history_id`` and ``datasets``)
     ``{"history_id": ..., "datasets": {name: dataset id}}``. A dataset that ends other than ``ok`` raises
-    :class:`~airflow_cloud_paas.services.galaxy.errors.GalaxyJobError` with what its job printed.
+    :class:`~airflow_cloud_paas.services.galaxy.errors.GalaxyJobError` with what its job printed. Idempotent: the
+    history and datasets it makes carry the task instance's tag, so a retry reuses the history and every upload of
+    an earlier try that did not fail (waiting for one still queued) and uploads only the rest.
 
     :param files: local files: name -> path, or a list of paths (named by their file names) (templated)
     :param contents: texts to upload: name -> text (templated)
@@ -192,15 +197,21 @@ class CloudPaaSGalaxyUploadDatasetsOperator(_GalaxyBaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         sources = self._sources()
         hook = self.hook
-        history_id = self.history_id or hook.create_history(self.history_name or self._run_label(context))
+        tag = self._task_tag(context)
+        history_id = self._history(context, self.history_id, self.history_name)
+        earlier = hook.tagged_datasets(history_id, tag) if tag else {}
         uploaded: dict[str, str] = {}
         for name, path, text in sources:
-            uploaded[name] = hook.upload(history_id, path, content=text, name=name, file_type=self.file_type)
-        deadline = time.monotonic() + float(self.timeout)
+            if name in earlier:
+                self.log.info("%s was uploaded by an earlier try of this task: dataset %s", name, earlier[name])
+                uploaded[name] = earlier[name]
+                continue
+            uploaded[name] = hook.upload(history_id, path, content=text, name=name, file_type=self.file_type,
+                                         tags=[tag] if tag else ())
+        done = hook.wait_datasets(list(uploaded.values()), timeout=float(self.timeout))
         for name, dataset_id in uploaded.items():
-            data = hook.wait_dataset(dataset_id, timeout=max(1.0, deadline - time.monotonic()))
             self.log.info("Uploaded %s to history %s: dataset %s (%s, %s bytes)", name, history_id, dataset_id,
-                          data.get("extension"), data.get("file_size"))
+                          done[dataset_id].get("extension"), done[dataset_id].get("file_size"))
         return {"history_id": history_id, "datasets": uploaded}
 
 
@@ -215,7 +226,9 @@ class CloudPaaSGalaxyRunWorkflowOperator(_GalaxyBaseOperator):
     what the failed jobs printed. With ``deferrable=True`` (default: the ``[operators] default_deferrable``
     setting; a workflow runs minutes to days, so do defer it) the task invokes the workflow, then waits in the
     triggerer (:class:`~airflow_cloud_paas.triggers.galaxy.GalaxyInvocationTrigger`), holding no worker
-    slot, and resumes in :meth:`execute_complete`. Killing the task cancels the invocation.
+    slot, and resumes in :meth:`execute_complete`. Killing the task cancels the invocation. A retry does not invoke
+    the workflow twice: it finds its history by the task's tag and waits for the earlier try's invocation on the
+    same datasets unless that one failed (``reuse_invocation``).
 
     :param workflow: a ``.ga`` or Format2 (``class: GalaxyWorkflow``) dict, or the path of such a file; not
         templated (Jinja would read ``{#`` or ``{{`` in a tool's command line as its own)
@@ -223,6 +236,8 @@ class CloudPaaSGalaxyRunWorkflowOperator(_GalaxyBaseOperator):
     :param history_id: the history the outputs go to (templated; default: a new one)
     :param history_name: the new history's name (templated; default: ``airflow <dag> <run>``)
     :param reuse_workflow: use the workflow of the same name and content imported before, if any
+    :param reuse_invocation: on a retry (or in the task's own history), wait for an invocation of this workflow into
+        this history on the same datasets that did not fail (an earlier try's) instead of invoking it again
     :param wait_for_completion: wait until the invocation ends (False: return once invoked, ``outputs`` empty)
     :param deferrable: wait in the triggerer
     :param poll_interval: seconds between two looks at the invocation
@@ -241,6 +256,7 @@ class CloudPaaSGalaxyRunWorkflowOperator(_GalaxyBaseOperator):
         history_id: str | None = None,
         history_name: str | None = None,
         reuse_workflow: bool = True,
+        reuse_invocation: bool = True,
         wait_for_completion: bool = True,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 10.0,
@@ -254,6 +270,7 @@ class CloudPaaSGalaxyRunWorkflowOperator(_GalaxyBaseOperator):
         self.history_id = history_id
         self.history_name = history_name
         self.reuse_workflow = reuse_workflow
+        self.reuse_invocation = reuse_invocation
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
         self.poll_interval = poll_interval
@@ -289,10 +306,20 @@ class CloudPaaSGalaxyRunWorkflowOperator(_GalaxyBaseOperator):
         inputs = self.validate()
         hook = self.hook
         workflow_id = hook.import_workflow(self.workflow, reuse=self.reuse_workflow)
-        history_id = self.history_id or hook.create_history(self.history_name or self._run_label(context))
-        self.invocation_id = hook.invoke(workflow_id, history_id, inputs)
-        self.log.info("Invoked Galaxy workflow %s on %s into history %s: invocation %s", workflow_id, hook.url,
-                      history_id, self.invocation_id)
+        history_id = self._history(context, self.history_id, self.history_name)
+        # in the task's own history anything found is an earlier try's; in a history given to it, only a retry
+        # looks (a new run on the same data and history runs the workflow again)
+        ti = context.get("ti") if context else None
+        look = self.reuse_invocation and (not self.history_id or int(getattr(ti, "try_number", 1) or 1) > 1)
+        earlier = hook.find_invocation(workflow_id, history_id, inputs) if look else None
+        if earlier:
+            self.invocation_id = earlier
+            self.log.info("Galaxy workflow %s was already invoked on these datasets into history %s (an earlier "
+                          "try): waiting for invocation %s", workflow_id, history_id, earlier)
+        else:
+            self.invocation_id = hook.invoke(workflow_id, history_id, inputs)
+            self.log.info("Invoked Galaxy workflow %s on %s into history %s: invocation %s", workflow_id, hook.url,
+                          history_id, self.invocation_id)
         if not self.wait_for_completion:
             return {"invocation_id": self.invocation_id, "history_id": history_id, "workflow_id": workflow_id,
                     "outputs": {}}
@@ -399,9 +426,9 @@ class CloudPaaSGalaxyDownloadDatasetsOperator(_GalaxyBaseOperator):
         directory.mkdir(parents=True, exist_ok=True)
         hook = self.hook
         results: dict[str, Any] = {}
-        deadline = time.monotonic() + float(self.timeout)
+        done = hook.wait_datasets(list(datasets.values()), timeout=float(self.timeout))
         for name, dataset_id in datasets.items():
-            data = hook.wait_dataset(dataset_id, timeout=max(1.0, deadline - time.monotonic()))
+            data = done[dataset_id]
             extension = str(data.get("extension") or "dat")
             target = directory / (name if Path(name).suffix else f"{name}.{extension}")
             path = hook.download(dataset_id, target)

@@ -13,8 +13,10 @@ from airflow_cloud_paas.services.galaxy.errors import GalaxyAPIError, GalaxyJobE
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+    from airflow.triggers.base import BaseTrigger
 
     from airflow_cloud_paas.hooks.galaxy import GalaxyHook
+    from airflow_cloud_paas.triggers.galaxy import GalaxyApiTrigger, GalaxyInvocationTrigger
 
 
 class _GalaxySensor(BaseSensorOperator):
@@ -45,6 +47,18 @@ class _GalaxySensor(BaseSensorOperator):
     def _trigger_timeout(self) -> float | None:
         timeout = self.timeout.total_seconds() if isinstance(self.timeout, timedelta) else self.timeout
         return float(timeout) if timeout else None
+
+    def _trigger(self) -> BaseTrigger:
+        """Return the trigger that waits in the triggerer for what :meth:`poke` looks at."""
+        raise NotImplementedError
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        done = self.poke(context)
+        if done.is_done:  # already there: no need to defer
+            return done.xcom_value
+        self.defer(trigger=self._trigger(), method_name="execute_complete")
 
     def _timed_out(self, event: dict[str, Any]) -> None:
         """Raise as a poking sensor's timeout does (``soft_fail``: skip) when the trigger timed out."""
@@ -88,20 +102,12 @@ class CloudPaaSGalaxyApiSensor(_GalaxySensor):
         value = {"url": state["url"], "version": state["version"], "user": state["user"]}
         return PokeReturnValue(is_done=state["ready"], xcom_value=value if state["ready"] else None)
 
-    def execute(self, context: Context) -> Any:
-        if not self.deferrable:
-            return super().execute(context)
-        done = self.poke(context)
-        if done.is_done:  # already up: no need to defer
-            return done.xcom_value
+    def _trigger(self) -> GalaxyApiTrigger:
         from airflow_cloud_paas.triggers.galaxy import GalaxyApiTrigger
 
-        self.defer(
-            trigger=GalaxyApiTrigger(galaxy_conn_id=self.galaxy_conn_id, url=self.galaxy_url or None,
-                                     require_admin=self.require_admin, poll_interval=float(self.poke_interval),
-                                     timeout=self._trigger_timeout()),
-            method_name="execute_complete",
-        )
+        return GalaxyApiTrigger(galaxy_conn_id=self.galaxy_conn_id, url=self.galaxy_url or None,
+                                require_admin=self.require_admin, poll_interval=float(self.poke_interval),
+                                timeout=self._trigger_timeout())
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Return the Galaxy's version and the key's user as the trigger saw them; raise if the wait failed.
@@ -146,15 +152,19 @@ class CloudPaaSGalaxyInvocationSensor(_GalaxySensor):
         return {"invocation_id": str(self.invocation_id), "history_id": event.get("history_id"),
                 "state": event.get("state"), "jobs": event.get("jobs"), "outputs": event.get("outputs")}
 
+    def _trigger(self) -> GalaxyInvocationTrigger:
+        from airflow_cloud_paas.triggers.galaxy import GalaxyInvocationTrigger
+
+        return GalaxyInvocationTrigger(invocation_id=str(self.invocation_id), galaxy_conn_id=self.galaxy_conn_id,
+                                       url=self.galaxy_url or None, poll_interval=float(self.poke_interval),
+                                       timeout=self._trigger_timeout())
+
     def poke(self, context: Context) -> PokeReturnValue:
         """Return whether the invocation ended (raise if it failed), with its outputs as XCom value.
 
         :param context: the task context
         """
-        from airflow_cloud_paas.triggers.galaxy import GalaxyInvocationTrigger
-
-        trigger = GalaxyInvocationTrigger(invocation_id=str(self.invocation_id), galaxy_conn_id=self.galaxy_conn_id,
-                                          url=self.galaxy_url or None)
+        trigger = self._trigger()
         trigger.hook = self.hook  # the sensor's own: one client for every poke
         state = trigger.poll()
         event = trigger.finished(state)
@@ -162,21 +172,6 @@ class CloudPaaSGalaxyInvocationSensor(_GalaxySensor):
         if event is None:
             return PokeReturnValue(is_done=False)
         return PokeReturnValue(is_done=True, xcom_value=self._result(event))
-
-    def execute(self, context: Context) -> Any:
-        if not self.deferrable:
-            return super().execute(context)
-        done = self.poke(context)
-        if done.is_done:
-            return done.xcom_value
-        from airflow_cloud_paas.triggers.galaxy import GalaxyInvocationTrigger
-
-        self.defer(
-            trigger=GalaxyInvocationTrigger(invocation_id=str(self.invocation_id), galaxy_conn_id=self.galaxy_conn_id,
-                                            url=self.galaxy_url or None, poll_interval=float(self.poke_interval),
-                                            timeout=self._trigger_timeout()),
-            method_name="execute_complete",
-        )
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Return the invocation's outputs as the trigger saw them; raise if it failed or the wait did.

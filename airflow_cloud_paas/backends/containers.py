@@ -57,6 +57,8 @@ HOST_LABEL = "cloud-paas-host"
 #: the resource attribute under which a runtime record carries its ``host`` capability
 ENVELOPE = "envelope"
 _PROTOCOLS = ("tcp", "udp", "sctp")
+#: the transport of the application protocols an endpoint capability may name
+_TRANSPORT_OF = {"http": "tcp", "https": "tcp", "grpc": "tcp", "ssh": "tcp", "root": "tcp", "xroot": "tcp"}
 _VOLUME_MODES = ("rw", "ro")
 
 
@@ -381,6 +383,8 @@ def _bindings(entries: Sequence[Mapping[str, Any]], unsupported) -> tuple[PortBi
         except (TypeError, ValueError):
             raise unsupported(f"port {dict(entry)!r} is not a number") from None
         protocol = str(entry.get("protocol") or "tcp").lower()
+        # an Endpoint's protocol may name the application's (tosca.capabilities.Endpoint: http, https...)
+        protocol = _TRANSPORT_OF.get(protocol, protocol)
         if protocol not in _PROTOCOLS:
             raise unsupported(f"protocol {protocol!r} is not one of {', '.join(_PROTOCOLS)}")
         for number in (port, host_port):

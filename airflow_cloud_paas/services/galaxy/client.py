@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 #: dataset and job states after which nothing changes
 DATASET_DONE = frozenset({"ok", "error", "failed_metadata", "discarded", "deferred", "paused", "deleted"})
+#: dataset states a retry does not reuse (it uploads again): every end but ok (a deferred one would never be ok)
+DATASET_FAILED = DATASET_DONE - {"ok"}
 JOB_DONE = frozenset({"ok", "error", "failed", "deleted", "deleting", "stopped", "skipped"})
 JOB_FAILED = frozenset({"error", "failed", "deleted", "deleting", "stopped"})
 #: invocation states: scheduling is over in "scheduled" (its jobs may still run), all done in "completed",
@@ -253,15 +255,48 @@ class GalaxyClient:
         return added
 
     # --- histories, data, jobs ---------------------------------------------------------------------------------
-    def create_history(self, name: str) -> str:
+    def create_history(self, name: str, *, tags: Sequence[str] = ()) -> str:
         """Create a history; return its id.
 
         :param name: its name
+        :param tags: tags it carries (e.g. the task's, so that a retry finds it)
         """
-        return self._call(f"create history {name!r}", self.gi.histories.create_history, name)["id"]
+        history_id = self._call(f"create history {name!r}", self.gi.histories.create_history, name)["id"]
+        if tags:
+            self._call(f"tag history {name!r}", self.gi.histories.update_history, history_id, tags=list(tags))
+        return history_id
+
+    def find_history(self, name: str, *, tag: str) -> str | None:
+        """Return the id of the newest of the user's (non-deleted) histories with this name and tag, or None.
+
+        :param name: the history's name
+        :param tag: a tag it must carry
+        """
+        found = self._call(f"find history {name!r}", self.gi.histories.get_histories, name=name, deleted=False,
+                           keys=["id", "name", "tags", "update_time"])
+        tagged = [h for h in found if h.get("name") == name and tag in (h.get("tags") or [])]
+        tagged.sort(key=lambda h: str(h.get("update_time") or ""), reverse=True)
+        return str(tagged[0]["id"]) if tagged else None
+
+    def tagged_datasets(self, history_id: str, tag: str) -> dict[str, str]:
+        """Return name -> id of a history's datasets carrying a tag that are not deleted nor failed.
+
+        A dataset still queued or running counts (a retry waits for it rather than uploading it again).
+
+        :param history_id: the history
+        :param tag: the tag
+        """
+        found = self._call(f"history {history_id} datasets", self.gi.datasets.get_datasets, history_id=history_id,
+                           tag=tag, deleted=False, order="create_time-asc")
+        datasets: dict[str, str] = {}
+        for item in found:  # oldest first: a newer copy of a name wins
+            if item.get("state") in DATASET_FAILED or item.get("history_content_type", "dataset") != "dataset":
+                continue
+            datasets[str(item.get("name"))] = str(item["id"])
+        return datasets
 
     def upload(self, history_id: str, path: str | Path | None = None, *, content: str | None = None,
-               name: str | None = None, file_type: str = "auto") -> str:
+               name: str | None = None, file_type: str = "auto", tags: Sequence[str] = ()) -> str:
         """Upload a file (or pasted text) through the fetch API into a history; return the new dataset's id.
 
         :param history_id: the history
@@ -269,21 +304,29 @@ class GalaxyClient:
         :param content: text to upload instead of a file
         :param name: the dataset's name (default: the file's)
         :param file_type: Galaxy's datatype (``auto`` to sniff)
+        :param tags: tags the dataset carries from its creation (so that a retry finds it)
         """
         if (path is None) == (content is None):
             raise GalaxyConfigError("upload takes a path or a content, not both", field="upload")
+        payload: dict[str, Any] = {"history_id": history_id}
         if path is not None:
             path = Path(path)
             if not path.is_file():
                 raise GalaxyConfigError("no such file to upload", field="path", value=str(path))
-            answer = self._call(f"upload {path.name}", self.gi.tools.upload_file, str(path), history_id,
-                                file_type=file_type, file_name=name or path.name)
+            name = name or path.name
+            uploader = self._call(f"upload {path.name}", self.gi.get_tus_uploader, str(path))
+            self._call(f"upload {path.name}", uploader.upload)
+            element = {"src": "files", "name": name, "ext": file_type, "dbkey": "?", "to_posix_lines": True}
+            payload["files_0|file_data"] = {"session_id": uploader.session_id, "name": name}
         else:
-            # the fetch API (this Galaxy has no upload1 tool, which bioblend's paste_content needs)
-            element = {"src": "pasted", "paste_content": content, "name": name or "pasted.txt", "ext": file_type}
-            payload = {"history_id": history_id, "targets": [{"destination": {"type": "hdas"}, "elements": [element]}]}
-            answer = self._call(f"upload {name or 'pasted text'}", self.gi.make_post_request,
-                                f"{self.gi.url}/tools/fetch", payload=payload)
+            # pasted (this Galaxy has no upload1 tool, which bioblend's paste_content needs)
+            name = name or "pasted.txt"
+            element = {"src": "pasted", "paste_content": content, "name": name, "ext": file_type}
+        if tags:
+            element["tags"] = list(tags)
+        payload["targets"] = [{"destination": {"type": "hdas"}, "elements": [element]}]
+        answer = self._call(f"upload {name}", self.gi.make_post_request, f"{self.gi.url}/tools/fetch",
+                            payload=payload)
         outputs = answer.get("outputs") or []
         if not outputs:
             raise GalaxyAPIError(f"upload made no dataset: {str(answer)[:300]}", url=self.url)
@@ -315,6 +358,18 @@ class GalaxyClient:
                 raise GalaxyJobError(f"dataset {dataset_id} still {data.get('state')} after {timeout:.0f} s",
                                      url=self.url)
             time.sleep(interval)
+
+    def wait_datasets(self, dataset_ids: Sequence[str], *, timeout: float = 600.0,
+                      interval: float = 1.0) -> dict[str, dict[str, Any]]:
+        """Wait until every dataset is done within one deadline; return id -> details (GalaxyJobError otherwise).
+
+        :param dataset_ids: the datasets
+        :param timeout: seconds to wait for all of them
+        :param interval: seconds between looks
+        """
+        deadline = time.monotonic() + timeout
+        return {dataset_id: self.wait_dataset(dataset_id, timeout=max(1.0, deadline - time.monotonic()),
+                                              interval=interval) for dataset_id in dataset_ids}
 
     def _job_detail(self, job_id: str | None) -> str:
         if not job_id:
@@ -435,6 +490,24 @@ class GalaxyClient:
                 continue
             if tag is None or tag in (workflow.get("tags") or []):
                 return str(workflow["id"])
+        return None
+
+    def find_invocation(self, workflow_id: str, history_id: str, inputs: Mapping[str, str]) -> str | None:
+        """Return the id of an invocation of a workflow into a history on these very datasets, unless it failed.
+
+        :param workflow_id: the workflow
+        :param history_id: the history its outputs go to
+        :param inputs: input label -> dataset id
+        """
+        found = self._call(f"invocations of workflow {workflow_id}", self.gi.invocations.get_invocations,
+                           workflow_id=workflow_id, history_id=history_id, view="element")
+        wanted = sorted(inputs.values())
+        for invocation in reversed(found):  # Galaxy lists the oldest first
+            if invocation.get("state") in INVOCATION_FAILED:
+                continue
+            given = sorted(str(i.get("id")) for i in (invocation.get("inputs") or {}).values())
+            if given == wanted:
+                return str(invocation["id"])
         return None
 
     def cancel_invocation(self, invocation_id: str) -> None:

@@ -2,41 +2,21 @@
 
 from __future__ import annotations
 
-from airflow_cloud_paas.exceptions import CloudPaaSError
+from airflow_cloud_paas.exceptions import CloudPaaSError, ServiceAPIError, ServiceConfigError
 
 
 class GalaxyError(CloudPaaSError):
     """Base class of every Galaxy error."""
 
 
-class GalaxyConfigError(GalaxyError, ValueError):
-    """A Galaxy setting (admin e-mail or API key, port, flavour, job runner) is invalid; raised before anything runs.
-
-    A secret's value is never shown: pass ``value="(hidden)"`` for one.
-
-    :param message: what is wrong and how to fix it
-    :param field: the setting concerned
-    :param value: the value given
-    """
-
-    def __init__(self, message: str, *, field: str | None = None, value: object = None) -> None:
-        self.message, self.field, self.value = message, field, value
-        super().__init__(f"{field}={value!r}: {message}" if field else message)
+class GalaxyConfigError(GalaxyError, ServiceConfigError):
+    """A Galaxy setting (admin e-mail or API key, port, flavour, job runner) is invalid; raised before anything runs."""
 
 
-class GalaxyAPIError(GalaxyError):
-    """A Galaxy API call failed or gave an answer that cannot be read.
+class GalaxyAPIError(GalaxyError, ServiceAPIError):
+    """A Galaxy API call failed or gave an answer that cannot be read (never showing the API key)."""
 
-    :param message: what failed (Galaxy's own message included, never the API key)
-    :param url: the Galaxy concerned
-    :param status: the HTTP status, when there was an answer
-    """
-
-    def __init__(self, message: str, *, url: str | None = None, status: int | None = None) -> None:
-        self.message, self.url, self.status = message, url, status
-        where = f"Galaxy {url}" if url else "Galaxy"
-        code = f" (HTTP {status})" if status else ""
-        super().__init__(f"{where}{code}: {message}")
+    service = "Galaxy"
 
 
 class GalaxyUnreachableError(GalaxyAPIError):

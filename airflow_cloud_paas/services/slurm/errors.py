@@ -4,24 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from airflow_cloud_paas.exceptions import CloudPaaSError
+from airflow_cloud_paas.exceptions import CloudPaaSError, ServiceConfigError
 
 
 class SlurmError(CloudPaaSError):
     """Base class of every SLURM error."""
 
 
-class SlurmConfigError(SlurmError, ValueError):
-    """A node name, CPU count, time limit, job name or array spec breaks SLURM's rules (raised before anything runs).
-
-    :param message: what is wrong and how to fix it
-    :param field: the setting concerned
-    :param value: the value given
-    """
-
-    def __init__(self, message: str, *, field: str | None = None, value: object = None) -> None:
-        self.message, self.field, self.value = message, field, value
-        super().__init__(f"{field}={value!r}: {message}" if field else message)
+class SlurmConfigError(SlurmError, ServiceConfigError):
+    """A node name, CPU count, time limit, job name or array spec breaks SLURM's rules (raised before anything runs)."""
 
 
 class SlurmCommandError(SlurmError):

@@ -11,18 +11,17 @@ events. The packaged DAG itself, deploy to teardown, runs with ``dag.test()`` in
 
 from __future__ import annotations
 
-import asyncio
-import importlib
 import json
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
+from deferral import resume
 
 from airflow_cloud_paas.hooks.galaxy import GalaxyHook
 from airflow_cloud_paas.operators.galaxy import (
@@ -89,24 +88,9 @@ def conn(galaxy: Any) -> Iterator[str]:
         os.environ.pop(variable, None)
 
 
-def resume(deferred: TaskDeferred, make: Callable[[], Any], context: dict[str, Any]) -> Any:
-    """Do what Airflow does with a deferral: rebuild the trigger from its serialized form, run it to its event on
-    an event loop, then resume a fresh task (the deferred one is gone) in the method named."""
-    classpath, kwargs = deferred.trigger.serialize()
-    module, _, name = classpath.rpartition(".")
-    trigger = getattr(importlib.import_module(module), name)(**json.loads(json.dumps(kwargs)))
-
-    async def first_event() -> dict[str, Any]:
-        async for event in trigger.run():
-            return event.payload
-        raise AssertionError("the trigger ended without an event")
-
-    event = asyncio.run(asyncio.wait_for(first_event(), timeout=300))
-    return getattr(make(), deferred.method_name)(context, event, **(deferred.kwargs or {}))
-
-
-def upload(conn: str, **kwargs: Any) -> dict[str, Any]:
-    return CloudPaaSGalaxyUploadDatasetsOperator(task_id="upload", galaxy_conn_id=conn, **kwargs).execute({})
+def upload(conn: str, context: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
+    return CloudPaaSGalaxyUploadDatasetsOperator(task_id="upload", galaxy_conn_id=conn, **kwargs).execute(
+        context or {})
 
 
 def test_the_api_sensor_sees_the_admin_and_the_flavour_installs_once(conn: str) -> None:
@@ -165,6 +149,48 @@ def test_a_deferred_workflow_runs_and_its_outputs_download_as_asset_events(conn:
         assert extra["path"] == files[name]["path"] and extra["dataset_id"] == result["outputs"][name]
         assert extra["history_id"] == uploaded["history_id"] and extra["galaxy_url"] == GalaxyHook(conn).url
         assert extra["sha256"] == files[name]["sha256"] and extra["size"] == Path(extra["path"]).stat().st_size
+
+
+def test_a_retry_reuses_the_history_uploads_and_invocation_of_the_earlier_try(conn: str, tmp_path: Path) -> None:
+    run_id = f"manual__retry_{secrets.token_hex(4)}"
+    hook = GalaxyHook(conn)
+
+    def context(task_id: str) -> dict[str, Any]:  # what identifies a task instance across its tries
+        return {"ti": SimpleNamespace(dag_id="retry_dag", task_id=task_id, run_id=run_id, map_index=-1)}
+
+    # the first try died after uploading one of its two inputs; the retry uploads only the other, into the same history
+    first = upload(conn, contents={"text": "b\na\n"}, file_type="txt", context=context("upload"))
+    retry = upload(conn, contents={"text": "b\na\n", "more": "c\n"}, file_type="txt", context=context("upload"))
+    assert retry["history_id"] == first["history_id"]
+    assert retry["datasets"]["text"] == first["datasets"]["text"]
+    assert retry["datasets"]["more"] not in first["datasets"].values()
+    tags = hook.dataset(retry["datasets"]["more"]).get("tags") or []
+    assert any(t.startswith("cloud-paas-task-") for t in tags), tags  # what a later retry finds it by
+    assert len(hook.client.gi.datasets.get_datasets(history_id=first["history_id"], deleted=False)) == 2
+    # another task instance (another run) gets its own history
+    other = upload(conn, contents={"text": "b\na\n"}, file_type="txt",
+                   context={"ti": SimpleNamespace(dag_id="retry_dag", task_id="upload", run_id=run_id + "_2",
+                                                  map_index=-1)})
+    assert other["history_id"] != first["history_id"]
+
+    def run(**kwargs: Any) -> CloudPaaSGalaxyRunWorkflowOperator:
+        return CloudPaaSGalaxyRunWorkflowOperator(task_id="run", galaxy_conn_id=conn, workflow=TWO_STEPS,
+                                                  inputs={"text": first["datasets"]["text"]}, deferrable=True,
+                                                  poll_interval=1.0, timeout=240, **kwargs)
+
+    with pytest.raises(TaskDeferred) as invoked:
+        run().execute(context("run"))
+    with pytest.raises(TaskDeferred) as retried:  # the worker was lost while it waited: the retry waits again
+        run().execute(context("run"))
+    invocation = invoked.value.trigger.serialize()[1]["invocation_id"]
+    assert retried.value.trigger.serialize()[1]["invocation_id"] == invocation
+    result = resume(retried.value, run, context("run"))
+    assert result["invocation_id"] == invocation and set(result["outputs"]) == {"upper", "line_count"}
+    assert hook.download(result["outputs"]["upper"], tmp_path / "upper.txt").read_text() == "B\nA\n"
+    # asked not to reuse it, the same task invokes the workflow anew
+    again = run(reuse_invocation=False, wait_for_completion=False).execute(context("run"))
+    assert again["invocation_id"] != invocation
+    hook.cancel_invocation(again["invocation_id"])
 
 
 def test_a_killed_run_cancels_its_invocation_and_the_sensor_reports_the_failure(conn: str) -> None:

@@ -9,8 +9,6 @@ or munge process of it is left. The only stand-in is :class:`RecordedXCom`, in p
 
 from __future__ import annotations
 
-import asyncio
-import importlib
 import json
 import shutil
 import tempfile
@@ -25,6 +23,7 @@ import pytest
 from airflow.exceptions import AirflowException
 from airflow.sdk import PokeReturnValue
 from airflow.sdk.exceptions import TaskDeferred
+from deferral import resume
 from slurm_processes import cluster_processes
 from waiting import until
 
@@ -61,22 +60,6 @@ def job_processes(work_dir: Path, name: str) -> list[psutil.Process]:
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
     return found
-
-
-def resume(deferred: TaskDeferred, make: Callable[[], Any], context: dict[str, Any]) -> Any:
-    """Do what Airflow does with a deferral: rebuild the trigger from its serialized form, run it to its event on
-    an event loop, then resume a fresh task (the deferred one is gone) in the method named."""
-    classpath, kwargs = deferred.trigger.serialize()
-    module, _, name = classpath.rpartition(".")
-    trigger = getattr(importlib.import_module(module), name)(**json.loads(json.dumps(kwargs)))
-
-    async def first_event() -> dict[str, Any]:
-        async for event in trigger.run():
-            return event.payload
-        raise AssertionError("the trigger ended without an event")
-
-    event = asyncio.run(asyncio.wait_for(first_event(), timeout=90))
-    return getattr(make(), deferred.method_name)(context, event)
 
 
 @pytest.fixture

@@ -14,18 +14,20 @@ from airflow_cloud_paas.standalone import environment, task_slots
 REPO = Path(__file__).resolve().parents[3]
 
 
-def _make_n(target: str, venv: Path) -> str:
-    out = subprocess.run(["make", "-n", "-C", str(REPO), target, f"VENV={venv}"], capture_output=True, text=True,
-                         timeout=60, check=True)
+def _make_n(target: str, venv: Path, *options: str) -> str:
+    out = subprocess.run(["make", "-n", *options, "-C", str(REPO), target, f"VENV={venv}"], capture_output=True,
+                         text=True, timeout=60, check=True)
     return out.stdout
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
-def test_make_run_installs_the_spark_extra_only(tmp_path: Path):
+def test_make_run_installs_only_the_extras_a_local_run_needs(tmp_path: Path):
     run = _make_n("run", tmp_path / "venv")
     installs = [line for line in run.splitlines() if " install " in line]
     assert installs == [f"{tmp_path}/venv/bin/pip install -q -U pip",
-                        f'{tmp_path}/venv/bin/pip install -q -c constraints.txt -e ".[spark]"'], run
+                        f'{tmp_path}/venv/bin/pip install -q -c constraints.txt -e ".[spark,galaxy]"'], run
+    # the portal's UI is (re)built before Airflow starts when its sources changed
+    assert "npm ci" in _make_n("run", tmp_path / "venv", "-W", "ui/package.json")
     assert "apt-get" not in run  # the XCache tests' Debian packages are not needed to run Airflow
     assert f'PATH="{tmp_path}/venv/bin:$PATH"' in run  # an absolute VENV stays absolute
     test = _make_n("test", tmp_path / "venv")
