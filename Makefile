@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 # Extras the test suite needs; `make install EXTRAS=all` for every cloud and service.
-EXTRAS ?= test,spark,postgres,aws,docker,kubernetes,openstack,gcp,azure,condor,xcache,celery,fab,galaxy
+EXTRAS ?= test,spark,postgres,aws,docker,kubernetes,openstack,gcp,azure,condor,xcache,celery,fab,galaxy,training
 # What `make run` needs: the local backend's Spark cluster and Galaxy's client (bioblend; Galaxy itself: make galaxy-runtime).
 RUN_EXTRAS ?= spark,galaxy
 
@@ -121,4 +121,25 @@ $(CLOUD_PAAS_GALAXY_VENV)/.installed-with-tool-shed:
 	$(PYTHON) -m venv $(CLOUD_PAAS_GALAXY_VENV)
 	$(CLOUD_PAAS_GALAXY_VENV)/bin/pip install -q -U pip
 	$(CLOUD_PAAS_GALAXY_VENV)/bin/pip install -q "galaxy==$(GALAXY_VERSION)" "galaxy-tool-shed==$(GALAXY_VERSION)"
+	touch $@
+
+# DEEPaaS (issue 16): the local backend serves trained models through the real DEEPaaS V2 API (deepaas-run) from
+# its own virtual environment (deepaas 2.6.0 needs marshmallow<4, webargs 5 and Werkzeug 2, which Airflow's venv
+# cannot share), built once per machine outside the checkout like Galaxy's. torch at the exact version (the local
+# CPU wheel; any other spec downloads GBs), scikit-learn for the train endpoint's digits, and our plugin
+# (cloud_paas_deepaas, airflow_cloud_paas/services/training/deepaas_plugin) installed from a copy, so the checkout
+# gets no build/ or egg-info. The stamp follows the plugin's sources: `make deepaas-runtime` reinstalls it after a
+# change. CLOUD_PAAS_DEEPAAS_VENV points the driver and the tests at it.
+DEEPAAS_VERSION := 2.6.0
+DEEPAAS_PLUGIN := airflow_cloud_paas/services/training/deepaas_plugin
+export CLOUD_PAAS_DEEPAAS_VENV ?= $(HOME)/.cache/airflow_cloud_paas/deepaas-$(DEEPAAS_VERSION)
+.PHONY: deepaas-runtime
+install: deepaas-runtime
+deepaas-runtime: $(CLOUD_PAAS_DEEPAAS_VENV)/.installed-plugin
+
+$(CLOUD_PAAS_DEEPAAS_VENV)/.installed-plugin: $(DEEPAAS_PLUGIN)/pyproject.toml $(wildcard $(DEEPAAS_PLUGIN)/cloud_paas_deepaas/*.py)
+	$(PYTHON) -m venv $(CLOUD_PAAS_DEEPAAS_VENV)
+	$(CLOUD_PAAS_DEEPAAS_VENV)/bin/pip install -q "deepaas==$(DEEPAAS_VERSION)" "torch==2.13.0" pillow numpy scikit-learn
+	tmp=$$(mktemp -d) && cp -r $(DEEPAAS_PLUGIN)/. $$tmp && \
+		$(CLOUD_PAAS_DEEPAAS_VENV)/bin/pip install -q --force-reinstall --no-deps $$tmp; rc=$$?; rm -rf $$tmp; exit $$rc
 	touch $@

@@ -61,6 +61,8 @@ def get_provider_info() -> dict[str, Any]:
              "tags": ["service"]},
             {"integration-name": "Galaxy", "external-doc-url": "https://docs.galaxyproject.org",
              "tags": ["service"]},
+            {"integration-name": "DEEPaaS", "external-doc-url": "https://docs.deep-hybrid-datacloud.eu",
+             "tags": ["service"]},
         ],
         "operators": [
             {"integration-name": "Cloud PaaS", "python-modules": ["airflow_cloud_paas.operators.deployment",
@@ -70,6 +72,8 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "XRootD", "python-modules": ["airflow_cloud_paas.operators.xcache"]},
             {"integration-name": "SLURM", "python-modules": ["airflow_cloud_paas.operators.slurm"]},
             {"integration-name": "Galaxy", "python-modules": ["airflow_cloud_paas.operators.galaxy"]},
+            {"integration-name": "DEEPaaS", "python-modules": ["airflow_cloud_paas.operators.deepaas",
+                                                               "airflow_cloud_paas.operators.training"]},
         ],
         "sensors": [
             {"integration-name": "Cloud PaaS", "python-modules": ["airflow_cloud_paas.sensors.deployment",
@@ -88,6 +92,7 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "XRootD", "python-modules": ["airflow_cloud_paas.hooks.xrootd"]},
             {"integration-name": "SLURM", "python-modules": ["airflow_cloud_paas.hooks.slurm"]},
             {"integration-name": "Galaxy", "python-modules": ["airflow_cloud_paas.hooks.galaxy"]},
+            {"integration-name": "DEEPaaS", "python-modules": ["airflow_cloud_paas.hooks.deepaas"]},
         ],
         "triggers": [
             {"integration-name": "Cloud PaaS", "python-modules": ["airflow_cloud_paas.triggers.base",
@@ -96,6 +101,7 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "HTCondor", "python-modules": ["airflow_cloud_paas.triggers.htcondor"]},
             {"integration-name": "SLURM", "python-modules": ["airflow_cloud_paas.triggers.slurm"]},
             {"integration-name": "Galaxy", "python-modules": ["airflow_cloud_paas.triggers.galaxy"]},
+            {"integration-name": "DEEPaaS", "python-modules": ["airflow_cloud_paas.triggers.deepaas"]},
         ],
         "connection-types": list(CONNECTION_TYPES),
         "plugins": [{"name": "cloud_paas", "plugin-class": "airflow_cloud_paas.plugin.CloudPaaSPlugin"}],

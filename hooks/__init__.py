@@ -18,6 +18,7 @@ from typing import Any
 
 __all__ = [
     "CONNECTION_TYPES",
+    "DEEPAAS_CONNECTION",
     "GALAXY_CONNECTION",
     "HTCONDOR_CONNECTION",
     "OPENSTACK_CONNECTION",
@@ -256,6 +257,34 @@ GALAXY_CONNECTION: dict[str, Any] = {
 }
 
 #: Every connection type of the package, as ``get_provider_info()["connection-types"]`` lists them.
+#: :class:`airflow_cloud_paas.hooks.deepaas.DEEPaaSHook`
+DEEPAAS_CONNECTION: dict[str, Any] = {
+    "hook-class-name": "airflow_cloud_paas.hooks.deepaas.DEEPaaSHook",
+    "hook-name": "DEEPaaS",
+    "connection-type": "deepaas",
+    "conn-fields": {
+        "verify_ssl": {
+            "label": "Verify TLS",
+            "schema": {"type": ["boolean", "null"], "default": True},
+            "description": "Check the server's certificate (https URLs).",
+        },
+        "timeout": {
+            "label": "Request timeout (s)",
+            "schema": {"type": ["number", "null"], "default": 60},
+            "description": "Seconds one API request may take.",
+        },
+    },
+    "ui-field-behaviour": {
+        "hidden-fields": ["login", "schema", "port"],
+        "relabeling": {"host": "DEEPaaS URL", "password": "Bearer token (optional)"},
+        "placeholders": {
+            "host": "http://deepaas.example.org:5000",
+            "password": "an access token, when the API is behind an OIDC proxy",
+            "extra": '{"verify_ssl": true, "timeout": 60}',
+        },
+    },
+}
+
 CONNECTION_TYPES: tuple[dict[str, Any], ...] = (
     STORE_CONNECTION,
     OPENSTACK_CONNECTION,
@@ -263,6 +292,7 @@ CONNECTION_TYPES: tuple[dict[str, Any], ...] = (
     XROOTD_CONNECTION,
     SLURM_CONNECTION,
     GALAXY_CONNECTION,
+    DEEPAAS_CONNECTION,
 )
 
 

@@ -171,6 +171,22 @@ class _CloudPaaSBaseOperator(CloudPaaSTaskDefaults, BaseOperator):
             "(AIRFLOW_CLOUD_PAAS_ADMINS) or a member of its group through the orchestrator API may"
         )
 
+    def _kept(self, context: Context) -> str | None:
+        """Return why a teardown task must leave the deployment running, or None: the run's ``keep_deployment``
+        param, or this run promoted it (it now serves a slot: see :class:`CloudPaaSPromoteDeploymentOperator`)."""
+        from airflow_cloud_paas.exceptions import DeploymentNotFoundError
+        from airflow_cloud_paas.store import PROMOTED_EVENT
+
+        if _keep(context):
+            return "keep_deployment is set"
+        try:
+            events = self.hook.store.events(self._deployment_id(context))
+        except DeploymentNotFoundError:
+            return None
+        if any(e.kind == PROMOTED_EVENT and (e.data or {}).get("run_id") == context.get("run_id") for e in events):
+            return "this run made it a slot's current deployment"
+        return None
+
     def _deployer(self, context: Context, request: DeploymentRequest | None = None, **kwargs: Any) -> Deployer:
         """Return the Deployer of this task's request (see :meth:`_request` for ``kwargs``).
 
@@ -410,8 +426,9 @@ class CloudPaaSDeleteNodeOperator(_CloudPaaSBaseOperator):
         self.node_name = node_name
 
     def execute(self, context: Context) -> int:
-        if _keep(context):
-            self.log.info("keep_deployment is set: node %s is left running", self.node_name)
+        kept = self._kept(context)
+        if kept:
+            self.log.info("%s: node %s is left running", kept, self.node_name)
             return 0
         self._authorize(context, "delete")
         deployer = self._deployer(context, existing="record", need_secrets=False)
@@ -437,11 +454,17 @@ class CloudPaaSDeleteDeploymentOperator(_CloudPaaSBaseOperator):
         self.force = force
 
     def execute(self, context: Context) -> str:
+
+        kept = self._kept(context)
+        if kept:
+            self.log.info("%s: the deployment is left running", kept)
+            return "KEPT"
+        return self._delete(context)
+
+    def _delete(self, context: Context) -> str:
+        """Delete the deployment (the access check first); return its final status."""
         from airflow_cloud_paas.exceptions import ToscaError
 
-        if _keep(context):
-            self.log.info("keep_deployment is set: the deployment is left running")
-            return "KEPT"
         self._authorize(context, "delete")
         deployment_id = self._deployment_id(context)
         store = self.hook.store
@@ -468,6 +491,66 @@ class CloudPaaSDeleteDeploymentOperator(_CloudPaaSBaseOperator):
         self.log.info("Deployment %s DELETE_COMPLETE (%d resources deleted)", deployer.deployment_id,
                       len(deleted))
         return "DELETE_COMPLETE"
+
+
+class CloudPaaSPromoteDeploymentOperator(CloudPaaSDeleteDeploymentOperator):
+    """Make this run's deployment the current one of a slot, then delete the deployment it replaces (blue/green).
+
+    A slot names a service that one deployment at a time provides (e.g. the serving of a model): its current
+    deployment's id is kept in the Airflow Variable ``cloud_paas_slot_<slot>``. Put this task after the new
+    deployment is checked (a smoke test): until then the previous one keeps serving; then the slot points at the
+    new one, which gets a ``promoted`` event (so its own run's teardown keeps it, while a run that failed before
+    promoting tears its deployment down), and the previous one is deleted (the access check applies: the run's
+    user must be allowed to delete it). A retry (the delete failed) deletes what the first try replaced. Runs of one
+    slot must not promote at the same time: give the DAG ``max_active_runs=1``. Returns ``{"slot", "current",
+    "retired"}`` (``retired``: None when there was none).
+
+    :param slot: the slot's name (templated; letters, digits, '_', '-', '.')
+    :param deployment_id: the new deployment (templated; default: this run's)
+    """
+
+    template_fields: Sequence[str] = (*CloudPaaSDeleteDeploymentOperator.template_fields, "slot")
+
+    def __init__(self, *, slot: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.slot = slot
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        import re
+
+        from airflow.sdk import Variable
+
+        from airflow_cloud_paas.exceptions import DeploymentNotFoundError, ServiceConfigError
+        from airflow_cloud_paas.store import PROMOTED_EVENT
+
+        if not isinstance(self.slot, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", self.slot):
+            raise ServiceConfigError("1-100 letters, digits, '_', '-' or '.'", field="slot", value=self.slot)
+        key = f"cloud_paas_slot_{self.slot}"
+        current = self._deployment_id(context)
+        self._authorize(context, "promote")  # the run's user may change the new deployment (it exists, too)
+        store = self.hook.store
+        earlier = [e for e in store.events(current) if e.kind == PROMOTED_EVENT
+                   and (e.data or {}).get("run_id") == context.get("run_id")]
+        if earlier:  # a retry: the slot already points here; retire what the first try replaced
+            retired = (earlier[-1].data or {}).get("replaces")
+        else:
+            previous = Variable.get(key, default=None)
+            retired = previous if previous and previous != current else None
+            store.add_event(current, PROMOTED_EVENT, f"current deployment of slot {self.slot}",
+                            {"slot": self.slot, "run_id": context.get("run_id"), "replaces": retired})
+            Variable.set(key, current, description=f"the deployment serving {self.slot} (set by {self.task_id})")
+        if retired:
+            self.deployment_id = retired
+            try:
+                if store.get(retired).status == "DELETE_COMPLETE":
+                    raise DeploymentNotFoundError(retired)
+                status = self._delete(context)
+                self.log.info("Slot %s: %s is current; %s replaced and %s", self.slot, current, retired, status)
+            except DeploymentNotFoundError:
+                self.log.info("Slot %s: %s is current; %s was already gone", self.slot, current, retired)
+        else:
+            self.log.info("Slot %s: %s is current (it replaces none)", self.slot, current)
+        return {"slot": self.slot, "current": current, "retired": retired}
 
 
 def _keep(context: Context) -> bool:

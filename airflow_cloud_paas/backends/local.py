@@ -222,6 +222,7 @@ _DRIVERS: dict[str, LocalDriver | str] = {
     "tosca.nodes.indigo.GalaxyWN": "airflow_cloud_paas.services.galaxy.local:GalaxyHelperDriver",
     "tosca.nodes.indigo.GalaxyReferenceData": "airflow_cloud_paas.services.galaxy.local:GalaxyHelperDriver",
     "tosca.nodes.indigo.LRMS.FrontEnd.Local": "airflow_cloud_paas.services.galaxy.local:GalaxyHelperDriver",
+    "cloud_paas.nodes.deepaas.ModelServer": "airflow_cloud_paas.services.training.serving:ModelServerDriver",
 }
 
 # Popen objects of the processes this Python process started, so they are reaped (no zombies).

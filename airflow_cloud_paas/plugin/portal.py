@@ -28,7 +28,8 @@ BUNDLE_DIR = Path(__file__).resolve().parent / "portal_dist"
 
 #: a category for templates whose metadata names none, from their icon
 _CATEGORIES = {"docker": "Containers", "spark": "Data processing", "htcondor": "Batch computing",
-               "slurm": "Batch computing", "xrootd": "Data caching", "galaxy": "Bioinformatics"}
+               "slurm": "Batch computing", "xrootd": "Data caching", "galaxy": "Bioinformatics",
+               "deep": "Machine learning"}
 #: applications whose form is the seed portal's portlet: only these fields, with these labels, in this order
 #: (``deployment_id`` is the run's own "job identifier" param; other inputs keep their template defaults)
 PORTLETS: dict[str, list[tuple[str, str]]] = {

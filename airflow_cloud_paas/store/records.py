@@ -99,6 +99,9 @@ class Event:
 #: the event kind that lets one DAG run act on a deployment its triggering user does not own (``data``: run_id, by,
 #: action); written by the orchestrator API after checking the caller's groups or admin role
 GRANT_EVENT = "authorized"
+#: the event kind of a deployment made the current one of a slot (``data``: slot, run_id, replaces); its run's
+#: teardown keeps it (see :class:`~airflow_cloud_paas.operators.deployment.CloudPaaSPromoteDeploymentOperator`)
+PROMOTED_EVENT = "promoted"
 
 
 @dataclass(frozen=True)

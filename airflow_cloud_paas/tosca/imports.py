@@ -49,7 +49,8 @@ PACKAGED_TYPES_NAME = "cloud_paas_types.yaml"
 #: more packaged types files (service families), by the same URL scheme and short name
 _TYPES_DIR = Path(__file__).resolve().parent / "types"
 _TYPES_BASE_URL = "https://raw.githubusercontent.com/airflow-cloud-paas/tosca-types/main/"
-EXTRA_TYPES_FILES = ("galaxy_types.yaml", "htcondor_types.yaml", "slurm_types.yaml", "xrootd_types.yaml")
+EXTRA_TYPES_FILES = ("deepaas_types.yaml", "galaxy_types.yaml", "htcondor_types.yaml", "slurm_types.yaml",
+                     "xrootd_types.yaml")
 
 INDIGO_TYPES_URL = "https://raw.githubusercontent.com/indigo-dc/tosca-types/{ref}/custom_types.yaml"
 INDIGO_BRANCHES = ("master", "devel", "dodas_roll", "k8s", "add-ek")

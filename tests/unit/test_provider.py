@@ -12,7 +12,7 @@ def test_provider_entry_point_and_connection_type():
     info = ep.load()()
     conn = next(c for c in info["connection-types"] if c["connection-type"] == "cloud_paas")
     assert {c["connection-type"] for c in info["connection-types"]} == {"cloud_paas", "openstack", "htcondor",
-                                                                        "xrootd", "slurm", "galaxy"}
+                                                                        "xrootd", "slurm", "galaxy", "deepaas"}
     assert conn["connection-type"] == "cloud_paas"
     assert set(conn["conn-fields"]) >= {"store_url", "backend", "work_root"}
     from airflow.providers_manager import ProvidersManager

@@ -23,6 +23,7 @@ TEMPLATE = Path(__file__).resolve().parents[2] / "dags" / "templates" / "hosts_o
 DEFERRABLE = [
     "airflow_cloud_paas.operators.deployment.CloudPaaSDeployNodeOperator",
     "airflow_cloud_paas.operators.galaxy.CloudPaaSGalaxyRunWorkflowOperator",
+    "airflow_cloud_paas.operators.deepaas.CloudPaaSDEEPaaSTrainOperator",
     "airflow_cloud_paas.operators.htcondor.CloudPaaSHTCondorSubmitJobOperator",
     "airflow_cloud_paas.operators.slurm.CloudPaaSSlurmSubmitJobOperator",
     "airflow_cloud_paas.sensors.deployment.CloudPaaSDeploymentStateSensor",

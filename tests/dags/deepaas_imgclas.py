@@ -1,0 +1,1 @@
+../../dags/deepaas_imgclas.py
