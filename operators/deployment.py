@@ -461,11 +461,16 @@ class CloudPaaSDeleteDeploymentOperator(_CloudPaaSBaseOperator):
             return "KEPT"
         return self._delete(context)
 
-    def _delete(self, context: Context) -> str:
-        """Delete the deployment (the access check first); return its final status."""
+    def _delete(self, context: Context, *, authorize: bool = True) -> str:
+        """Delete the deployment (the access check first, unless the caller made its own); return its final status.
+
+        :param context: the task context
+        :param authorize: check that the run's user may delete it
+        """
         from airflow_cloud_paas.exceptions import ToscaError
 
-        self._authorize(context, "delete")
+        if authorize:
+            self._authorize(context, "delete")
         deployment_id = self._deployment_id(context)
         store = self.hook.store
         if str(self.force).lower() in ("true", "1", "yes"):
@@ -500,10 +505,11 @@ class CloudPaaSPromoteDeploymentOperator(CloudPaaSDeleteDeploymentOperator):
     deployment's id is kept in the Airflow Variable ``cloud_paas_slot_<slot>``. Put this task after the new
     deployment is checked (a smoke test): until then the previous one keeps serving; then the slot points at the
     new one, which gets a ``promoted`` event (so its own run's teardown keeps it, while a run that failed before
-    promoting tears its deployment down), and the previous one is deleted (the access check applies: the run's
-    user must be allowed to delete it). A retry (the delete failed) deletes what the first try replaced. Runs of one
-    slot must not promote at the same time: give the DAG ``max_active_runs=1``. Returns ``{"slot", "current",
-    "retired"}`` (``retired``: None when there was none).
+    promoting tears its deployment down), and the previous one is deleted. A deployment that served the slot
+    belongs to the slot: any run allowed to promote into it retires it (a scheduled run's deployment has no user to
+    ask); a deployment id found in the slot that never served it needs the usual access check. A retry (the delete
+    failed) deletes what the first try replaced. Runs of one slot must not promote at the same time: give the DAG
+    ``max_active_runs=1``. Returns ``{"slot", "current", "retired"}`` (``retired``: None when there was none).
 
     :param slot: the slot's name (templated; letters, digits, '_', '-', '.')
     :param deployment_id: the new deployment (templated; default: this run's)
@@ -542,15 +548,30 @@ class CloudPaaSPromoteDeploymentOperator(CloudPaaSDeleteDeploymentOperator):
         if retired:
             self.deployment_id = retired
             try:
-                if store.get(retired).status == "DELETE_COMPLETE":
+                record = store.get(retired)
+                if record.status == "DELETE_COMPLETE":
                     raise DeploymentNotFoundError(retired)
-                status = self._delete(context)
+                # a deployment this slot served belongs to the slot (a scheduled run's has no user): whoever may run
+                # the DAG that promotes into it may retire it; any other deployment needs the usual access
+                status = self._delete(context, authorize=not served_slot(store, retired, self.slot))
                 self.log.info("Slot %s: %s is current; %s replaced and %s", self.slot, current, retired, status)
             except DeploymentNotFoundError:
                 self.log.info("Slot %s: %s is current; %s was already gone", self.slot, current, retired)
         else:
             self.log.info("Slot %s: %s is current (it replaces none)", self.slot, current)
         return {"slot": self.slot, "current": current, "retired": retired}
+
+
+def served_slot(store: Any, deployment_id: str, slot: str) -> bool:
+    """Return whether a deployment was ever promoted into a slot (then the slot's runs may retire it).
+
+    :param store: the deployment store
+    :param deployment_id: the deployment
+    :param slot: the slot
+    """
+    from airflow_cloud_paas.store import PROMOTED_EVENT
+
+    return any(e.kind == PROMOTED_EVENT and (e.data or {}).get("slot") == slot for e in store.events(deployment_id))
 
 
 def _keep(context: Context) -> bool:

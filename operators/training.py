@@ -18,6 +18,7 @@ home).
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -60,8 +61,8 @@ def training_dir() -> Path:
     configured = conf.get("cloud_paas", "training_dir", fallback=None)
     if configured:
         return Path(configured).expanduser()
-    home = conf.get("core", "airflow_home", fallback=None) or str(Path.home() / "airflow")
-    return Path(home) / "cloud_paas" / "training"
+    # AIRFLOW_HOME, as the deployment store finds its default (Airflow 3's [core] has no airflow_home)
+    return Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow") / "cloud_paas" / "training"
 
 
 def _model_dir(value: Any) -> str:
@@ -96,7 +97,7 @@ class _TrainingBaseOperator(CloudPaaSTaskDefaults, BaseOperator):
         from airflow_cloud_paas.services.training.tracking import Tracker, default_tracking_uri
 
         uri = self.tracking_uri or conf.get("cloud_paas", "mlflow_tracking_uri", fallback=None) \
-            or default_tracking_uri(conf.get("core", "airflow_home", fallback=None))
+            or default_tracking_uri()
         return Tracker(uri, self.experiment, run_key, run_name)
 
     @staticmethod

@@ -12,8 +12,12 @@ from types import SimpleNamespace
 import pytest
 
 from airflow_cloud_paas.exceptions import DeploymentAccessError
-from airflow_cloud_paas.operators.deployment import CloudPaaSDeleteDeploymentOperator, CloudPaaSScaleNodeGroupOperator
-from airflow_cloud_paas.store import GRANT_EVENT, DeploymentStore
+from airflow_cloud_paas.operators.deployment import (
+    CloudPaaSDeleteDeploymentOperator,
+    CloudPaaSScaleNodeGroupOperator,
+    served_slot,
+)
+from airflow_cloud_paas.store import GRANT_EVENT, PROMOTED_EVENT, DeploymentStore
 
 
 @pytest.fixture
@@ -49,3 +53,14 @@ def test_only_the_owner_an_admin_or_a_granted_run_may_act(deployment, operator, 
     with pytest.raises(DeploymentAccessError):
         task._authorize(_context(deployment_id, "carol", "manual__2"), "delete")
     assert store.get(deployment_id).status.value == "CREATE_IN_PROGRESS"  # nothing changed
+
+
+def test_only_a_deployment_that_served_the_slot_is_the_slots_to_retire(deployment) -> None:
+    """A scheduled run's deployment (no user) that served a slot may be replaced by a user's run of that slot; a
+    deployment id merely found in the slot's Variable, or one that served another slot, needs the usual access."""
+    store, deployment_id = deployment
+    assert not served_slot(store, deployment_id, "deepaas-imgclas")
+    store.add_event(deployment_id, PROMOTED_EVENT, "current of another", {"slot": "other", "run_id": "r0"})
+    assert not served_slot(store, deployment_id, "deepaas-imgclas")
+    store.add_event(deployment_id, PROMOTED_EVENT, "current of the slot", {"slot": "deepaas-imgclas", "run_id": "r1"})
+    assert served_slot(store, deployment_id, "deepaas-imgclas")

@@ -26,6 +26,10 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "invocation_id": "f2db41e1fa331b3e", "galaxy_conn_id": "galaxy_x", "url": "http://127.0.0.1:8090",
         "poll_interval": 2.0, "timeout": 90.0,
     },
+    "airflow_cloud_paas.triggers.deepaas.DEEPaaSTrainingTrigger": {
+        "uuid": "5a1f0c2e9b7d4e3a8c6b2d1f0e9a8b7c", "model": "imgclas", "deepaas_conn_id": "deepaas_x",
+        "url": "http://127.0.0.1:5000", "poll_interval": 2.0, "timeout": 600.0,
+    },
     "airflow_cloud_paas.triggers.deployment.CloudPaaSDeploymentStateTrigger": {
         "deployment_id": "dep-1", "target_statuses": ["CREATE_COMPLETE"], "failure_statuses": ["CREATE_FAILED"],
         "cloud_paas_conn_id": "paas_x", "poll_interval": 2.5, "timeout": 60.0,
