@@ -1,7 +1,7 @@
 """DEEP as a Service, the ``imgclas`` example: train an image classifier, gate it, register it, serve it.
 
-``deepaas_imgclas`` trains a small CNN on the training data (:data:`TRAINING_DATA`, an ``.npz`` file of
-images and labels; a manual run can name ``sklearn:digits`` instead), evaluates it on the held-back split (the run
+``deepaas_imgclas`` trains a small CNN on the latest version of the training data (:data:`TRAINING_DATA`: its
+latest event names an ``.npz`` file of images and labels), evaluates it on the held-back split (the run
 fails under ``min_accuracy``), registers it in MLflow (an event of the ``cloud-paas-model://imgclas`` Asset, with
 the data it came from), deploys it behind the DEEPaaS API (``templates/imgclas.yaml``, the model's marketplace
 entry), asks the served model to classify a held-back digit (a PNG) and checks the answer, and only then makes the
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from airflow.sdk import DAG, Asset, Param, task
 
@@ -30,13 +31,19 @@ from airflow_cloud_paas.operators.training import (
     CloudPaaSTrainModelOperator,
 )
 
-#: where the training data is published (an .npz with x: N x 1 x 8 x 8 in [0, 1], y: labels)
-DATA_FILE = Path(os.environ.get("CLOUD_PAAS_IMGCLAS_DATA")
-                 or Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow") / "cloud_paas" / "data"
-                 / "imgclas.npz")
-#: the training data: a new event of it retrains the model
-TRAINING_DATA = Asset(name="imgclas_training_data", uri=DATA_FILE.resolve().as_uri(), group="cloud-paas-data")
+#: the training data, by a stable name: each event's ``extra["uri"]`` says where that version is (a new event retrains)
+TRAINING_DATA = Asset(name="imgclas_training_data", uri="cloud-paas-data://imgclas/training",
+                      group="cloud-paas-data")
 MODEL_NAME = "imgclas"
+
+
+def data_file() -> Path:
+    """Return where the training data is written: ``CLOUD_PAAS_IMGCLAS_DATA``, else under the Airflow home (read when
+    the task runs, never at parse time)."""
+    configured = os.environ.get("CLOUD_PAAS_IMGCLAS_DATA")
+    home = Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow")
+    return Path(configured) if configured else home / "cloud_paas" / "data" / "imgclas.npz"
+
 
 # [START howto_dag_imgclas_publish_data]
 with DAG(
@@ -48,17 +55,20 @@ with DAG(
 ) as publish:
 
     @task(outlets=[TRAINING_DATA])
-    def publish_digits() -> dict[str, object]:
-        """Write scikit-learn's digits as the training data file; the Asset event retrains the model."""
+    def publish_digits(outlet_events: Any = None) -> dict[str, object]:
+        """Write scikit-learn's digits as a new version of the training data; its Asset event retrains the model."""
         import numpy as np
         from sklearn.datasets import load_digits
 
         digits = load_digits()
-        DATA_FILE.parent.mkdir(parents=True, exist_ok=True)
-        partial = DATA_FILE.with_suffix(".tmp.npz")
+        target = data_file()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(".tmp.npz")
         np.savez(partial, x=(digits.images / 16.0).astype(np.float32)[:, None], y=digits.target.astype(np.int64))
-        partial.replace(DATA_FILE)  # a training never reads a half-written file
-        return {"path": str(DATA_FILE), "examples": int(len(digits.target))}
+        partial.replace(target)  # a training never reads a half-written file
+        published = {"uri": target.resolve().as_uri(), "path": str(target), "examples": int(len(digits.target))}
+        outlet_events[TRAINING_DATA].extra.update(published)
+        return published
 
     publish_digits()
 # [END howto_dag_imgclas_publish_data]
@@ -72,8 +82,6 @@ with ToscaDag(
     max_active_runs=1,  # one promotion of the slot at a time
     tags=["cloud-paas", "deepaas", "training"],
     params={
-        "dataset": Param(TRAINING_DATA.uri, type="string",
-                         description="the training data: an .npz file (its file:// URI or path) or sklearn:digits"),
         "training_args": Param({"max_steps": 300, "batch_size": 64, "checkpoint_every": 100, "log_every": 50},
                                type="object", description="the training's arguments (TrainingSpec fields)"),
         "min_accuracy": Param(0.9, type="number", minimum=0, maximum=1,
@@ -84,11 +92,11 @@ with ToscaDag(
                               "workers": "{{ params.workers }}", "cpu_threads": "{{ params.cpu_threads }}",
                               "num_gpus": "{{ params.num_gpus }}"}},
 ) as dag:
-    train = CloudPaaSTrainModelOperator(task_id="train", dataset="{{ params.dataset }}",
-                                        training_args="{{ params.training_args }}", model_name=MODEL_NAME,
-                                        inlets=[TRAINING_DATA])
+    # both read the latest version of the training data (the Asset's latest event names it)
+    train = CloudPaaSTrainModelOperator(task_id="train", dataset=TRAINING_DATA,
+                                        training_args="{{ params.training_args }}", model_name=MODEL_NAME)
     evaluate = CloudPaaSEvaluateModelOperator(task_id="evaluate", model_dir=train.output["model_dir"],
-                                              dataset="{{ params.dataset }}", run_id=train.output["run_id"],
+                                              dataset=train.output["data_uri"], run_id=train.output["run_id"],
                                               min_accuracy="{{ params.min_accuracy }}")
     register = CloudPaaSRegisterModelOperator(task_id="register", model_dir=train.output["model_dir"],
                                               run_id=train.output["run_id"], model_name=MODEL_NAME,
@@ -104,7 +112,7 @@ with ToscaDag(
         path, label = write_sample_image(holdout, 0, Path(model_dir).parent / "smoke" / "digit.png")
         return {"path": str(path), "label": label}
 
-    sample = sample_digit(train.output["model_dir"], "{{ params.dataset }}")
+    sample = sample_digit(train.output["model_dir"], train.output["data_uri"])
     serving = dag.tosca
     smoke = CloudPaaSDEEPaaSPredictOperator(task_id="smoke_predict", deepaas_url=serving.output("deepaas_url"),
                                             file="{{ ti.xcom_pull(task_ids='sample_digit')['path'] }}")

@@ -28,7 +28,7 @@ from airflow.sdk import Asset, BaseOperator, conf
 
 from airflow_cloud_paas.operators._args import mapping_arg, name_arg, task_instance_key
 from airflow_cloud_paas.operators._defaults import CloudPaaSTaskDefaults
-from airflow_cloud_paas.services.training.errors import ModelQualityError, TrainingConfigError
+from airflow_cloud_paas.services.training.errors import ModelQualityError, TrainingConfigError, TrainingDataError
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -73,9 +73,26 @@ def _model_dir(value: Any) -> str:
     return str(value)
 
 
-def _source_of(dataset: Any) -> str:
-    """Return a data source string from a string or a ``file://`` / ``sklearn:`` Asset."""
-    return dataset.uri if isinstance(dataset, Asset) else dataset
+def _source_of(dataset: Any, context: Context | None) -> str:
+    """Return a data source string: the string given, a ``file://`` Asset's URI, or what the latest event of another
+    Asset names (its ``extra["uri"]``: the Asset is the data's stable name, each event says where this version is)."""
+    if not isinstance(dataset, Asset):
+        return dataset
+    if dataset.uri.startswith(("file:", "sklearn:")):
+        return dataset.uri
+    events = context.get("inlet_events") if context else None
+    latest = None
+    if events is not None:
+        try:
+            found = events[dataset]
+            latest = found[-1] if len(found) else None
+        except (KeyError, IndexError):
+            latest = None
+    source = (latest.extra or {}).get("uri") if latest is not None else None
+    if not source:
+        raise TrainingDataError(f"the Asset {dataset.uri} has no event naming its data (extra 'uri'): publish the data "
+                                "first (a task with it as outlet, setting that extra)")
+    return str(source)
 
 
 class _TrainingBaseOperator(CloudPaaSTaskDefaults, BaseOperator):
@@ -117,7 +134,8 @@ class CloudPaaSTrainModelOperator(_TrainingBaseOperator):
 
     :param model: the architecture (``digits-cnn``, ``mlp``; ``resnet18``/``resnet50`` where torchvision is)
     :param dataset: the data (templated): ``sklearn:digits``, an ``.npz`` file, its ``file://`` URI, or an Asset
-        of such a file (then also the task's inlet, for lineage)
+        (then also the task's inlet, for lineage): a ``file://`` one, or one whose latest event names the data in
+        its ``extra["uri"]``
     :param training_args: the :class:`~airflow_cloud_paas.services.training.engine.TrainingSpec` fields (templated;
         e.g. ``{"max_steps": 500, "batch_size": 64, "checkpoint_every": 100}``)
     :param holdout_fraction: the part of the data held back for evaluation (never trained on)
@@ -176,7 +194,7 @@ class CloudPaaSTrainModelOperator(_TrainingBaseOperator):
 
         # every argument checked before anything trains
         spec = self._spec()
-        source = DataSource.parse(_source_of(self.dataset))
+        source = DataSource.parse(_source_of(self.dataset, context))
         train_set = source.load("train", holdout_fraction=self.holdout_fraction, seed=self.split_seed)
         channels, size, _ = shape_of(train_set)
         model_kwargs = {"num_classes": classes_of(train_set), "in_channels": channels, "image_size": size}
@@ -243,6 +261,8 @@ class CloudPaaSEvaluateModelOperator(_TrainingBaseOperator):
     def __init__(self, *, model_dir: str, dataset: str | Asset = "sklearn:digits", holdout_fraction: float = 0.2,
                  split_seed: int = 0, min_accuracy: float | None = None, run_id: str | None = None,
                  **kwargs: Any) -> None:
+        if isinstance(dataset, Asset) and "inlets" not in kwargs:
+            kwargs["inlets"] = [dataset]
         super().__init__(**kwargs)
         self.model_dir = model_dir
         self.dataset = dataset
@@ -270,8 +290,8 @@ class CloudPaaSEvaluateModelOperator(_TrainingBaseOperator):
 
         threshold = self._threshold()
         model, _ = export.load_model(_model_dir(self.model_dir))
-        holdout = DataSource.parse(_source_of(self.dataset)).load("holdout", holdout_fraction=self.holdout_fraction,
-                                                                  seed=self.split_seed)
+        source = DataSource.parse(_source_of(self.dataset, context))
+        holdout = source.load("holdout", holdout_fraction=self.holdout_fraction, seed=self.split_seed)
         scored = engine.evaluate(model, holdout)
         self.log.info("Held-back accuracy %.4f, loss %.4f on %d examples", scored.accuracy, scored.loss,
                       scored.samples)

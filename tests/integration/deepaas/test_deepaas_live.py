@@ -13,7 +13,7 @@ import numpy as np
 import psutil
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
-from conftest import Served, deploy, gone, undeploy
+from conftest import SKIP, Served, deepaas_installed, deploy, gone, undeploy
 from deferral import resume
 from waiting import until
 
@@ -158,8 +158,6 @@ def test_a_running_training_is_cancelled_and_its_worker_killed(served: Served, t
 
 def test_a_model_that_cannot_load_stops_the_server_with_the_file_and_reason(digits_model, store_url, airflow_home,
                                                                             tmp_path: Path) -> None:
-    from conftest import SKIP, deepaas_installed
-
     if not deepaas_installed():
         pytest.skip(SKIP)
     import shutil

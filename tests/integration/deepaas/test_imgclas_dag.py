@@ -79,7 +79,7 @@ def test_the_cycle_trains_serves_promotes_and_replaces_the_previous_model(bag: A
     assert data.is_file()
 
     dag = bag.dags["deepaas_imgclas"]
-    conf = {"dataset": data.resolve().as_uri(), "training_args": QUICK, "min_accuracy": 0.8}
+    conf = {"training_args": QUICK, "min_accuracy": 0.8}
     first = dag.test(run_conf=conf)
     assert first.state == "success", _states(first)
     promoted = _xcom(first, "promote")
@@ -94,7 +94,8 @@ def test_the_cycle_trains_serves_promotes_and_replaces_the_previous_model(bag: A
     assert _xcom(first, "check_answer") == _xcom(first, "sample_digit")["label"]
     with create_session() as session:
         uris = {e.asset.uri for e in session.query(AssetEvent).all()}
-    assert {model_asset("imgclas").uri, data.resolve().as_uri()} <= uris
+    assert {model_asset("imgclas").uri, "cloud-paas-data://imgclas/training"} <= uris
+    assert _xcom(first, "train")["data_uri"] == data.resolve().as_uri()  # the latest data event's file
 
     # a second run (say, new data): its deployment takes over, the first one is deleted once the new one answered
     second = dag.test(run_conf=conf)
