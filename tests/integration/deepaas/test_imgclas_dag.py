@@ -9,6 +9,7 @@ CPU, MLflow on its SQLite store under the tests' Airflow home, the local backend
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ SLOT = "cloud_paas_slot_deepaas-imgclas"
 
 
 @pytest.fixture(scope="module")
-def bag(airflow_db: Path) -> Any:
+def bag(airflow_db: Path) -> Iterator[Any]:
     """Load and register the DAG file as Airflow's DAG processor would."""
     from airflow_cloud_paas.services.training.serving import deepaas_run
 
@@ -39,7 +40,18 @@ def bag(airflow_db: Path) -> Any:
     found = DagBag(dag_folder=str(REPO / "tests" / "dags" / "deepaas_imgclas.py"))
     assert found.import_errors == {}, found.import_errors
     sync_bag_to_db(found, "dags-folder", None)
-    return found
+    yield found
+    # the session's metadata DB is shared (an Airflow started by a later test reads it): leave no asset-triggered
+    # run queued and the DAGs paused, or that Airflow's scheduler would run the cycle and leave a model server up
+    from airflow.models.asset import AssetDagRunQueue
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        session.query(AssetDagRunQueue).filter(AssetDagRunQueue.target_dag_id.in_(list(found.dags))).delete(
+            synchronize_session=False)
+        session.query(DagModel).filter(DagModel.dag_id.in_(list(found.dags))).update(
+            {DagModel.is_paused: True}, synchronize_session=False)
 
 
 @pytest.fixture
