@@ -11,7 +11,10 @@ ARG CLOUD_PAAS_EXTRAS=all
 
 # pip builds the package in its source tree, so the airflow user must own that tree.
 USER root
-RUN install -d -o airflow -g 0 /opt/airflow-cloud-paas
+# /training: where a training job container trains (templates/training_job_container.yaml); a new Docker volume
+# mounted there takes this owner
+RUN install -d -o airflow -g 0 /opt/airflow-cloud-paas \
+    && install -d -o airflow -g 0 -m 0775 /training
 
 # Only what the package build reads: BuildKit then sends these files, never .venv or .git.
 COPY --chown=airflow:0 pyproject.toml constraints.txt README.md /opt/airflow-cloud-paas/

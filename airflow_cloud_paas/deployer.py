@@ -301,7 +301,8 @@ class Deployer:
         resources = self.backend.describe(self.deployment_id, node_name)
         broken = [r for r in resources if r.state == ResourceState.ERROR]
         if broken:
-            reason = f"node '{node_name}': instance(s) {[r.index for r in broken]} in ERROR"
+            reason = f"node '{node_name}': instance(s) {[r.index for r in broken]} in ERROR" + "".join(
+                f"; [{r.index}] {r.attributes['error']}" for r in broken if r.attributes.get("error"))
             self.fail("CREATE", reason)
             raise ResourceCreateError(reason, provider=self.backend.name, resource=self.deployment_id)
         running = [r for r in resources if r.state == ResourceState.RUNNING]

@@ -24,12 +24,13 @@ from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_cloud_paas.hooks import DEEPAAS_CONNECTION, ConnectionFormMixin, ui_field_behaviour
+from airflow_cloud_paas.hooks._service import base_url, mask, request_settings
 from airflow_cloud_paas.services.training.errors import (
     DEEPaaSAPIError,
     DEEPaaSAuthError,
@@ -47,12 +48,8 @@ CONN_FIELDS: dict[str, dict[str, Any]] = CONNECTION_TYPE["conn-fields"]
 #: Standard fields hidden, relabelled or hinted in the form.
 UI_FIELD_BEHAVIOUR: dict[str, Any] = ui_field_behaviour(CONNECTION_TYPE)
 
-#: seconds one API request may take, unless the connection says otherwise
-DEFAULT_TIMEOUT = 60.0
 #: the model name our plugin registers (cloud_paas_deepaas)
 DEFAULT_MODEL = "cloud-paas"
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 
 
 # ---------------------------------------------------------------------- helpers
@@ -61,32 +58,8 @@ def deepaas_url(host: str | None) -> str:
 
     :param host: ``http(s)://host[:port][/path]``, or a bare ``host[:port]`` (http)
     """
-    host = (host or "").strip()
-    if not host:
-        raise DEEPaaSConfigError("no DEEPaaS URL: set the connection's Host (http://host:port), or pass url=",
-                                 field="host")
-    if "://" not in host:
-        host = f"http://{host}"
-    parts = urlsplit(host)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise DEEPaaSConfigError("a DEEPaaS URL is http(s)://host[:port][/path]", field="host", value=host)
-    if parts.username or parts.password:
-        # credentials belong in Password, never in a URL that logs and errors show
-        raise DEEPaaSConfigError("the URL must not hold credentials: put a token in Password", field="host",
-                                 value="(hidden)")
-    path = parts.path.rstrip("/")
-    path = path[: -len("/v2")] if path.endswith("/v2") else path
-    return f"{parts.scheme}://{parts.netloc}{path}"
-
-
-def _as_bool(value: Any, *, field: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if str(value).strip().lower() in _TRUE:
-        return True
-    if str(value).strip().lower() in _FALSE:
-        return False
-    raise DEEPaaSConfigError("true or false", field=field, value=value)
+    url = base_url(host, service="DEEPaaS", credential="a token", error=DEEPaaSConfigError)
+    return url[: -len("/v2")] if url.endswith("/v2") else url
 
 
 def _fields_of(body: Any) -> dict[str, Any]:
@@ -132,27 +105,10 @@ class DEEPaaSHook(ConnectionFormMixin, BaseHook):
         extras = dict(conn.extra_dejson) if conn is not None else {}
         token = (conn.password if conn is not None else None) or None
         if token:
-            self._mask(token)
+            mask(token)
         url = deepaas_url(self._url or (conn.host if conn is not None else None))
-        timeout = self._timeout if self._timeout is not None else extras.get("timeout")
-        try:
-            timeout = float(timeout) if timeout not in (None, "") else DEFAULT_TIMEOUT
-        except (TypeError, ValueError):
-            raise DEEPaaSConfigError("seconds (a number)", field="timeout", value=timeout) from None
-        if timeout <= 0:
-            raise DEEPaaSConfigError("seconds > 0", field="timeout", value=timeout)
-        verify = extras.get("verify_ssl")
-        verify = True if verify in (None, "") else _as_bool(verify, field="verify_ssl")
+        timeout, verify = request_settings(extras, self._timeout, error=DEEPaaSConfigError)
         return {"url": url, "token": token, "timeout": timeout, "verify": verify}
-
-    @staticmethod
-    def _mask(secret: str) -> None:
-        """Have Airflow's secrets masker redact the token in this process's logs."""
-        try:
-            from airflow.sdk.log import mask_secret
-        except ImportError:  # pragma: no cover - the task SDK ships it
-            return
-        mask_secret(secret)
 
     @property
     def url(self) -> str:

@@ -24,11 +24,11 @@ from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from airflow.sdk import BaseHook
 
 from airflow_cloud_paas.hooks import GALAXY_CONNECTION, ConnectionFormMixin, ui_field_behaviour
+from airflow_cloud_paas.hooks._service import base_url, mask, request_settings
 from airflow_cloud_paas.services.galaxy.errors import GalaxyAPIError, GalaxyConfigError
 
 if TYPE_CHECKING:
@@ -42,15 +42,10 @@ CONN_FIELDS: dict[str, dict[str, Any]] = CONNECTION_TYPE["conn-fields"]
 #: Standard fields hidden, relabelled or hinted in the form.
 UI_FIELD_BEHAVIOUR: dict[str, Any] = ui_field_behaviour(CONNECTION_TYPE)
 
-#: seconds one API request may take, unless the connection says otherwise
-DEFAULT_TIMEOUT = 60.0
 #: a workflow file's size limit (bytes): it is read and parsed in the task before anything is sent
 MAX_WORKFLOW_BYTES = 2_000_000
 #: the tag an imported workflow carries, naming its content (so that a retry or a later run reuses it)
 CONTENT_TAG_PREFIX = "cloud-paas-sha256-"
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 
 
 class _RedactKeys(logging.Filter):
@@ -89,34 +84,8 @@ def galaxy_url(host: str | None, *, schema: str | None = None, port: int | None 
     :param schema: the Schema field (``http`` or ``https``; anything else is ignored)
     :param port: the Port field
     """
-    host = (host or "").strip()
-    if not host:
-        raise GalaxyConfigError("no Galaxy URL: set the connection's Host (http://host:port), or pass url=",
-                                field="host")
-    scheme = (schema or "").strip().lower()
-    if "://" not in host:
-        host = f"{scheme if scheme in ('http', 'https') else 'http'}://{host}"
-    parts = urlsplit(host)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise GalaxyConfigError("a Galaxy URL is http(s)://host[:port][/path]", field="host", value=host)
-    if parts.password or parts.username:
-        # credentials belong in Password, never in a URL that logs and errors show
-        raise GalaxyConfigError("the Galaxy URL must not hold credentials: put the API key in Password",
-                                field="host", value="(hidden)")
-    netloc = parts.netloc
-    if parts.port is None and port:
-        netloc = f"{netloc}:{int(port)}"
-    return f"{parts.scheme}://{netloc}{parts.path}".rstrip("/")
-
-
-def _as_bool(value: Any, *, field: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if str(value).strip().lower() in _TRUE:
-        return True
-    if str(value).strip().lower() in _FALSE:
-        return False
-    raise GalaxyConfigError("true or false", field=field, value=value)
+    return base_url(host, service="Galaxy", credential="the API key", error=GalaxyConfigError, schema=schema,
+                    port=port)
 
 
 def workflow_name(workflow: Mapping[str, Any]) -> str:
@@ -200,26 +169,14 @@ class GalaxyHook(ConnectionFormMixin, BaseHook):
         api_key = str(api_key)
         self._mask(api_key)
         url = galaxy_url(self._url) if self._url else galaxy_url(conn.host, schema=conn.schema, port=conn.port)
-        timeout = self._timeout if self._timeout is not None else extras.get("timeout")
-        try:
-            timeout = float(timeout) if timeout not in (None, "") else DEFAULT_TIMEOUT
-        except (TypeError, ValueError):
-            raise GalaxyConfigError("seconds (a number)", field="timeout", value=timeout) from None
-        if timeout <= 0:
-            raise GalaxyConfigError("seconds > 0", field="timeout", value=timeout)
-        verify = extras.get("verify_ssl")
-        verify = True if verify in (None, "") else _as_bool(verify, field="verify_ssl")
+        timeout, verify = request_settings(extras, self._timeout, error=GalaxyConfigError)
         return {"url": url, "api_key": api_key, "timeout": timeout, "verify": verify}
 
     @staticmethod
     def _mask(secret: str) -> None:
         """Have Airflow's secrets masker (and bioblend's log filter) redact the key in this process's logs."""
         _RedactKeys.keys.add(secret)
-        try:
-            from airflow.sdk.log import mask_secret
-        except ImportError:  # pragma: no cover - the task SDK ships it
-            return
-        mask_secret(secret)
+        mask(secret)
 
     @property
     def url(self) -> str:

@@ -17,9 +17,15 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, conf
 
 from airflow_cloud_paas.hooks.deepaas import DEFAULT_MODEL
-from airflow_cloud_paas.operators._args import mapping_arg
+from airflow_cloud_paas.operators._args import mapping_arg, task_instance_tag
 from airflow_cloud_paas.operators._defaults import CloudPaaSTaskDefaults
-from airflow_cloud_paas.services.training.errors import DEEPaaSAPIError, DEEPaaSConfigError, DEEPaaSTrainingError
+from airflow_cloud_paas.services.training.errors import (
+    DEEPaaSAPIError,
+    DEEPaaSConfigError,
+    DEEPaaSInputError,
+    DEEPaaSTrainingError,
+)
+from airflow_cloud_paas.services.training.export import RUN_KEY
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -111,11 +117,18 @@ class CloudPaaSDEEPaaSTrainOperator(_DEEPaaSBaseOperator):
     triggerer (:class:`~airflow_cloud_paas.triggers.deepaas.DEEPaaSTrainingTrigger`), holding no worker slot, and
     resumes in :meth:`execute_complete`. Killing the task cancels the training.
 
+    A retry does not train twice: the training is started with the task instance's key (the ``run_key`` argument of
+    this project's DEEPaaS plugin), and a later try of the same task instance finds that training in DEEPaaS's list
+    and waits on it while it still runs, instead of starting another; once it ended (done, failed, cancelled), a new
+    try trains anew (a task cleared to retrain must retrain). A model whose train arguments have no ``run_key`` is
+    trained without it (a warning says so).
+
     :param train_args: the training's arguments (e.g. ``{"epochs": 3, "learning_rate": 0.002}``) (templated)
     :param wait_for_completion: wait until the training ends (False: return once started, with its uuid)
     :param deferrable: wait in the triggerer
     :param poll_interval: seconds between two looks at the training
     :param timeout: seconds to wait at most (None: no limit, beyond the task's ``execution_timeout``)
+    :param reuse_training: let a retry wait on the training an earlier try of the task instance started
     :param deepaas_conn_id: the ``deepaas`` connection
     :param deepaas_url: the DEEPaaS URL, replacing the connection's Host (templated)
     :param model: the served model's name (templated)
@@ -131,10 +144,12 @@ class CloudPaaSDEEPaaSTrainOperator(_DEEPaaSBaseOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 10.0,
         timeout: float | None = None,
+        reuse_training: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.train_args = train_args
+        self.reuse_training = reuse_training
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
         self.poll_interval = poll_interval
@@ -152,8 +167,15 @@ class CloudPaaSDEEPaaSTrainOperator(_DEEPaaSBaseOperator):
         _seconds(self.poll_interval, field="poll_interval")
         _seconds(self.timeout, field="timeout", optional=True)
         args = _mapping(self.train_args, field="train_args")
-        self.uuid = self.hook.train(self.model, args)
-        self.log.info("Started DEEPaaS training %s of %s at %s", self.uuid, self.model, self.hook.url)
+        key = None
+        if self.reuse_training:
+            key = str(args[RUN_KEY]) if args.get(RUN_KEY) else task_instance_tag(context, "cloud-paas-task-")
+        self.uuid = self._earlier_training(key) if key else None
+        if self.uuid is not None:
+            self.log.info("Waiting on DEEPaaS training %s of %s, started by an earlier try", self.uuid, self.model)
+        else:
+            self.uuid = self._start(args, key)
+            self.log.info("Started DEEPaaS training %s of %s at %s", self.uuid, self.model, self.hook.url)
         if not self.wait_for_completion:
             return {"uuid": self.uuid, "model": self.model, "state": "running", "result": None}
         trigger = self._trigger()
@@ -162,6 +184,28 @@ class CloudPaaSDEEPaaSTrainOperator(_DEEPaaSBaseOperator):
                        timeout=timedelta(seconds=self.timeout + 60) if self.timeout else None)
         event = trigger.wait(lambda state: self.log.info("DEEPaaS training %s: %s", self.uuid, state.get("status")))
         return self.execute_complete(context, event)
+
+    def _earlier_training(self, key: str) -> str | None:
+        """Return the newest training still running under ``key`` (an earlier try's, whose worker was lost), or None.
+
+        One that ended is never taken: a task cleared to train again must train again."""
+        found = [t for t in self.hook.list_trainings(self.model)
+                 if isinstance(t, Mapping) and (t.get("args") or {}).get(RUN_KEY) == key
+                 and t.get("status") == "running"]
+        return str(max(found, key=lambda t: str(t.get("date") or ""))["uuid"]) if found else None
+
+    def _start(self, args: Mapping[str, Any], key: str | None) -> str:
+        """Start a training, with the task instance's key when the model takes one."""
+        if key is None or RUN_KEY in args:
+            return self.hook.train(self.model, args)
+        try:
+            return self.hook.train(self.model, {**args, RUN_KEY: key})
+        except DEEPaaSInputError as err:
+            if RUN_KEY not in err.fields:
+                raise
+            self.log.warning("Model %s takes no %s argument: a retry of this task will start another training",
+                             self.model, RUN_KEY)
+            return self.hook.train(self.model, args)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the wait: return the training's result if it is done, raise otherwise.

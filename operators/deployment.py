@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Mapping, Sequence
@@ -11,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, conf
 
 from airflow_cloud_paas.operators._defaults import CloudPaaSTaskDefaults
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -360,6 +363,7 @@ class CloudPaaSDeployNodeOperator(_CloudPaaSBaseOperator):
         deployer = self._deployer(context, existing="nodes")
         if not event or event.get("status") != "success":
             reason = f"node '{self.node_name}': {(event or {}).get('status')} {(event or {}).get('message') or ''}"
+            reason = f"{reason.strip()}{_instance_errors(deployer, self.node_name)}"
             deployer.fail("CREATE", reason.strip())
             raise ResourceCreateError(reason.strip(), provider=deployer.backend.name, resource=deployer.deployment_id)
         return self._finish(deployer)
@@ -560,6 +564,19 @@ class CloudPaaSPromoteDeploymentOperator(CloudPaaSDeleteDeploymentOperator):
         else:
             self.log.info("Slot %s: %s is current (it replaces none)", self.slot, current)
         return {"slot": self.slot, "current": current, "retired": retired}
+
+
+def _instance_errors(deployer: Deployer, node_name: str) -> str:
+    """Return why a node's instances are in ERROR, as the backend says (``; [index] why``); best effort."""
+    from airflow_cloud_paas.backends.base import ResourceState
+
+    try:
+        broken = [r for r in deployer.backend.describe(deployer.deployment_id, node_name)
+                  if r.state == ResourceState.ERROR and r.attributes.get("error")]
+    except Exception:  # the failure being reported is the one that matters
+        log.exception("Could not read why node %s failed", node_name)
+        return ""
+    return "".join(f"; [{r.index}] {r.attributes['error']}" for r in broken)
 
 
 def served_slot(store: Any, deployment_id: str, slot: str) -> bool:

@@ -18,7 +18,6 @@ home).
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,6 +32,7 @@ from airflow_cloud_paas.services.training.errors import ModelQualityError, Train
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_cloud_paas.services.training.job import TrainingJob
     from airflow_cloud_paas.services.training.tracking import Tracker
 
 #: the Asset group of trained models
@@ -58,11 +58,11 @@ def _check_name(name: object, *, field: str) -> str:
 
 def training_dir() -> Path:
     """Return the root of the task instances' training folders (``[cloud_paas] training_dir``)."""
+    from airflow_cloud_paas.services.training.job import default_root
+
     configured = conf.get("cloud_paas", "training_dir", fallback=None)
-    if configured:
-        return Path(configured).expanduser()
-    # AIRFLOW_HOME, as the deployment store finds its default (Airflow 3's [core] has no airflow_home)
-    return Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow") / "cloud_paas" / "training"
+    # else under AIRFLOW_HOME, as the deployment store finds its default (Airflow 3's [core] has no airflow_home)
+    return Path(configured).expanduser() if configured else default_root()
 
 
 def _model_dir(value: Any) -> str:
@@ -181,61 +181,21 @@ class CloudPaaSTrainModelOperator(_TrainingBaseOperator):
         return Path(self.work_dir or training_dir()).joinpath(_check_name(self.model_name, field="model_name"),
                                                               *parts)
 
-    def _spec(self) -> Any:
-        from airflow_cloud_paas.services.training.engine import TrainingSpec
+    def _job(self, context: Context | None) -> TrainingJob:
+        from airflow_cloud_paas.services.training.job import TrainingJob
 
         args = mapping_arg(self.training_args, field="training_args", error=TrainingConfigError, empty_ok=True)
-        return TrainingSpec.from_dict(args)
+        return TrainingJob(model=self.model, dataset=_source_of(self.dataset, context), training_args=args or {},
+                           holdout_fraction=self.holdout_fraction, split_seed=self.split_seed,
+                           model_name=_check_name(self.model_name, field="model_name"))
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_cloud_paas.services.training import engine, export
-        from airflow_cloud_paas.services.training.models import build_model
-        from airflow_cloud_paas.services.training.sources import DataSource, classes_of, shape_of
+        from airflow_cloud_paas.services.training.job import run
 
-        # every argument checked before anything trains
-        spec = self._spec()
-        source = DataSource.parse(_source_of(self.dataset, context))
-        train_set = source.load("train", holdout_fraction=self.holdout_fraction, seed=self.split_seed)
-        channels, size, _ = shape_of(train_set)
-        model_kwargs = {"num_classes": classes_of(train_set), "in_channels": channels, "image_size": size}
-        build_model(self.model, **model_kwargs)  # an unknown or unfitting architecture fails here
+        prepared = self._job(context).prepare()  # every argument checked before anything trains
         folder = self.folder(context)
-        digest = source.digest()
-
-        def on_metrics(step: int, metrics: Mapping[str, float]) -> None:
-            self.log.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-            tracker.log_metrics(step, metrics)
-
-        # the device and precision are checked here too, before anything is tracked; the checkpoints of other data
-        # (the same file republished) are never resumed: each data digest has its own
-        trainer = engine.Trainer(lambda: build_model(self.model, **model_kwargs), train_set, spec,
-                                 folder / "checkpoints" / digest[:16], on_metrics=on_metrics)
         tracker = self._tracker("/".join(self._instance_key(context)), run_name=f"{self.model_name} {folder.name}")
-        run_id = tracker.start()
-        tracker.log_params({**{f"train.{k}": v for k, v in spec.__dict__.items()}, "model": self.model,
-                            "data_uri": source.uri, "data_sha256": digest, "holdout_fraction": self.holdout_fraction,
-                            "split_seed": self.split_seed, "train_examples": len(train_set)})
-
-        try:
-            result = trainer.fit()
-        except BaseException:
-            tracker.end("FAILED")
-            raise
-        if result.resumed_from is not None:
-            self.log.info("Resumed from the checkpoint of step %d (an earlier try's)", result.resumed_from)
-        model_dir = export.save_model(
-            trainer.model.cpu(), folder / "model", name=self.model, num_classes=model_kwargs["num_classes"],
-            input_shape=(channels, size, size), model_kwargs={"in_channels": channels, "image_size": size},
-            training=spec, data={"uri": source.uri, "digest": digest}, version=None,
-            metrics={"step": result.step, "loss": result.loss}, description=f"{self.model_name} ({run_id})",
-            overwrite=True)  # a retry after the export exports again, from the same final checkpoint
-        tracker.set_tags({"cloud_paas.device": result.device, "cloud_paas.precision": result.precision})
-        tracker.end()
-        self.log.info("Trained %s to step %d (loss %.4f) on %s (%s), %.0f samples/s; model in %s", self.model,
-                      result.step, result.loss, result.device, result.precision, result.samples_per_s, model_dir)
-        return {"model_dir": str(model_dir), "run_id": run_id, "step": result.step, "loss": result.loss,
-                "device": result.device, "precision": result.precision, "resumed_from": result.resumed_from,
-                "samples_per_s": result.samples_per_s, "data_uri": source.uri, "data_sha256": digest}
+        return run(prepared, folder, tracker=tracker, log=self.log.info)
 
 
 class CloudPaaSEvaluateModelOperator(_TrainingBaseOperator):

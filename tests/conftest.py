@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from httpd import serve_folder
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = (REPO.parent / "shared").resolve()
@@ -59,3 +60,12 @@ def shared_dir() -> Path:
 def store_url(airflow_home: Path) -> str:
     """Return the URL of the store the default connection points at."""
     return f"sqlite:///{airflow_home}/cloud_paas/deployments.db"
+
+
+@pytest.fixture
+def http_root(tmp_path: Path):
+    """A folder served over real HTTP on 127.0.0.1; yields (folder, base URL)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    with serve_folder(root) as url:
+        yield root, url

@@ -47,6 +47,8 @@ CONTAINER_TYPE = "tosca.nodes.Container.Application"
 COMPUTE_TYPE = "tosca.nodes.Compute"
 INDIGO_APPLICATION = "tosca.nodes.indigo.Container.Application.Docker"
 INDIGO_JOB = "tosca.nodes.indigo.Container.Application.Docker.Chronos"
+#: a container that runs to completion (the packaged types)
+JOB_TYPE = "cloud_paas.nodes.ContainerJob"
 INDIGO_RUNTIME = "tosca.nodes.indigo.Container.Runtime.Docker"
 ONEDATA_TYPES = ("tosca.nodes.indigo.OnedataSpace", "tosca.nodes.indigo.OnedataServiceSpace")
 IMAGE_ARTIFACT = "tosca.artifacts.Deployment.Image.Container.Docker"
@@ -106,6 +108,8 @@ class ContainerRequirements:
     :param force_pull: pull the image even when the engine has it
     :param labels: the application's own labels (INDIGO ``labels``)
     :param retries: how many times a failed job is run again
+    :param fs_group: the group that owns the container's volumes (Kubernetes ``fsGroup``), so an image that does
+        not run as root can write to a fresh volume (None: the engine's default)
     :param host: the runtime node the container is hosted on (None: none)
     :param record: what a record keeps (its attributes)
     :param warnings: what is not honoured, in words naming the node and the field
@@ -127,6 +131,7 @@ class ContainerRequirements:
     force_pull: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
     retries: int = 0
+    fs_group: int | None = None
     host: str | None = None
     record: Mapping[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
@@ -180,7 +185,7 @@ class ContainerRequirements:
                     "needs an 'image' property (an image reference such as 'nginx:1.27') or an artifact of type "
                     f"{IMAGE_ARTIFACT} whose 'file' is one"
                 )
-            kind = "job" if spec.is_a(INDIGO_JOB) else "container"
+            kind = "job" if spec.is_a(INDIGO_JOB) or spec.is_a(JOB_TYPE) else "container"
             if indigo and props.get("command"):
                 args = ("/bin/sh", "-c", str(props["command"]))  # as Marathon and Chronos ran a command
             else:
@@ -215,7 +220,10 @@ class ContainerRequirements:
         volumes = (VolumeMount("data", str(data_path)),) if data_path else ()
         ports, public = _ports(spec, unsupported)
         labels = {str(k): str(v) for k, v in (props.get("labels") or {}).items()} if indigo else {}
-        fields: dict[str, Any] = {}
+        fields: dict[str, Any] = {} if indigo else _gpus(props, unsupported)
+        fs_group = None if indigo else props.get("fs_group")
+        if fs_group is not None and (isinstance(fs_group, bool) or not isinstance(fs_group, int) or fs_group < 0):
+            raise unsupported(f"fs_group must be a group id (an integer >= 0), got {fs_group!r}")
         runtime = _runtime(spec)
         if runtime is not None:  # the live record of the runtime it is hosted on: the container's envelope
             name, capability = runtime
@@ -246,6 +254,7 @@ class ContainerRequirements:
             force_pull=bool(props.get("force_pull_image")) if indigo else False,
             labels=labels,
             retries=retries or 0,
+            fs_group=fs_group,
             warnings=tuple(warnings),
             **fields,
         )
@@ -263,6 +272,19 @@ class ContainerRequirements:
                 value = _get_attribute(fn_args, {node: list(read(node))}) if isinstance(node, str) else None
             env[key] = _text(value)
         return env
+
+
+def _gpus(props: Mapping[str, Any], unsupported: Callable[[str], UnsupportedNodeError]) -> dict[str, Any]:
+    """Return the GPUs a container node asks for itself (``num_gpus``, ``gpu_vendor``); none when it names none."""
+    gpus = props.get("num_gpus")
+    if gpus in (None, 0):
+        return {}
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
+        raise unsupported(f"num_gpus must be an integer >= 0, got {gpus!r}")
+    vendor = props.get("gpu_vendor")
+    if vendor is not None and (not isinstance(vendor, str) or not vendor.strip().isalnum()):
+        raise unsupported(f"gpu_vendor must be a vendor's name (nvidia, amd, intel), got {vendor!r}")
+    return {"gpus": gpus, "gpu_vendor": vendor.strip().lower() if vendor else None}
 
 
 def record_attributes(record: Mapping[str, Any], live_ports: Mapping[str, int] | None = None) -> dict[str, Any]:

@@ -333,6 +333,8 @@ class KubernetesBackend(Backend):
         # their members by hostname (an HTCondor startd's Machine) are then known before the pod exists,
         # and keep that name when the pod is replaced
         pod_spec: dict[str, Any] = {"hostname": name, "containers": [container]}
+        if req.fs_group is not None:
+            pod_spec["securityContext"] = {"fsGroup": req.fs_group}
         manifests: dict[str, dict[str, Any]] = {}
         for volume in req.volumes:
             suffix = dns_name(volume.name, limit=30)

@@ -17,6 +17,7 @@ and workers come from :mod:`airflow_cloud_paas.services.spark.local`, XRootD fro
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import functools
 import importlib
@@ -119,7 +120,15 @@ class LocalDriver:
     """What the local backend runs for a node type; the defaults describe a process-less node.
 
     Subclass it and register an instance with :func:`register_local_driver`.
+
+    A driver whose ``runs_to_completion`` is true starts a job, not a service: its process is meant to end, and
+    ``ready`` says whether it ended well (e.g. a result file); the instance is then RUNNING with no process (its
+    work done, its attributes kept), a deferrable wait (:meth:`LocalBackend.request`) returns at once, and
+    :meth:`LocalBackend.describe` reports the job's end when it comes.
     """
+
+    #: the process is a job that ends (``ready``: it ended well), not a service that keeps running
+    runs_to_completion: bool = False
 
     def check(self, spec: ResourceSpec) -> None:
         """Raise :class:`UnsupportedNodeError` if this node's properties cannot be honoured here.
@@ -223,10 +232,21 @@ _DRIVERS: dict[str, LocalDriver | str] = {
     "tosca.nodes.indigo.GalaxyReferenceData": "airflow_cloud_paas.services.galaxy.local:GalaxyHelperDriver",
     "tosca.nodes.indigo.LRMS.FrontEnd.Local": "airflow_cloud_paas.services.galaxy.local:GalaxyHelperDriver",
     "cloud_paas.nodes.deepaas.ModelServer": "airflow_cloud_paas.services.training.serving:ModelServerDriver",
+    "cloud_paas.nodes.deepaas.TrainingJob": "airflow_cloud_paas.services.training.local:TrainingJobDriver",
 }
 
 # Popen objects of the processes this Python process started, so they are reaped (no zombies).
 _CHILDREN: dict[int, subprocess.Popen] = {}
+
+
+def property_port(properties: Mapping[str, Any], name: str = "port") -> int:
+    """Return the port a node's property asks for; 0 (a free one) when it is absent, 0 or not a port number.
+
+    :param properties: the node's properties
+    :param name: the property
+    """
+    port = properties.get(name) or 0
+    return int(port) if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536 else 0
 
 
 def register_local_driver(node_type: str, driver: LocalDriver | str) -> None:
@@ -347,6 +367,7 @@ class LocalBackend(Backend):
         ``AIRFLOW_CLOUD_PAAS_LOCAL_ROOT`` variable, else ``$AIRFLOW_HOME/cloud_paas/work``)
     :param drivers: node type -> driver for this backend only (override the global registry)
     :param ready_timeout: seconds an instance may take to become ready
+    :param job_timeout: seconds a job (a driver that ``runs_to_completion``) may take to end, when waited for
     :param stop_timeout: seconds a process may take to stop after its stop signal before SIGKILL
     :param poll_interval: seconds between readiness probes
     """
@@ -376,6 +397,7 @@ class LocalBackend(Backend):
         *,
         drivers: Mapping[str, LocalDriver | str] | None = None,
         ready_timeout: float = 120.0,
+        job_timeout: float = 86400.0,
         stop_timeout: float = 10.0,
         poll_interval: float = 0.25,
     ) -> None:
@@ -386,6 +408,7 @@ class LocalBackend(Backend):
         self.work_root = Path(work_root).expanduser().resolve()
         self.drivers = dict(drivers or {})
         self.ready_timeout = float(ready_timeout)
+        self.job_timeout = float(job_timeout)
         self.stop_timeout = float(stop_timeout)
         self.poll_interval = float(poll_interval)
 
@@ -621,6 +644,18 @@ class LocalBackend(Backend):
         :param spec: the resource wanted
         :param deadline: a ``time.monotonic()`` limit on the wait, over ``ready_timeout``
         """
+        return self._create(spec, deadline=deadline, wait=True)
+
+    def request(self, spec: ResourceSpec) -> Resource:
+        """Start a job (a driver that ``runs_to_completion``) and return at once; wait for any other instance.
+
+        :meth:`describe` reports the job RUNNING once it ended well, ERROR (with its ``error``) once it failed.
+
+        :param spec: the resource wanted
+        """
+        return self._create(spec, deadline=None, wait=not self.driver(spec).runs_to_completion)
+
+    def _create(self, spec: ResourceSpec, *, deadline: float | None, wait: bool) -> Resource:
         driver = self.driver(spec)
         driver.check(spec)
         work_dir = self.work_dir(spec.deployment_id, spec.node_name, spec.index)
@@ -632,7 +667,7 @@ class LocalBackend(Backend):
                     return self._resource(previous)
                 if state == ResourceState.CREATING and previous.pid is not None:
                     # An earlier attempt started it and died while waiting: wait for that process.
-                    return self._await_ready(driver, spec, previous, deadline)
+                    return self._await_ready(driver, spec, previous, deadline) if wait else self._resource(previous)
                 log.info(
                     "%s/%s[%d] is %s; restarting it",
                     spec.deployment_id,
@@ -641,7 +676,7 @@ class LocalBackend(Backend):
                     state.value,
                 )
             self._stop(previous, work_dir, graceful=False)  # leftovers of a crash hold ports
-            return self._start(driver, spec, work_dir, previous, deadline)
+            return self._start(driver, spec, work_dir, previous, deadline, wait=wait)
 
     def _choose_ports(self, spec: ResourceSpec, wanted: Mapping[str, int], previous: Mapping[str, int]) -> dict:
         ports = {}
@@ -663,7 +698,7 @@ class LocalBackend(Backend):
 
     def _start(
         self, driver: LocalDriver, spec: ResourceSpec, work_dir: Path, previous: ProcessRecord | None,
-        deadline: float | None = None,
+        deadline: float | None = None, *, wait: bool = True,
     ) -> Resource:
         where = f"{spec.deployment_id}/{spec.node_name}/{spec.index}"
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -733,36 +768,46 @@ class LocalBackend(Backend):
         except BaseException as err:
             self._discard(record, err)
             raise
-        return self._await_ready(driver, spec, record, deadline)
+        return self._await_ready(driver, spec, record, deadline) if wait else self._resource(record)
 
     def _await_ready(self, driver: LocalDriver, spec: ResourceSpec, record: ProcessRecord,
                      deadline: float | None = None) -> Resource:
         where = f"{spec.deployment_id}/{spec.node_name}/{spec.index}"
 
         def failed(ready: bool) -> str | None:
-            if self._alive(record):
-                return None
+            if self._alive(record) or (driver.runs_to_completion and driver.ready(record)):
+                return None  # a job that ended well just now: the next probe sees it ready
             child = _CHILDREN.get(record.pid or -1)
             code = child.poll() if child is not None else None
             return (f"the process exited{f' with code {code}' if code is not None else ''} before it was "
                     f"ready; command: {' '.join(record.argv)}; last log lines:\n{_log_tail(Path(record.log_file))}")
 
         try:
-            poll_until(lambda: driver.ready(record), bool, timeout=self.ready_timeout, deadline=deadline,
+            job = driver.runs_to_completion
+            poll_until(lambda: driver.ready(record), bool, timeout=self.job_timeout if job else self.ready_timeout,
+                       deadline=deadline,
                        interval=self.poll_interval, what=f"{type(driver).__name__} process {record.pid} ready",
                        provider=PROVIDER, resource=where, failed=failed,
                        failure=lambda reason: ResourceCreateError(reason, provider=PROVIDER, resource=where),
                        status=lambda _: f"running, not ready; last log lines:\n{_log_tail(Path(record.log_file))}",
-                       hint="raise LocalBackend(ready_timeout=...) on a slow machine")
-            record.attributes = dict(driver.attributes(spec, record))
-            record.state = _RUNNING
-            record.ready_at = time.time()
-            self._write(record)
+                       hint="raise LocalBackend(job_timeout=...) for a longer job" if job
+                       else "raise LocalBackend(ready_timeout=...) on a slow machine")
+            self._mark_ready(driver, spec, record)
         except BaseException as err:
             self._discard(record, err)
             raise
         log.info("%s ready in %.1f s", where, record.ready_at - record.created_at)
         return self._resource(record)
+
+    def _mark_ready(self, driver: LocalDriver, spec: ResourceSpec | None, record: ProcessRecord) -> None:
+        """Record an instance as ready (RUNNING), with its attributes; a finished job keeps no process."""
+        record.attributes = dict(driver.attributes(spec, record))
+        if driver.runs_to_completion:
+            _CHILDREN.pop(record.pid or -1, None)
+            record.pid = record.start_ticks = record.create_time = None  # done: nothing left to stop
+        record.state = _RUNNING
+        record.ready_at = time.time()
+        self._write(record)
 
     def _discard(self, record: ProcessRecord, cause: BaseException) -> None:
         """Remove a failed instance (process and directory) without masking why it failed."""
@@ -779,7 +824,28 @@ class LocalBackend(Backend):
         :param deployment_id: the deployment's id
         :param node_name: only this node's instances
         """
-        return [self._resource(r) for r in self._records(deployment_id, node_name)]
+        return [self._settle(r) for r in self._records(deployment_id, node_name)]
+
+    def _settle(self, record: ProcessRecord) -> Resource:
+        """Return an instance's resource; a job started without waiting is recorded as ended once it ended."""
+        driver = None
+        if record.state == _CREATING and record.pid is not None:
+            driver = self._driver_for_types((record.node_type, *record.type_hierarchy))
+        if driver is None or not driver.runs_to_completion or self._alive(record):
+            return self._resource(record)
+        with self._lock(record.deployment_id, record.node_name, record.index):
+            fresh = self._read(Path(record.work_dir))
+            if fresh is None or fresh.state != _CREATING or fresh.pid != record.pid:
+                return self._resource(fresh or record)  # another process recorded its end first
+            if driver.ready(fresh):
+                self._mark_ready(driver, None, fresh)
+                return self._resource(fresh)
+        child = _CHILDREN.get(record.pid or -1)
+        code = child.poll() if child is not None else None
+        error = (f"the job exited{f' with code {code}' if code is not None else ''} without finishing; last log "
+                 f"lines:\n{_log_tail(Path(record.log_file))}")
+        resource = self._resource(record, ResourceState.ERROR)
+        return dataclasses.replace(resource, attributes={**resource.attributes, "error": error})
 
     def _resource(self, record: ProcessRecord, state: ResourceState | None = None) -> Resource:
         attributes = dict(record.attributes)

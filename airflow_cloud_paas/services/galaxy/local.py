@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_cloud_paas.backends.base import ResourceSpec
-from airflow_cloud_paas.backends.local import PROVIDER, Launch, LocalDriver, ProcessRecord
+from airflow_cloud_paas.backends.local import PROVIDER, Launch, LocalDriver, ProcessRecord, property_port
 from airflow_cloud_paas.exceptions import ResourceCreateError, UnsupportedNodeError
 from airflow_cloud_paas.services.galaxy import flavours
 from airflow_cloud_paas.services.galaxy.client import GalaxyClient
@@ -158,8 +158,7 @@ class GalaxyPortalDriver(LocalDriver):
 
         :param spec: the resource wanted
         """
-        port = spec.properties.get("port") or 0
-        return {"http": int(port) if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536 else 0}
+        return {"http": property_port(spec.properties)}
 
     def command(self, spec: ResourceSpec, work_dir: Path, ports: Mapping[str, int]) -> Launch:
         """Write galaxy.yml, an empty toolbox and the admin's key; return ``galaxy-web`` bound to loopback.

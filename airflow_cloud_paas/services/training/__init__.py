@@ -7,5 +7,5 @@
 - :mod:`.data` makes data sets (scikit-learn's bundled digits, synthetic images, ``.npz`` files);
 - :mod:`.errors` holds the typed errors.
 
-Nothing is imported here: torch is imported by the submodules that need it, and none of them imports Airflow.
+Nothing is imported here: torch is imported by the submodules that need it, and none of them needs Airflow.
 """

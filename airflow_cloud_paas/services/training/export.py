@@ -45,6 +45,8 @@ WEIGHTS_NAME = "model.pt"
 MODEL_DIR_ENV = "CLOUD_PAAS_MODEL_DIR"
 TRAINING_DIR_ENV = "CLOUD_PAAS_TRAINING_DIR"
 THREADS_ENV = "CLOUD_PAAS_TORCH_THREADS"
+#: the plugin's train argument naming who started a training (an Airflow task instance), so its retry finds it
+RUN_KEY = "run_key"
 METADATA_NAME = "model.json"
 _CHUNK = 1 << 20
 _DTYPES = ("float32", "float64", "float16", "bfloat16")
@@ -275,6 +277,24 @@ def read_metadata(directory: str | Path) -> ModelMetadata:
     return ModelMetadata.from_json(data, path=path)
 
 
+def verify_files(directory: str | Path) -> ModelMetadata:
+    """Check a model directory's ``model.json`` and that ``model.pt`` has the SHA-256 it records (torch is not
+    needed); return the metadata or raise :class:`ExportedModelError` naming the file.
+
+    :param directory: the model directory
+    """
+    directory = Path(directory)
+    metadata = read_metadata(directory)
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        raise ExportedModelError("is missing: model.json is there but not its weights", path=weights)
+    actual = file_sha256(weights)
+    if actual != metadata.sha256:
+        raise ExportedModelError(f"has SHA-256 {actual}, but model.json says {metadata.sha256}: the file was changed "
+                                 "or truncated after export; export the model again", path=weights)
+    return metadata
+
+
 def load_model(directory: str | Path, device: str = "cpu") -> tuple[nn.Module, ModelMetadata]:
     """Load an exported model in eval mode, checking its checksum and architecture; return it and its metadata.
 
@@ -287,14 +307,8 @@ def load_model(directory: str | Path, device: str = "cpu") -> tuple[nn.Module, M
     from airflow_cloud_paas.services.training.models import build_model
 
     directory = Path(directory)
-    metadata = read_metadata(directory)
+    metadata = verify_files(directory)
     weights = directory / WEIGHTS_NAME
-    if not weights.is_file():
-        raise ExportedModelError("is missing: model.json is there but not its weights", path=weights)
-    actual = file_sha256(weights)
-    if actual != metadata.sha256:
-        raise ExportedModelError(f"has SHA-256 {actual}, but model.json says {metadata.sha256}: the file was changed "
-                                 "or truncated after export; export the model again", path=weights)
     try:
         model = build_model(metadata.model, metadata.num_classes, **metadata.model_kwargs)
     except TrainingConfigError as err:

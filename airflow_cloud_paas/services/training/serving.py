@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from airflow_cloud_paas.backends.base import ResourceSpec
-from airflow_cloud_paas.backends.local import PROVIDER, Launch, LocalDriver, ProcessRecord
+from airflow_cloud_paas.backends.local import PROVIDER, Launch, LocalDriver, ProcessRecord, property_port
 from airflow_cloud_paas.exceptions import ServiceConfigError, UnsupportedNodeError
 from airflow_cloud_paas.services.training.export import MODEL_DIR_ENV, THREADS_ENV, TRAINING_DIR_ENV
 
@@ -108,8 +108,7 @@ class ModelServerDriver(LocalDriver):
 
         :param spec: the resource wanted
         """
-        port = spec.properties.get("port") or 0
-        return {"http": int(port) if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536 else 0}
+        return {"http": property_port(spec.properties)}
 
     def command(self, spec: ResourceSpec, work_dir: Path, ports: Mapping[str, int]) -> Launch:
         """Return ``deepaas-run`` bound to loopback, serving the node's model with this package on its path.

@@ -176,3 +176,57 @@ def test_a_model_that_cannot_load_stops_the_server_with_the_file_and_reason(digi
         assert not backend.describe(request.deployment_id, "model_server")  # nothing left running
     finally:
         undeploy(deployer)
+
+
+def test_the_train_endpoint_trains_on_a_data_file_and_refuses_one_that_does_not_fit(served: Served,
+                                                                                    tmp_path: Path) -> None:
+    from sklearn.datasets import load_digits
+
+    hook = DEEPaaSHook(served.conn_id)
+    digits = load_digits()
+    images = (digits.images / 16.0).astype(np.float32)[:, None]
+    np.savez(tmp_path / "digits.npz", x=images, y=digits.target.astype(np.int64))
+    np.savez(tmp_path / "small.npz", x=images[:, :, :4, :4], y=digits.target.astype(np.int64))  # 4x4: does not fit
+
+    def ended(uuid: str) -> dict:
+        return until("the training's end", lambda: (lambda s: s if s["status"] in ("done", "error") else None)(
+            hook.training_status(uuid)), timeout=240)
+
+    done = ended(hook.train(args={**QUICK, "dataset": str(tmp_path / "digits.npz")}))
+    assert done["status"] == "done", done
+    output = done["result"]["output"]
+    assert output["data_uri"] == (tmp_path / "digits.npz").resolve().as_uri()
+    assert load_model(output["model_dir"])[1].data["uri"] == output["data_uri"]
+    refused = ended(hook.train(args={**QUICK, "dataset": str(tmp_path / "small.npz")}))
+    assert refused["status"] == "error" and "dataset" in refused["message"] and "fit" in refused["message"]
+
+
+def test_a_retried_training_task_waits_on_the_training_its_first_try_started(served: Served) -> None:
+    from types import SimpleNamespace
+
+    def context(run_id: str) -> dict:
+        return {"ti": SimpleNamespace(dag_id="d", run_id=run_id, task_id="train", map_index=-1)}
+
+    def make() -> CloudPaaSDEEPaaSTrainOperator:
+        return CloudPaaSDEEPaaSTrainOperator(task_id="train", deepaas_conn_id=served.conn_id,
+                                             train_args={**QUICK, "epochs": 3}, deferrable=True, poll_interval=0.5,
+                                             timeout=240)
+
+    with pytest.raises(TaskDeferred) as first:
+        make().execute(context("run-1"))  # then the worker is lost: nobody resumes this try
+    started = first.value.trigger.serialize()[1]["uuid"]
+    with pytest.raises(TaskDeferred) as retry:
+        make().execute(context("run-1"))
+    assert retry.value.trigger.serialize()[1]["uuid"] == started  # no second training
+    done = resume(retry.value, make, context("run-1"), timeout=240)
+    assert done["uuid"] == started and done["state"] == "done"
+    with pytest.raises(TaskDeferred) as again:  # once it ended, a new try (a cleared task) trains anew
+        make().execute(context("run-1"))
+    again_uuid = again.value.trigger.serialize()[1]["uuid"]
+    assert again_uuid != started
+    DEEPaaSHook(served.conn_id).cancel_training(again_uuid)
+    with pytest.raises(TaskDeferred) as other:  # another task instance trains on its own
+        make().execute(context("run-2"))
+    other_uuid = other.value.trigger.serialize()[1]["uuid"]
+    assert other_uuid != started
+    DEEPaaSHook(served.conn_id).cancel_training(other_uuid)

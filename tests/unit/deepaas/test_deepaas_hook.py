@@ -8,12 +8,12 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
+from httpd import serve
 from waiting import free_port
 
 from airflow_cloud_paas.hooks.deepaas import DEEPaaSHook, deepaas_url
@@ -105,15 +105,8 @@ class FakeDEEPaaS(BaseHTTPRequestHandler):
 @pytest.fixture
 def fake() -> Iterator[str]:
     FakeDEEPaaS.requests, FakeDEEPaaS.trainings = [], {}
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), FakeDEEPaaS)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serve(FakeDEEPaaS) as url:
+        yield url
 
 
 @pytest.fixture
@@ -222,3 +215,10 @@ def test_the_trigger_times_out_on_a_training_that_runs_on(hook: DEEPaaSHook) -> 
     trigger = DEEPaaSTrainingTrigger("u1", deepaas_conn_id="deepaas_test", poll_interval=0.05, timeout=0.3)
     event = trigger.wait()
     assert event["status"] == "timeout" and "still running" in event["message"]
+
+
+@pytest.mark.parametrize("host", ["ftp://user:s3cret@h/x", "http://user:s3cret@", "http://h:99999"])
+def test_a_bad_url_is_a_config_error_that_never_shows_a_password(host: str) -> None:
+    with pytest.raises(DEEPaaSConfigError) as caught:
+        deepaas_url(host)
+    assert caught.value.field == "host" and "s3cret" not in str(caught.value)

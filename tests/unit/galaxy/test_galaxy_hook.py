@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
+from httpd import serve
 from waiting import free_port
 
 from airflow_cloud_paas.hooks.galaxy import GalaxyHook, content_tag, galaxy_url, read_workflow, workflow_name
@@ -116,14 +116,8 @@ class EchoingGalaxy(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def echoing_galaxy() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), EchoingGalaxy)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve(EchoingGalaxy) as url:
+        yield url
 
 
 def test_a_refused_key_is_an_auth_error_that_never_shows_the_key(

@@ -13,10 +13,12 @@ replaced by a fresh one, which loads the model on its first call).
   and checked while the request is parsed, so a wrong shape, type or range is answered by DEEPaaS's argument
   parser (HTTP 422, ``{"data": ["..."]}``) before any worker runs. It returns the predicted label, its index and
   every class's probability.
-- ``train`` trains the served architecture afresh on scikit-learn's digits through the training engine, exports
-  the result into ``$CLOUD_PAAS_TRAINING_DIR/<run>/model`` and returns its holdout metrics and directory. Its
-  arguments are :class:`~airflow_cloud_paas.services.training.engine.TrainingSpec`'s, with its ranges and choices:
-  an out-of-range value is answered with 422 naming the argument.
+- ``train`` trains the served architecture afresh on ``dataset`` (scikit-learn's digits by default, or an ``.npz``
+  file on the server whose examples fit the served model) through the training service's one run
+  (:mod:`airflow_cloud_paas.services.training.job`), exports the result into
+  ``$CLOUD_PAAS_TRAINING_DIR/<run>/model`` and returns its holdout metrics and directory. Its other arguments are
+  :class:`~airflow_cloud_paas.services.training.engine.TrainingSpec`'s, with its ranges and choices: an
+  out-of-range value is answered with 422 naming the argument.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import Any
 import marshmallow
 from marshmallow import fields, validate
 
-from airflow_cloud_paas.services.training.export import MODEL_DIR_ENV, THREADS_ENV, TRAINING_DIR_ENV
+from airflow_cloud_paas.services.training.export import MODEL_DIR_ENV, RUN_KEY, THREADS_ENV, TRAINING_DIR_ENV
 
 #: the entry point's name: DEEPaaS serves the model at /v2/models/cloud-paas/
 NAME = "cloud-paas"
@@ -230,8 +232,16 @@ def _training_fields() -> dict[str, tuple[str, dict[str, Any]]]:
 
 
 def get_train_args() -> dict[str, fields.Field]:
-    """Return TrainingSpec's arguments as DEEPaaS arguments, with their defaults, ranges and choices."""
-    args: dict[str, fields.Field] = {}
+    """Return the data set and TrainingSpec's arguments as DEEPaaS arguments, with their defaults, ranges, choices."""
+    args: dict[str, fields.Field] = {
+        "dataset": fields.Str(load_default="sklearn:digits", validate=validate.Length(min=1, max=4096), metadata={
+            "description": "The data: sklearn:digits, or an .npz file (arrays x and y) on the server, or its "
+                           "file:// URI; its examples must fit the served model (input shape and classes)."}),
+        RUN_KEY: fields.Str(load_default="", validate=validate.Length(max=200), metadata={
+            "description": "An opaque key of who started the training (an Airflow task instance): a retry of that "
+                           "task lists the trainings and waits on the one its key names instead of starting "
+                           "another. Not used by the training itself."}),
+    }
     for name, (kind, entry) in _training_fields().items():
         checks = []
         if "minimum" in entry:
@@ -252,45 +262,44 @@ def get_train_args() -> dict[str, fields.Field]:
 
 
 def train(**kwargs: Any) -> dict[str, Any]:
-    """Train the served architecture afresh on the digits; export it; return its metrics and model directory.
+    """Train the served architecture afresh on a data set (the training service's one run,
+    :func:`airflow_cloud_paas.services.training.job.run`); return its holdout metrics and model directory.
 
-    :param kwargs: TrainingSpec's arguments
+    :param kwargs: ``dataset`` and TrainingSpec's arguments
     """
-    from airflow_cloud_paas.services.training.engine import Trainer, TrainingSpec, evaluate
+    from airflow_cloud_paas.services.training.engine import evaluate
     from airflow_cloud_paas.services.training.errors import TrainingConfigError
-    from airflow_cloud_paas.services.training.export import save_model
-    from airflow_cloud_paas.services.training.models import build_model
+    from airflow_cloud_paas.services.training.export import load_model
+    from airflow_cloud_paas.services.training.job import TrainingJob, run
     from airflow_cloud_paas.services.training.sources import DataSource
 
     meta = _metadata()
-    if tuple(meta.input_shape) != (1, 8, 8) or meta.num_classes != 10:
-        raise TrainingConfigError(f"the train endpoint trains on 8x8 digits (1 x 8 x 8 inputs, 10 classes); this "
-                                  f"model takes {tuple(meta.input_shape)} inputs and {meta.num_classes} classes",
-                                  field="model", value=meta.model)
-    spec = TrainingSpec.from_dict({k: v for k, v in kwargs.items() if k in _training_fields()})
+    args = {k: v for k, v in kwargs.items() if k in _training_fields()}
     threads = os.environ.get(THREADS_ENV)
-    if spec.num_threads is None and threads:
-        spec.num_threads = int(threads)
+    if args.get("num_threads") is None and threads:
+        args["num_threads"] = int(threads)
+    shape_keys = ("num_classes", "in_channels", "image_size")  # from the data, checked against the served model's
+    job = TrainingJob(model=meta.model, dataset=str(kwargs.get("dataset") or "sklearn:digits"),
+                      training_args=args, model_name=meta.model,
+                      model_options={k: v for k, v in meta.model_kwargs.items() if k not in shape_keys})
+    prepared = job.prepare()
+    fits = {"num_classes": meta.num_classes, "in_channels": meta.input_shape[0], "image_size": meta.input_shape[-1]}
+    if {k: prepared.model_kwargs[k] for k in fits} != fits:
+        raise TrainingConfigError(f"its examples must fit the served model ({tuple(meta.input_shape)} inputs, "
+                                  f"{meta.num_classes} classes); this data gives {dict(prepared.model_kwargs)}",
+                                  field="dataset", value=job.dataset)
     root = Path(os.environ.get(TRAINING_DIR_ENV) or Path.cwd() / "trainings")
-    run = root / f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
-    # the same data identity as a training task's (sources.DataSource), so lineage compares across both
-    source = DataSource.parse("sklearn:digits")
-    train_set, holdout = source.load("train"), source.load("holdout")
-    trainer = Trainer(lambda: build_model(meta.model, meta.num_classes, **meta.model_kwargs), train_set, spec,
-                      run / "checkpoint")
-    result = trainer.fit()
-    scores = evaluate(trainer.model, holdout, device="cpu")
-    metrics = {"holdout_accuracy": scores.accuracy, "holdout_loss": scores.loss, "train_loss": result.loss,
-               "steps": result.step, "train_seconds": result.train_seconds, "samples_per_s": result.samples_per_s}
-    exported = save_model(
-        trainer.model, run / "model", name=meta.model, num_classes=meta.num_classes, input_shape=meta.input_shape,
-        model_kwargs=meta.model_kwargs, class_labels=meta.labels(), normalisation=meta.normalisation,
-        metrics=metrics, training=spec,
-        data={"uri": source.uri, "digest": source.digest(),
-              "description": f"scikit-learn digits, {len(train_set)} training images"},
-        description=f"{meta.model} retrained by DEEPaaS from {model_dir()}")
-    return {"model_dir": str(exported), "metrics": {k: v for k, v in metrics.items() if math.isfinite(v)},
-            "step": result.step, "device": result.device, "version": _version_of(exported)}
+    folder = root / f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    result = run(prepared, folder, class_labels=meta.labels(), normalisation=meta.normalisation)
+    model, _ = load_model(result["model_dir"])
+    holdout = DataSource.parse(job.dataset).load("holdout", holdout_fraction=job.holdout_fraction,
+                                                 seed=job.split_seed)
+    scores = evaluate(model, holdout, device="cpu")
+    metrics = {"holdout_accuracy": scores.accuracy, "holdout_loss": scores.loss, "train_loss": result["loss"],
+               "steps": result["step"], "samples_per_s": result["samples_per_s"]}
+    return {"model_dir": result["model_dir"], "metrics": {k: v for k, v in metrics.items() if math.isfinite(v)},
+            "step": result["step"], "device": result["device"], "version": _version_of(Path(result["model_dir"])),
+            "data_uri": result["data_uri"]}
 
 
 def _version_of(directory: Path) -> str:

@@ -1,0 +1,1 @@
+../../dags/deepaas_train_job.py
