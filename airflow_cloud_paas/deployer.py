@@ -225,6 +225,7 @@ class Deployer:
         deadline = _earliest(deadline, self.request.deadline)
         made = []
         started = time.monotonic()
+        calls_before = self.backend.api_calls()
         try:
             made = self._create_instances(node_name, count, deadline)
         except BaseException as err:  # also task timeouts and SIGTERM: the teardown must find a FAILED record
@@ -234,7 +235,8 @@ class Deployer:
             self.deployment_id,
             "node_created",
             f"{node_name}: {count} instance(s)",
-            {"node": node_name, "count": count, "backend_seconds": round(time.monotonic() - started, 3)},
+            {"node": node_name, "count": count, "backend_seconds": round(time.monotonic() - started, 3),
+             **_api_calls_since(self.backend, calls_before)},
         )
         return made
 
@@ -246,6 +248,18 @@ class Deployer:
 
     def _create_instances(self, node_name: str, count: int, deadline: float | None) -> list[Resource]:
         """Create instances 0..count-1, several at once where the backend allows it, within the deadline."""
+        if count > 1 and getattr(type(self.backend), "create_group", Backend.create_group) is not Backend.create_group:
+            # the backend makes a node's instances together (one launch, one wait): few API calls
+            self._past_deadline(node_name, 0, deadline)
+            try:
+                made = self.backend.create_group([self.spec(node_name, index) for index in range(count)],
+                                                 deadline=deadline)
+            except BaseException:
+                self._record_live(node_name)  # what did start is kept by the backend: the store lists it too
+                raise
+            for resource in made:
+                self._record(resource)
+            return made
         workers = max(1, min(count, self.backend.max_parallel_creates))
         if workers == 1:
             made = []
@@ -483,13 +497,17 @@ class Deployer:
         :param node_name: the node template
         """
         self._hold("DELETE", f"deleting {node_name}")
+        calls_before, started = self.backend.api_calls(), time.monotonic()
         try:
             deleted = delete_and_forget(self.store, self.backend, self.deployment_id, node_name)
         except BaseException as err:
             self.fail("DELETE", f"node '{node_name}': {err}")
             raise
         if deleted:
-            self.store.add_event(self.deployment_id, "node_deleted", f"{node_name}: {len(deleted)} instance(s)")
+            self.store.add_event(self.deployment_id, "node_deleted", f"{node_name}: {len(deleted)} instance(s)",
+                                 {"node": node_name, "count": len(deleted),
+                                  "backend_seconds": round(time.monotonic() - started, 3),
+                                  **_api_calls_since(self.backend, calls_before)})
         return deleted
 
     @_step
@@ -546,6 +564,15 @@ class Deployer:
             attributes=dict(resource.attributes),
         )
 
+    def _record_live(self, node_name: str) -> None:
+        """Record a node's running instances after a failed group create; never mask the failure."""
+        try:
+            for resource in self.backend.describe(self.deployment_id, node_name):
+                if resource.state == ResourceState.RUNNING:
+                    self._record(resource)
+        except Exception:  # the create's error is the one raised
+            log.exception("Could not record the instances of node %s that did start", node_name)
+
     def _hold(self, action: str, reason: str) -> None:
         """Make sure this actor holds ``<action>_IN_PROGRESS`` (a retry after a failure takes it back).
 
@@ -565,6 +592,17 @@ class Deployer:
         :param reason: why (for the record)
         """
         mark_failed(self.store, self.deployment_id, action, reason)
+
+
+def _api_calls_since(backend: Backend, before: Mapping[str, int]) -> dict[str, Any]:
+    """Return the provider API calls a backend made since ``before`` (event data), or nothing if it does not count.
+
+    :param backend: the backend
+    :param before: its :meth:`Backend.api_calls` then
+    """
+    now = backend.api_calls()
+    made = {name: n - before.get(name, 0) for name, n in sorted(now.items()) if n > before.get(name, 0)}
+    return {"api_calls": made, "api_calls_total": sum(made.values())} if now else {}
 
 
 def _earliest(*deadlines: float | None) -> float | None:

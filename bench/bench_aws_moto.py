@@ -196,12 +196,15 @@ def run_airflow_rep(api, store, moto: Moto, rep: int) -> dict:
     made = instances(ec2, [{"Name": f"tag:{TAG_DEPLOYMENT}", "Values": ids}])
     live = instances(ec2, [{"Name": "instance-state-name", "Values": LIVE_STATES}])
     groups = ec2.describe_security_groups(Filters=[{"Name": f"tag:{TAG_DEPLOYMENT}", "Values": ids}])
-    statuses, backend_seconds = {}, []
+    statuses, backend_seconds, cloud_seconds, api_calls = {}, [], [], []
     for dep in ids:
         try:
             statuses[dep] = str(store.get(dep).status.value)
-            backend_seconds += [(e.data or {}).get("backend_seconds", 0) for e in store.events(dep)
-                                if e.kind == "node_created"]
+            events = [e for e in store.events(dep) if e.kind in ("node_created", "node_deleted")]
+            backend_seconds += [(e.data or {}).get("backend_seconds", 0) for e in events if e.kind == "node_created"]
+            # what one deployment spent in EC2 calls (its create and delete steps) and how many calls it made
+            cloud_seconds.append(sum((e.data or {}).get("backend_seconds", 0) for e in events))
+            api_calls.append(sum((e.data or {}).get("api_calls_total", 0) for e in events))
         except Exception as err:  # a missing record is a finding to print, not a crash
             statuses[dep] = f"{type(err).__name__}"
     return {
@@ -210,6 +213,8 @@ def run_airflow_rep(api, store, moto: Moto, rep: int) -> dict:
         "run_median": statistics.median(per_run) if per_run else float("nan"),
         "failed": len(failed),
         "backend": statistics.median(backend_seconds) if backend_seconds else float("nan"),
+        "cloud": statistics.median(cloud_seconds) if cloud_seconds else float("nan"),
+        "calls": statistics.median(api_calls) if api_calls else float("nan"),
         "made": len(made),
         "live": len(live),
         "groups": len(groups["SecurityGroups"]),
@@ -322,19 +327,26 @@ def main() -> int:
     print()
     print(f"{DEPLOYMENTS} deployments x {NODES} EC2 instances on moto, deploy + delete, wall seconds "
           f"(Airflow: first trigger -> last run end; boto3: {DEPLOYMENTS} threads)")
-    print(f"{'rep':>4} {'airflow':>8} {'run med':>8} {'in EC2':>7} {'boto3':>7} {'ratio':>7} {'live':>5} "
-          f"{'deleted':>8}")
+    print(f"{'rep':>4} {'airflow':>8} {'run med':>8} {'in EC2':>7} {'cloud':>6} {'calls':>6} {'boto3':>7} "
+          f"{'ratio':>7} {'live':>5} {'deleted':>8}")
     for i, (a, b) in enumerate(zip(airflow_rows, boto3_rows, strict=True), 1):
         deleted = DEPLOYMENTS - len(a["not_deleted"])
-        print(f"{i:>4} {a['wall']:>8.1f} {a['run_median']:>8.1f} {a['backend']:>7.1f} {b['wall']:>7.2f} "
-              f"{a['wall'] / b['wall']:>7.1f} "
+        print(f"{i:>4} {a['wall']:>8.1f} {a['run_median']:>8.1f} {a['backend']:>7.1f} {a['cloud']:>6.1f} "
+              f"{a['calls']:>6.0f} {b['wall']:>7.2f} {a['wall'] / b['wall']:>7.1f} "
               f"{a['live'] + b['live']:>5} {deleted:>5}/{DEPLOYMENTS}")
     med_a = statistics.median(r["wall"] for r in airflow_rows)
     med_b = statistics.median(r["wall"] for r in boto3_rows)
     med_run = statistics.median(r["run_median"] for r in airflow_rows)
     med_in = statistics.median(r["backend"] for r in airflow_rows)
-    print(f"{'med':>4} {med_a:>8.1f} {med_run:>8.1f} {med_in:>7.1f} {med_b:>7.2f} {med_a / med_b:>7.1f}")
-    print("run med: median run duration; in EC2: median seconds one deploy task spent creating its instances")
+    med_cloud = statistics.median(r["cloud"] for r in airflow_rows)
+    med_calls = statistics.median(r["calls"] for r in airflow_rows)
+    print(f"{'med':>4} {med_a:>8.1f} {med_run:>8.1f} {med_in:>7.1f} {med_cloud:>6.1f} {med_calls:>6.0f} {med_b:>7.2f} "
+          f"{med_a / med_b:>7.1f}")
+    print("run med: median run duration; in EC2: median seconds one deploy task spent creating its instances; "
+          "cloud: median seconds one deployment's create and delete steps spent in the backend; calls: median EC2 "
+          "API calls of one deployment's create and delete steps (the deployer's node_created/node_deleted events)")
+    print(f"split of a median run: {med_cloud:.1f} s in the backend (EC2 calls and waits), "
+          f"{med_run - med_cloud:.1f} s elsewhere (Airflow scheduling, task start-up, store, outputs)")
     print(f"ratio (median Airflow wall / median boto3 wall): {med_a / med_b:.1f}x")
     print("problems: " + ("; ".join(problems) if problems else "none"))
     if os.environ.get("BENCH_KEEP_HOME") == "1":

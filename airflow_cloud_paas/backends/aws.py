@@ -18,13 +18,18 @@ What is made per node type:
   (``cloud-paas-sw:<node>:<index>``); their configuration is left to the service layer.
 
 Everything carries the ``TAG_*`` tags, so ``create`` finds what an earlier attempt made and ``delete``
-finds everything of a deployment, also of one that crashed half-way.
+finds everything of a deployment, also of one that crashed half-way. A node's instances created together
+(:meth:`AWSBackend.create_group`) come from one RunInstances call and carry their index as their launch
+position in the launch's index list (:data:`LAUNCH_INDICES_TAG`); waits and deletes describe a node's
+instances in one call per round. :meth:`AWSBackend.api_calls` counts every EC2 call by operation.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from typing import Any, ClassVar
@@ -32,6 +37,7 @@ from typing import Any, ClassVar
 from airflow.exceptions import AirflowNotFoundException
 from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.parsers import ResponseParserError
 
 from airflow_cloud_paas.backends.base import (
     TAG_INDEX,
@@ -43,6 +49,7 @@ from airflow_cloud_paas.backends.base import (
     poll_until,
     retry_while,
 )
+from airflow_cloud_paas.backends.catalog import cached
 from airflow_cloud_paas.backends.mapping import (
     HostRequirements,
     ImageRequirements,
@@ -71,11 +78,19 @@ HOSTED_TYPES = ("tosca.nodes.SoftwareComponent", "tosca.nodes.Database", "tosca.
 SOFTWARE_TAG_PREFIX = "cloud-paas-sw:"
 #: requirement names through which a compute node names the volumes to attach (INDIGO uses local_storage)
 STORAGE_REQUIREMENTS = ("local_storage", "attachment")
+#: seconds the region's instance types are reused by every task process (see backends/catalog.py)
+CATALOG_TTL = 6 * 3600.0
 #: device names for attached volumes, in requirement order
 #: marks an instance's own root volume (deleted with it), so it is not taken for a BlockStorage node
 ROOT_VOLUME_TAG = "cloud-paas-root-volume"
 _DEVICES = tuple(f"/dev/sd{c}" for c in "fghijklmnop")
 _LIVE_INSTANCE_STATES = ("pending", "running", "stopping", "stopped")
+#: on instances launched together by :meth:`AWSBackend.create_group`: the node indices of the launch, in launch
+#: order ("0-19", "3,5-7"); instance k of the launch (its ``AmiLaunchIndex``) has the k-th. The whole group is
+#: tagged by its one RunInstances call (no tag call per instance, no untagged window a crash could leave)
+LAUNCH_INDICES_TAG = "cloud-paas-launch-indices"
+#: EC2's limit on a tag value
+_MAX_TAG_VALUE = 256
 _GONE_ERRORS = ("InvalidInstanceID.NotFound", "InvalidGroup.NotFound", "InvalidKeyPair.NotFound",
                 "InvalidVolume.NotFound")
 
@@ -86,6 +101,50 @@ def _error_code(err: BaseException) -> str:
 
 def _tags(items: Sequence[Mapping[str, str]] | None) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in items or ()}
+
+
+def _encode_indices(indices: Sequence[int]) -> str:
+    """Return indices as ranges in their order: [0, 1, 2, 5, 7, 8] -> "0-2,5,7-8"."""
+    parts: list[str] = []
+    start = prev = None
+    for index in [*indices, None]:
+        if start is not None and index is not None and index == prev + 1:
+            prev = index
+            continue
+        if start is not None:
+            parts.append(str(start) if start == prev else f"{start}-{prev}")
+        start = prev = index
+    return ",".join(parts)
+
+
+def _decode_indices(text: str) -> list[int]:
+    """Return the indices of :func:`_encode_indices` text, in order."""
+    indices: list[int] = []
+    for part in filter(None, text.split(",")):
+        first, _, last = part.partition("-")
+        indices.extend(range(int(first), int(last or first) + 1))
+    return indices
+
+
+def _launch_chunks(indices: Sequence[int]) -> list[list[int]]:
+    """Split indices into launches whose :data:`LAUNCH_INDICES_TAG` value fits EC2's tag limit."""
+    chunks: list[list[int]] = [[]]
+    for index in indices:
+        if chunks[-1] and len(_encode_indices([*chunks[-1], index])) > _MAX_TAG_VALUE:
+            chunks.append([])
+        chunks[-1].append(index)
+    return [c for c in chunks if c]
+
+
+def _instance_tags(raw: Mapping[str, Any]) -> dict[str, str]:
+    """Return an instance's tags, its index read from its launch's index list where it has no index tag."""
+    tags = _tags(raw.get("Tags"))
+    if TAG_INDEX not in tags and LAUNCH_INDICES_TAG in tags:
+        indices = _decode_indices(tags[LAUNCH_INDICES_TAG])
+        position = int(raw.get("AmiLaunchIndex", 0))
+        if position < len(indices):
+            tags[TAG_INDEX] = str(indices[position])
+    return tags
 
 
 def _tag_spec(kind: str, tags: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -166,6 +225,8 @@ class AWSBackend(Backend):
         self.poll_interval = poll_interval
         self._sizes: dict[str, tuple[Size, ...]] = {}  # architecture -> sizes (the region's list, cached)
         self._images: dict[tuple, list[dict[str, Any]]] = {}
+        self._calls: Counter[str] = Counter()  # EC2 operation -> calls made (see api_calls)
+        self._calls_lock = threading.Lock()
 
     # ------------------------------------------------------------------ provider access
     @cached_property
@@ -188,10 +249,22 @@ class AWSBackend(Backend):
                 provider=PROVIDER, resource=self.conn_id,
             ) from err
         try:
-            return self.hook.conn
+            client = self.hook.conn
         except (BotoCoreError, ClientError, ValueError) as err:
             raise BackendError(f"cannot build an EC2 client from connection {self.conn_id!r}: {err}",
                                provider=PROVIDER, resource=self.conn_id) from err
+        # every call the client makes (each page of a paginator too) passes here, whoever calls it
+        client.meta.events.register("before-call.ec2", self._count_call)
+        return client
+
+    def _count_call(self, model: Any = None, **_: Any) -> None:
+        with self._calls_lock:
+            self._calls[getattr(model, "name", "unknown")] += 1
+
+    def api_calls(self) -> dict[str, int]:
+        """Return the EC2 API calls this backend has made so far, by operation (RunInstances, DescribeInstances...)."""
+        with self._calls_lock:
+            return dict(self._calls)
 
     def _call(self, resource: str, method: str, **kwargs: Any) -> Any:
         """Call the EC2 API; turn a failure into a BackendError naming provider and resource."""
@@ -199,14 +272,14 @@ class AWSBackend(Backend):
             return getattr(self.client, method)(**kwargs)
         except ClientError as err:
             raise BackendError(f"EC2 {method} failed: {err}", provider=PROVIDER, resource=resource) from err
-        except BotoCoreError as err:
-            raise BackendError(f"EC2 {method} failed (endpoint unreachable or timed out?): {err}",
+        except (BotoCoreError, ResponseParserError) as err:  # the parser's error is not a BotoCoreError
+            raise BackendError(f"EC2 {method} failed (endpoint unreachable, timed out or garbled?): {err}",
                                provider=PROVIDER, resource=resource) from err
 
     def _paginate(self, resource: str, method: str, key: str, **kwargs: Any) -> list[dict[str, Any]]:
         try:
             return [item for page in self.client.get_paginator(method).paginate(**kwargs) for item in page[key]]
-        except (ClientError, BotoCoreError) as err:
+        except (ClientError, BotoCoreError, ResponseParserError) as err:
             raise BackendError(f"EC2 {method} failed: {err}", provider=PROVIDER, resource=resource) from err
 
     @property
@@ -233,7 +306,10 @@ class AWSBackend(Backend):
         key = architecture or "*"
         if key not in self._sizes:
             if "*" not in self._sizes:
-                raw = self._paginate("instance-types", "describe_instance_types", "InstanceTypes")
+                raw = cached("aws-instance-types", {"endpoint": self.client.meta.endpoint_url,
+                                                    "region": self.client.meta.region_name},
+                             CATALOG_TTL, lambda: self._paginate("instance-types", "describe_instance_types",
+                                                                 "InstanceTypes"))
                 self._sizes["*"] = tuple(self._size(t) for t in raw)
                 self._arch = {t["InstanceType"]: set(t.get("ProcessorInfo", {}).get("SupportedArchitectures", []))
                               for t in raw}
@@ -280,7 +356,7 @@ class AWSBackend(Backend):
                 else:
                     raise BackendError(f"EC2 describe_images failed: {err}", provider=PROVIDER,
                                        resource=resource) from err
-            except BotoCoreError as err:
+            except (BotoCoreError, ResponseParserError) as err:
                 raise BackendError(f"EC2 describe_images failed: {err}", provider=PROVIDER,
                                    resource=resource) from err
             self._images[key] = [
@@ -347,10 +423,11 @@ class AWSBackend(Backend):
     # ------------------------------------------------------------------ describe
     def _instances(self, deployment_id: str, node_name: str | None = None,
                    index: int | None = None) -> list[dict[str, Any]]:
-        filters = _filters(deployment_id, node_name, index)
+        # the index is matched here: instances launched together carry it in their launch's index list
+        filters = _filters(deployment_id, node_name)
         filters.append({"Name": "instance-state-name", "Values": list(_LIVE_INSTANCE_STATES)})
         return [i for r in self._paginate(deployment_id, "describe_instances", "Reservations", Filters=filters)
-                for i in r["Instances"]]
+                for i in r["Instances"] if index is None or self._matches(i, None, index)]
 
     def _volumes(self, deployment_id: str, node_name: str | None = None,
                  index: int | None = None) -> list[dict[str, Any]]:
@@ -359,7 +436,7 @@ class AWSBackend(Backend):
                 if v["State"] not in ("deleting", "deleted") and ROOT_VOLUME_TAG not in _tags(v.get("Tags"))]
 
     def _instance_resource(self, raw: Mapping[str, Any]) -> Resource:
-        tags = _tags(raw.get("Tags"))
+        tags = _instance_tags(raw)
         return Resource(
             *resource_of(tags),
             backend=PROVIDER,
@@ -459,6 +536,186 @@ class AWSBackend(Backend):
     def _where(self, spec: ResourceSpec) -> str:
         return f"{spec.deployment_id}/{spec.node_name}/{spec.index}"
 
+    def create_group(self, specs: Sequence[ResourceSpec], *, deadline: float | None = None) -> list[Resource]:
+        """Create a node's instances in as few EC2 calls as it allows; return them RUNNING, sorted by index.
+
+        The node's security group and key pair are ensured once, before the launch; one describe finds what
+        exists (a retry launches only the missing indices); one RunInstances launches the missing indices (one
+        per set of instances that differ in more than their index), tagged with its index list (see
+        :data:`LAUNCH_INDICES_TAG`); one describe per round waits for all of them. A launch short of capacity
+        (EC2 made fewer than asked), a launch refused, an instance that ended while starting or a wait cut
+        short raises one typed error naming each index not made: what this call launched for those indices is
+        removed; the instances that run are kept (a retry completes the node; a failed attempt's cleanup deletes
+        them unless placement's ``keep_last_attempt`` keeps it). Volumes, software records and instances that
+        attach volumes are made one by one, as :meth:`create` makes them.
+
+        :param specs: the instances wanted, distinct indices of one deployment's node
+        :param deadline: a ``time.monotonic()`` limit on the waits, over ``wait_timeout``
+        """
+        specs = sorted(specs, key=lambda s: s.index)
+        if not specs:
+            return []
+        first = specs[0]
+        if {(s.deployment_id, s.node_name) for s in specs} != {(first.deployment_id, first.node_name)} or len(
+                {s.index for s in specs}) != len(specs):
+            raise ValueError("create_group takes distinct indices of one deployment's node")
+        for spec in specs:
+            self.check(spec)
+        attaches = any(spec.requirements.get(name) for spec in specs for name in STORAGE_REQUIREMENTS)
+        if len(specs) == 1 or self._kind(first) != "compute" or attaches:
+            return super().create_group(specs, deadline=deadline)
+        deployment_id, node_name = first.deployment_id, first.node_name
+        where = f"{deployment_id}/{node_name}"
+        wanted = {spec.index: spec for spec in specs}
+        made: dict[int, Resource] = {}
+        waiting: dict[str, int] = {}  # instance id -> index, waited for together
+        for raw in self._instances(deployment_id, node_name):
+            index = int(_instance_tags(raw).get(TAG_INDEX, -1))
+            if index not in wanted or index in made or index in waiting.values():
+                continue
+            if raw["State"]["Name"] in ("stopping", "stopped"):  # stopped behind our back: started as create does
+                made[index] = self._create_instance(wanted[index], deadline=deadline)
+            else:
+                waiting[raw["InstanceId"]] = index
+        missing = [index for index in wanted if index not in made and index not in waiting.values()]
+        failed: dict[int, str] = {}
+        launched: list[str] = []  # what this call launched: removed again if it does not run
+        try:
+            if missing:
+                self._launch_group(wanted, missing, where, waiting, launched, failed)
+            if waiting:
+                self._settle_group(waiting, where, deadline, made, failed)
+        except BaseException as err:  # a refused describe, a task timeout: never leave what was launched half-made
+            self._cleanup_group(deployment_id, node_name, launched, made, err)
+            raise
+        if failed:
+            by_reason: dict[str, list[int]] = {}  # one launch's refusal is the reason of each of its indices
+            for index, reason in sorted(failed.items()):
+                by_reason.setdefault(reason, []).append(index)
+            lines = "; ".join(f"#{', #'.join(map(str, indices))}: {reason}" for reason, indices in by_reason.items())
+            cause = ResourceCreateError(
+                f"cannot create instance(s) {sorted(failed)} of node '{node_name}': {lines} (what was launched for "
+                f"them has been removed; the {len(made)} running instance(s) {sorted(made)} are kept, so a retry "
+                "launches only the missing ones)", provider=PROVIDER, resource=where)
+            self._cleanup_group(deployment_id, node_name, [], made, cause)
+            raise cause
+        return [made[index] for index in sorted(made)]
+
+    def _launch_group(self, wanted: Mapping[int, ResourceSpec], missing: Sequence[int], where: str,
+                      waiting: dict[str, int], launched: list[str], failed: dict[int, str]) -> None:
+        """Launch the missing indices (the node's group and key pair ensured first, once); fill ``waiting``."""
+        first = wanted[missing[0]]
+        group_id = self._ensure_security_group(first)
+        key_name = self._ensure_key_pair(first)
+        launches: dict[tuple, list[int]] = {}  # instances that differ only in their index share one launch
+        for index in missing:
+            spec = wanted[index]
+            image, size = self._plan_compute(spec)  # cached: no call after the node's first
+            key = (image["id"], size.name, self._user_data(spec), HostRequirements.from_spec(spec, PROVIDER).disk_gb)
+            launches.setdefault(key, []).append(index)
+        for indices in launches.values():
+            for chunk in _launch_chunks(indices):
+                spec = wanted[chunk[0]]
+                image, size = self._plan_compute(spec)
+                tags = spec.tags if len(chunk) == 1 else {
+                    **tag_selector(spec.deployment_id, spec.node_name), LAUNCH_INDICES_TAG: _encode_indices(chunk)}
+                try:
+                    reply = self._call(where, "run_instances",
+                                       **self._launch_kwargs(spec, image, size, group_id, key_name, tags, len(chunk)))
+                except BackendError as err:  # refused (a quota): its indices are reported, the other launches go on
+                    failed.update((index, err.message) for index in chunk)
+                    continue
+                positions = set()
+                for raw in reply["Instances"]:
+                    position = int(raw.get("AmiLaunchIndex", 0))
+                    positions.add(position)
+                    waiting[raw["InstanceId"]] = chunk[position]
+                    launched.append(raw["InstanceId"])
+                for position, index in enumerate(chunk):
+                    if position not in positions:
+                        failed[index] = (f"EC2 launched {len(reply['Instances'])} of the {len(chunk)} instances asked "
+                                         "(insufficient capacity?)")
+                log.info("launched %d of %d instance(s) (%s, %s) for %s %s", len(positions), len(chunk), size.name,
+                         image["id"], where, _encode_indices(chunk))
+
+    def _settle_group(self, waiting: Mapping[str, int], where: str, deadline: float | None,
+                      made: dict[int, Resource], failed: dict[int, str]) -> None:
+        """Wait for every instance of ``waiting`` to run or end, one describe per round; sort them into made/failed."""
+        try:
+            found = self._wait_instances(list(waiting), ("running",), where, deadline)
+        except ResourceTimeoutError as err:
+            seen = self._describe_ids(list(waiting), where)
+            late = {i: index for i, index in waiting.items() if (seen.get(i) or {}).get("State", {}).get("Name")
+                    != "running"}
+            # the caller's cleanup terminates what this call launched and is not in ``made``
+            for instance_id, index in waiting.items():
+                if instance_id not in late:
+                    made[index] = self._instance_resource(seen[instance_id])
+            raise ResourceTimeoutError(
+                f"{err.message}; instance(s) {sorted(late.values())} not running by then (what was launched for them "
+                f"has been removed; the running ones {sorted(made)} are kept)", provider=PROVIDER,
+                resource=where) from err
+        for instance_id, index in waiting.items():
+            raw = found[instance_id]
+            if raw["State"]["Name"] == "running":
+                made[index] = self._instance_resource(raw)
+            else:
+                reason = (raw.get("StateReason") or {}).get("Message", "no reason given")
+                failed[index] = f"instance {instance_id} went to {raw['State']['Name']} while starting: {reason}"
+
+    def _cleanup_group(self, deployment_id: str, node_name: str, launched: Sequence[str], made: Mapping[int, Resource],
+                       cause: BaseException) -> None:
+        """Terminate what a failed group create launched and does not keep; the node's group too if nothing is left."""
+        where = f"{deployment_id}/{node_name}"
+        kept = {r.resource_id for r in made.values()}
+        try:
+            self._terminate([i for i in launched if i not in kept], where)
+            if not self._instances(deployment_id, node_name):
+                self._delete_shared(deployment_id, node_name)
+        except (BackendError, ClientError, BotoCoreError, ResponseParserError) as cleanup_err:
+            # the cause is what the user must see; the leftover is found by tags at delete time
+            log.error("cleanup after failed create of %s failed (%s); delete the deployment to retry it; cause: %s",
+                      where, cleanup_err, cause)
+
+    def _terminate(self, instance_ids: Sequence[str], where: str) -> None:
+        """Terminate instances in one call and wait until all are gone (one describe per round, no deadline)."""
+        if instance_ids:
+            self._call(where, "terminate_instances", InstanceIds=list(instance_ids))
+            self._wait_instances(instance_ids, ("terminated",), where)
+
+    def _describe_ids(self, instance_ids: Sequence[str], where: str) -> dict[str, dict[str, Any]]:
+        """Return the instances of these ids that EC2 shows (a fresh id may not show yet), by id."""
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(instance_ids), 200):  # EC2 takes at most 200 values per filter
+            ids = list(instance_ids[start:start + 200])
+            for reservation in self._paginate(where, "describe_instances", "Reservations",
+                                              Filters=[{"Name": "instance-id", "Values": ids}]):
+                found.update((i["InstanceId"], i) for i in reservation["Instances"])
+        return found
+
+    def _wait_instances(self, instance_ids: Sequence[str], states: Sequence[str], where: str,
+                        deadline: float | None = None) -> dict[str, dict[str, Any]]:
+        """Wait until every instance is in one of ``states`` (or has ended, when waiting for it to run).
+
+        One describe per round for all of them. An instance no longer shown counts as terminated.
+        """
+        starting = "running" in states
+        ended = ("shutting-down", "terminated")
+
+        def state(found: Mapping[str, Any], instance_id: str) -> str:
+            raw = found.get(instance_id)
+            return raw["State"]["Name"] if raw else ("unknown" if starting else "terminated")
+
+        def done(found: Mapping[str, Any]) -> bool:
+            return all(state(found, i) in states or (starting and state(found, i) in ended) for i in instance_ids)
+
+        def status(found: Mapping[str, Any]) -> str:
+            counts = Counter(state(found, i) for i in instance_ids)
+            return ", ".join(f"{name} {n}" for name, n in sorted(counts.items()))
+
+        return self._wait(f"{len(instance_ids)} instance(s) {'/'.join(states)}",
+                          lambda: self._describe_ids(instance_ids, where), done, where, deadline, status=status)
+
     def _create_instance(self, spec: ResourceSpec, wait: bool = True, deadline: float | None = None) -> Resource:
         where = self._where(spec)
         existing = self._instances(spec.deployment_id, spec.node_name, spec.index)
@@ -478,28 +735,7 @@ class AWSBackend(Backend):
         volumes = [r for name in STORAGE_REQUIREMENTS for r in spec.requirements.get(name, ())]
         group_id = self._ensure_security_group(spec)
         key_name = self._ensure_key_pair(spec)
-        kwargs: dict[str, Any] = {
-            "ImageId": image["id"],
-            "InstanceType": size.name,
-            "MinCount": 1,
-            "MaxCount": 1,
-            "SecurityGroupIds": [group_id],
-            "Placement": {"AvailabilityZone": self.availability_zone},
-            "TagSpecifications": _tag_spec("instance", spec.tags)
-            + _tag_spec("volume", {**spec.tags, ROOT_VOLUME_TAG: "true"}),
-        }
-        if self.subnet_id:
-            kwargs["SubnetId"] = self.subnet_id
-        if key_name:
-            kwargs["KeyName"] = key_name
-        user_data = spec.user_data if spec.user_data is not None else spec.properties.get("user_data")
-        if user_data:  # boto3 base64-encodes it
-            kwargs["UserData"] = user_data
-        disk_gb = HostRequirements.from_spec(spec, PROVIDER).disk_gb
-        if disk_gb and image.get("root_device"):
-            kwargs["BlockDeviceMappings"] = [{"DeviceName": image["root_device"],
-                                              "Ebs": {"VolumeSize": max(1, math.ceil(disk_gb)),
-                                                      "DeleteOnTermination": True}}]
+        kwargs = self._launch_kwargs(spec, image, size, group_id, key_name, spec.tags, 1)
         instance_id = None
         try:
             reply = self._call(where, "run_instances", **kwargs)
@@ -523,6 +759,38 @@ class AWSBackend(Backend):
             raise
         return self._instance_resource(raw)
 
+    def _launch_kwargs(self, spec: ResourceSpec, image: Mapping[str, Any], size: Size, group_id: str,
+                       key_name: str | None, tags: Mapping[str, str], count: int) -> dict[str, Any]:
+        """Return the RunInstances arguments that launch up to ``count`` instances of a node, tagged ``tags``."""
+        kwargs: dict[str, Any] = {
+            "ImageId": image["id"],
+            "InstanceType": size.name,
+            # all or none: short of capacity, EC2 refuses the launch (InsufficientInstanceCapacity) rather than make
+            # part of a node that cannot run whole; an answer with fewer instances is still reported per index
+            "MinCount": count,
+            "MaxCount": count,
+            "SecurityGroupIds": [group_id],
+            "Placement": {"AvailabilityZone": self.availability_zone},
+            "TagSpecifications": _tag_spec("instance", tags) + _tag_spec("volume", {**tags, ROOT_VOLUME_TAG: "true"}),
+        }
+        if self.subnet_id:
+            kwargs["SubnetId"] = self.subnet_id
+        if key_name:
+            kwargs["KeyName"] = key_name
+        user_data = self._user_data(spec)
+        if user_data:  # boto3 base64-encodes it
+            kwargs["UserData"] = user_data
+        disk_gb = HostRequirements.from_spec(spec, PROVIDER).disk_gb
+        if disk_gb and image.get("root_device"):
+            kwargs["BlockDeviceMappings"] = [{"DeviceName": image["root_device"],
+                                              "Ebs": {"VolumeSize": max(1, math.ceil(disk_gb)),
+                                                      "DeleteOnTermination": True}}]
+        return kwargs
+
+    @staticmethod
+    def _user_data(spec: ResourceSpec) -> str | None:
+        return spec.user_data if spec.user_data is not None else spec.properties.get("user_data")
+
     def _cleanup_failed_instance(self, spec: ResourceSpec, instance_id: str | None, cause: BaseException) -> None:
         """Terminate a half-made instance and the node's shared resources if nothing else uses them."""
         try:
@@ -531,7 +799,7 @@ class AWSBackend(Backend):
                 self._wait_instance(instance_id, ("terminated",), self._where(spec))
             if not self._instances(spec.deployment_id, spec.node_name):
                 self._delete_shared(spec.deployment_id, spec.node_name)
-        except (BackendError, ClientError, BotoCoreError) as cleanup_err:
+        except (BackendError, ClientError, BotoCoreError, ResponseParserError) as cleanup_err:
             # the cause is what the user must see; the leftover is found by tags at delete time
             log.error("cleanup after failed create of %s failed (%s); delete the deployment to retry it; "
                       "cause: %s", self._where(spec), cleanup_err, cause)
@@ -555,7 +823,7 @@ class AWSBackend(Backend):
                     raise BackendError(f"EC2 describe_instances failed: {err}", provider=PROVIDER,
                                        resource=where) from err
                 return None
-            except BotoCoreError as err:  # a timeout, a lost connection: typed, the cause named
+            except (BotoCoreError, ResponseParserError) as err:  # a timeout, a lost connection: typed, the cause named
                 raise BackendError(f"EC2 describe_instances failed: {err}", provider=PROVIDER,
                                    resource=where) from err
             return found[0]["Instances"][0] if found and found[0]["Instances"] else None
@@ -620,7 +888,7 @@ class AWSBackend(Backend):
         if permissions:
             try:
                 self.client.authorize_security_group_ingress(GroupId=group_id, IpPermissions=permissions)
-            except (ClientError, BotoCoreError) as err:  # a timeout too must reach the caller as a BackendError
+            except (ClientError, BotoCoreError, ResponseParserError) as err:  # a timeout too: a BackendError
                 # a retry, or another index of the node, already added them
                 if _error_code(err) != "InvalidPermission.Duplicate":
                     raise BackendError(f"EC2 authorize_security_group_ingress failed: {err}",
@@ -724,9 +992,7 @@ class AWSBackend(Backend):
         doomed = [i for i in instances if self._matches(i, node_name, index)]
         if doomed:
             ids = [i["InstanceId"] for i in doomed]
-            self._call(where, "terminate_instances", InstanceIds=ids)
-            for instance_id in ids:
-                self._wait_instance(instance_id, ("terminated",), where)
+            self._terminate(ids, where)
             deleted.extend(self._gone(self._instance_resource(i)) for i in doomed)
         for raw in self._volumes(deployment_id, node_name, index):
             deleted.append(self._gone(self._volume_resource(raw)))
@@ -738,7 +1004,7 @@ class AWSBackend(Backend):
 
     @staticmethod
     def _matches(raw: Mapping[str, Any], node_name: str | None, index: int | None) -> bool:
-        tags = _tags(raw.get("Tags"))
+        tags = _instance_tags(raw)
         return (node_name is None or tags.get(TAG_NODE) == node_name) and (
             index is None or tags.get(TAG_INDEX) == str(index))
 
@@ -771,7 +1037,7 @@ class AWSBackend(Backend):
         def attempt() -> None:
             try:
                 self.client.delete_security_group(GroupId=group_id)
-            except (ClientError, BotoCoreError) as err:
+            except (ClientError, BotoCoreError, ResponseParserError) as err:
                 if _error_code(err) not in _GONE_ERRORS:
                     raise BackendError(f"cannot delete security group {group_id}: {err}", provider=PROVIDER,
                                        resource=where) from err
@@ -784,7 +1050,7 @@ class AWSBackend(Backend):
     def _ignore_gone(self, where: str, method: str, **kwargs: Any) -> None:
         try:
             getattr(self.client, method)(**kwargs)
-        except (ClientError, BotoCoreError) as err:
+        except (ClientError, BotoCoreError, ResponseParserError) as err:
             if _error_code(err) not in _GONE_ERRORS:
                 raise BackendError(f"EC2 {method} failed: {err}", provider=PROVIDER, resource=where) from err
 

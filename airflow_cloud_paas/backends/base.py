@@ -10,7 +10,7 @@ import abc
 import contextlib
 import enum
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -188,6 +188,27 @@ class Backend(abc.ABC):
             limit), over the backend's own timeouts; the cleanup of a failed create never uses it
         """
 
+    def create_group(self, specs: Sequence[ResourceSpec], *, deadline: float | None = None) -> list[Resource]:
+        """Create several instances of one node (or return the existing ones), RUNNING; return them sorted by index.
+
+        This default creates them one by one, lowest index first, with :meth:`create`, stopping at the first
+        failure (what was made before it stays, as with separate creates). A backend whose API makes many machines
+        in one call
+        overrides it: the node's shared resources (security group, key pair) once, one launch for the missing
+        indices, one wait over all of them; a failure names each index that was not made.
+
+        :param specs: the instances wanted, all of the same deployment and node (distinct indices)
+        :param deadline: a ``time.monotonic()`` limit on the waits (see :meth:`create`)
+        """
+        return [self.create(spec, deadline=deadline) for spec in sorted(specs, key=lambda s: s.index)]
+
+    def api_calls(self) -> dict[str, int]:
+        """Return how many provider API calls this backend has made so far, by operation (empty: not counted).
+
+        The deployer records the difference over each step, so the cost of a deployment is visible in its events.
+        """
+        return {}
+
     def request(self, spec: ResourceSpec) -> Resource:
         """Start creating the resource and return at once (its state may be CREATING).
 
@@ -233,9 +254,9 @@ class Backend(abc.ABC):
         existing = {r.index: r for r in self.describe(probe.deployment_id, probe.node_name)}
         for index in sorted((i for i in existing if i >= count), reverse=True):
             self.delete(probe.deployment_id, probe.node_name, index)
-        for index in range(count):
-            if index not in existing:
-                self.create(spec_for_index(index), deadline=deadline)
+        missing = [spec_for_index(index) for index in range(count) if index not in existing]
+        if missing:
+            self.create_group(missing, deadline=deadline)
         return self.describe(probe.deployment_id, probe.node_name)
 
 

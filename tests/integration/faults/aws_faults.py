@@ -30,6 +30,8 @@ TEMPLATE = Path(__file__).with_name("small_aws.yaml")
 SOFTWARE_TAG = "cloud-paas-sw:"
 #: the tag that marks an instance's own root volume (not a BlockStorage node)
 ROOT_VOLUME_TAG = "cloud-paas-root-volume"
+#: the node indices of instances launched together, in launch order (the backend's LAUNCH_INDICES_TAG)
+LAUNCH_INDICES_TAG = "cloud-paas-launch-indices"
 LIVE_INSTANCE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
 
 #: the actions the suites run on a deployment, and the store action each one is
@@ -46,8 +48,7 @@ MUTATING_CALLS = {
     "create": [
         "CreateVolume",  # disk
         "CreateSecurityGroup", "RunInstances", "AttachVolume",  # head (no port: no ingress rule)
-        "CreateSecurityGroup", "AuthorizeSecurityGroupIngress", "RunInstances",  # wn 0
-        "AuthorizeSecurityGroupIngress", "RunInstances",  # wn 1 (moto answers InvalidPermission.Duplicate)
+        "CreateSecurityGroup", "AuthorizeSecurityGroupIngress", "RunInstances",  # wn 0 and 1: one group, one launch
         "CreateTags", "CreateTags",  # app 0 and 1, recorded on their hosts
     ],
     # indices 0..2 of the group, each node of it: app 0 and 1 are tagged again (idempotent), wn 2 is new
@@ -168,7 +169,7 @@ def cloud_rows(ec2, deployment_id: str) -> set[tuple[str, int, str]]:
     rows = set()
     for raw in live_instances(ec2, deployment_id):
         tags = _tags(raw)
-        rows.add((tags[TAG_NODE], int(tags[TAG_INDEX]), raw["InstanceId"]))
+        rows.add((tags[TAG_NODE], instance_index(raw), raw["InstanceId"]))
         for key in tags:
             if key.startswith(SOFTWARE_TAG):
                 node, _, index = key[len(SOFTWARE_TAG):].rpartition(":")
@@ -178,6 +179,23 @@ def cloud_rows(ec2, deployment_id: str) -> set[tuple[str, int, str]]:
         if ROOT_VOLUME_TAG not in tags:
             rows.add((tags[TAG_NODE], int(tags[TAG_INDEX]), raw["VolumeId"]))
     return rows
+
+
+def instance_index(raw: Mapping[str, Any]) -> int:
+    """Return an instance's node index, read from moto as the backend's tagging convention says: its own index tag,
+    or, for instances launched together, its launch position (``AmiLaunchIndex``) in the launch's index list
+    (``cloud-paas-launch-indices``: "0-19", "3,5-7").
+
+    :param raw: the instance, as describe_instances answers
+    """
+    tags = _tags(raw)
+    if TAG_INDEX in tags:
+        return int(tags[TAG_INDEX])
+    indices = []
+    for part in tags[LAUNCH_INDICES_TAG].split(","):
+        first, _, last = part.partition("-")
+        indices.extend(range(int(first), int(last or first) + 1))
+    return indices[int(raw["AmiLaunchIndex"])]
 
 
 def store_rows(store: DeploymentStore, deployment_id: str) -> set[tuple[str, int, str]]:

@@ -189,6 +189,21 @@ class BackendContract:
         assert probe.count(deployment_id) == running, "re-create started a second instance"
         assert [r.resource_id for r in backend.describe(deployment_id)] == [first.resource_id]
 
+    def test_create_group_makes_every_index_once(
+        self, backend: Backend, specs: SpecFactory, probe: Probe, deployment_id: str
+    ) -> None:
+        made = backend.create_group([specs.service(deployment_id, "svc", i) for i in (2, 0, 1)])
+        assert [r.index for r in made] == [0, 1, 2]
+        assert all(r.state == ResourceState.RUNNING and probe.exists(r) for r in made)
+        assert len({r.resource_id for r in made}) == 3
+        # a re-run (a retried task) finds what exists and makes only what is missing
+        backend.delete(deployment_id, "svc", 1)
+        again = backend.create_group([specs.service(deployment_id, "svc", i) for i in range(4)])
+        assert [r.index for r in again] == [0, 1, 2, 3]
+        assert (again[0].resource_id, again[2].resource_id) == (made[0].resource_id, made[2].resource_id)
+        assert all(r.state == ResourceState.RUNNING and probe.exists(r) for r in again)
+        assert [(r.node_name, r.index) for r in backend.describe(deployment_id)] == [("svc", i) for i in range(4)]
+
     def test_describe_is_sorted_and_filtered(self, backend: Backend, specs: SpecFactory, deployment_id: str) -> None:
         backend.create(specs.compute(deployment_id, "b_host", 1))
         backend.create(specs.compute(deployment_id, "a_host", 0))

@@ -24,7 +24,7 @@ from unit.backends.aws_fixtures import (  # noqa: F401 - moto_server is a fixtur
 from unit.backends.contract import BackendContract, Probe, SpecFactory
 
 from airflow_cloud_paas.backends import get_backend
-from airflow_cloud_paas.backends.aws import AWSBackend
+from airflow_cloud_paas.backends.aws import LAUNCH_INDICES_TAG, AWSBackend
 from airflow_cloud_paas.backends.base import TAG_DEPLOYMENT, TAG_INDEX, TAG_NODE, Resource, ResourceSpec, ResourceState
 from airflow_cloud_paas.exceptions import BackendError, ResourceCreateError, ResourceTimeoutError, UnsupportedNodeError
 
@@ -328,3 +328,150 @@ def test_unsupported_volume_property(aws_backend: AWSBackend) -> None:
     spec = ResourceSpec("d", "disk", 0, STORAGE[0], STORAGE, properties={"volume_id": "vol-123"})
     with pytest.raises(UnsupportedNodeError, match="volume_id"):
         aws_backend.check(spec)
+
+
+# ---------------------------------------------------------------------- a node's instances together
+#: what a backend lists once and caches (an earlier test of the session may have paid for it)
+ONCE_PER_BACKEND = ("DescribeInstanceTypes", "DescribeImages", "DescribeAvailabilityZones")
+
+
+def calls_since(backend: AWSBackend, before: dict[str, int]) -> dict[str, int]:
+    return {op: n - before.get(op, 0) for op, n in backend.api_calls().items() if n > before.get(op, 0)}
+
+
+def group_specs(dep: str, node: str, indices) -> list[ResourceSpec]:
+    ports = {"http": {"protocol": "tcp", "source": 80}}
+    return [compute(dep, node, i, caps={"endpoint": {"network_name": "PUBLIC", "ports": ports}}) for i in indices]
+
+
+def test_group_launches_in_one_call_and_deletes_in_bulk(aws_backend: AWSBackend, ec2, dep: str, clean) -> None:
+    before = aws_backend.api_calls()
+    made = aws_backend.create_group(group_specs(dep, "wn", range(6)))
+    calls = calls_since(aws_backend, before)
+    assert calls["RunInstances"] == 1
+    assert calls["DescribeSecurityGroups"] == calls["CreateSecurityGroup"] == 1, "the group is ensured once"
+    # one look for what exists, then one per poll round (moto runs instances at once: one round)
+    assert calls["DescribeInstances"] <= 3, calls
+    # the region's sizes, images and zones are listed once per backend (cached): not the node's cost
+    assert sum(n for op, n in calls.items() if op not in ONCE_PER_BACKEND) <= 8, calls
+    assert [r.index for r in made] == list(range(6)) and {r.state for r in made} == {ResourceState.RUNNING}
+
+    raw = live_instances(ec2, dep)
+    assert len(raw) == 6 and len({i["InstanceId"] for i in raw}) == 6
+    assert {(tag_of(i, TAG_NODE), tag_of(i, LAUNCH_INDICES_TAG)) for i in raw} == {("wn", "0-5")}
+    # the index of each instance is its launch position in the launch's index list, read back the same by
+    # another backend (a retried task): EC2's AmiLaunchIndex, not the order of any listing
+    by_launch = {i["InstanceId"]: i["AmiLaunchIndex"] for i in raw}
+    assert {r.resource_id: r.index for r in made} == by_launch
+    other = AWSBackend(CONN_ID, wait_timeout=30, poll_interval=0.05)
+    assert [(r.index, r.resource_id) for r in other.describe(dep, "wn")] == [(r.index, r.resource_id) for r in made]
+    (group,) = by_tag(ec2, "describe_security_groups", "SecurityGroups", dep)
+    assert {g for r in made for g in r.attributes["security_groups"]} == {group["GroupId"]}
+
+    # one instance by index, through the single path, is the same one
+    assert aws_backend.create(group_specs(dep, "wn", [4])[0]).resource_id == made[4].resource_id
+    aws_backend.delete(dep, "wn", 4)
+    assert sorted(r.index for r in aws_backend.describe(dep, "wn")) == [0, 1, 2, 3, 5]
+
+    before = aws_backend.api_calls()
+    deleted = aws_backend.delete(dep)
+    calls = calls_since(aws_backend, before)
+    assert calls["TerminateInstances"] == 1
+    assert calls["DescribeInstances"] <= 4, calls  # the listing, one wait round (moto), what is left
+    assert sorted(r.index for r in deleted) == [0, 1, 2, 3, 5]
+    assert live_instances(ec2, dep) == []
+    assert by_tag(ec2, "describe_security_groups", "SecurityGroups", dep) == []
+
+
+def test_group_rerun_launches_only_the_missing_indices(aws_backend: AWSBackend, ec2, dep: str, clean) -> None:
+    first = aws_backend.create_group(group_specs(dep, "wn", range(5)))
+    # two instances vanish behind the backend's back (a console user, a spot reclaim)
+    ec2.terminate_instances(InstanceIds=[first[1].resource_id, first[3].resource_id])
+    retry = AWSBackend(CONN_ID, wait_timeout=30, poll_interval=0.05)
+    again = retry.create_group(group_specs(dep, "wn", range(5)))
+    calls = retry.api_calls()
+    assert calls["RunInstances"] == 1
+    assert "CreateSecurityGroup" not in calls, "the node's existing group is reused"
+    assert [r.index for r in again] == list(range(5))
+    assert [again[i].resource_id for i in (0, 2, 4)] == [first[i].resource_id for i in (0, 2, 4)]
+    assert {again[1].resource_id, again[3].resource_id}.isdisjoint({r.resource_id for r in first})
+    assert len(live_instances(ec2, dep)) == 5
+    relaunched = [i for i in live_instances(ec2, dep) if i["InstanceId"] in (again[1].resource_id,
+                                                                           again[3].resource_id)]
+    assert {tag_of(i, LAUNCH_INDICES_TAG) for i in relaunched} == {"1,3"}
+    # and a third run finds everything: no launch at all
+    third = AWSBackend(CONN_ID, wait_timeout=30, poll_interval=0.05)
+    assert [r.resource_id for r in third.create_group(group_specs(dep, "wn", range(5)))] == [
+        r.resource_id for r in again]
+    assert "RunInstances" not in third.api_calls()
+
+
+class CapacityShortfall:
+    """Stand-in for a cloud that makes fewer instances than a launch asked, at the SDK boundary.
+
+    moto always makes what is asked (its ``MinCount``); EC2 with a ``MinCount`` below ``MaxCount``, or another
+    cloud's bulk API, may make fewer. Capping the request on its way out makes moto really launch only
+    ``capacity`` instances, so the backend sees exactly such an answer.
+
+    :param capacity: how many instances a launch makes at most
+    """
+
+    def __init__(self, backend: AWSBackend, capacity: int) -> None:
+        self.backend, self.capacity = backend, capacity
+
+    def _cap(self, params: dict, **_) -> None:
+        params["MinCount"] = min(params["MinCount"], self.capacity)
+        params["MaxCount"] = min(params["MaxCount"], self.capacity)
+
+    def __enter__(self) -> CapacityShortfall:
+        self.backend.client.meta.events.register("before-parameter-build.ec2.RunInstances", self._cap)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.backend.client.meta.events.unregister("before-parameter-build.ec2.RunInstances", self._cap)
+
+
+def test_group_short_of_capacity_reports_each_missing_index(ec2, dep: str, clean) -> None:
+    backend = AWSBackend(CONN_ID, wait_timeout=30, poll_interval=0.05)
+    with CapacityShortfall(backend, 2), pytest.raises(ResourceCreateError) as err:
+        backend.create_group(group_specs(dep, "wn", range(5)))
+    assert err.value.provider == "aws" and err.value.resource == f"{dep}/wn"
+    assert "instance(s) [2, 3, 4] of node 'wn'" in str(err.value)
+    assert "#2, #3, #4: EC2 launched 2 of the 5 instances asked" in str(err.value)
+    # what started is kept for a retry (or the attempt's cleanup), and a retry completes the node
+    assert sorted(r.index for r in backend.describe(dep, "wn")) == [0, 1]
+    assert by_tag(ec2, "describe_security_groups", "SecurityGroups", dep), "the group of running instances went"
+    before = backend.api_calls()
+    made = backend.create_group(group_specs(dep, "wn", range(5)))
+    assert calls_since(backend, before)["RunInstances"] == 1
+    assert [r.index for r in made] == list(range(5)) and len(live_instances(ec2, dep)) == 5
+
+
+def test_group_launch_refused_leaves_nothing(faulty, ec2, dep: str) -> None:
+    proxy, backend = faulty
+    proxy.rules.append(lambda action, params: (400, "InsufficientInstanceCapacity") if action == "RunInstances"
+                       else None)
+    with pytest.raises(ResourceCreateError) as err:
+        backend.create_group(group_specs(dep, "wn", range(3)))
+    assert "InsufficientInstanceCapacity" in str(err.value) and "[0, 1, 2]" in str(err.value)
+    assert proxy.seen.count("RunInstances") == 1
+    assert live_instances(ec2, dep) == []
+    assert by_tag(ec2, "describe_security_groups", "SecurityGroups", dep) == [], "the node's group was left"
+
+
+def test_group_booting_past_the_deadline_times_out_and_is_terminated(faulty, ec2, dep: str) -> None:
+    proxy, backend = faulty
+    proxy.rewrites.append(still_booting)
+    started = time.monotonic()
+    with pytest.raises(ResourceTimeoutError) as err:
+        backend.create_group(group_specs(dep, "wn", range(4)), deadline=time.monotonic() + 0.5)
+    assert time.monotonic() - started < 29, "the wait outlived the deadline (wait_timeout is 30 s)"
+    assert "provider_timeout_mins" in str(err.value) and "[0, 1, 2, 3]" in str(err.value)
+    assert "pending 4" in str(err.value)
+    proxy.rewrites.clear()
+    assert live_instances(ec2, dep) == [], "the timed-out instances were left behind"
+    assert by_tag(ec2, "describe_security_groups", "SecurityGroups", dep) == []
+
+
+def tag_of(raw: dict, key: str) -> str | None:
+    return {t["Key"]: t["Value"] for t in raw.get("Tags", [])}.get(key)
