@@ -144,6 +144,7 @@ class TrainingJob:
 
     def prepare(self) -> PreparedJob:
         """Check every argument, load the training split and build the model once; train nothing."""
+        require_torch()
         from airflow_cloud_paas.services.training.models import build_model
         from airflow_cloud_paas.services.training.sources import DataSource, classes_of, shape_of
 
@@ -155,6 +156,15 @@ class TrainingJob:
                         "image_size": size}
         build_model(self.model, **model_kwargs)  # an unknown or unfitting architecture fails here
         return PreparedJob(self, spec, source.uri, source.digest(), train_set, model_kwargs)
+
+
+def require_torch() -> None:
+    """Raise :class:`TrainingError` saying how to install torch when this interpreter has none."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise TrainingError(f"torch is not installed in {sys.prefix}: install the training extra (pip install "
+                            "'airflow-cloud-paas[training]', or `make run RUN_EXTRAS=spark,galaxy,training`)") from None
 
 
 @dataclass(frozen=True)

@@ -15,16 +15,22 @@ architecture's name) is checked before the process starts.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from airflow_cloud_paas.backends.base import ResourceSpec
-from airflow_cloud_paas.backends.local import PROVIDER, Launch, LocalDriver, ProcessRecord
-from airflow_cloud_paas.exceptions import ServiceConfigError, UnsupportedNodeError
-from airflow_cloud_paas.services.training.job import FOLDER_ENV, TRACKING_ENV, TrainingJob, default_root, read_result
+from airflow_cloud_paas.backends.local import Launch, LocalDriver, ProcessRecord
+from airflow_cloud_paas.exceptions import ServiceConfigError
+from airflow_cloud_paas.services.training.job import (
+    FOLDER_ENV,
+    TRACKING_ENV,
+    TrainingJob,
+    default_root,
+    read_result,
+    require_torch,
+)
 
 JOB_TYPES = ("cloud_paas.nodes.deepaas.TrainingJob",)
 _JOB_FIELDS = ("model", "dataset", "training_args", "holdout_fraction", "split_seed", "model_name")
@@ -61,19 +67,14 @@ class TrainingJobDriver(LocalDriver):
     runs_to_completion = True
 
     def check(self, spec: ResourceSpec) -> None:
-        """Raise UnsupportedNodeError without torch; TrainingConfigError/TrainingDataError for a bad job.
+        """Raise TrainingError without torch; TrainingConfigError/TrainingDataError for a bad job.
 
         :param spec: the resource wanted
         """
-        from airflow_cloud_paas.services.training.sources import DataSource
-
-        if importlib.util.find_spec("torch") is None:
-            raise UnsupportedNodeError(
-                f"node '{spec.node_name}' ({spec.node_type}): torch is not installed in {sys.prefix}: install the "
-                "training extra (pip install 'airflow-cloud-paas[training]')", provider=PROVIDER,
-                resource=f"{spec.deployment_id}/{spec.node_name}")
+        require_torch()  # before anything that imports it
         from airflow_cloud_paas.services.training.errors import TrainingConfigError
         from airflow_cloud_paas.services.training.models import MODEL_NAMES
+        from airflow_cloud_paas.services.training.sources import DataSource
 
         job = job_of(spec.properties)
         if job.model not in MODEL_NAMES:

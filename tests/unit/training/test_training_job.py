@@ -15,6 +15,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -211,3 +212,27 @@ def test_a_bad_output_dir_stops_the_boot_saying_so(local_template, tmp_path) -> 
     done = subprocess.run(step, capture_output=True, text=True, timeout=60,
                           env={"PATH": os.environ["PATH"], "TRAINING_JOB_ROOT": str(tmp_path)})
     assert done.returncode == 2 and "OUTPUT_DIR must be an absolute path" in done.stderr
+
+
+def test_without_torch_the_check_says_which_extra_to_install(local_template, tmp_path) -> None:
+    # a `make run` venv has no training extra: the check must say so, not fail importing torch (found on one)
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["torch"] = None  # import torch raises ImportError, as where it is not installed
+        from airflow_cloud_paas import packaged_template
+        from airflow_cloud_paas.backends.local import LocalBackend
+        from airflow_cloud_paas.deployer import Deployer
+        from airflow_cloud_paas.request import DeploymentRequest
+        from airflow_cloud_paas.services.training.errors import TrainingError
+        from airflow_cloud_paas.store import DeploymentStore
+        from airflow_cloud_paas.tosca import load_topology
+        request = DeploymentRequest.build(load_topology(packaged_template("training_job.yaml")), "t", {{}})
+        deploy = Deployer(request, DeploymentStore("sqlite:///{tmp_path}/s.db"), LocalBackend("{tmp_path}/w"))
+        try:
+            deploy.check()
+        except TrainingError as err:
+            print("refused:", err)
+    """)
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    assert "refused: torch is not installed" in ran.stdout and "airflow-cloud-paas[training]" in ran.stdout
