@@ -219,6 +219,12 @@ class ToscaTaskGroup(TaskGroup):
         ``[operators] default_deferrable`` setting)
     :param strict: refuse (at DAG parse) a template value that is not of its declared type instead of converting
         it with a warning (see :func:`~airflow_cloud_paas.tosca.load_topology`)
+    :param node_tasks: one task per node to deploy it and one per node to delete it (the default: each node's
+        progress, logs and retries are its own). ``False`` makes the whole deployment in the ``create`` task and
+        deletes it in the ``delete`` task: two task processes per deployment, for many small deployments, where
+        each task's process start and scheduling round cost more than the cloud calls (see
+        ``bench/bench_aws_moto.py``). Not with ``deferrable=True`` (a whole deployment waits in its task; the
+        ``default_deferrable`` setting does not apply) nor with node converters (no node has a task).
     """
 
     def __init__(
@@ -237,9 +243,18 @@ class ToscaTaskGroup(TaskGroup):
         node_delete_converters: Mapping[str, Any] | None = None,
         operator_args: Mapping[str, Any] | None = None,
         strict: bool = False,
+        node_tasks: bool = True,
         _caller_file: str | None = None,
         **kwargs: Any,
     ) -> None:
+        if not node_tasks:
+            if node_converters or node_delete_converters:
+                raise ValueError("node_converters and node_delete_converters need node_tasks=True: with "
+                                 "node_tasks=False no node has a task of its own")
+            if deferrable and not conf.getboolean("operators", "default_deferrable", fallback=False):
+                raise ValueError("deferrable=True needs node_tasks=True: a deployment made in one task waits in that "
+                                 "task, not in the triggerer")
+            deferrable = False  # [operators] default_deferrable applies to node tasks, and there are none
         super().__init__(group_id=group_id, **kwargs)
         self.template = _template_path(template, _caller_file or sys._getframe(1).f_globals.get("__file__"))
         self.topology: Topology = load_topology(self.template, import_map=import_map, strict=strict)
@@ -252,6 +267,7 @@ class ToscaTaskGroup(TaskGroup):
             **(operator_args or {}),
         }
         self.deferrable = deferrable
+        self.per_node_tasks = node_tasks
         self._build(common, teardown, providers, placement)
 
     def _build(self, common: dict[str, Any], teardown: bool, providers: Sequence[Any] | None,
@@ -264,7 +280,13 @@ class ToscaTaskGroup(TaskGroup):
                     task_id="create", providers=list(providers), **dict(placement or {}), **common
                 ).as_setup()
                 self.outputs_task = self.create_task
-                self._build_teardown(common, teardown, setups={n: self.create_task for n in topo.plan})
+                self._build_teardown(common, teardown,
+                                     setups={n: self.create_task for n in topo.plan} if self.per_node_tasks else {})
+                return
+            if not self.per_node_tasks:
+                self.create_task = CloudPaaSCreateDeploymentOperator(task_id="create", **common).as_setup()
+                self.outputs_task = self.create_task
+                self._build_teardown(common, teardown, setups={})
                 return
             self.create_task = CloudPaaSCreateDeploymentOperator(task_id="create", nodes=[], **common).as_setup()
             # said even when False if the setting is on (the node operator's own default follows it);
@@ -298,7 +320,7 @@ class ToscaTaskGroup(TaskGroup):
             self.delete_task: BaseOperator | None = None
             if not teardown:
                 return
-            for name in reversed(topo.plan):
+            for name in reversed(topo.plan) if setups else ():  # no node tasks: the delete task does it all
                 task = self.registry.delete_task(topo.nodes[name], f"delete_{name}", dict(common))
                 self.delete_tasks[name] = task.as_teardown(setups=setups[name])
             self.delete_task = CloudPaaSDeleteDeploymentOperator(task_id="delete", **common).as_teardown(
@@ -360,6 +382,8 @@ class ToscaDag(DAG):
     :param deferrable: deploy-node tasks wait for their instances in the triggerer (default: the
         ``[operators] default_deferrable`` setting)
     :param strict: refuse a template value that is not of its declared type instead of converting it
+    :param node_tasks: a task per node to deploy and to delete it (default), or the whole deployment in one
+        ``create`` and one ``delete`` task (see ToscaTaskGroup)
     """
 
     def __init__(
@@ -378,6 +402,7 @@ class ToscaDag(DAG):
         placement: Mapping[str, Any] | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         strict: bool = False,
+        node_tasks: bool = True,
         **dag_kwargs: Any,
     ) -> None:
         caller = sys._getframe(1).f_globals.get("__file__")
@@ -404,6 +429,7 @@ class ToscaDag(DAG):
                 placement=placement,
                 deferrable=deferrable,
                 strict=strict,
+                node_tasks=node_tasks,
                 _caller_file=caller,
             )
 

@@ -27,7 +27,7 @@ from airflow_cloud_paas.exceptions import (
 from airflow_cloud_paas.plan import DeploymentPlan
 from airflow_cloud_paas.request import DeploymentRequest
 from airflow_cloud_paas.secrets import mask_outputs
-from airflow_cloud_paas.store import DeploymentStore, Event
+from airflow_cloud_paas.store import DeploymentStore, Event, ResourceUpdate
 from airflow_cloud_paas.store.lease import Heartbeat
 from airflow_cloud_paas.tosca import resolve_outputs, scaling_group, scaling_root
 from airflow_cloud_paas.tosca.model import Topology
@@ -80,7 +80,7 @@ def _step(method: Callable[..., _T]) -> Callable[..., _T]:
 
     @functools.wraps(method)
     def run(self: Deployer, *args: Any, **kwargs: Any) -> _T:
-        with self._leased():
+        with self._leased(method.__name__):
             return method(self, *args, **kwargs)
 
     return run
@@ -257,8 +257,7 @@ class Deployer:
             except BaseException:
                 self._record_live(node_name)  # what did start is kept by the backend: the store lists it too
                 raise
-            for resource in made:
-                self._record(resource)
+            self._record(*made)
             return made
         workers = max(1, min(count, self.backend.max_parallel_creates))
         if workers == 1:
@@ -293,15 +292,13 @@ class Deployer:
         """
         count = self.plan.node(node_name).count
         self._hold("CREATE", f"deploying {node_name}")
-        made = []
         try:
-            for index in range(count):
-                resource = self.backend.request(self.spec(node_name, index))
-                self._record(resource)
-                made.append(resource)
+            made = self.backend.request_group([self.spec(node_name, index) for index in range(count)])
         except BaseException as err:
+            self._record_live(node_name)  # what did start is kept by the backend: the store lists it too
             self.fail("CREATE", f"node '{node_name}': {err}")
             raise
+        self._record(*made)
         return made
 
     def node_ready(self, node_name: str) -> tuple[bool, list[Resource]]:
@@ -333,8 +330,7 @@ class Deployer:
             reason = f"node '{node_name}' is not running: {[(r.index, r.state.value) for r in resources]}"
             self.fail("CREATE", reason)
             raise ToscaValidationError(reason, file=self.topology.source, node=node_name)
-        for resource in resources:
-            self._record(resource)
+        self._record(*resources)
         self.store.add_event(self.deployment_id, "node_created", f"{node_name}: {len(resources)} instance(s)",
                              {"node": node_name, "count": len(resources), "deferred": True})
         return resources
@@ -367,12 +363,8 @@ class Deployer:
         return self.complete_create()
 
     def outputs(self) -> dict[str, Any]:
-        """Evaluate the topology outputs from the live resources' attributes."""
-        attributes = {
-            name: [tosca_attributes(r) for r in self.backend.describe(self.deployment_id, name)]
-            for name in self.plan.order
-        }
-        return resolve_outputs(self.topology, self.inputs, attributes)
+        """Evaluate the topology outputs from the live attributes (only the nodes the outputs read are described)."""
+        return resolve_outputs(self.topology, self.inputs, _LiveAttributes(self.backend, self.deployment_id))
 
     # ---------------------------------------------------------------- scale
     @_step
@@ -527,49 +519,57 @@ class Deployer:
             names = ", ".join(f"{r.node_name}[{r.index}]" for r in left)
             self.fail("DELETE", f"resources still present: {names}")
             raise ToscaValidationError(f"deletion left resources behind: {names}", node=self.deployment_id)
-        for row in self.store.resources(self.deployment_id):  # rows of what an interrupted delete already removed
-            self.store.remove_resource(self.deployment_id, row.node_name, row.index)
+        # rows of what an interrupted delete already removed
+        self.store.remove_resources(self.deployment_id,
+                                    [(row.node_name, row.index) for row in self.store.resources(self.deployment_id)])
         self.store.finish(self.deployment_id, "DELETE", ok=True, reason="all resources deleted")
 
     # ---------------------------------------------------------------- helpers
     @contextmanager
-    def _leased(self) -> Iterator[None]:
+    def _leased(self, step: str) -> Iterator[None]:
         """Hold the action's lease while a step works, then keep it for the gap to the run's next task.
 
         A heartbeat renews the lease in this process's name, so a worker killed mid-step leaves a lease that
         expires (at once on this host: its pid is gone) and the action can be taken over (see
         :mod:`airflow_cloud_paas.reconcile`). A step that ends with the action still in progress (the next
         task deploys the next node) releases it for :attr:`DeploymentStore.step_gap_s`; after a failure the
-        lease is left to expire with the process.
+        lease is left to expire with the process. The step's log line says what it cost: its time, and the
+        provider API calls made in it and their time where the backend counts them.
+
+        :param step: the step's name, for the log
         """
         self._steps += 1
         try:
             if self._steps > 1:  # a step inside a step (create_all): the outer one holds the lease
                 yield
                 return
+            started, calls, api_s = time.monotonic(), self.backend.api_calls(), self.backend.api_seconds()
             self.store.renew(self.deployment_id, self.actor)  # no-op before begin: begin leases it
             with Heartbeat(lambda: self.store.renew(self.deployment_id, self.actor), self.store.lease_s / 4):
                 yield
             self.store.release(self.deployment_id, self.actor)  # no-op once the action ended
+            made = _api_calls_since(self.backend, calls)
+            in_api = "" if api_s is None else f" in {self.backend.api_seconds() - api_s:.2f} s"
+            log.info("Deployment %s: step %s took %.2f s%s", self.deployment_id, step, time.monotonic() - started,
+                     f", {made['api_calls_total']} {self.backend.name} API call(s){in_api} {made['api_calls']}"
+                     if made else "")
         finally:
             self._steps -= 1
 
-    def _record(self, resource: Resource) -> None:
-        self.store.upsert_resource(
-            self.deployment_id,
-            resource.node_name,
-            resource.index,
-            resource_id=resource.resource_id,
-            state=resource.state.value,
-            attributes=dict(resource.attributes),
-        )
+    def _record(self, *resources: Resource) -> None:
+        """Record what the backend made, all in one store transaction."""
+        self.store.upsert_resources(self.deployment_id, [
+            ResourceUpdate(r.node_name, r.index, r.resource_id, r.state.value, dict(r.attributes)) for r in resources])
 
     def _record_live(self, node_name: str) -> None:
-        """Record a node's running instances after a failed group create; never mask the failure."""
+        """Record what a failed group create or request left of a node (kept, or still booting); never mask the failure.
+
+        The teardown finds everything by tags anyway; the record lists it too, so the store never shows fewer
+        instances than the cloud runs.
+        """
         try:
-            for resource in self.backend.describe(self.deployment_id, node_name):
-                if resource.state == ResourceState.RUNNING:
-                    self._record(resource)
+            self._record(*(r for r in self.backend.describe(self.deployment_id, node_name)
+                           if r.state not in (ResourceState.DELETED, ResourceState.DELETING)))
         except Exception:  # the create's error is the one raised
             log.exception("Could not record the instances of node %s that did start", node_name)
 
@@ -646,12 +646,11 @@ def delete_and_forget(
     """
     deleted = backend.delete(deployment_id, node_name, index)
     try:
-        for res in deleted:
-            store.remove_resource(deployment_id, res.node_name, res.index)
+        store.remove_resources(deployment_id, [(res.node_name, res.index) for res in deleted])
         if forget_missing:
-            for res in store.resources(deployment_id):
-                if (node_name is None or res.node_name == node_name) and (index is None or res.index == index):
-                    store.remove_resource(deployment_id, res.node_name, res.index)
+            store.remove_resources(deployment_id, [
+                (res.node_name, res.index) for res in store.resources(deployment_id)
+                if (node_name is None or res.node_name == node_name) and (index is None or res.index == index)])
     except DeploymentNotFoundError:  # orphans of a deployment the store never knew: nothing to forget
         log.info("Deployment %s is not in the store: deleted %d orphan(s), nothing to forget", deployment_id,
                  len(deleted))

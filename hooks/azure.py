@@ -11,10 +11,13 @@ airflow_cloud_paas`` does not need them.
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
 from typing import Any
+from urllib.parse import urlsplit
 
 from airflow.providers.microsoft.azure.hooks.base_azure import AzureBaseHook
 from airflow.providers.microsoft.azure.utils import get_sync_default_azure_credential
@@ -23,6 +26,7 @@ from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
 )
+from azure.core.pipeline.policies import SansIOHTTPPolicy
 from azure.identity import AzureAuthorityHosts, ClientSecretCredential
 
 from airflow_cloud_paas.exceptions import BackendError
@@ -69,6 +73,51 @@ def plain(obj: Any) -> Any:
     return obj.as_dict() if hasattr(obj, "as_dict") else obj
 
 
+#: HTTP method -> the verb of a call on one resource (ARM's REST operations, as the SDKs name them)
+_VERBS = {"GET": "get", "PUT": "createOrUpdate", "DELETE": "delete", "HEAD": "checkExistence", "PATCH": "update",
+          "POST": "post"}
+#: path segments ARM spells in several ways -> one name
+_CANONICAL = {"resourcegroups": "resourceGroups", "operationresults": "operations"}
+
+
+def arm_operation(method: str, url: str) -> str:
+    """Return the ARM operation an HTTP request is (``virtualMachines.createOrUpdate``, ``operations.get``...).
+
+    A long-running operation's status polls are ``operations.get``, whichever resource provider answers them.
+
+    :param method: the HTTP method
+    :param url: the request's URL
+    """
+    segments = [s for s in urlsplit(url).path.split("/") if s]
+    if segments[:1] == ["subscriptions"]:
+        segments = segments[2:]
+    if [s.lower() for s in segments[:1]] == ["resourcegroups"] and "providers" in (s.lower() for s in segments[2:3]):
+        segments = segments[2:]
+    if [s.lower() for s in segments[:1]] == ["providers"]:
+        segments = segments[2:]  # the resource provider's namespace (Microsoft.Compute...)
+    if not segments:
+        return f"{method.lower()}"
+    if len(segments) % 2 == 1:  # a collection (list) or an action on a resource (``.../virtualMachines/x/start``)
+        if method.upper() == "POST" and len(segments) >= 3:
+            return f"{_CANONICAL.get(segments[-3].lower(), segments[-3])}.{segments[-1]}"
+        return f"{_CANONICAL.get(segments[-1].lower(), segments[-1])}.list"
+    kind = _CANONICAL.get(segments[-2].lower(), segments[-2])
+    return f"{kind}.{_VERBS.get(method.upper(), method.lower())}"
+
+
+class _CallCounter(SansIOHTTPPolicy):
+    """Count every HTTP request a client sends (each retry and each status poll too), by ARM operation."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.lock = threading.Lock()  # the LRO pollers of the SDK send from their own threads
+
+    def on_request(self, request: Any) -> None:
+        operation = arm_operation(request.http_request.method, request.http_request.url)
+        with self.lock:
+            self.calls[operation] += 1
+
+
 class AzureVirtualMachinesHook(AzureBaseHook):
     """Hand out the azure-mgmt compute, network and resource clients of an ``azure`` connection.
 
@@ -91,6 +140,12 @@ class AzureVirtualMachinesHook(AzureBaseHook):
     def __init__(self, conn_id: str = default_conn_name, polling_interval: float = 5.0) -> None:
         super().__init__(sdk_client=None, conn_id=conn_id)
         self.polling_interval = polling_interval
+        self._counter = _CallCounter()
+
+    def api_calls(self) -> dict[str, int]:
+        """Return the ARM calls this hook's clients have sent so far, by operation (status polls included)."""
+        with self._counter.lock:
+            return dict(self._counter.calls)
 
     @cached_property
     def connection(self) -> Any:
@@ -149,8 +204,10 @@ class AzureVirtualMachinesHook(AzureBaseHook):
 
     def _client(self, cls: type) -> Any:
         _, arm = self._endpoints
+        # per retry: a request the SDK retries costs a call each time
         return cls(self.credential, self.subscription_id, base_url=arm, credential_scopes=[f"{arm}/.default"],
-                   polling_interval=self.polling_interval, **self._transport_options)
+                   polling_interval=self.polling_interval, per_retry_policies=[self._counter],
+                   **self._transport_options)
 
     @cached_property
     def compute(self) -> Any:

@@ -9,6 +9,9 @@ google-cloud-compute is imported here only, so ``import airflow_cloud_paas`` doe
 
 from __future__ import annotations
 
+import re
+import threading
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -23,6 +26,8 @@ from airflow_cloud_paas.exceptions import BackendError
 PROVIDER = "gcp"
 #: how long Compute Engine's ``operations.wait`` blocks at most before it answers "not done yet"
 SERVER_WAIT_SECONDS = 120.0
+#: the most instances one ``instances.bulkInsert`` request may create (Compute Engine's documented limit)
+MAX_BULK_INSERT = 5000
 
 
 class GceApiError(BackendError):
@@ -88,6 +93,20 @@ class GceHook(ComputeEngineHook):
         self._api_endpoint = api_endpoint
         self.request_timeout = request_timeout
         self._clients: dict[type, Any] = {}
+        self._calls: Counter[str] = Counter()  # REST method id (instances.list...) -> requests made
+        self._calls_lock = threading.Lock()
+
+    def api_calls(self) -> dict[str, int]:
+        """Return the Compute Engine requests this hook has made, by REST method (``instances.bulkInsert``...).
+
+        Every request counts, refused ones and each page of a list too.
+        """
+        with self._calls_lock:
+            return dict(self._calls)
+
+    def _count(self, operation: str) -> None:
+        with self._calls_lock:
+            self._calls[operation] += 1
 
     def extra(self, name: str) -> Any:
         """Return a connection extra (plain or ``extra__google_cloud_platform__`` prefixed).
@@ -112,8 +131,10 @@ class GceHook(ComputeEngineHook):
                                          client_options=self.get_client_options())
         return self._clients[cls]
 
-    def _call(self, what: str, call: Callable[[], Any], *, missing_ok: bool = False) -> Any:
-        """Run one SDK call, turning its errors into :class:`GceApiError` (None for 404 if ``missing_ok``)."""
+    def _call(self, operation: str, what: str, call: Callable[[], Any], *, missing_ok: bool = False) -> Any:
+        """Run one SDK call, counted as ``operation``; turn its errors into :class:`GceApiError` (None for a 404 if
+        ``missing_ok``)."""
+        self._count(operation)
         try:
             return call()
         except google_exceptions.NotFound:
@@ -132,6 +153,19 @@ class GceHook(ComputeEngineHook):
                 resource=self.gcp_conn_id,
             ) from None
 
+    def _list(self, operation: str, what: str, call: Callable[[], Any]) -> list[dict[str, Any]]:
+        """Run a list call and read all its pages (each a request, counted as ``operation``) as dicts."""
+
+        def read() -> list[dict[str, Any]]:
+            items: list[dict[str, Any]] = []
+            for number, page in enumerate(call().pages):
+                if number:  # the first page came with the call itself
+                    self._count(operation)
+                items.extend(_to_dict(item) for item in page.items)
+            return items
+
+        return self._call(operation, what, read)
+
     # ---------------------------------------------------------------- instances
     def list_instances(self, *, project_id: str, zone: str, filter_: str) -> list[dict[str, Any]]:
         """Return the instances of a zone that match a list filter.
@@ -141,8 +175,8 @@ class GceHook(ComputeEngineHook):
         :param filter_: a Compute Engine list filter
         """
         client = self._client(compute_v1.InstancesClient)
-        return self._call(f"list instances in {zone}", lambda: [_to_dict(i) for i in client.list(
-            request={"project": project_id, "zone": zone, "filter": filter_}, timeout=self.request_timeout)])
+        return self._list("instances.list", f"list instances in {zone}", lambda: client.list(
+            request={"project": project_id, "zone": zone, "filter": filter_}, timeout=self.request_timeout))
 
     def get_instance_dict(self, *, project_id: str, zone: str, name: str) -> dict[str, Any] | None:
         """Return an instance (through the provider's ``get_instance``), or None if it does not exist.
@@ -151,13 +185,14 @@ class GceHook(ComputeEngineHook):
         :param zone: the zone
         :param name: the instance name
         """
-        found = self._call(f"instance {name}", lambda: self.get_instance(
+        found = self._call("instances.get", f"instance {name}", lambda: self.get_instance(
             resource_id=name, zone=zone, project_id=project_id, timeout=self.request_timeout), missing_ok=True)
         return None if found is None else _to_dict(found)
 
     def _instance_op(self, method: str, what: str, *, missing_ok: bool = False, **request: Any) -> str | None:
         client = self._client(compute_v1.InstancesClient)
-        op = self._call(what, lambda: getattr(client, method)(request=request, timeout=self.request_timeout),
+        operation = "instances." + re.sub(r"_([a-z])", lambda m: m.group(1).upper(), method)  # attach_disk: attachDisk
+        op = self._call(operation, what, lambda: getattr(client, method)(request=request, timeout=self.request_timeout),
                         missing_ok=missing_ok)
         return None if op is None else op.name
 
@@ -171,6 +206,27 @@ class GceHook(ComputeEngineHook):
         """
         return self._instance_op("insert", f"insert instance {body['name']}", project=project_id, zone=zone,
                                  instance_resource=dict(body), request_id=request_id)
+
+    def bulk_insert_instances_nowait(self, *, project_id: str, zone: str, properties: Mapping[str, Any],
+                                     names: Sequence[str], min_count: int, request_id: str) -> str:
+        """Start creating several instances in one ``instances.bulkInsert`` request; return the zone operation's name.
+
+        Every instance gets the same ``properties``; only the names differ (``perInstanceProperties`` keys).
+        Compute Engine refuses the request at once (quota, capacity) when it cannot make ``min_count`` of them,
+        and makes as many as it can, at least ``min_count``, otherwise (rolling back if it falls short later).
+
+        :param project_id: the project
+        :param zone: the zone
+        :param properties: the InstanceProperties (snake_case fields; ``machine_type`` a bare name)
+        :param names: the instance names, at most :data:`MAX_BULK_INSERT`
+        :param min_count: the fewest instances the request may make (``len(names)``: all or none)
+        :param request_id: makes a retried request a no-op on the server (a UUID)
+        """
+        resource = {"count": len(names), "min_count": min_count, "instance_properties": dict(properties),
+                    "per_instance_properties": {name: {} for name in names}}
+        return self._instance_op("bulk_insert", f"bulk insert of {len(names)} instance(s) ({names[0]}...)",
+                                 project=project_id, zone=zone, bulk_insert_instance_resource_resource=resource,
+                                 request_id=request_id)
 
     def delete_instance_nowait(self, *, project_id: str, zone: str, name: str) -> str | None:
         """Start deleting an instance; return the operation's name (None if it does not exist).
@@ -228,7 +284,7 @@ class GceHook(ComputeEngineHook):
         :param name: the operation's name
         """
         client = self._client(compute_v1.ZoneOperationsClient)
-        return self._call(f"zone operation {name}", lambda: _to_dict(client.wait(
+        return self._call("zoneOperations.wait", f"zone operation {name}", lambda: _to_dict(client.wait(
             request={"project": project_id, "zone": zone, "operation": name},
             timeout=self.request_timeout + SERVER_WAIT_SECONDS + 10)))
 
@@ -240,7 +296,7 @@ class GceHook(ComputeEngineHook):
         :param name: the operation's name
         """
         client = self._client(compute_v1.ZoneOperationsClient)
-        return self._call(f"zone operation {name}", lambda: _to_dict(client.get(
+        return self._call("zoneOperations.get", f"zone operation {name}", lambda: _to_dict(client.get(
             request={"project": project_id, "zone": zone, "operation": name}, timeout=self.request_timeout)))
 
     def wait_global_operation(self, *, project_id: str, name: str) -> dict[str, Any]:
@@ -250,7 +306,7 @@ class GceHook(ComputeEngineHook):
         :param name: the operation's name
         """
         client = self._client(compute_v1.GlobalOperationsClient)
-        return self._call(f"global operation {name}", lambda: _to_dict(client.wait(
+        return self._call("globalOperations.wait", f"global operation {name}", lambda: _to_dict(client.wait(
             request={"project": project_id, "operation": name},
             timeout=self.request_timeout + SERVER_WAIT_SECONDS + 10)))
 
@@ -261,7 +317,7 @@ class GceHook(ComputeEngineHook):
         :param name: the operation's name
         """
         client = self._client(compute_v1.GlobalOperationsClient)
-        return self._call(f"global operation {name}", lambda: _to_dict(client.get(
+        return self._call("globalOperations.get", f"global operation {name}", lambda: _to_dict(client.get(
             request={"project": project_id, "operation": name}, timeout=self.request_timeout)))
 
     # ---------------------------------------------------------------- catalogue
@@ -272,8 +328,8 @@ class GceHook(ComputeEngineHook):
         :param zone: the zone
         """
         client = self._client(compute_v1.MachineTypesClient)
-        return self._call(f"list machine types in {zone}", lambda: [_to_dict(m) for m in client.list(
-            request={"project": project_id, "zone": zone}, timeout=self.request_timeout)])
+        return self._list("machineTypes.list", f"list machine types in {zone}", lambda: client.list(
+            request={"project": project_id, "zone": zone}, timeout=self.request_timeout))
 
     def list_images(self, *, project_id: str) -> list[dict[str, Any]]:
         """Return the images of a project (for public images: ``ubuntu-os-cloud``, ``debian-cloud``...).
@@ -281,8 +337,8 @@ class GceHook(ComputeEngineHook):
         :param project_id: the image project
         """
         client = self._client(compute_v1.ImagesClient)
-        return self._call(f"list images of {project_id}", lambda: [_to_dict(i) for i in client.list(
-            request={"project": project_id}, timeout=self.request_timeout)])
+        return self._list("images.list", f"list images of {project_id}", lambda: client.list(
+            request={"project": project_id}, timeout=self.request_timeout))
 
     def get_image_dict(self, *, project_id: str, name: str | None = None,
                        family: str | None = None) -> dict[str, Any] | None:
@@ -295,10 +351,10 @@ class GceHook(ComputeEngineHook):
         client = self._client(compute_v1.ImagesClient)
         if family:
             what = f"image family {project_id}/{family}"
-            found = self._call(what, lambda: client.get_from_family(
+            found = self._call("images.getFromFamily", what, lambda: client.get_from_family(
                 request={"project": project_id, "family": family}, timeout=self.request_timeout), missing_ok=True)
         else:
-            found = self._call(f"image {project_id}/{name}", lambda: client.get(
+            found = self._call("images.get", f"image {project_id}/{name}", lambda: client.get(
                 request={"project": project_id, "image": name}, timeout=self.request_timeout), missing_ok=True)
         return None if found is None else _to_dict(found)
 
@@ -310,8 +366,8 @@ class GceHook(ComputeEngineHook):
         :param filter_: a Compute Engine list filter
         """
         client = self._client(compute_v1.FirewallsClient)
-        return self._call("list firewall rules", lambda: [_to_dict(f) for f in client.list(
-            request={"project": project_id, "filter": filter_}, timeout=self.request_timeout)])
+        return self._list("firewalls.list", "list firewall rules", lambda: client.list(
+            request={"project": project_id, "filter": filter_}, timeout=self.request_timeout))
 
     def insert_firewall_nowait(self, *, project_id: str, body: Mapping[str, Any]) -> str:
         """Start inserting a firewall rule; return the global operation's name.
@@ -320,7 +376,7 @@ class GceHook(ComputeEngineHook):
         :param body: the firewall resource (snake_case fields)
         """
         client = self._client(compute_v1.FirewallsClient)
-        return self._call(f"insert firewall rule {body['name']}", lambda: client.insert(
+        return self._call("firewalls.insert", f"insert firewall rule {body['name']}", lambda: client.insert(
             request={"project": project_id, "firewall_resource": dict(body)}, timeout=self.request_timeout)).name
 
     def delete_firewall_nowait(self, *, project_id: str, name: str) -> str | None:
@@ -330,7 +386,7 @@ class GceHook(ComputeEngineHook):
         :param name: the rule's name
         """
         client = self._client(compute_v1.FirewallsClient)
-        op = self._call(f"delete firewall rule {name}", lambda: client.delete(
+        op = self._call("firewalls.delete", f"delete firewall rule {name}", lambda: client.delete(
             request={"project": project_id, "firewall": name}, timeout=self.request_timeout), missing_ok=True)
         return None if op is None else op.name
 
@@ -343,8 +399,8 @@ class GceHook(ComputeEngineHook):
         :param filter_: a Compute Engine list filter
         """
         client = self._client(compute_v1.DisksClient)
-        return self._call(f"list disks in {zone}", lambda: [_to_dict(d) for d in client.list(
-            request={"project": project_id, "zone": zone, "filter": filter_}, timeout=self.request_timeout)])
+        return self._list("disks.list", f"list disks in {zone}", lambda: client.list(
+            request={"project": project_id, "zone": zone, "filter": filter_}, timeout=self.request_timeout))
 
     def get_disk_dict(self, *, project_id: str, zone: str, name: str) -> dict[str, Any] | None:
         """Return a persistent disk, or None if it does not exist.
@@ -354,7 +410,7 @@ class GceHook(ComputeEngineHook):
         :param name: the disk name
         """
         client = self._client(compute_v1.DisksClient)
-        found = self._call(f"disk {name}", lambda: client.get(
+        found = self._call("disks.get", f"disk {name}", lambda: client.get(
             request={"project": project_id, "zone": zone, "disk": name}, timeout=self.request_timeout),
             missing_ok=True)
         return None if found is None else _to_dict(found)
@@ -368,7 +424,7 @@ class GceHook(ComputeEngineHook):
         :param request_id: makes a retried request a no-op on the server (a UUID)
         """
         client = self._client(compute_v1.DisksClient)
-        return self._call(f"insert disk {body['name']}", lambda: client.insert(
+        return self._call("disks.insert", f"insert disk {body['name']}", lambda: client.insert(
             request={"project": project_id, "zone": zone, "disk_resource": dict(body), "request_id": request_id},
             timeout=self.request_timeout)).name
 
@@ -380,7 +436,7 @@ class GceHook(ComputeEngineHook):
         :param name: the disk name
         """
         client = self._client(compute_v1.DisksClient)
-        op = self._call(f"delete disk {name}", lambda: client.delete(
+        op = self._call("disks.delete", f"delete disk {name}", lambda: client.delete(
             request={"project": project_id, "zone": zone, "disk": name}, timeout=self.request_timeout),
             missing_ok=True)
         return None if op is None else op.name

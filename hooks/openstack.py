@@ -9,6 +9,9 @@ so ``import airflow_cloud_paas`` does not need it.
 from __future__ import annotations
 
 import contextlib
+import re
+import threading
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
@@ -32,6 +35,29 @@ AUTH_TYPES = {
 }
 #: extras whose values are secrets: masked in logs, never put in a message
 SECRET_EXTRAS = ("application_credential_secret", "token")
+
+_API_VERSION = re.compile(r"v\d+(\.\d+)?")
+
+
+def api_operation(method: str, url: str) -> str:
+    """Return the operation of an OpenStack API request, e.g. ``POST servers`` or ``DELETE servers/{id}``.
+
+    The path after the API version, with every segment holding a digit (ids, a project id in the URL)
+    written ``{id}``; a request to an unversioned path is version discovery.
+
+    :param method: the HTTP method
+    :param url: the request's URL
+    """
+    from urllib.parse import urlsplit
+
+    parts = [p for p in urlsplit(url).path.split("/") if p]
+    version = next((i for i, part in enumerate(parts) if _API_VERSION.fullmatch(part)), None)
+    if version is None or version == len(parts) - 1:
+        return f"{method.upper()} (version discovery)"
+    names = ["{id}" if any(c.isdigit() for c in part) else part for part in parts[version + 1:]]
+    if len(names) > 1 and names[0] == "{id}":  # Cinder's /v3/{project_id}/volumes: the project is not the operation
+        names = names[1:]
+    return f"{method.upper()} {'/'.join(names)}"
 
 #: The connection type as ``get_provider_info()["connection-types"]`` lists it (declared in
 #: :mod:`airflow_cloud_paas.hooks`; Airflow 3 builds the form from ``conn-fields`` and ``ui-field-behaviour``).
@@ -137,7 +163,8 @@ class OpenStackHook(ConnectionFormMixin, BaseHook):
     def __init__(self, openstack_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.openstack_conn_id = openstack_conn_id
-
+        self._calls: Counter[str] = Counter()  # API operation -> HTTP requests made (see api_calls)
+        self._calls_lock = threading.Lock()
 
     # ---------------------------------------------------------------- connection -> SDK config
     @cached_property
@@ -236,7 +263,21 @@ class OpenStackHook(ConnectionFormMixin, BaseHook):
 
         # Only the Airflow connection counts: clouds.yaml and OS_* variables of the worker are ignored.
         region = openstack.config.get_cloud_region(load_yaml_config=False, load_envvars=False, **self.sdk_config())
-        return SDKConnection(config=region, app_name="airflow-cloud-paas")
+        connection = SDKConnection(config=region, app_name="airflow-cloud-paas")
+        # every HTTP request of every service (Keystone's too) goes through this one requests session
+        connection.session.session.hooks["response"].append(self._count_call)
+        return connection
+
+    def _count_call(self, response: Any, *_: Any, **__: Any) -> Any:
+        operation = api_operation(response.request.method, response.request.url)
+        with self._calls_lock:
+            self._calls[operation] += 1
+        return response
+
+    def api_calls(self) -> dict[str, int]:
+        """Return the HTTP requests made so far through this hook, by operation (``POST servers``...)."""
+        with self._calls_lock:
+            return dict(self._calls)
 
     def get_conn(self) -> SDKConnection:
         """Return the openstacksdk connection."""
@@ -307,14 +348,16 @@ class OpenStackHook(ConnectionFormMixin, BaseHook):
         with self._api("list flavors"):
             return [self._dict(f) for f in self.conn.compute.flavors(details=True)]
 
-    def servers(self, metadata: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-        """Return the project's servers whose metadata holds every given key/value.
+    def servers(self, metadata: Mapping[str, str] | None = None, *, name: str | None = None) -> list[dict[str, Any]]:
+        """Return the project's servers whose metadata holds every given key/value (one list request).
 
         :param metadata: the key/values wanted (Nova cannot filter on metadata: done here)
+        :param name: a regular expression Nova matches the names against (filtered by Nova)
         """
         wanted = dict(metadata or {})
+        query = {"name": name} if name else {}
         with self._api("list servers"):
-            found = [self._dict(s) for s in self.conn.compute.servers(details=True)]
+            found = [self._dict(s) for s in self.conn.compute.servers(details=True, **query)]
         return [s for s in found if all((s.get("metadata") or {}).get(k) == v for k, v in wanted.items())]
 
     def get_server(self, server_id: str) -> dict[str, Any] | None:
@@ -341,8 +384,15 @@ class OpenStackHook(ConnectionFormMixin, BaseHook):
         metadata: Mapping[str, str],
         key_name: str | None = None,
         user_data: str | None = None,
+        min_count: int = 1,
+        max_count: int = 1,
     ) -> dict[str, Any]:
-        """Boot a server (returns at once, in BUILD).
+        """Boot a server, or several in one request (returns at once, in BUILD).
+
+        With ``max_count`` > 1 Nova makes between ``min_count`` and ``max_count`` servers (as many as the
+        quota allows, or none and a quota error when fewer than ``min_count`` fit), all with this metadata,
+        named ``<name>-<n>`` (n = 1, 2...; Nova's ``multi_instance_display_name_template``), and answers with
+        the first one only.
 
         :param name: the server's name
         :param flavor_id: the flavor
@@ -352,6 +402,8 @@ class OpenStackHook(ConnectionFormMixin, BaseHook):
         :param metadata: its metadata (the cloud-paas tags)
         :param key_name: a key pair to inject
         :param user_data: cloud-init user data (base64-encoded by the SDK)
+        :param min_count: the fewest servers to make (multiple create)
+        :param max_count: the most servers to make (multiple create)
         """
         kwargs: dict[str, Any] = {
             "name": name,
@@ -363,6 +415,8 @@ class OpenStackHook(ConnectionFormMixin, BaseHook):
         }
         if key_name:
             kwargs["key_name"] = key_name
+        if max_count > 1:
+            kwargs.update(min_count=min_count, max_count=max_count)
         if user_data:
             import base64
 
@@ -377,6 +431,15 @@ class OpenStackHook(ConnectionFormMixin, BaseHook):
         """
         with self._api("delete server", server_id):
             self.conn.compute.delete_server(server_id, ignore_missing=True)
+
+    def set_server_metadata(self, server_id: str, metadata: Mapping[str, str]) -> None:
+        """Add or change metadata items of a server (the others stay); Nova refuses (409) while it builds.
+
+        :param server_id: the server's id
+        :param metadata: the items
+        """
+        with self._api("set server metadata", server_id):
+            self.conn.compute.set_server_metadata(server_id, **dict(metadata))
 
     def start_server(self, server_id: str) -> None:
         """Power a SHUTOFF server on.
@@ -420,13 +483,14 @@ class OpenStackHook(ConnectionFormMixin, BaseHook):
         with self._api("list networks"):
             return [self._dict(n) for n in self.conn.network.networks(**query)]
 
-    def ports(self, *, device_id: str) -> list[dict[str, Any]]:
-        """Return the ports of a device (a server).
+    def ports(self, *, device_id: str | Iterable[str]) -> list[dict[str, Any]]:
+        """Return the ports of a device (a server), or of several in one request.
 
-        :param device_id: the server's id
+        :param device_id: the server's id, or several ids
         """
-        with self._api("list ports", device_id):
-            return [self._dict(p) for p in self.conn.network.ports(device_id=device_id)]
+        ids = [device_id] if isinstance(device_id, str) else list(device_id)
+        with self._api("list ports", ", ".join(ids)):
+            return [self._dict(p) for p in self.conn.network.ports(device_id=ids if len(ids) > 1 else ids[0])]
 
     def security_groups(self, tags: Iterable[str]) -> list[dict[str, Any]]:
         """Return the security groups carrying every tag.

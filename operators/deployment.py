@@ -260,8 +260,11 @@ class CloudPaaSCreateDeploymentOperator(_CloudPaaSBaseOperator):
             return {"deployment_id": deployer.deployment_id}
         for name in self.nodes or deployer.plan.order:
             deployer.deploy_node(name)
-        outputs = deployer.complete_create()
-        return {"deployment_id": deployer.deployment_id, "outputs": _public(outputs, deployer.request.secret_outputs)}
+        public = _public(deployer.complete_create(), deployer.request.secret_outputs)
+        for key, value in public.items():  # one XCom per output, as the outputs task does
+            context["ti"].xcom_push(key=key, value=value)
+        self.log.info("Deployment %s CREATE_COMPLETE", deployer.deployment_id)
+        return {"deployment_id": deployer.deployment_id, "outputs": public}
 
     def _new_owner(self, context: Context) -> str:
         """Return who owns a new deployment: who triggered the run (never a conf field), else the given owner."""

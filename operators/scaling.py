@@ -24,9 +24,13 @@ class CloudPaaSElasticScaleOperator(_CloudPaaSBaseOperator):
     :param policy: ``static:N``, ``clues`` or ``smart``
     :param limits: min_nodes, max_nodes, max_booting, idle_time_s, spare_nodes, node_cores
     :param address: the Spark master's web UI or the HTCondor connection id (default: from the outputs)
+    :param placement: ``pack`` to steer where queued jobs start by their expected runtimes each round (SLURM: node
+        weights of the whole cluster; HTCondor: idle jobs' expected runtimes, with a pool rendered with
+        ``placement="pack"``), or None to leave placement to the batch system (the default)
     """
 
-    template_fields: Sequence[str] = ("deployment_id", "node_name", "service", "policy", "limits", "address")
+    template_fields: Sequence[str] = ("deployment_id", "node_name", "service", "policy", "limits", "address",
+                                      "placement")
     ui_color = "#d5f5e3"
 
     def __init__(
@@ -37,6 +41,7 @@ class CloudPaaSElasticScaleOperator(_CloudPaaSBaseOperator):
         policy: str = "smart",
         limits: Mapping[str, Any] | None = None,
         address: str | None = None,
+        placement: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -45,6 +50,7 @@ class CloudPaaSElasticScaleOperator(_CloudPaaSBaseOperator):
         self.policy = policy
         self.limits = limits
         self.address = address
+        self.placement = placement
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_cloud_paas.scaling.elastic import ElasticScaler, ElasticTarget, probe_address
@@ -56,7 +62,8 @@ class CloudPaaSElasticScaleOperator(_CloudPaaSBaseOperator):
                                dict(self.limits or {}))
         address = self.address or probe_address(target, deployer.store.get(deployer.deployment_id).outputs,
                                                 deployer.store.resources(deployer.deployment_id))
-        scaler = ElasticScaler(deployer, self.node_name, make_probe(self.service, address),
+        options = {"placement": self.placement} if self.placement else {}
+        scaler = ElasticScaler(deployer, self.node_name, make_probe(self.service, address, **options),
                                policy_from_name(self.policy, **target.limits))
         decision = scaler.run_once()
         return {"deployment_id": deployer.deployment_id, "node_name": self.node_name, **decision.to_dict()}

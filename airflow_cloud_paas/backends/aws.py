@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
@@ -46,6 +47,7 @@ from airflow_cloud_paas.backends.base import (
     Resource,
     ResourceSpec,
     ResourceState,
+    group_create_error,
     poll_until,
     retry_while,
 )
@@ -226,6 +228,7 @@ class AWSBackend(Backend):
         self._sizes: dict[str, tuple[Size, ...]] = {}  # architecture -> sizes (the region's list, cached)
         self._images: dict[tuple, list[dict[str, Any]]] = {}
         self._calls: Counter[str] = Counter()  # EC2 operation -> calls made (see api_calls)
+        self._api_seconds = 0.0  # time spent in EC2 calls (see api_seconds)
         self._calls_lock = threading.Lock()
 
     # ------------------------------------------------------------------ provider access
@@ -255,11 +258,26 @@ class AWSBackend(Backend):
                                provider=PROVIDER, resource=self.conn_id) from err
         # every call the client makes (each page of a paginator too) passes here, whoever calls it
         client.meta.events.register("before-call.ec2", self._count_call)
+        client.meta.events.register("after-call.ec2", self._time_call)
+        client.meta.events.register("after-call-error.ec2", self._time_call)
         return client
 
-    def _count_call(self, model: Any = None, **_: Any) -> None:
+    def _count_call(self, model: Any = None, context: dict[str, Any] | None = None, **_: Any) -> None:
         with self._calls_lock:
             self._calls[getattr(model, "name", "unknown")] += 1
+        if context is not None:
+            context["cloud_paas_started"] = time.monotonic()
+
+    def _time_call(self, context: dict[str, Any] | None = None, **_: Any) -> None:
+        started = (context or {}).pop("cloud_paas_started", None)
+        if started is not None:
+            with self._calls_lock:
+                self._api_seconds += time.monotonic() - started
+
+    def api_seconds(self) -> float:
+        """Return the seconds spent in EC2 calls so far (each call's send, retries and answer)."""
+        with self._calls_lock:
+            return self._api_seconds
 
     def api_calls(self) -> dict[str, int]:
         """Return the EC2 API calls this backend has made so far, by operation (RunInstances, DescribeInstances...)."""
@@ -552,15 +570,10 @@ class AWSBackend(Backend):
         :param specs: the instances wanted, distinct indices of one deployment's node
         :param deadline: a ``time.monotonic()`` limit on the waits, over ``wait_timeout``
         """
-        specs = sorted(specs, key=lambda s: s.index)
+        specs = self.checked_group(specs)
         if not specs:
             return []
         first = specs[0]
-        if {(s.deployment_id, s.node_name) for s in specs} != {(first.deployment_id, first.node_name)} or len(
-                {s.index for s in specs}) != len(specs):
-            raise ValueError("create_group takes distinct indices of one deployment's node")
-        for spec in specs:
-            self.check(spec)
         attaches = any(spec.requirements.get(name) for spec in specs for name in STORAGE_REQUIREMENTS)
         if len(specs) == 1 or self._kind(first) != "compute" or attaches:
             return super().create_group(specs, deadline=deadline)
@@ -589,16 +602,57 @@ class AWSBackend(Backend):
             self._cleanup_group(deployment_id, node_name, launched, made, err)
             raise
         if failed:
-            by_reason: dict[str, list[int]] = {}  # one launch's refusal is the reason of each of its indices
-            for index, reason in sorted(failed.items()):
-                by_reason.setdefault(reason, []).append(index)
-            lines = "; ".join(f"#{', #'.join(map(str, indices))}: {reason}" for reason, indices in by_reason.items())
-            cause = ResourceCreateError(
-                f"cannot create instance(s) {sorted(failed)} of node '{node_name}': {lines} (what was launched for "
-                f"them has been removed; the {len(made)} running instance(s) {sorted(made)} are kept, so a retry "
-                "launches only the missing ones)", provider=PROVIDER, resource=where)
+            cause = group_create_error(node_name, failed, made, provider=PROVIDER, resource=where)
             self._cleanup_group(deployment_id, node_name, [], made, cause)
             raise cause
+        return [made[index] for index in sorted(made)]
+
+    def request_group(self, specs: Sequence[ResourceSpec]) -> list[Resource]:
+        """Launch a node's missing instances as :meth:`create_group` does, and return at once (for a deferrable wait).
+
+        One describe finds what exists, one RunInstances per set of identical instances launches the rest, one
+        describe reads them back (PENDING -> CREATING); the caller polls :meth:`describe`. A launch refused or short
+        of capacity raises as :meth:`create_group` does, keeping what was launched for the other indices.
+
+        :param specs: the instances wanted, distinct indices of one deployment's node
+        """
+        specs = self.checked_group(specs)
+        attaches = any(spec.requirements.get(name) for spec in specs for name in STORAGE_REQUIREMENTS)
+        if len(specs) <= 1 or self._kind(specs[0]) != "compute" or attaches:
+            return super().request_group(specs)
+        deployment_id, node_name = specs[0].deployment_id, specs[0].node_name
+        where = f"{deployment_id}/{node_name}"
+        wanted = {spec.index: spec for spec in specs}
+        found: dict[int, dict[str, Any]] = {}
+        for raw in self._instances(deployment_id, node_name):
+            index = int(_instance_tags(raw).get(TAG_INDEX, -1))
+            if index in wanted and index not in found:
+                found[index] = raw
+        restart = [i for i, raw in found.items() if raw["State"]["Name"] in ("stopping", "stopped")]
+        missing = [index for index in wanted if index not in found]
+        waiting: dict[str, int] = {}
+        failed: dict[int, str] = {}
+        launched: list[str] = []
+        try:
+            if missing:
+                self._launch_group(wanted, missing, where, waiting, launched, failed)
+        except BaseException as err:  # never leave a launch half-recorded: what it made goes
+            self._cleanup_group(deployment_id, node_name, launched, {}, err)
+            raise
+        if failed:
+            cause = group_create_error(node_name, failed, [*found, *waiting.values()], provider=PROVIDER,
+                                       resource=where)
+            self._cleanup_group(deployment_id, node_name, [], {}, cause)
+            raise cause
+        seen = self._describe_ids(list(waiting), where) if waiting else {}
+        made = {index: self._instance_resource(raw) for index, raw in found.items() if index not in restart}
+        for instance_id, index in waiting.items():
+            raw = seen.get(instance_id)  # a fresh id EC2 does not show yet is still launching
+            made[index] = (self._instance_resource(raw) if raw is not None else Resource(
+                deployment_id, node_name, index, backend=PROVIDER, resource_id=instance_id,
+                state=ResourceState.CREATING, attributes={"kind": "instance", "instance_id": instance_id}))
+        for index in restart:  # stopped behind our back: started as request does
+            made[index] = self.request(wanted[index])
         return [made[index] for index in sorted(made)]
 
     def _launch_group(self, wanted: Mapping[int, ResourceSpec], missing: Sequence[int], where: str,
@@ -997,8 +1051,12 @@ class AWSBackend(Backend):
         for raw in self._volumes(deployment_id, node_name, index):
             deleted.append(self._gone(self._volume_resource(raw)))
             self._delete_volume(raw, where)
-        # shared per-node resources go when no instance of their node is left
-        remaining = {_tags(i.get("Tags")).get(TAG_NODE) for i in self._instances(deployment_id, node_name)}
+        # shared per-node resources go when no instance of their node is left (this delete holds the deployment's
+        # action: nothing launches meanwhile, so what was listed and not terminated is what is left)
+        gone = {i["InstanceId"] for i in doomed}
+        remaining = {_tags(i.get("Tags")).get(TAG_NODE) for i in instances if i["InstanceId"] not in gone}
+        if node_name is not None:
+            remaining &= {node_name}
         self._delete_shared(deployment_id, node_name, keep=remaining)
         return sorted(deleted, key=lambda r: (r.node_name, r.index, r.resource_id))
 

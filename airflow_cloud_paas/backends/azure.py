@@ -21,6 +21,12 @@ What is made per node type:
   are attached.
 - ``tosca.nodes.BlockStorage``: one empty managed disk per index, attached to the VM it requires.
 
+A node's N VMs (:meth:`AzureBackend.create_group`): Azure has no call that makes N plain VMs (a scale
+set is another resource), so the node's shared resources are ensured once, then every missing index's
+public IP, NIC and VM PUT is started at once, kind by kind, and all are waited for together with one
+list of the resource group per round; deletes likewise begin every deletion, then wait for all.
+:meth:`AzureBackend.api_calls` counts every ARM request by operation.
+
 Everything lives in one resource group per deployment (``cloud-paas-<deployment>``, made here and
 deleted with the deployment) or in a configured existing group (never deleted); either way every
 resource carries the ``TAG_*`` tags, so ``create`` finds what an earlier attempt made and ``delete``
@@ -35,21 +41,27 @@ import dataclasses
 import logging
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections import Counter
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from airflow_cloud_paas.backends.base import (
     TAG_DEPLOYMENT,
+    TAG_INDEX,
     TAG_NODE,
     Backend,
     Resource,
     ResourceSpec,
     ResourceState,
     UndoSteps,
+    WaitFailed,
+    group_create_error,
     machine_or_disk,
     poll_until,
     required_resources,
+    run_undo,
     undo_on_failure,
 )
 from airflow_cloud_paas.backends.mapping import HostRequirements, Rule, Size, security_rules, select_size, size_mb
@@ -63,7 +75,7 @@ from airflow_cloud_paas.backends.naming import (
     tag_selector,
     tags_match,
 )
-from airflow_cloud_paas.exceptions import BackendError, UnsupportedNodeError
+from airflow_cloud_paas.exceptions import BackendError, ResourceCreateError, ResourceTimeoutError, UnsupportedNodeError
 from airflow_cloud_paas.hooks.azure import AzureApiError, AzureVirtualMachinesHook, plain
 
 log = logging.getLogger(__name__)
@@ -101,6 +113,16 @@ GPU_SIZES: dict[str, tuple[int, str]] = {
     "Standard_ND96isr_H100_v5": (8, "H100"),
 }
 _QUOTA_CODES = ("QuotaExceeded", "OperationNotAllowed", "SkuNotAvailable")
+#: how many long-running operations a group create or a bulk delete starts at once: each start is one HTTPS round
+#: trip that ARM answers once it has accepted the operation (about a second for a VM); the waits that follow are one
+#: list per round for all of them, whatever their number. Below the SDK transport's pool of 10 connections per host.
+MAX_PARALLEL_STARTS = 8
+#: provisioning states that end a network resource's PUT
+_SETTLED = ("Succeeded", "Failed", "Canceled")
+_NOT_FOUND = ("ResourceGroupNotFound", "ResourceNotFound", "NotFound")
+#: what a group create made for one index: (kind, the SDK's operations of that kind, name), oldest first
+_Made = list[tuple[str, Any, str]]
+_K = TypeVar("_K", bound=Hashable)
 
 
 def azure_name(text: str, limit: int = 64) -> str:
@@ -254,6 +276,119 @@ class AzureBackend(Backend):
         """Start a long-running operation and wait for its end."""
         poller = self._call(what, start, *args)
         return self._wait_lro(what, poller, deadline=deadline, delete=delete)
+
+    def api_calls(self) -> dict[str, int]:
+        """Return the ARM calls this backend has made so far, by operation (``virtualMachines.createOrUpdate``...).
+
+        A long-running operation's status polls count as ``operations.get``; Entra ID's token requests are not ARM
+        calls and are not counted.
+        """
+        return self.hook.api_calls()
+
+    def _start_all(self, starts: Mapping[_K, tuple[str, Callable[..., Any], tuple[Any, ...]]],
+                   ) -> dict[_K, AzureApiError]:
+        """Start long-running operations without waiting for their ends; return ARM's refusals by key.
+
+        A bounded pool of threads sends the starts, at most :data:`MAX_PARALLEL_STARTS` at once (the SDK's clients
+        are thread-safe): each start is a round trip that ARM answers once it has accepted the operation, so N of them
+        one after the other would cost N round trips before the first VM is even asked for. ``polling=False``: no
+        poller (and no poller thread) per operation; the caller waits for all of them with one list per round
+        (:meth:`_wait_listed`). Any other error is raised once every start has ended.
+
+        :param starts: key -> (what is done, for messages; the SDK's ``begin_*`` method; its arguments)
+        """
+        if not starts:
+            return {}
+
+        def start(key: _K) -> None:
+            what, begin, args = starts[key]
+            self._call(what, begin, *args, polling=False)
+
+        # clients are cached properties: built here, once, not by the first threads at the same time
+        _ = self.hook.compute, self.hook.network
+        pool = ThreadPoolExecutor(max_workers=min(len(starts), MAX_PARALLEL_STARTS), thread_name_prefix="azure-start")
+        try:
+            futures = {key: pool.submit(start, key) for key in starts}
+            pool.shutdown(wait=True)
+        except BaseException:
+            # cut short (the task killed): the queued starts must not create what the caller's cleanup cannot see
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        refused: dict[_K, AzureApiError] = {}
+        for key, future in futures.items():  # all have ended: leaving the pool waited for them
+            try:
+                future.result()
+            except AzureApiError as err:
+                refused[key] = err
+        return refused
+
+    def _wait_listed(self, kind: str, group: str, where: str, lister: Callable[[], Iterable[Any]],
+                     names: Collection[str], settled: Callable[[Mapping[str, Any] | None], bool],
+                     status: Callable[[Mapping[str, Any] | None], str], *, deadline: float | None = None,
+                     delete: bool = False, seen: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+        """Wait until every named resource of one kind is settled, listing the resource group once per round.
+
+        Return the last look, by name (a resource not listed is absent). Azure has no call that reads several
+        long-running operations at once, but one list of the group shows every resource's provisioning state: N
+        resources cost one call per round, not N status polls.
+
+        :param kind: what the resources are (``VM``, ``NIC``...), for messages
+        :param group: the resource group
+        :param where: the deployment/node, for errors
+        :param lister: lists the resources of that kind in the group (one call)
+        :param names: the resources waited for
+        :param settled: whether a resource (None: not listed) is done with, either way
+        :param status: its state in a word, for the timeout message
+        :param deadline: a ``time.monotonic()`` limit, over ``create_timeout`` (``delete_timeout`` if ``delete``)
+        :param delete: whether this waits for deletions
+        :param seen: filled with each round's look, so a caller still has the last one when the wait times out
+        """
+        wanted = set(names)
+        last = seen if seen is not None else {}
+        if not wanted:
+            return last
+
+        def probe() -> dict[str, dict[str, Any]]:
+            found = {str(item.get("name")): item for item in self._list(f"listing {kind}s of {group}", lister)
+                     if str(item.get("name")) in wanted}
+            last.clear()
+            last.update(found)
+            return found
+
+        def summary(found: Mapping[str, Any]) -> str:
+            counts = Counter(status(found.get(name)) for name in wanted)
+            return ", ".join(f"{state} {n}" for state, n in sorted(counts.items()))
+
+        return self._poll(f"{len(wanted)} {kind}(s) {'gone' if delete else 'ready'}", probe,
+                          lambda found: all(settled(found.get(name)) for name in wanted), resource=where,
+                          deadline=deadline, delete=delete, status=summary)
+
+    def _delete_all(self, kind: str, operations: Any, names: Collection[str], group: str, where: str,
+                    lister: Callable[[], Iterable[Any]] | None = None) -> None:
+        """Delete resources of one kind: begin every deletion, then wait for all together (one list per round).
+
+        What is already gone is fine; ARM's refusals are raised together once the accepted deletions are over.
+
+        :param kind: what they are (``VM``, ``NIC``...)
+        :param operations: the SDK's operations of that kind (``begin_delete``, ``list``)
+        :param names: the resources
+        :param group: their resource group
+        :param where: the deployment/node, for errors
+        :param lister: lists that kind in the group (default ``operations.list(group)``)
+        """
+        if not names:
+            return
+        refused = self._start_all({name: (f"deleting {kind} {name}", operations.begin_delete, (group, name))
+                                   for name in names})
+        refused = {name: err for name, err in refused.items()
+                   if err.status_code != 404 and err.code not in _NOT_FOUND}
+        self._wait_listed(kind, group, where, lister or (lambda: operations.list(group)),
+                          [name for name in names if name not in refused], lambda item: item is None,
+                          lambda item: "gone" if item is None else str(
+                              (item.get("properties") or {}).get("provisioningState") or "listed"), delete=True)
+        if refused:
+            raise BackendError("; ".join(err.message for err in refused.values()), provider=PROVIDER,
+                               resource=where)
 
     # ---------------------------------------------------------------- catalogue (cached)
     @cached_property
@@ -522,6 +657,225 @@ class AzureBackend(Backend):
             return self.create(spec)
         self.check_user_data(spec)
         return self._create_vm(spec, self._vm_plan(spec), wait=False)
+
+    def create_group(self, specs: Sequence[ResourceSpec], *, deadline: float | None = None) -> list[Resource]:
+        """Create a node's VMs together (or find them); return them RUNNING, sorted by index.
+
+        Azure has no call that makes N plain VMs (a scale set is another resource), so: one list finds the node's
+        VMs (a retry makes only the missing indices); the resource group, virtual network and the node's network
+        security group are ensured once, before anything per index; then each kind is made for every missing index
+        at once, public IPs, NICs, VMs (a NIC needs its IP made, a VM its NIC): every PUT started (:meth:`_start_all`),
+        then one wait over all of them, one list per round (:meth:`_wait_listed`). A refused PUT (a quota), a VM
+        that failed (no capacity) or a wait cut short raises one typed error naming each index not made; what this
+        call made for those indices is removed, newest kind first, each kind in bulk; the VMs that run are kept (a
+        retry completes the node; a failed attempt's cleanup deletes them unless placement's ``keep_last_attempt``).
+        Disks, and VMs that attach disks, are made one by one as :meth:`create` makes them; so are the indices
+        whose VM an earlier attempt left stopped, failed or being deleted.
+
+        :param specs: the instances wanted, distinct indices of one deployment's node
+        :param deadline: a ``time.monotonic()`` limit on the waits, over ``create_timeout``
+        """
+        specs = self.checked_group(specs)
+        if not specs:
+            return []
+        first = specs[0]
+        if len(specs) == 1 or self._kind(first) != _VM or any(self._required_disks(s) for s in specs):
+            return super().create_group(specs, deadline=deadline)
+        plans: dict[int, _VmPlan] = {}
+        for spec in specs:  # everything that can be refused before anything is made (sizes, images: read once)
+            self.check_user_data(spec)
+            plans[spec.index] = self._vm_plan(spec)
+        deployment_id, node_name = first.deployment_id, first.node_name
+        where = self._where(first)
+        group = self.group_name(deployment_id)
+        wanted = {spec.index: spec for spec in specs}
+        made: dict[int, Resource] = {}
+        failed: dict[int, str] = {}
+        waiting: dict[int, str] = {}  # index -> name of a VM an earlier attempt started: waited for with the new ones
+        for vm in self._vms(group, tag_selector(deployment_id, node_name)):
+            index = int((vm.get("tags") or {}).get(TAG_INDEX, -1))
+            if index not in wanted or index in waiting or index in made or index in failed:
+                continue
+            if self.vm_state(vm)[0] in (ResourceState.CREATING, ResourceState.RUNNING, ResourceState.PENDING):
+                waiting[index] = vm["name"]
+                continue
+            try:  # stopped behind our back, failed, being deleted: as create handles it
+                made[index] = self._create_vm(wanted[index], plans[index], deadline=deadline)
+            except ResourceCreateError as err:
+                failed[index] = err.message
+        missing = [index for index in wanted if index not in made and index not in waiting and index not in failed]
+        shared: UndoSteps = []  # the shared resources this call made: removed again if nothing of the node is left
+        launched: dict[int, _Made] = {}  # what this call made per index: removed again for an index not made
+        try:
+            if missing:
+                vms = self._launch_group(wanted, plans, missing, group, where, shared, launched, failed, deadline)
+                waiting.update(vms)
+            if waiting:
+                self._settle_group(wanted, waiting, group, where, deadline, made, failed)
+        except BaseException as err:  # a timeout, a refused list, the task killed: nothing half-made is left
+            problems = self._cleanup_group(group, where, launched, [i for i in launched if i not in made], shared)
+            if isinstance(err, ResourceTimeoutError):
+                late = sorted(i for i in wanted if i not in made)
+                cleanup = (f"cleanup also failed, delete the deployment to retry it: {'; '.join(problems)}"
+                           if problems else "what was made for them has been removed")
+                raise ResourceTimeoutError(
+                    f"{err.message}; VM(s) {late} of node '{node_name}' not running by then ({cleanup}; the running "
+                    f"ones {sorted(made)} are kept)", provider=PROVIDER, resource=where) from err
+            raise
+        if failed:
+            problems = self._cleanup_group(group, where, launched, sorted(failed), shared)
+            cleanup = (f"cleanup also failed, delete the deployment to retry it: {'; '.join(problems)}" if problems
+                       else "what was made for them has been removed")
+            raise group_create_error(node_name, failed, made, provider=PROVIDER, resource=where, what="VM",
+                                     cleanup=cleanup)
+        return [made[index] for index in sorted(made)]
+
+    def _launch_group(self, wanted: Mapping[int, ResourceSpec], plans: Mapping[int, _VmPlan], missing: Sequence[int],
+                      group: str, where: str, shared: UndoSteps, launched: dict[int, _Made], failed: dict[int, str],
+                      deadline: float | None) -> dict[int, str]:
+        """Ensure the node's shared resources once, then make the missing indices' IPs, NICs and VMs, each kind
+        together; return the started VMs' names by index (what was refused is in ``failed``)."""
+        first = wanted[missing[0]]
+        if self._ensure_group(group, first.deployment_id):
+            shared.append((f"resource group {group}", lambda: self._delete_group_if_empty(group)))
+        subnet_id = self._ensure_subnet(group, first.deployment_id, shared, deadline)
+        nsg_id = self._ensure_nsg(first, group, plans[first.index].rules, shared, deadline)
+        names = {index: self.resource_name(wanted[index]) for index in missing}
+        network = self.hook.network
+        pip_ids = self._make_network(
+            "public IP", network.public_ip_addresses, group, where, deadline, launched, failed,
+            {index: (f"{names[index]}-pip", {"location": self.location, "tags": dict(wanted[index].tags),
+                                             "sku": {"name": "Standard"},
+                                             "properties": {"publicIPAllocationMethod": "Static"}})
+             for index in missing if plans[index].public})
+        nic_bodies = {}
+        for index in missing:
+            if index in failed:
+                continue
+            ip_conf: dict[str, Any] = {"subnet": {"id": subnet_id}, "privateIPAllocationMethod": "Dynamic"}
+            if index in pip_ids:
+                ip_conf["publicIPAddress"] = {"id": pip_ids[index]}
+            nic_bodies[index] = (f"{names[index]}-nic", {
+                "location": self.location, "tags": dict(wanted[index].tags), "properties": {
+                    "ipConfigurations": [{"name": "ipconfig1", "properties": ip_conf}],
+                    "networkSecurityGroup": {"id": nsg_id}}})
+        nic_ids = self._make_network("NIC", network.network_interfaces, group, where, deadline, launched, failed,
+                                     nic_bodies)
+        operations = self.hook.compute.virtual_machines
+        starts = {}
+        for index, nic_id in nic_ids.items():
+            body = self._vm_body(wanted[index], plans[index], names[index], nic_id, [])
+            starts[index] = (f"creating virtual machine {names[index]}", operations.begin_create_or_update,
+                             (group, names[index], body))
+            launched.setdefault(index, []).append(("VM", operations, names[index]))
+        log.info("Creating %d VM(s) of %s (size %s) in %s", len(starts), where, plans[missing[0]].size.name, group)
+        self._note_refusals(self._start_all(starts), starts, launched, failed)
+        return {index: names[index] for index in starts if index not in failed}
+
+    def _make_network(self, kind: str, operations: Any, group: str, where: str, deadline: float | None,
+                      launched: dict[int, _Made], failed: dict[int, str],
+                      bodies: Mapping[int, tuple[str, dict[str, Any]]]) -> dict[int, str]:
+        """Make one network resource per index, all started, then waited for together; return their ids by index."""
+        starts = {index: (f"creating {kind} {name}", operations.begin_create_or_update, (group, name, body))
+                  for index, (name, body) in bodies.items()}
+        for index, (name, _) in bodies.items():  # before the start: a start whose answer was lost made it too
+            launched.setdefault(index, []).append((kind, operations, name))
+        self._note_refusals(self._start_all(starts), starts, launched, failed)
+        started = {index: name for index, (name, _) in bodies.items() if index not in failed}
+
+        def state(item: Mapping[str, Any] | None) -> str:
+            return "not listed" if item is None else str((item.get("properties") or {}).get("provisioningState"))
+
+        found = self._wait_listed(kind, group, where, lambda: operations.list(group), started.values(),
+                                  lambda item: state(item) in _SETTLED, state, deadline=deadline)
+        ids = {}
+        for index, name in started.items():
+            if state(found[name]) == "Succeeded":
+                ids[index] = found[name]["id"]
+            else:
+                failed[index] = f"{kind} {name} went to provisioningState {state(found[name])}"
+        return ids
+
+    def _note_refusals(self, refused: Mapping[int, AzureApiError], starts: Mapping[int, tuple[str, Any, Any]],
+                       launched: dict[int, _Made], failed: dict[int, str]) -> None:
+        """Record ARM's refusals of starts as the reasons of their indices."""
+        for index, err in refused.items():
+            what = starts[index][0]
+            hint = self._hint(err)
+            # the same refusal reads the same for every index (one line for all in the error), the name aside
+            failed[index] = err.message.removeprefix(f"{what}: ") + (f"; {hint}" if hint else "")
+            if err.status_code is not None and 400 <= err.status_code < 500:
+                launched[index].pop()  # refused outright: nothing was made to remove
+
+    def _settle_group(self, wanted: Mapping[int, ResourceSpec], waiting: Mapping[int, str], group: str, where: str,
+                      deadline: float | None, made: dict[int, Resource], failed: dict[int, str]) -> None:
+        """Wait for the VMs together (one list of the group's VMs per round) until each runs or fails; sort them."""
+        operations = self.hook.compute.virtual_machines
+        seen: dict[str, dict[str, Any]] = {}
+
+        def state(vm: Mapping[str, Any] | None) -> ResourceState:
+            return ResourceState.PENDING if vm is None else self.vm_state(vm)[0]
+
+        def keep_running() -> None:  # one describe (VMs, NICs, IPs) for all that run
+            running = {index for index, name in waiting.items() if state(seen.get(name)) == ResourceState.RUNNING}
+            if running:
+                first = next(iter(wanted.values()))
+                described = {r.index: r for r in self._describe(group, tag_selector(first.deployment_id,
+                                                                                    first.node_name))
+                             if r.attributes["kind"] == _VM}
+                made.update((index, described[index]) for index in running if index in described)
+
+        try:
+            self._wait_listed("VM", group, where, lambda: operations.list(group, expand="instanceView"),
+                              waiting.values(), lambda vm: state(vm) in (
+                                  ResourceState.RUNNING, ResourceState.ERROR, ResourceState.STOPPED,
+                                  ResourceState.DELETING),
+                              lambda vm: "not listed" if vm is None else self.vm_state(vm)[1], deadline=deadline,
+                              seen=seen)
+        except ResourceTimeoutError:
+            keep_running()  # the VMs that run by then are kept; the caller removes the others
+            raise
+        keep_running()
+        for index, name in waiting.items():
+            if index not in made:
+                failed[index] = self._vm_failure(name, seen.get(name))
+
+    def _vm_failure(self, name: str, vm: Mapping[str, Any] | None) -> str:
+        """Say why a VM of a group is not running, from its instance view (its error status, with a hint)."""
+        if vm is None:
+            return f"VM {name} vanished while being made"
+        native = self.vm_state(vm)[1]
+        statuses = ((vm.get("properties") or {}).get("instanceView") or {}).get("statuses") or []
+        error = next((st for st in statuses if str(st.get("level")) == "Error"), None)
+        if error is None:
+            return f"the VM went to {native}"
+        code = str(error.get("code") or "").rsplit("/", 1)[-1]
+        message = str(error.get("message") or error.get("displayStatus") or "")
+        hint = self._hint(AzureApiError(message, code=code))
+        return f"the VM went to {native}: {code}: {message}" + (f"; {hint}" if hint else "")
+
+    def _cleanup_group(self, group: str, where: str, launched: Mapping[int, _Made], indices: Iterable[int],
+                       shared: UndoSteps) -> list[str]:
+        """Remove what a group create made for these indices, then its shared resources if nothing uses them.
+
+        Newest kind first (VMs, NICs, public IPs: Azure refuses to delete a NIC in use), each kind deleted in bulk
+        and waited for together, never within the attempt's deadline. Return what could not be removed (logged,
+        never raised: the cause matters more).
+        """
+        by_kind: dict[str, tuple[Any, list[str]]] = {}
+        for index in indices:
+            for kind, operations, name in launched.get(index, ()):
+                by_kind.setdefault(kind, (operations, []))[1].append(name)
+        problems = []
+        for kind in ("VM", "NIC", "public IP"):
+            if kind in by_kind:
+                operations, names = by_kind[kind]
+                try:
+                    self._delete_all(kind, operations, names, group, where)
+                except BackendError as err:
+                    log.warning("Cleanup of the %ss %s of %s failed: %s", kind, names, where, err)
+                    problems.append(f"{kind}s {names}: {err.message}")
+        return problems + run_undo(shared, (BackendError, WaitFailed), log)
 
     def _undo_on_failure(self, spec: ResourceSpec, label: str, undo: UndoSteps,
                          failed_prefix: str = "") -> contextlib.AbstractContextManager[None]:
@@ -811,34 +1165,35 @@ class AzureBackend(Backend):
     def delete(self, deployment_id: str, node_name: str | None = None, index: int | None = None) -> list[Resource]:
         """Delete the VMs, disks and network resources found by tags; return the VMs and disks deleted.
 
-        Deleting a whole deployment also deletes its resource group, unless a group was configured.
+        Each kind goes in bulk: every deletion begun, then one wait for all of them (one list per round), VMs first
+        (their NICs and disks are in use until they are gone). Deleting a whole deployment also deletes its
+        resource group, unless a group was configured.
 
         :param deployment_id: the deployment's id
         :param node_name: only this node's resources
         :param index: only this instance
         """
         group = self.group_name(deployment_id)
+        where = "/".join(str(p) for p in (deployment_id, node_name, index) if p is not None)
         selector = tag_selector(deployment_id, node_name, index)
         targets = self._describe(group, selector)
         compute, network = self.hook.compute, self.hook.network
-        vms = [r for r in targets if r.attributes["kind"] == _VM]
-        pollers = [(vm, self._call(f"deleting VM {vm.attributes['name']}", compute.virtual_machines.begin_delete,
-                                   group, vm.attributes["name"])) for vm in vms]
-        for vm, poller in pollers:
-            self._wait_lro(f"deleting VM {vm.attributes['name']}", poller, delete=True)
+        self._delete_all("VM", compute.virtual_machines,
+                         [r.attributes["name"] for r in targets if r.attributes["kind"] == _VM], group, where)
         whole = node_name is None
         if whole and not self.resource_group:
             if self._call(f"checking resource group {group}", self.hook.resources.resource_groups.check_existence,
                           group):
                 # what is left (NICs, IPs, groups, disks, network) goes with the group
                 self._run(f"deleting resource group {group}", self.hook.resources.resource_groups.begin_delete, group,
-                      delete=True)
+                          delete=True)
             return [dataclasses.replace(r, state=ResourceState.DELETED) for r in targets]
         sweeps = ((network.network_interfaces, "NIC"), (network.public_ip_addresses, "public IP"))
-        for operations, what in sweeps:
-            for item in self._tagged(f"listing {what}s of {group}", lambda o=operations: o.list(group), selector):
-                self._run(f"deleting {what} {item['name']}", operations.begin_delete, group, item["name"], delete=True)
-        for disk in (r for r in targets if r.attributes["kind"] == _DISK):
+        for operations, what in sweeps:  # NICs before the IPs they hold
+            found = self._tagged(f"listing {what}s of {group}", lambda o=operations: o.list(group), selector)
+            self._delete_all(what, operations, [item["name"] for item in found], group, where)
+        disks = [r for r in targets if r.attributes["kind"] == _DISK]
+        for disk in disks:
             if disk.attributes.get("attached_to"):  # attached to a VM that stays: detach it first
                 vm_name = str(disk.attributes["attached_to"]).rsplit("/", 1)[1]
                 vm_group = str(disk.attributes["attached_to"]).split("/")[4]
@@ -846,19 +1201,18 @@ class AzureBackend(Backend):
                 kept = [d for d in vm["properties"]["storageProfile"].get("dataDisks") or []
                         if str(d["managedDisk"]["id"]).lower() != disk.resource_id.lower()]
                 self._update_data_disks(vm_group, vm, kept)
-            self._run(f"deleting disk {disk.attributes['name']}", compute.disks.begin_delete, group,
-                      disk.attributes["name"], delete=True)
+        self._delete_all("disk", compute.disks, [d.attributes["name"] for d in disks], group, where,
+                         lister=lambda: compute.disks.list_by_resource_group(group))
         group_selector = tag_selector(deployment_id, node_name)
-        for nsg in self._tagged(f"listing network security groups of {group}",
-                                lambda: network.network_security_groups.list(group), group_selector, instance=False):
-            node = (nsg.get("tags") or {}).get(TAG_NODE)
-            if node is None or not self._vms(group, tag_selector(deployment_id, node)):
-                self._run(f"deleting network security group {nsg['name']}",
-                          network.network_security_groups.begin_delete, group, nsg["name"], delete=True)
+        nsgs = self._tagged(f"listing network security groups of {group}",
+                            lambda: network.network_security_groups.list(group), group_selector, instance=False)
+        if nsgs:
+            left = {(vm.get("tags") or {}).get(TAG_NODE) for vm in self._vms(group, group_selector)}
+            self._delete_all("network security group", network.network_security_groups,
+                             [nsg["name"] for nsg in nsgs if (nsg.get("tags") or {}).get(TAG_NODE) not in left],
+                             group, where)
         if whole:
             vnets = self._tagged(f"listing virtual networks of {group}", lambda: network.virtual_networks.list(group),
                                  {TAG_DEPLOYMENT: deployment_id}, instance=False)
-            for vnet in vnets:
-                self._run(f"deleting virtual network {vnet['name']}", network.virtual_networks.begin_delete, group,
-                          vnet["name"], delete=True)
+            self._delete_all("virtual network", network.virtual_networks, [v["name"] for v in vnets], group, where)
         return [dataclasses.replace(r, state=ResourceState.DELETED) for r in targets]

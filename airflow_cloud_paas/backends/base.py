@@ -10,9 +10,12 @@ import abc
 import contextlib
 import enum
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+if TYPE_CHECKING:
+    from airflow_cloud_paas.exceptions import ResourceCreateError
 
 #: Tag keys every backend puts on every resource, so a retry finds what it made and a delete finds all.
 TAG_DEPLOYMENT = "cloud-paas-deployment"
@@ -121,6 +124,34 @@ class ResourceSpec:
         return type_name == self.node_type or type_name in self.type_hierarchy
 
 
+def group_create_error(node_name: str, failed: Mapping[int, str], kept: Iterable[int], *, provider: str,
+                       resource: str, what: str = "instance",
+                       cleanup: str = "what was launched for them has been removed") -> ResourceCreateError:
+    """Return the one error of a group create that made fewer instances than asked: each missing index and why.
+
+    Indices that failed for the same reason (one launch's refusal) share a line.
+
+    :param node_name: the node
+    :param failed: missing index -> why
+    :param kept: the indices that run and are kept
+    :param provider: the provider
+    :param resource: where (deployment/node)
+    :param what: what the cloud calls an instance (instance, server, VM)
+    :param cleanup: what became of what was made for the missing indices
+    """
+    from airflow_cloud_paas.exceptions import ResourceCreateError
+
+    by_reason: dict[str, list[int]] = {}
+    for index, reason in sorted(failed.items()):
+        by_reason.setdefault(reason, []).append(index)
+    lines = "; ".join(f"#{', #'.join(map(str, indices))}: {reason}" for reason, indices in by_reason.items())
+    kept = sorted(kept)
+    return ResourceCreateError(
+        f"cannot create {what}(s) {sorted(failed)} of node '{node_name}': {lines} ({cleanup}; the {len(kept)} "
+        f"running {what}(s) {kept} are kept, so a retry launches only the missing ones)",
+        provider=provider, resource=resource)
+
+
 class Backend(abc.ABC):
     """Create, describe, scale and delete the resources a node needs, idempotently.
 
@@ -198,9 +229,34 @@ class Backend(abc.ABC):
         indices, one wait over all of them; a failure names each index that was not made.
 
         :param specs: the instances wanted, all of the same deployment and node (distinct indices)
-        :param deadline: a ``time.monotonic()`` limit on the waits (see :meth:`create`)
+        :param deadline: a ``time.monotonic()`` limit on the waits (see :meth:`create`); no instance is started
+            after it
         """
-        return [self.create(spec, deadline=deadline) for spec in sorted(specs, key=lambda s: s.index)]
+        made = []
+        for spec in sorted(specs, key=lambda s: s.index):
+            if deadline is not None and time.monotonic() >= deadline:
+                from airflow_cloud_paas.exceptions import ResourceTimeoutError
+
+                raise ResourceTimeoutError(
+                    f"the provider attempt ran past its time limit (provider_timeout_mins) before instance "
+                    f"{spec.index} of node '{spec.node_name}'", provider=self.name,
+                    resource=f"{spec.deployment_id}/{spec.node_name}")
+            made.append(self.create(spec, deadline=deadline))
+        return made
+
+    def checked_group(self, specs: Sequence[ResourceSpec]) -> list[ResourceSpec]:
+        """Return a group's specs sorted by index, each checked by :meth:`check` before anything is made.
+
+        Raise ValueError for specs of several nodes or a repeated index (a caller's bug, not the user's input).
+
+        :param specs: the instances wanted (see :meth:`create_group`)
+        """
+        specs = sorted(specs, key=lambda s: s.index)
+        if len({(s.deployment_id, s.node_name) for s in specs}) > 1 or len({s.index for s in specs}) != len(specs):
+            raise ValueError("create_group takes distinct indices of one deployment's node")
+        for spec in specs:
+            self.check(spec)
+        return specs
 
     def api_calls(self) -> dict[str, int]:
         """Return how many provider API calls this backend has made so far, by operation (empty: not counted).
@@ -208,6 +264,20 @@ class Backend(abc.ABC):
         The deployer records the difference over each step, so the cost of a deployment is visible in its events.
         """
         return {}
+
+    def request_group(self, specs: Sequence[ResourceSpec]) -> list[Resource]:
+        """Start creating several instances of one node and return at once (see :meth:`request`), sorted by index.
+
+        This default requests them one by one; a backend whose API launches many machines in one call overrides it
+        as it does :meth:`create_group` (without the wait).
+
+        :param specs: the instances wanted, distinct indices of one deployment's node
+        """
+        return [self.request(spec) for spec in sorted(specs, key=lambda s: s.index)]
+
+    def api_seconds(self) -> float | None:
+        """Return the seconds this backend has spent waiting on provider API calls so far (None: not measured)."""
+        return None
 
     def request(self, spec: ResourceSpec) -> Resource:
         """Start creating the resource and return at once (its state may be CREATING).

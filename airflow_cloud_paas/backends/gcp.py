@@ -15,6 +15,12 @@ exact tags are kept too: in the instance metadata, and as JSON in the descriptio
 firewall rules (firewall rules have no labels; their names start with a hash of the deployment id,
 which is how ``delete`` finds them).
 
+A node's instances created together (:meth:`GcpBackend.create_group`) come from one ``instances.bulkInsert``,
+whose properties are the same for every instance: they carry the deployment and node tags only, and their
+index is read back from their deterministic, hashed name (:func:`index_from_name`). Waits and deletes list a
+node's instances once per round; deletes are started back to back, not waited for one by one.
+:meth:`GcpBackend.api_calls` counts every request by REST method.
+
 Every API call goes through :class:`~airflow_cloud_paas.hooks.gcp.GceHook`, the Google provider's
 :class:`~airflow.providers.google.cloud.hooks.compute.ComputeEngineHook` with the calls it lacks; every
 wait is :func:`~airflow_cloud_paas.backends.base.poll_until`.
@@ -30,21 +36,25 @@ import math
 import re
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from typing import Any, ClassVar
 
 from airflow_cloud_paas.backends.base import (
     TAG_DEPLOYMENT,
+    TAG_INDEX,
     TAG_NODE,
     Backend,
     Resource,
     ResourceSpec,
     ResourceState,
     UndoSteps,
+    group_create_error,
     machine_or_disk,
     poll_until,
     required_resources,
+    run_undo,
     undo_on_failure,
     wait_limit,
 )
@@ -69,8 +79,8 @@ from airflow_cloud_paas.backends.naming import (
     slug,
     tag_selector,
 )
-from airflow_cloud_paas.exceptions import BackendError, UnsupportedNodeError
-from airflow_cloud_paas.hooks.gcp import SERVER_WAIT_SECONDS, GceApiError, GceHook
+from airflow_cloud_paas.exceptions import BackendError, ResourceTimeoutError, UnsupportedNodeError
+from airflow_cloud_paas.hooks.gcp import MAX_BULK_INSERT, SERVER_WAIT_SECONDS, GceApiError, GceHook
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +94,8 @@ _INSTANCE = "instance"
 _DISK = "disk"
 #: the status of a finished operation
 _DONE = "DONE"
+#: the statuses of an instance on its way up (the first two) or up
+_BOOTING = ("PROVISIONING", "STAGING", "RUNNING")
 
 
 # ------------------------------------------------------------------------------------------ naming
@@ -106,14 +118,45 @@ def label_filter(tags: Mapping[str, str]) -> str:
 def instance_name(spec: ResourceSpec) -> str:
     """Return the instance name of a node instance (or the disk name of a BlockStorage one).
 
-    Compute Engine names are ``[a-z]([-a-z0-9]{0,61}[a-z0-9])?``: readable slugs, then a hash of the
-    exact deployment id, node name and index so that two different specs never share a name.
+    Compute Engine names are ``[a-z]([-a-z0-9]{0,61}[a-z0-9])?``: readable slugs, then the index and a
+    hash of the exact deployment id, node name and index so that two different specs never share a name.
 
     :param spec: the spec
     """
-    suffix = f"{spec.index}-{digest(spec.deployment_id, spec.node_name, str(spec.index))}"
-    dep, node = slug(spec.deployment_id)[:20].strip("-"), slug(spec.node_name)[:20].strip("-")
+    return node_instance_name(spec.deployment_id, spec.node_name, spec.index)
+
+
+def node_instance_name(deployment_id: str, node_name: str, index: int) -> str:
+    """Return the instance name of instance ``index`` of a deployment's node (see :func:`instance_name`).
+
+    :param deployment_id: the deployment's id
+    :param node_name: the node template
+    :param index: the instance index
+    """
+    suffix = f"{index}-{digest(deployment_id, node_name, str(index))}"
+    dep, node = slug(deployment_id)[:20].strip("-"), slug(node_name)[:20].strip("-")
     return "-".join(p for p in (SHORT_PREFIX, dep, node, suffix) if p)
+
+
+#: the end of an instance name: ``-<index>-<8 hex digits of the hash>``
+_NAME_INDEX = re.compile(r"-(\d+)-[0-9a-f]{8}$")
+
+
+def index_from_name(name: str, deployment_id: str, node_name: str) -> int | None:
+    """Return the index an instance name encodes for a deployment's node, or None if it is no such name.
+
+    The name is rebuilt from the index it ends with and compared whole, hash included: a name that merely
+    looks alike (another node's, a hand-made one) yields None.
+
+    :param name: the instance name
+    :param deployment_id: the deployment the instance's tags name
+    :param node_name: the node the instance's tags name
+    """
+    match = _NAME_INDEX.search(name)
+    if match is None:
+        return None
+    index = int(match.group(1))
+    return index if node_instance_name(deployment_id, node_name, index) == name else None
 
 
 def firewall_prefix(deployment_id: str) -> str:
@@ -179,6 +222,9 @@ class GcpBackend(Backend):
     :param create_timeout: seconds an instance or disk may take to become ready
     :param delete_timeout: seconds an instance, disk or rule may take to be deleted
     :param poll_interval: seconds between two status reads
+    :param partial_groups: let one bulk insert of a node's instances make fewer than asked (``minCount`` 1: what
+        the zone's capacity and quota allow is kept, the rest reported), rather than all or none (the default, as
+        on AWS: a node that cannot run whole costs nothing)
     """
 
     name: ClassVar[str] = PROVIDER
@@ -218,6 +264,7 @@ class GcpBackend(Backend):
         create_timeout: float = 600.0,
         delete_timeout: float = 300.0,
         poll_interval: float = 2.0,
+        partial_groups: bool = False,
     ) -> None:
         self.conn_id = conn_id
         self.hook = GceHook(gcp_conn_id=conn_id, api_endpoint=api_endpoint, impersonation_chain=impersonation_chain)
@@ -229,6 +276,7 @@ class GcpBackend(Backend):
         self.create_timeout = create_timeout
         self.delete_timeout = delete_timeout
         self.poll_interval = poll_interval
+        self.partial_groups = partial_groups
         self._explicit_images: dict[str, dict[str, Any] | None] = {}
 
     # ---------------------------------------------------------------- configuration
@@ -378,7 +426,13 @@ class GcpBackend(Backend):
     @staticmethod
     def _instance_tags(instance: Mapping[str, Any]) -> dict[str, str]:
         items = (instance.get("metadata") or {}).get("items") or []
-        return {i["key"]: i.get("value", "") for i in items if i.get("key") in TAG_KEYS}
+        tags = {i["key"]: i.get("value", "") for i in items if i.get("key") in TAG_KEYS}
+        if TAG_INDEX not in tags and TAG_DEPLOYMENT in tags and TAG_NODE in tags:
+            # made by a bulk insert, whose metadata is the same for all: the index is in the (hashed) name
+            index = index_from_name(str(instance.get("name") or ""), tags[TAG_DEPLOYMENT], tags[TAG_NODE])
+            if index is not None:
+                tags[TAG_INDEX] = str(index)
+        return tags
 
     @staticmethod
     def _description_tags(item: Mapping[str, Any]) -> dict[str, str]:
@@ -427,7 +481,9 @@ class GcpBackend(Backend):
                         attributes)
 
     def _instances(self, selector: Mapping[str, str]) -> list[dict[str, Any]]:
-        found = self.hook.list_instances(project_id=self.project_id, zone=self.zone, filter_=label_filter(selector))
+        # bulk-inserted instances carry no index label (see create_group): the index is matched on the exact tags
+        labels = {key: value for key, value in selector.items() if key != TAG_INDEX}
+        found = self.hook.list_instances(project_id=self.project_id, zone=self.zone, filter_=label_filter(labels))
         # labels may be hashed: the exact tags decide; all three must be there (else not ours)
         return [i for i in found if ours(self._instance_tags(i), selector)]
 
@@ -458,8 +514,8 @@ class GcpBackend(Backend):
                           hint=f"raise {option}, or check the zone's capacity and the instance's serial console")
 
     def _wait_operation(self, op_name: str, what: str, *, zone: bool = True, deadline: float | None = None,
-                        delete: bool = False) -> None:
-        """Wait for an operation to be DONE; raise GceApiError with its first error code if it failed.
+                        delete: bool = False) -> dict[str, Any]:
+        """Wait for an operation to be DONE and return it; raise GceApiError with its first error code if it failed.
 
         Compute Engine's ``wait`` blocks up to two minutes on the server; when less time is left than that,
         the operation is read with ``get`` instead, so the wait never outlives its limit.
@@ -482,6 +538,7 @@ class GcpBackend(Backend):
             detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors)
             raise GceApiError(f"{what} failed: {detail}", status_code=op.get("http_error_status_code"),
                               reason=first.get("code"), resource=what)
+        return dict(op)
 
     def _get_instance(self, name: str) -> dict[str, Any] | None:
         return self.hook.get_instance_dict(project_id=self.project_id, zone=self.zone, name=name)
@@ -528,6 +585,201 @@ class GcpBackend(Backend):
             return self.create(spec)
         return self._create_instance(spec, wait=False)
 
+    def api_calls(self) -> dict[str, int]:
+        """Return the Compute Engine requests this backend has made so far, by REST method (``instances.list``...)."""
+        return self.hook.api_calls()
+
+    # ---------------------------------------------------------------- create a node's instances together
+    def create_group(self, specs: Sequence[ResourceSpec], *, deadline: float | None = None) -> list[Resource]:
+        """Create a node's instances with one bulk insert; return them RUNNING, sorted by index.
+
+        The node's firewall rules are ensured once, before the launch; one list finds what exists (a retry launches
+        only the missing indices); one ``instances.bulkInsert`` per set of instances that differ in more than their
+        name makes the missing ones; one list per round waits for all of them.
+
+        A bulk insert gives every instance the same properties, labels and metadata included, so these instances
+        carry the deployment and node as labels and metadata, and their index in their name only: the name is
+        deterministic and hashed (:func:`index_from_name` rebuilds it to check), so it identifies the index as
+        surely as a tag. Setting an index label and metadata item afterwards would cost three more requests per
+        instance (``get`` for the fingerprints, ``setLabels``, ``setMetadata``), which is what the bulk call saves.
+
+        A bulk insert refused (quota, capacity: all or none unless ``partial_groups``), one that made fewer than
+        asked, an instance that stopped while booting or a wait cut short raises one typed error naming each index
+        not made: what this call launched for those indices is removed, the instances that run are kept (a retry
+        completes the node; a failed attempt's cleanup deletes them unless placement's ``keep_last_attempt`` keeps
+        it). Disks, and instances that attach disks, are made one by one as :meth:`create` makes them; so are
+        instances found stopped, suspended, repairing or being deleted.
+
+        :param specs: the instances wanted, distinct indices of one deployment's node
+        :param deadline: a ``time.monotonic()`` limit on the waits, over ``create_timeout``
+        """
+        specs = self.checked_group(specs)
+        if not specs:
+            return []
+        first = specs[0]
+        if len(specs) == 1 or self._kind(first) != _INSTANCE or any(
+                required_resources(spec, PROVIDER, _DISK) for spec in specs):
+            return super().create_group(specs, deadline=deadline)
+        where = f"{first.deployment_id}/{first.node_name}"
+        node = tag_selector(first.deployment_id, first.node_name)
+        wanted = {spec.index: spec for spec in specs}
+        made: dict[int, Resource] = {}
+        waiting: dict[str, int] = {}  # instance name -> index, waited for together
+        for instance in self._instances(node):
+            index = int(self._instance_tags(instance)[TAG_INDEX])
+            if index not in wanted or index in made or index in waiting.values():
+                continue
+            if instance.get("status") in _BOOTING:
+                waiting[str(instance["name"])] = index
+            else:  # stopped, suspended, repairing or being deleted: settled and started as create does
+                made[index] = self._create_instance(wanted[index], deadline=deadline)
+        missing = [index for index in wanted if index not in made and index not in waiting.values()]
+        failed: dict[int, str] = {}
+        launched: list[str] = []  # what this call launched: removed again if it does not run
+        undo: UndoSteps = []  # the node's firewall rules, if this call made them
+        try:
+            if missing:
+                self._launch_group(wanted, missing, where, deadline, waiting, launched, failed, undo)
+            if waiting:
+                self._settle_group(waiting, node, where, deadline, made, failed)
+        except BaseException as err:  # a refused list, a timeout, a task killed: never leave a launch half-made
+            self._cleanup_group(node, where, launched, made, undo, err)
+            raise
+        if failed:
+            cause = group_create_error(first.node_name, failed, made, provider=PROVIDER, resource=where)
+            self._cleanup_group(node, where, launched, made, undo, cause)
+            raise cause
+        return [made[index] for index in sorted(made)]
+
+    def _refusal(self, err: GceApiError) -> str:
+        hint = self._hint(err)
+        return f"{err.message}; {hint}" if hint else err.message
+
+    def _launch_group(self, wanted: Mapping[int, ResourceSpec], missing: Sequence[int], where: str,
+                      deadline: float | None, waiting: dict[str, int], launched: list[str], failed: dict[int, str],
+                      undo: UndoSteps) -> None:
+        """Ensure the node's firewall rules once, bulk-insert the missing indices, wait for that; fill ``waiting``."""
+        first = wanted[missing[0]]
+        try:
+            self._ensure_firewalls(first, undo, deadline)
+        except GceApiError as err:  # no instance can be reached as asked: none is launched
+            failed.update((index, self._refusal(err)) for index in missing)
+            return
+        node = tag_selector(first.deployment_id, first.node_name)
+        launches: dict[str, tuple[dict[str, Any], list[int]]] = {}
+        for index in missing:
+            spec = wanted[index]
+            size, image, req = self._instance_plan(spec)  # the catalogue is cached: no request after the first
+            properties = self._instance_properties(spec, node, size, image, req, security_rules(spec)[1])
+            # instances that differ only in their name share one bulk insert (user data may differ per index)
+            launches.setdefault(json.dumps(properties, sort_keys=True), (properties, []))[1].append(index)
+        started: list[tuple[str, dict[str, int]]] = []  # (operation, instance name -> index)
+        for properties, indices in launches.values():
+            for start in range(0, len(indices), MAX_BULK_INSERT):
+                names = {instance_name(wanted[index]): index for index in indices[start:start + MAX_BULK_INSERT]}
+                try:
+                    op = self.hook.bulk_insert_instances_nowait(
+                        project_id=self.project_id, zone=self.zone, properties=properties, names=list(names),
+                        min_count=1 if self.partial_groups else len(names), request_id=str(uuid.uuid4()))
+                except GceApiError as err:  # refused at once (quota, capacity): reported, the other launches go on
+                    failed.update((index, self._refusal(err)) for index in names.values())
+                    continue
+                launched.extend(names)
+                started.append((op, names))
+                log.info("Bulk-inserting %d instance(s) of %s (machine type %s)", len(names), where,
+                         properties["machine_type"])
+        for position, (op, names) in enumerate(started):  # all started back to back, then waited for
+            try:
+                self._wait_operation(op, f"bulk insert of {len(names)} instance(s) of {where}", deadline=deadline)
+            except GceApiError as err:  # failed later (rolled back): whatever it left is removed with the launch
+                failed.update((index, self._refusal(err)) for index in names.values())
+            except BaseException:
+                # cut short (the attempt's deadline, the task killed): the inserts still running would make instances
+                # after the caller's cleanup deleted what it saw; let them end first (no attempt deadline)
+                for other, _ in started[position:]:
+                    try:
+                        self._wait_operation(other, f"bulk insert of {where}, before its cleanup")
+                    except Exception as err:  # noqa: BLE001 - the cause raised below is what the user must see
+                        log.warning("bulk insert %s of %s did not end cleanly before its cleanup: %s", other, where,
+                                    err)
+                raise
+        if not started:
+            return
+        present = set(self._named_instances(launched, node))
+        for _, names in started:
+            made_here = sum(name in present for name in names)
+            for name, index in names.items():
+                if index in failed:
+                    continue
+                if name in present:
+                    waiting[name] = index
+                else:
+                    failed[index] = (f"the bulk insert made {made_here} of the {len(names)} instances asked (the "
+                                     "zone's capacity or the project's quota); retry later, or use another zone or "
+                                     "size")
+
+    def _named_instances(self, names: Sequence[str], selector: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+        """Return the instances of these names among those of a selector (one list), by name."""
+        wanted = set(names)
+        return {str(i["name"]): i for i in self._instances(selector) if i.get("name") in wanted}
+
+    def _settle_group(self, waiting: Mapping[str, int], node: Mapping[str, str], where: str, deadline: float | None,
+                      made: dict[int, Resource], failed: dict[int, str]) -> None:
+        """Wait until every instance of ``waiting`` runs or ended, one list per round; sort them into made/failed."""
+        names = list(waiting)
+
+        def done(found: Mapping[str, Mapping[str, Any]]) -> bool:
+            # gone or stopped while booting is final too: reported below
+            return all(n not in found or found[n].get("status") not in _BOOTING[:2] for n in names)
+
+        def status(found: Mapping[str, Mapping[str, Any]]) -> str:
+            counts = Counter(str(found[n].get("status")) if n in found else "gone" for n in names)
+            return ", ".join(f"{state} {count}" for state, count in sorted(counts.items()))
+
+        try:
+            found = self._wait(f"{len(names)} instance(s) of {where} becoming RUNNING",
+                               lambda: self._named_instances(names, node), done, resource=where, deadline=deadline,
+                               status=status)
+        except ResourceTimeoutError as err:
+            seen = self._named_instances(names, node)
+            for name, index in waiting.items():
+                if (seen.get(name) or {}).get("status") == "RUNNING":
+                    made[index] = self._instance_resource(seen[name])
+            late = sorted(index for index in waiting.values() if index not in made)
+            # the caller's cleanup deletes what this call launched and is not in ``made``
+            raise ResourceTimeoutError(
+                f"{err.message}; instance(s) {late} of node '{node[TAG_NODE]}' not running by then (what was launched "
+                f"for them has been removed; the running ones {sorted(made)} are kept)", provider=PROVIDER,
+                resource=where) from err
+        for name, index in waiting.items():
+            instance = found.get(name)
+            if instance is not None and instance.get("status") == "RUNNING":
+                made[index] = self._instance_resource(instance)
+            else:
+                failed[index] = f"instance {name} went {_status(instance)} while booting"
+
+    def _cleanup_group(self, node: Mapping[str, str], where: str, launched: Sequence[str],
+                       made: Mapping[int, Resource], undo: UndoSteps, cause: BaseException) -> None:
+        """Delete what a failed group create launched and does not keep; its firewall rules too if nothing is left."""
+        kept = {r.resource_id for r in made.values()}
+        try:
+            self._delete_instances([name for name in launched if name not in kept], node, where)
+        except BackendError as err:
+            # the cause is what the user must see; the leftover is found by tags at delete time
+            log.error("cleanup after failed create of %s failed (%s); delete the deployment to retry it; cause: %s",
+                      where, err, cause)
+        run_undo(undo, (BackendError,), log)  # each rule goes only if no instance of the node is left
+
+    def _delete_instances(self, names: Sequence[str], selector: Mapping[str, str], where: str) -> None:
+        """Delete instances back to back, without waiting for each, then wait until all are gone: one list a round."""
+        pending = [name for name in names if self.hook.delete_instance_nowait(
+            project_id=self.project_id, zone=self.zone, name=name) is not None]
+        if not pending:
+            return
+        self._wait(f"{len(pending)} instance(s) of {where} deleted", lambda: self._named_instances(pending, selector),
+                   lambda found: not found, resource=where, delete=True,
+                   status=lambda found: ", ".join(f"{name} {_status(i)}" for name, i in sorted(found.items())))
+
     def _undo_on_failure(self, spec: ResourceSpec, label: str, undo: UndoSteps,
                          failed_prefix: str = "") -> contextlib.AbstractContextManager[None]:
         return undo_on_failure(PROVIDER, spec, label, undo, log, api_error=GceApiError, hint=self._hint,
@@ -537,7 +789,9 @@ class GcpBackend(Backend):
     def _hint(err: GceApiError) -> str:
         if err.is_quota:
             return "raise the project's quota (IAM & Admin > Quotas) or free resources, then retry"
-        if (err.reason or "") in ("ZONE_RESOURCE_POOL_EXHAUSTED", "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS"):
+        # an operation's error code, or the reason of a bulk insert refused at once
+        if (err.reason or "").upper() in ("ZONE_RESOURCE_POOL_EXHAUSTED", "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS",
+                                          "INSUFFICIENTCAPACITY"):
             return "the zone has no capacity for this machine type now: retry later, or use another zone or size"
         return ""
 
@@ -600,7 +854,13 @@ class GcpBackend(Backend):
 
     def _instance_body(self, spec: ResourceSpec, name: str, size: Size, image: Mapping[str, Any],
                        req: HostRequirements, public: bool) -> dict[str, Any]:
-        labels = gce_labels(spec.tags)
+        return {"name": name, **self._instance_properties(spec, spec.tags, size, image, req, public),
+                "machine_type": f"zones/{self.zone}/machineTypes/{size.name}"}
+
+    def _instance_properties(self, spec: ResourceSpec, tags: Mapping[str, str], size: Size, image: Mapping[str, Any],
+                             req: HostRequirements, public: bool) -> dict[str, Any]:
+        """Return an instance's fields but its name, labelled ``tags`` (a bulk insert's InstanceProperties)."""
+        labels = gce_labels(tags)
         nic: dict[str, Any] = {"network": self.network}
         if self.subnetwork:
             nic["subnetwork"] = self.subnetwork
@@ -612,11 +872,10 @@ class GcpBackend(Backend):
         if req.preemptible:
             scheduling.update(preemptible=True, automatic_restart=False, on_host_maintenance="TERMINATE")
         body: dict[str, Any] = {
-            "name": name,
-            "machine_type": f"zones/{self.zone}/machineTypes/{size.name}",
+            "machine_type": size.name,  # what a bulk insert takes; a single insert takes the URL
             "labels": labels,
             # the exact tags (labels may be hashed): what describe and delete trust
-            "metadata": {"items": [{"key": k, "value": v} for k, v in spec.tags.items()]
+            "metadata": {"items": [{"key": k, "value": v} for k, v in tags.items()]
                          # cloud-init on Compute Engine images reads the user-data key
                          + ([{"key": "user-data", "value": spec.user_data}] if spec.user_data else [])},
             "disks": [{"boot": True, "auto_delete": True, "device_name": "boot", "initialize_params": {
@@ -759,12 +1018,9 @@ class GcpBackend(Backend):
         targets = self._describe(selector)
         instances = [r for r in targets if r.attributes["kind"] == _INSTANCE]
         disks = [r for r in targets if r.attributes["kind"] == _DISK]
-        # start every delete, then wait: instances go in parallel (their boot disks with them)
-        pending = [(r.resource_id, self.hook.delete_instance_nowait(project_id=self.project_id, zone=self.zone,
-                                                                    name=r.resource_id)) for r in instances]
-        for name, op in pending:
-            if op is not None:
-                self._wait_operation(op, f"delete instance {name}", delete=True)
+        # every delete started back to back, then one list per round until all are gone (boot disks go with them)
+        self._delete_instances([r.resource_id for r in instances], tag_selector(deployment_id, node_name),
+                               "/".join(str(p) for p in (deployment_id, node_name, index) if p is not None))
         for disk in disks:
             current = self.hook.get_disk_dict(project_id=self.project_id, zone=self.zone, name=disk.resource_id)
             if current is None:

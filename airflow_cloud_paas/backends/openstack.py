@@ -9,7 +9,17 @@ its endpoints) and, when an endpoint is on the PUBLIC network, a floating IP. A
 
 Every resource carries the cloud-paas tags: Nova and Cinder as metadata, Neutron as ``key=value``
 tags. ``create`` finds by those first (idempotent), ``delete`` finds everything by them, including
-what a crashed attempt left. All API calls go through :class:`~airflow_cloud_paas.hooks.openstack.OpenStackHook`.
+what a crashed attempt left. All API calls go through :class:`~airflow_cloud_paas.hooks.openstack.OpenStackHook`,
+which counts them (:meth:`OpenStackBackend.api_calls`).
+
+A node's servers created together (:meth:`OpenStackBackend.create_group`) come from one Nova multiple
+create (``min_count``/``max_count``). Nova gives all of them the request's metadata and names them
+``<name>-<n>`` (n = 1, 2..., its ``multi_instance_display_name_template``), so such a server carries no index
+of its own: it carries its launch's index list (:data:`LAUNCH_TAG`), and its index is the n-th of that list,
+read from its name, ``<deployment>-<node>-launch-<n>``. That costs no call per server; the alternative, a
+metadata update per server once it is ACTIVE (Nova refuses one while it builds), costs N calls and leaves the
+servers without an index until then. It is what is done only where the names do not carry the count (an
+operator changed the template): there the index is set as metadata before the group is returned.
 """
 
 from __future__ import annotations
@@ -18,17 +28,24 @@ import contextlib
 import dataclasses
 import logging
 import math
-from collections.abc import Callable, Mapping
+import re
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from typing import Any, ClassVar
 
 from airflow_cloud_paas.backends.base import (
+    TAG_DEPLOYMENT,
+    TAG_INDEX,
     TAG_NODE,
     Backend,
     Resource,
     ResourceSpec,
     ResourceState,
     UndoSteps,
+    WaitFailed,
+    group_create_error,
     machine_or_disk,
     poll_until,
     required_resources,
@@ -57,6 +74,7 @@ from airflow_cloud_paas.backends.naming import (
 from airflow_cloud_paas.exceptions import (
     BackendError,
     ResourceCreateError,
+    ResourceTimeoutError,
     UnsupportedNodeError,
 )
 from airflow_cloud_paas.hooks.openstack import OpenStackApiError, OpenStackHook
@@ -67,6 +85,47 @@ PROVIDER = "openstack"
 
 _SERVER = "server"
 _VOLUME = "volume"
+
+#: Metadata of the servers of one multiple create: ``<launch id>:<indices>`` (e.g. ``3f9c01ab:0-3,5``); the
+#: launch id tells this launch's servers from any other's, the n-th server (by name) has the n-th index.
+LAUNCH_TAG = "cloud-paas-launch"
+#: Nova's limit on a metadata value
+_METADATA_VALUE_MAX = 255
+_LAUNCH_ID_CHARS = 8
+
+
+def _encode_indices(indices: Sequence[int]) -> str:
+    """Return indices as runs, in their order: ``[0, 1, 2, 3, 5]`` -> ``0-3,5``."""
+    runs: list[list[int]] = []
+    for index in indices:
+        if runs and index == runs[-1][1] + 1:
+            runs[-1][1] = index
+        else:
+            runs.append([index, index])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def _decode_indices(text: str) -> list[int]:
+    """Return the indices of :func:`_encode_indices` output (empty if it is not such)."""
+    indices: list[int] = []
+    for part in filter(None, text.split(",")):
+        first, _, last = part.partition("-")
+        if not first.isdigit() or (last and not last.isdigit()):
+            return []
+        indices.extend(range(int(first), int(last or first) + 1))
+    return indices
+
+
+def _launch_chunks(indices: Sequence[int]) -> list[list[int]]:
+    """Split indices into launches whose :data:`LAUNCH_TAG` value fits Nova's 255 characters."""
+    room = _METADATA_VALUE_MAX - _LAUNCH_ID_CHARS - 1
+    chunks: list[list[int]] = []
+    for index in indices:
+        if chunks and len(_encode_indices([*chunks[-1], index])) <= room:
+            chunks[-1].append(index)
+        else:
+            chunks.append([index])
+    return chunks
 
 
 def neutron_tags(tags: Mapping[str, str]) -> list[str]:
@@ -280,7 +339,70 @@ class OpenStackBackend(Backend):
             self._volume_size_gb(spec)
 
     # ---------------------------------------------------------------- describe
-    def _server_resource(self, server: Mapping[str, Any]) -> Resource:
+    @staticmethod
+    def launch_name(deployment_id: str, node_name: str) -> str:
+        """Return the name a multiple create of a node is asked for (Nova adds ``-<n>`` to each server's).
+
+        :param deployment_id: the deployment's id
+        :param node_name: the node template's name
+        """
+        return plain_name(f"{node_stem(deployment_id, node_name)}-launch", limit=240)
+
+    def _server_index(self, server: Mapping[str, Any]) -> int | None:
+        """Return a server's index: its own metadata, else its place in its launch (by name); None if neither."""
+        meta = server.get("metadata") or {}
+        if meta.get(TAG_INDEX) is not None:
+            return int(meta[TAG_INDEX]) if str(meta[TAG_INDEX]).isdigit() else None
+        if not (meta.get(LAUNCH_TAG) and meta.get(TAG_DEPLOYMENT) and meta.get(TAG_NODE)):
+            return None
+        indices = _decode_indices(str(meta[LAUNCH_TAG]).partition(":")[2])
+        position = self._launch_position(str(server.get("name") or ""),
+                                         self.launch_name(meta[TAG_DEPLOYMENT], meta[TAG_NODE]), len(indices))
+        return None if position is None else indices[position]
+
+    @staticmethod
+    def _launch_position(name: str, base: str, size: int) -> int | None:
+        """Return a server's place in its launch from its name (``<base>-<n>``: n - 1), or None."""
+        if name == base:  # Nova adds the count only when it makes more than one: alone, or a template without it
+            return 0 if size == 1 else None
+        match = re.fullmatch(re.escape(base) + r"-(\d+)", name)
+        position = int(match.group(1)) - 1 if match else -1
+        return position if 0 <= position < size else None
+
+    @staticmethod
+    def _name_filter(deployment_id: str, node_name: str | None) -> str | None:
+        """Return the regular expression that Nova's ``name`` filter matches a node's server names with."""
+        if node_name is None:
+            return None
+        prefix = plain_name(node_stem(deployment_id, node_name)) + "-"
+        # names are [A-Za-z0-9._-] (plain_name): only the dot is special, in Python and in the databases' regexps
+        return None if len(prefix) > 200 else "^" + prefix.replace(".", "[.]")
+
+    def _list_servers(self, deployment_id: str, node_name: str | None = None) -> list[dict[str, Any]]:
+        """Return the servers carrying a deployment's (node's) metadata, with or without an index: one list."""
+        selector = tag_selector(deployment_id, node_name)
+        return [s for s in self.hook.servers(selector, name=self._name_filter(deployment_id, node_name))
+                if (s.get("metadata") or {}).get(TAG_NODE)]
+
+    def _servers(self, selector: Mapping[str, str], *, leftovers: bool = False) -> list[dict[str, Any]]:
+        """Return our servers matching a tag selector, the index read as :meth:`_server_index` reads it.
+
+        :param selector: from :func:`tag_selector`
+        :param leftovers: also the servers of a launch whose index cannot be read (a launch cut short before
+            their index was set): only when the selector names no index
+        """
+        wanted = selector.get(TAG_INDEX)
+        found = []
+        for server in self._list_servers(selector[TAG_DEPLOYMENT], selector.get(TAG_NODE)):
+            index = self._server_index(server)
+            if index is None:
+                if leftovers and wanted is None and (server.get("metadata") or {}).get(LAUNCH_TAG):
+                    found.append(server)
+            elif wanted is None or str(index) == wanted:
+                found.append(server)
+        return found
+
+    def _server_resource(self, server: Mapping[str, Any], index: int | None = None) -> Resource:
         meta = server.get("metadata") or {}
         fixed, floating = [], []
         for addresses in (server.get("addresses") or {}).values():
@@ -303,7 +425,12 @@ class OpenStackBackend(Backend):
         }
         if server.get("fault"):
             attributes["fault"] = str((server["fault"] or {}).get("message"))
-        return Resource(*resource_of(meta), PROVIDER, server["id"], state, attributes)
+        index = self._server_index(server) if index is None else index
+        if index is None:  # callers list only servers whose index they could read: this one changed meanwhile
+            raise BackendError(f"server {server['id']} ({server.get('name')}) carries no readable index (neither "
+                               f"{TAG_INDEX} metadata nor a launch name): delete the deployment to remove it",
+                               provider=PROVIDER, resource=f"{meta.get(TAG_DEPLOYMENT)}/{meta.get(TAG_NODE)}")
+        return Resource(meta[TAG_DEPLOYMENT], meta[TAG_NODE], index, PROVIDER, server["id"], state, attributes)
 
     def _volume_resource(self, volume: Mapping[str, Any]) -> Resource:
         meta = volume.get("metadata") or {}
@@ -326,7 +453,7 @@ class OpenStackBackend(Backend):
         return [f for f in found if carries_all_tags(f.get("metadata"))]
 
     def _describe(self, selector: Mapping[str, str]) -> list[Resource]:
-        found = [self._server_resource(s) for s in self._tagged(self.hook.servers(selector))]
+        found = [self._server_resource(s) for s in self._servers(selector)]
         found += [self._volume_resource(v) for v in self._tagged(self.hook.volumes(selector))]
         return sorted(found, key=lambda r: (r.node_name, r.index, r.attributes["kind"]))
 
@@ -366,6 +493,18 @@ class OpenStackBackend(Backend):
     def _wait_server_gone(self, server_id: str) -> None:
         self._wait(f"deletion of server {server_id}", lambda: self.hook.get_server(server_id), lambda s: s is None,
                    server_id, delete=True)
+
+    def _wait_servers_gone(self, server_ids: Sequence[str], deployment_id: str, node_name: str | None = None) -> None:
+        """Wait until none of these servers (of one deployment or node) is listed: one list per round."""
+        ids = set(server_ids)
+        if not ids:
+            return
+        where = "/".join(p for p in (deployment_id, node_name) if p)
+        poll_until(lambda: [s for s in self._list_servers(deployment_id, node_name) if s["id"] in ids],
+                   lambda left: not left, timeout=self.delete_timeout, interval=self.poll_interval,
+                   what=f"deletion of {len(ids)} server(s) of {where}", provider=PROVIDER, resource=where,
+                   status=lambda left: f"{len(left)} still listed",
+                   hint="raise the backend's delete_timeout, or look at the cloud's console")
 
     def _wait_volume(self, volume_id: str, name: str, statuses: tuple[str, ...], *, deadline: float | None = None,
                      delete: bool = False) -> Mapping[str, Any]:
@@ -432,7 +571,7 @@ class OpenStackBackend(Backend):
         return ""
 
     def _existing_server(self, spec: ResourceSpec) -> dict[str, Any] | None:
-        servers = self._tagged(self.hook.servers(spec.tags))
+        servers = self._servers(spec.tags)
         for server in sorted(servers, key=lambda s: str(s.get("created_at") or s.get("created") or "")):
             if server.get("task_state") == "deleting":
                 self._wait_server_gone(server["id"])  # a delete in flight: let it finish, then make a new one
@@ -460,7 +599,7 @@ class OpenStackBackend(Backend):
         return group, True
 
     def _delete_group_if_unused(self, group_id: str, deployment_id: str, node_name: str) -> None:
-        if not self._tagged(self.hook.servers(tag_selector(deployment_id, node_name))):
+        if not self._servers(tag_selector(deployment_id, node_name), leftovers=True):
             self._delete_group(group_id)
 
     def _delete_group(self, group_id: str) -> None:
@@ -492,8 +631,7 @@ class OpenStackBackend(Backend):
                 server = self.hook.create_server(
                     name=name, flavor_id=self._flavor_ids[size.name], image_id=str(image["id"]),
                     network_id=self.network_id, security_group_id=group["id"], metadata=spec.tags,
-                    key_name=self.key_name,
-                    user_data=spec.user_data if spec.user_data is not None else spec.properties.get("user_data"),
+                    key_name=self.key_name, user_data=self._user_data(spec),
                 )
                 undo.append((label, self._server_undo(server["id"])))
                 log.info("Booting %s (%s, flavor %s, image %s)", label, server["id"], size.name, image.get("name"))
@@ -574,6 +712,249 @@ class OpenStackBackend(Backend):
             volume = self.hook.get_volume(volume["id"]) or volume
         return self._volume_resource(volume)
 
+    # ---------------------------------------------------------------- group create (Nova's multiple create)
+    def api_calls(self) -> dict[str, int]:
+        """Return the OpenStack API requests this backend has made so far, by operation (``POST servers``...)."""
+        return self.hook.api_calls()
+
+    def create_group(self, specs: Sequence[ResourceSpec], *, deadline: float | None = None) -> list[Resource]:
+        """Create a node's servers in as few Nova calls as it allows; return them ACTIVE, sorted by index.
+
+        The node's security group is ensured once, before the launch; one list finds what exists (a retry
+        launches only the missing indices, and removes what a launch cut short left without an index); one
+        multiple create (``min_count`` 1, ``max_count`` the missing count) launches the missing indices (one per
+        set of servers that differ in more than their index, or whose index list is too long for one metadata
+        value); one list per round waits for all of them; floating IPs are bound after one port list and one
+        floating IP list. A launch refused (a quota: Nova makes nothing when not even ``min_count`` fits), one
+        short of what was asked (Nova makes as many as the quota allows), a server that went to ERROR or a wait
+        cut short raises one typed error naming each index not made: what this call launched for those indices
+        is removed, the ACTIVE servers are kept (a retry completes the node; a failed attempt's cleanup deletes
+        them unless placement's ``keep_last_attempt`` keeps it). Volumes and servers that attach volumes are
+        made one by one, as :meth:`create` makes them.
+
+        :param specs: the instances wanted, distinct indices of one deployment's node
+        :param deadline: a ``time.monotonic()`` limit on the waits, over ``create_timeout``
+        """
+        specs = self.checked_group(specs)
+        if not specs:
+            return []
+        first = specs[0]
+        if len(specs) == 1 or self._kind(first) != _SERVER or any(
+                required_resources(spec, PROVIDER, _VOLUME) for spec in specs):
+            return super().create_group(specs, deadline=deadline)
+        deployment_id, node_name = first.deployment_id, first.node_name
+        where = f"{deployment_id}/{node_name}"
+        wanted = {spec.index: spec for spec in specs}
+        made: dict[int, Resource] = {}
+        waiting: dict[str, int] = {}  # server id -> index, waited for together
+        stale: list[str] = []  # ours, but in ERROR or without a readable index: removed before the launch
+        servers = self._servers(tag_selector(deployment_id, node_name), leftovers=True)
+        for server in sorted(servers, key=lambda s: str(s.get("created_at") or s.get("created") or "")):
+            index = self._server_index(server)
+            if server.get("task_state") == "deleting":
+                continue  # going: its index is launched again
+            if index is None or (index in wanted and server.get("status") == "ERROR"):
+                stale.append(server["id"])
+            elif index not in wanted or index in made or index in waiting.values():
+                continue
+            elif self.normalize_state(str(server.get("status"))) == ResourceState.STOPPED:
+                made[index] = self._create_server(wanted[index], deadline=deadline)  # started (or refused) as create
+            else:
+                waiting[server["id"]] = index
+        missing = [index for index in wanted if index not in made and index not in waiting.values()]
+        failed: dict[int, str] = {}
+        launched: list[str] = []  # what this call launched: removed again if it does not become ACTIVE
+        unindexed: dict[str, int] = {}  # launched servers whose names do not carry their index: set as metadata
+        try:
+            if stale:
+                log.warning("Removing %d server(s) of %s in ERROR or left without an index by a launch cut short",
+                            len(stale), where)
+                for server_id in stale:
+                    self.hook.delete_server(server_id)
+                self._wait_servers_gone(stale, deployment_id, node_name)  # they count against the quota
+            if missing:
+                self._launch_group(wanted, missing, where, waiting, launched, unindexed, failed)
+            if waiting:
+                self._settle_group(waiting, deployment_id, node_name, deadline, made, failed)
+            for server_id, index in unindexed.items():
+                if index in made:  # Nova takes metadata only from an ACTIVE server
+                    self.hook.set_server_metadata(server_id, {TAG_INDEX: str(index)})
+            if made and security_rules(first)[1]:
+                self._bind_floating_ips(wanted, made, failed)
+        except BaseException as err:  # a refused list, a timeout, a task killed: never leave a launch half-made
+            self._cleanup_group(deployment_id, node_name, launched, made, err)
+            raise
+        if failed:
+            cause = group_create_error(node_name, failed, made, provider=PROVIDER, resource=where, what="server")
+            self._cleanup_group(deployment_id, node_name, launched, made, cause)
+            raise cause
+        return [made[index] for index in sorted(made)]
+
+    def _launch_group(self, wanted: Mapping[int, ResourceSpec], missing: Sequence[int], where: str,
+                      waiting: dict[str, int], launched: list[str], unindexed: dict[str, int],
+                      failed: dict[int, str]) -> None:
+        """Launch the missing indices (the node's security group ensured first, once); fill ``waiting``."""
+        first = wanted[missing[0]]
+        group, _ = self._security_group(first)
+        launches: dict[tuple, list[int]] = {}  # servers that differ only in their index share one launch
+        for index in missing:
+            spec = wanted[index]
+            size, image = self._server_plan(spec)  # cached: no call after the node's first
+            launches.setdefault((size.name, str(image["id"]), self._user_data(spec)), []).append(index)
+        pending: dict[str, list[int]] = {}  # launch tag value -> its indices: found by one list after the launches
+        for indices in launches.values():
+            for chunk in _launch_chunks(indices):
+                spec = wanted[chunk[0]]
+                size, image = self._server_plan(spec)
+                launch = f"{uuid.uuid4().hex[:_LAUNCH_ID_CHARS]}:{_encode_indices(chunk)}"
+                single = len(chunk) == 1
+                try:
+                    server = self.hook.create_server(
+                        name=self.resource_name(spec) if single else self.launch_name(spec.deployment_id,
+                                                                                      spec.node_name),
+                        flavor_id=self._flavor_ids[size.name], image_id=str(image["id"]), network_id=self.network_id,
+                        security_group_id=group["id"], key_name=self.key_name, user_data=self._user_data(spec),
+                        metadata=spec.tags if single else {**tag_selector(spec.deployment_id, spec.node_name),
+                                                           LAUNCH_TAG: launch},
+                        min_count=1, max_count=len(chunk),
+                    )
+                except OpenStackApiError as err:  # refused (a quota): its indices are reported, the others go on
+                    hint = self._hint(err)
+                    failed.update((index, f"{err.message}{f'; {hint}' if hint else ''}") for index in chunk)
+                    continue
+                log.info("Launched %d server(s) of %s %s (flavor %s, image %s)", len(chunk), where,
+                         _encode_indices(chunk), size.name, image.get("name"))
+                if single:
+                    waiting[server["id"]] = chunk[0]
+                    launched.append(server["id"])
+                else:
+                    pending[launch] = chunk
+        if not pending:
+            return
+        # Nova answers a multiple create with its first server only: one list finds them all by their launch tag
+        first_spec = wanted[missing[0]]
+        found = self._list_servers(first_spec.deployment_id, first_spec.node_name)
+        for launch, chunk in pending.items():
+            mine = sorted((s for s in found if (s.get("metadata") or {}).get(LAUNCH_TAG) == launch),
+                          key=lambda s: s["id"])
+            positions = [self._launch_position(str(s.get("name") or ""), self.launch_name(
+                first_spec.deployment_id, first_spec.node_name), len(chunk)) for s in mine]
+            if None in positions or len(set(positions)) != len(positions):
+                # the names do not carry Nova's count (a template without it, or Nova made one only): the servers
+                # are all alike, any order is right, and the index is set as metadata once they are ACTIVE
+                positions = list(range(len(mine)))
+                unindexed.update((s["id"], chunk[p]) for s, p in zip(mine, positions, strict=True))
+                log.warning("The servers of %s are not named <name>-<n> by this cloud (Nova's "
+                            "multi_instance_display_name_template): their index is set as metadata", where)
+            for server, position in zip(mine, positions, strict=True):
+                waiting[server["id"]] = chunk[position]
+                launched.append(server["id"])
+            for position in sorted(set(range(len(chunk))) - set(positions)):
+                failed[chunk[position]] = (f"Nova made {len(mine)} of the {len(chunk)} servers asked (the "
+                                           "project's instance quota?); raise the quota or free resources, then retry")
+
+    @staticmethod
+    def _user_data(spec: ResourceSpec) -> str | None:
+        return spec.user_data if spec.user_data is not None else spec.properties.get("user_data")
+
+    def _settle_group(self, waiting: Mapping[str, int], deployment_id: str, node_name: str, deadline: float | None,
+                      made: dict[int, Resource], failed: dict[int, str]) -> None:
+        """Wait until every server of ``waiting`` is ACTIVE, in ERROR or gone (one list per round); sort them."""
+        where = f"{deployment_id}/{node_name}"
+
+        def probe() -> dict[str, dict[str, Any]]:
+            return {s["id"]: s for s in self._list_servers(deployment_id, node_name) if s["id"] in waiting}
+
+        def state(found: Mapping[str, Any], server_id: str) -> str:
+            server = found.get(server_id)
+            return "gone" if server is None or server.get("task_state") == "deleting" else str(server.get("status"))
+
+        def status(found: Mapping[str, Any]) -> str:
+            counts = Counter(state(found, server_id) for server_id in waiting)
+            return ", ".join(f"{name} {n}" for name, n in sorted(counts.items()))
+
+        def settled(found: Mapping[str, Any]) -> bool:
+            return all(state(found, server_id) in ("ACTIVE", "ERROR", "gone") for server_id in waiting)
+
+        try:
+            found = poll_until(probe, settled, timeout=self.create_timeout, deadline=deadline,
+                               interval=self.poll_interval, what=f"{len(waiting)} server(s) of {where} becoming ACTIVE",
+                               provider=PROVIDER, resource=where, status=status,
+                               hint="raise the backend's create_timeout, or look at the cloud's console")
+        except ResourceTimeoutError as err:
+            seen = probe()
+            late = {i: index for i, index in waiting.items() if state(seen, i) != "ACTIVE"}
+            for server_id, index in waiting.items():  # the caller's cleanup removes what was launched and is late
+                if server_id not in late:
+                    made[index] = self._server_resource(seen[server_id], index)
+            raise ResourceTimeoutError(
+                f"{err.message}; server(s) {sorted(late.values())} not ACTIVE by then (what was launched for them "
+                f"has been removed; the ACTIVE ones {sorted(made)} are kept)", provider=PROVIDER,
+                resource=where) from err
+        for server_id, index in waiting.items():
+            current = state(found, server_id)
+            if current == "ACTIVE":
+                made[index] = self._server_resource(found[server_id], index)
+            elif current == "ERROR":
+                fault = (found[server_id].get("fault") or {}).get("message") or "no fault message"
+                failed[index] = f"server {server_id} went to ERROR: {fault}"
+            else:
+                failed[index] = f"server {server_id} disappeared while booting"
+
+    def _bind_floating_ips(self, wanted: Mapping[int, ResourceSpec], made: dict[int, Resource],
+                           failed: dict[int, str]) -> None:
+        """Give each ACTIVE server of a public node its tagged floating IP: one port list, one floating IP list."""
+        first = wanted[min(made)]
+        ports: dict[str, list[dict[str, Any]]] = {}
+        for port in self.hook.ports(device_id=[r.resource_id for r in made.values()]):
+            ports.setdefault(port["device_id"], []).append(port)
+        fips = self.hook.floating_ips(neutron_tags(tag_selector(first.deployment_id, first.node_name)))
+        bound = False
+        for index, resource in sorted(made.items()):
+            tags = neutron_tags(wanted[index].tags)
+            own = [f for f in fips if set(tags) <= set(f.get("tags") or [])]
+            port_ids = [p["id"] for p in ports.get(resource.resource_id, [])]
+            if any(f.get("port_id") in port_ids for f in own):
+                continue
+            try:
+                for fip in own:  # left by an earlier server of this instance
+                    self.hook.delete_floating_ip(fip["id"])
+                if not port_ids:
+                    raise OpenStackApiError(f"server {resource.resource_id} has no port to bind a floating IP to",
+                                            resource=resource.resource_id)
+                self.hook.create_floating_ip(network_id=self.floating_network_id, port_id=port_ids[0], tags=tags)
+                bound = True
+            except OpenStackApiError as err:  # its server is removed with the failed ones (if this call made it)
+                hint = self._hint(err)
+                failed[index] = f"floating IP: {err.message}{f'; {hint}' if hint else ''}"
+                del made[index]
+        if bound:  # the addresses in the resources: one list for all
+            current = {s["id"]: s for s in self._list_servers(first.deployment_id, first.node_name)}
+            for index, resource in made.items():
+                if resource.resource_id in current:
+                    made[index] = self._server_resource(current[resource.resource_id], index)
+
+    def _cleanup_group(self, deployment_id: str, node_name: str, launched: Sequence[str], made: Mapping[int, Resource],
+                       cause: BaseException) -> None:
+        """Remove what a failed group create launched and does not keep; the node's group too if no server is left."""
+        where = f"{deployment_id}/{node_name}"
+        kept = {r.resource_id for r in made.values()}
+        doomed = [server_id for server_id in launched if server_id not in kept]
+        try:
+            for server_id in doomed:
+                self.hook.delete_server(server_id)
+            self._wait_servers_gone(doomed, deployment_id, node_name)
+            if not self._servers(tag_selector(deployment_id, node_name), leftovers=True):
+                node_tags = neutron_tags(tag_selector(deployment_id, node_name))
+                for fip in self.hook.floating_ips(node_tags):
+                    self.hook.delete_floating_ip(fip["id"])
+                for group in self.hook.security_groups(node_tags):
+                    self._delete_group(group["id"])
+        except (BackendError, WaitFailed) as cleanup_err:
+            # the cause is what the user must see; the leftover is found by tags at delete time
+            log.error("Cleanup after the failed create of %s failed (%s); delete the deployment to retry it; "
+                      "cause: %s", where, cleanup_err, cause)
+
     # ---------------------------------------------------------------- delete
     def delete(self, deployment_id: str, node_name: str | None = None, index: int | None = None) -> list[Resource]:
         """Delete servers, floating IPs, volumes and security groups found by tags; return the servers and volumes.
@@ -583,15 +964,17 @@ class OpenStackBackend(Backend):
         :param index: only this instance
         """
         selector = tag_selector(deployment_id, node_name, index)
-        targets = self._describe(selector)
+        raw_servers = self._servers(selector, leftovers=True)
+        volumes = [self._volume_resource(v) for v in self._tagged(self.hook.volumes(selector))]
+        servers = [self._server_resource(s) for s in raw_servers if self._server_index(s) is not None]
+        targets = sorted(servers + volumes, key=lambda r: (r.node_name, r.index, r.attributes["kind"]))
         for fip in self.hook.floating_ips(neutron_tags(selector)):
             self.hook.delete_floating_ip(fip["id"])
-        servers = [r for r in targets if r.attributes["kind"] == _SERVER]
-        volumes = [r for r in targets if r.attributes["kind"] == _VOLUME]
-        for server in servers:
-            self.hook.delete_server(server.resource_id)
-        for server in servers:
-            self._wait_server_gone(server.resource_id)
+        # Nova has no bulk delete: the DELETEs go back to back, then one list per round waits for all
+        for server in raw_servers:
+            if server.get("task_state") != "deleting":
+                self.hook.delete_server(server["id"])
+        self._wait_servers_gone([s["id"] for s in raw_servers], deployment_id, node_name)
         for volume in volumes:
             current = self.hook.get_volume(volume.resource_id)
             if current is None:
@@ -608,6 +991,6 @@ class OpenStackBackend(Backend):
         group_selector = tag_selector(deployment_id, node_name)
         for group in self.hook.security_groups(neutron_tags(group_selector)):
             node = next((t.split("=", 1)[1] for t in group.get("tags") or [] if t.startswith(f"{TAG_NODE}=")), None)
-            if node is None or not self._tagged(self.hook.servers(tag_selector(deployment_id, node))):
+            if node is None or not self._servers(tag_selector(deployment_id, node), leftovers=True):
                 self._delete_group(group["id"])
         return [dataclasses.replace(r, state=ResourceState.DELETED) for r in targets]

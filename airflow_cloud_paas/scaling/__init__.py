@@ -1,7 +1,8 @@
 """Elastic scaling engine shared by every cluster service, and its trace simulator.
 
 ``policy`` holds the snapshot/decision types and the policies (``static:N``, ``clues``, ``smart``)
-that live callers and ``sim`` (the ``cloud-paas scale-sim`` replay) use alike. Standard library
+that live callers and ``sim`` (the ``cloud-paas scale-sim`` replay) use alike; ``packing`` the
+simulator's placements (``fcfs``, and ``pack``: by expected runtime, from requested wall times). Standard library
 only: importing this package does not import Airflow.
 
 The live loop is imported from its own modules, not from here: ``probe`` (what a round reads of a
@@ -12,6 +13,13 @@ which applies decisions through the deployer, and the deployments' ElasticScalin
 from __future__ import annotations
 
 from airflow_cloud_paas.scaling.errors import PolicyError, ScalingError, SimulationError, TraceError
+from airflow_cloud_paas.scaling.packing import (
+    BestFitPlacement,
+    EstimatePlacement,
+    JobInfo,
+    Placement,
+    placement_from_name,
+)
 from airflow_cloud_paas.scaling.policy import (
     CluesPolicy,
     Limits,
@@ -29,7 +37,8 @@ from airflow_cloud_paas.scaling.policy import (
 from airflow_cloud_paas.scaling.sim import Job, SimResult, load_trace, parse_trace, simulate
 
 __all__ = [
-    "CluesPolicy", "Job", "Limits", "Policy", "PolicyError", "QueuedJob", "ScaleDecision", "ScalingError",
-    "SimResult", "SimulationError", "SmartPolicy", "Snapshot", "StaticPolicy", "TraceError", "Worker",
-    "WorkerState", "load_trace", "pack_nodes", "parse_trace", "policy_from_name", "simulate",
+    "BestFitPlacement", "CluesPolicy", "EstimatePlacement", "Job", "JobInfo", "Limits", "Placement", "Policy",
+    "PolicyError", "QueuedJob", "ScaleDecision", "ScalingError", "SimResult", "SimulationError", "SmartPolicy",
+    "Snapshot", "StaticPolicy", "TraceError", "Worker", "WorkerState", "load_trace", "pack_nodes", "parse_trace",
+    "placement_from_name", "policy_from_name", "simulate",
 ]

@@ -91,12 +91,24 @@ class ElasticScaler:
         first_seen = {k: v for k, v in first_seen.items() if k in by_name}
         return Snapshot(now, tuple(seen.queued), tuple(workers)), by_name, new_idle, first_seen
 
+    def _place(self) -> dict[str, Any] | None:
+        """Let the service steer where its next jobs start (:meth:`ClusterProbe.place`).
+
+        Placement only steers: a failure is logged and recorded, and the scaling round goes on.
+        """
+        try:
+            return self.probe.place(self.clock())
+        except Exception as err:  # named in the log and the event; scaling does not depend on it
+            log.warning("Scaling round of %s: placement failed: %s", self.node_name, err)
+            return {"error": f"{type(err).__name__}: {err}"}
+
     def run_once(self) -> ScaleDecision:
         """Probe, decide, apply and record one scaling round; return the decision taken."""
         state = self._last_state()
         if state.get("policy"):
             self.policy.load_state(state["policy"])
         snapshot, by_name, idle_since, first_seen = self.snapshot(state)
+        placed = self._place()
         decision = self.policy.decide(snapshot)
         reasons = list(decision.reasons)
         retire = []
@@ -131,6 +143,7 @@ class ElasticScaler:
                          "workers": {w.name: w.state.value for w in snapshot.workers}},
             "state": {"policy": self.policy.state_dict(), "idle_since": idle_since,
                       "first_seen": first_seen},
+            **({"placement": placed} if placed is not None else {}),
         })
         log.info("Scaling round: %s; %s", summary, "; ".join(reasons) or "no change")
         return decision

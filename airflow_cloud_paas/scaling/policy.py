@@ -434,6 +434,9 @@ class SmartPolicy(Policy):
                  growth_gain: float = 1.0, growth_window_s: float = 60.0, hysteresis_cores: float = 2.0,
                  boot_s_guess: float = 180.0) -> None:
         super().__init__(limits)
+        if tolerance_cores < 0 or tolerance_fraction < 0:
+            raise PolicyError(f"smart policy: tolerance_cores and tolerance_fraction must not be negative, got "
+                              f"tolerance_cores={tolerance_cores}, tolerance_fraction={tolerance_fraction}")
         self.tolerance_cores = tolerance_cores
         self.tolerance_fraction = tolerance_fraction
         self.growth_gain = growth_gain
@@ -548,10 +551,12 @@ class SmartPolicy(Policy):
 POLICIES = ("static:N", "clues", "smart")
 
 
-def policy_from_name(name: str, **limits: Any) -> Policy:
+def policy_from_name(name: str, *, tolerance_fraction: float | None = None, **limits: Any) -> Policy:
     """Return the policy called ``name``: ``static:N``, ``clues`` or ``smart``.
 
     :param name: the policy name
+    :param tolerance_fraction: ``smart`` only: queued cores left to the cores running jobs free, as a fraction of
+        the used cores (the trade-off: higher waits longer and boots less); None keeps the default
     :param limits: ``Limits`` fields (min_nodes, max_nodes, max_booting, idle_time_s, spare_nodes, node_cores)
     """
     known = {f.name for f in fields(Limits)}
@@ -561,6 +566,8 @@ def policy_from_name(name: str, **limits: Any) -> Policy:
     lim = Limits(**limits)
     key, _, arg = name.strip().partition(":")
     key = key.lower()
+    if tolerance_fraction is not None and key in ("static", "clues"):
+        raise PolicyError(f"policy {name!r}: tolerance_fraction is a setting of the smart policy only")
     if key == "static":
         try:
             n = int(arg)
@@ -572,7 +579,9 @@ def policy_from_name(name: str, **limits: Any) -> Policy:
     if key == "clues":
         return CluesPolicy(lim)
     if key == "smart":
-        return SmartPolicy(lim)
+        if tolerance_fraction is None:
+            return SmartPolicy(lim)
+        return SmartPolicy(lim, tolerance_fraction=tolerance_fraction)
     raise PolicyError(f"unknown policy {name!r}; expected one of {', '.join(POLICIES)}")
 
 

@@ -69,6 +69,16 @@ class ClusterProbe(abc.ABC):
         :param worker: the worker instance
         """
 
+    def place(self, now: float) -> dict[str, Any] | None:
+        """Steer where the next jobs start (SLURM's node weights, HTCondor's expected runtimes); return what was set.
+
+        Called at each scaling round before the policy decides; None where the service is left to place its jobs
+        (this default).
+
+        :param now: the current time (epoch seconds)
+        """
+        return None
+
 
 #: service name -> probe class, or "module:Class" (imported on first use)
 _PROBES: dict[str, type[ClusterProbe] | str] = {

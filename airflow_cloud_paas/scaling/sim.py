@@ -2,15 +2,20 @@
 
 Model (what a live HTCondor/Spark/Kubernetes pool scaled by a scheduled DAG does):
 
-* Jobs (``submit_s,runtime_s,cpus``) queue in submit order. Whenever cores free up, a job
-  arrives or a worker finishes booting, the queue is dispatched first come, first served: each
-  job, oldest first, goes to the running worker with the *fewest* free cores that fit it (best
-  fit; ties go to the worker that has had that much room longest). HTCondor fills a machine
+* Jobs (``submit_s,runtime_s,cpus``, optionally ``group,estimate_s``: the campaign and the
+  requested wall time) queue in submit order. Whenever cores free up, a job arrives or a worker
+  finishes booting, the queue is dispatched by the placement (:mod:`.packing`). The default,
+  ``fcfs``, is first come, first served: each job, oldest first, goes to the running worker with
+  the *fewest* free cores that fit it (best fit; ties go to the worker that has had that much
+  room longest). HTCondor fills a machine
   before the next by default (``NEGOTIATOR_DEPTH_FIRST``), as Spark standalone does with
   ``spark.deploy.spreadOut=false`` and Kubernetes with the ``MostAllocated`` score; lightly used
   workers then empty and can be retired. A job that fits nowhere waits; younger, smaller jobs may
   still start (the negotiator considers every idle job each cycle). Dispatch is instant: a live
-  pool adds its negotiation delay (seconds with claim reuse).
+  pool adds its negotiation delay (seconds with claim reuse). ``pack`` places by expected
+  runtime instead (longest first, on the worker whose jobs end closest after it), from the
+  requested wall times corrected by the campaign's finished jobs. A placement never sees a job's
+  true runtime before the job has ended in the replay.
 * The policy is asked every ``interval_s`` seconds (60 s: a scheduled DAG run or CLUES' loop),
   after the events of that moment; ``every_event`` also asks it after every job arrival, job
   end and boot, an idealised loop that a live deployment cannot run. The policy sees only what a
@@ -39,9 +44,11 @@ from pathlib import Path
 from typing import Any
 
 from airflow_cloud_paas.scaling.errors import SimulationError, TraceError
+from airflow_cloud_paas.scaling.packing import BestFitPlacement, JobInfo, Placement
 from airflow_cloud_paas.scaling.policy import Policy, QueuedJob, Snapshot, Worker, WorkerState
 
 COLUMNS = ("submit_s", "runtime_s", "cpus")
+OPTIONAL_COLUMNS = ("group", "estimate_s")  # gen_job_trace.py --with-estimates
 
 
 @dataclass(frozen=True)
@@ -51,11 +58,15 @@ class Job:
     :param submit_s: submit time in seconds from the trace start
     :param runtime_s: run time once started
     :param cpus: cores it needs on one worker
+    :param group: the campaign it belongs to (jobs submitted together), None if the trace has none
+    :param estimate_s: the wall time its user requested (it may run longer), None if the trace has none
     """
 
     submit_s: float
     runtime_s: float
     cpus: int = 1
+    group: str | None = None
+    estimate_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,9 @@ class SimResult:
     replay_s: float
     log: list[dict[str, Any]] = field(default_factory=list, repr=False, compare=False)
     waits: list[float] = field(default_factory=list, repr=False, compare=False)
+    placement: str = "fcfs"
+    # with record=True: (time, job index, worker) of every job start, in the order the placement chose them
+    placements: list[tuple[float, int, str]] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def ratio(self) -> float:
@@ -85,7 +99,8 @@ class SimResult:
     def to_dict(self) -> dict[str, Any]:
         """Return the figures as a JSON-able dict."""
         return {
-            "policy": self.policy, "jobs": self.jobs, "node_hours": round(self.node_hours, 3),
+            "policy": self.policy, "placement": self.placement, "jobs": self.jobs,
+            "node_hours": round(self.node_hours, 3),
             "bound_node_hours": round(self.bound_node_hours, 3),
             "ratio": round(self.ratio, 4) if self.bound_node_hours else None,
             "mean_wait_s": round(self.mean_wait_s, 2), "p95_wait_s": round(self.p95_wait_s, 2),
@@ -96,6 +111,9 @@ class SimResult:
 
 def parse_trace(lines: Iterable[str], *, source: str = "<trace>") -> list[Job]:
     """Return the jobs of a CSV trace with header ``submit_s,runtime_s,cpus``, sorted by submit time.
+
+    The optional columns ``group`` (a campaign name) and ``estimate_s`` (the requested wall time, a
+    number >= 0) are read when the header has them; an empty cell is None.
 
     :param lines: the CSV text, line by line
     :param source: the file name used in errors
@@ -110,6 +128,7 @@ def parse_trace(lines: Iterable[str], *, source: str = "<trace>") -> list[Job]:
         raise TraceError(f"header {','.join(header)!r} lacks {', '.join(missing)}; expected {','.join(COLUMNS)}",
                          file=source, line=1, column=missing[0])
     idx = [header.index(c) for c in COLUMNS]
+    group_at, estimate_at = (header.index(c) if c in header else None for c in OPTIONAL_COLUMNS)
     jobs: list[Job] = []
     for row in reader:
         line = reader.line_num
@@ -132,13 +151,25 @@ def parse_trace(lines: Iterable[str], *, source: str = "<trace>") -> list[Job]:
         if cpus < 1 or cpus != int(cpus):
             raise TraceError(f"{row[idx[2]].strip()!r} must be a whole number of cpus >= 1", file=source, line=line,
                              column="cpus")
-        jobs.append(Job(submit, runtime, int(cpus)))
+        group = (row[group_at].strip() or None) if group_at is not None else None
+        estimate = None
+        if estimate_at is not None and row[estimate_at].strip():
+            cell = row[estimate_at].strip()
+            try:
+                estimate = float(cell)
+            except ValueError:
+                raise TraceError(f"{cell!r} is not a number (seconds requested)", file=source, line=line,
+                                 column="estimate_s") from None
+            if not math.isfinite(estimate) or estimate < 0:
+                raise TraceError(f"{cell!r} must be a finite number of seconds >= 0", file=source, line=line,
+                                 column="estimate_s")
+        jobs.append(Job(submit, runtime, int(cpus), group, estimate))
     jobs.sort(key=lambda j: j.submit_s)  # stable: equal submit times keep the file's order
     return jobs
 
 
 def load_trace(path: str | Path) -> list[Job]:
-    """Return the jobs of a CSV trace file (``submit_s,runtime_s,cpus``), sorted by submit time.
+    """Return the jobs of a CSV trace file (``submit_s,runtime_s,cpus[,group,estimate_s]``), sorted by submit time.
 
     :param path: the trace file
     """
@@ -154,12 +185,13 @@ def load_trace(path: str | Path) -> list[Job]:
 class _Node:
     """A simulated worker (mutable; ``worker()`` caches its immutable view until it changes)."""
 
-    __slots__ = ("name", "cores", "used", "booting", "boot_started", "idle_since", "view")
+    __slots__ = ("name", "cores", "used", "booting", "boot_started", "idle_since", "view", "stamp")
 
     def __init__(self, name: str, cores: int, now: float) -> None:
         self.name = name
         self.cores = cores
         self.used = 0
+        self.stamp = 0  # the placement's tie-break: set each time the free cores change
         self.booting = True
         self.boot_started = now
         self.idle_since: float | None = None
@@ -179,7 +211,7 @@ _FINISH, _BOOTED = 0, 1
 
 def simulate(jobs: Sequence[Job], policy: Policy, *, boot_s: float = 180.0, interval_s: float = 60.0,
              every_event: bool = False, record: bool = False, initial_nodes: int = 0,
-             until_released: bool = False) -> SimResult:
+             until_released: bool = False, placement: Placement | None = None) -> SimResult:
     """Replay ``jobs`` through ``policy`` and return what it cost and how long jobs waited.
 
     :param jobs: the trace, sorted by submit time (``load_trace`` sorts)
@@ -191,8 +223,11 @@ def simulate(jobs: Sequence[Job], policy: Policy, *, boot_s: float = 180.0, inte
     :param initial_nodes: workers already up at time 0 (a deployment starts with its ``count``)
     :param until_released: after the last job, go on deciding until the policy is down to its ``min_nodes`` (or
         stops retiring), so the time to release idle workers is replayed too; ``makespan_s`` is then that time
+    :param placement: which queued job starts on which worker (default: ``BestFitPlacement``, first come first
+        served onto the fullest worker); it learns true runtimes only from the jobs that have ended
     """
     started = time.perf_counter()
+    placement = placement if placement is not None else BestFitPlacement()
     cores = policy.limits.node_cores
     if boot_s < 0 or not interval_s > 0:
         raise SimulationError(f"need boot_s >= 0 and interval_s > 0, got boot_s={boot_s}, interval_s={interval_s}")
@@ -207,52 +242,63 @@ def simulate(jobs: Sequence[Job], policy: Policy, *, boot_s: float = 180.0, inte
         raise SimulationError(f"initial_nodes is a whole number >= 0, got {initial_nodes!r}")
     n = len(jobs)
     waits = [0.0] * n
-    queue: deque[int] = deque()
+    # what the placement may see of each job: never its runtime
+    infos = [JobInfo(i, job.cpus, job.submit_s, job.group, job.estimate_s) for i, job in enumerate(jobs)]
+    queue: deque[JobInfo] = deque()
+    waiting: set[int] = set()
     queued_view: dict[int, QueuedJob] = {}
     nodes: dict[str, _Node] = {}
-    # best fit in O(cores): accepting nodes bucketed by free cores, each bucket in insertion order
-    by_free: list[dict[str, _Node]] = [{} for _ in range(cores + 1)]
+    accepting: dict[str, _Node] = {}  # up workers, in the order they came up
     events: list[tuple[float, int, int, Any]] = []  # (time, kind, seq, payload): a heap
     log: list[dict[str, Any]] = []
-    seq = boots = peak = decisions = done = next_job = serial = free_total = 0
+    placed: list[tuple[float, int, str]] = []
+    seq = boots = peak = decisions = done = next_job = serial = free_total = stamp = 0
     node_seconds = 0.0
     now = next_tick = 0.0
 
     def place(node: _Node, delta: int) -> None:
-        nonlocal free_total
-        del by_free[node.cores - node.used][node.name]
+        nonlocal free_total, stamp
         node.used += delta
-        by_free[node.cores - node.used][node.name] = node
+        stamp += 1
+        node.stamp = stamp
         free_total -= delta
         node.view = None
         node.idle_since = now if node.used == 0 else None
 
     def dispatch() -> None:
-        nonlocal seq
-        blocked: list[int] = []
-        while queue and free_total:
-            i = queue.popleft()
-            need = jobs[i].cpus
-            target = None
-            if need <= free_total:
-                for free in range(need, cores + 1):
-                    bucket = by_free[free]
-                    if bucket:
-                        target = next(iter(bucket.values()))  # the one that has had this much room longest
-                        break
-            if target is None:
-                blocked.append(i)
-                continue
-            place(target, need)
+        nonlocal seq, queue
+        if not queue or not free_total:
+            return
+        slots = [node for node in accepting.values() if node.used < node.cores]
+        chosen = placement.assign(now, queue, slots)
+        for info, slot in chosen:
+            node = accepting.get(slot.name)
+            if node is not slot or info.index not in waiting or node.cores - node.used < info.cpus:
+                raise SimulationError(f"placement {placement.label} started job {info.index + 1} on "
+                                      f"{getattr(slot, 'name', slot)!r}, which is not an up worker with "
+                                      f"{info.cpus} free core(s), or the job is not queued")
+            i = info.index
+            waiting.discard(i)
+            place(node, info.cpus)
             waits[i] = now - jobs[i].submit_s
             queued_view.pop(i, None)
-            heapq.heappush(events, (now + jobs[i].runtime_s, _FINISH, seq, (target, need)))
+            heapq.heappush(events, (now + jobs[i].runtime_s, _FINISH, seq, (node, info)))
             seq += 1
-        queue.extendleft(reversed(blocked))  # the jobs that fit nowhere keep their place at the head
+            placement.started(info, node.name, now)
+            if record:
+                placed.append((now, i, node.name))
+        if not chosen:
+            return
+        if all(queue[k].index == info.index for k, (info, _) in enumerate(chosen)):
+            for _ in chosen:  # first come first served takes the head of the queue: no copy
+                queue.popleft()
+        else:
+            queue = deque(info for info in queue if info.index in waiting)
 
     def snapshot() -> Snapshot:
         queued = []
-        for i in queue:
+        for info in queue:
+            i = info.index
             view = queued_view.get(i)
             if view is None:
                 view = queued_view[i] = QueuedJob(jobs[i].cpus, jobs[i].submit_s)
@@ -270,7 +316,7 @@ def simulate(jobs: Sequence[Job], policy: Policy, *, boot_s: float = 180.0, inte
             if node is None or node.booting or node.used:  # the policy guard makes this unreachable
                 raise SimulationError(f"policy {policy.label} retired {name}, which is not an idle worker")
             del nodes[name]
-            del by_free[node.cores][name]
+            del accepting[name]
             free_total -= node.cores
             node_seconds += now - node.boot_started
         for _ in range(decision.add):
@@ -289,8 +335,10 @@ def simulate(jobs: Sequence[Job], policy: Policy, *, boot_s: float = 180.0, inte
         serial += 1
         node = _Node(f"node-{serial:05d}", cores, 0.0)
         node.booting, node.idle_since, node.view = False, 0.0, None
+        stamp += 1
+        node.stamp = stamp
         nodes[node.name] = node
-        by_free[cores][node.name] = node
+        accepting[node.name] = node
         free_total += cores
     peak = len(nodes)
 
@@ -300,18 +348,22 @@ def simulate(jobs: Sequence[Job], policy: Policy, *, boot_s: float = 180.0, inte
         while events and events[0][0] <= now:
             _, kind, _, payload = heapq.heappop(events)
             if kind == _FINISH:
-                node, need = payload
-                place(node, -need)
+                node, info = payload
+                place(node, -info.cpus)
+                placement.finished(info, node.name, now, jobs[info.index].runtime_s)
                 done += 1
             else:
                 node = payload
                 node.booting = False
                 node.idle_since = now
                 node.view = None
-                by_free[node.cores][node.name] = node
+                stamp += 1
+                node.stamp = stamp
+                accepting[node.name] = node
                 free_total += node.cores
         while next_job < n and jobs[next_job].submit_s <= now:
-            queue.append(next_job)
+            queue.append(infos[next_job])
+            waiting.add(next_job)
             next_job += 1
         dispatch()
         if now >= next_tick:
@@ -348,4 +400,6 @@ def simulate(jobs: Sequence[Job], policy: Policy, *, boot_s: float = 180.0, inte
         replay_s=time.perf_counter() - started,
         log=log,
         waits=waits,
+        placement=placement.label,
+        placements=placed,
     )

@@ -15,7 +15,14 @@ from airflow_cloud_paas.exceptions import (
 from airflow_cloud_paas.store.engine import default_store_url, dispose_engines, get_engine, mask_url
 from airflow_cloud_paas.store.errors import DeploymentConflictError, DeploymentStoreError
 from airflow_cloud_paas.store.masking import SECRET_MASK, mask_secret_inputs
-from airflow_cloud_paas.store.records import GRANT_EVENT, PROMOTED_EVENT, DeploymentRecord, Event, ResourceRecord
+from airflow_cloud_paas.store.records import (
+    GRANT_EVENT,
+    PROMOTED_EVENT,
+    DeploymentRecord,
+    Event,
+    ResourceRecord,
+    ResourceUpdate,
+)
 from airflow_cloud_paas.store.status import TRANSITIONS, Action, DeploymentStatus, check_transition
 from airflow_cloud_paas.store.store import DeploymentStore
 
@@ -35,6 +42,7 @@ __all__ = [
     "Event",
     "InvalidStatusTransitionError",
     "ResourceRecord",
+    "ResourceUpdate",
     "check_transition",
     "default_store_url",
     "dispose_engines",

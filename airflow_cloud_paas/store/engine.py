@@ -26,6 +26,9 @@ SQLITE_BUSY_TIMEOUT_S = 30
 #: any constant: the PostgreSQL advisory lock that serializes table creation across processes.
 _PG_SCHEMA_LOCK = 0x636C6F7564706161  # "cloudpaa"
 
+#: the execution option of the store's read-only transactions (see :func:`_configure_sqlite`)
+READ_ONLY = "cloud_paas_read_only"
+
 _ENGINES: dict[str, Engine] = {}
 _SERIAL: dict[int, threading.RLock] = {}  # id(engine) -> lock, for engines with one shared connection
 _READY: set[str] = set()  # URLs whose tables this process has already made sure of
@@ -117,8 +120,11 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(connection: Any) -> None:
         # IMMEDIATE takes the write lock at BEGIN, waiting up to busy_timeout. A deferred transaction
         # that reads and then writes fails at once with "database is locked" when another process
-        # wrote in between (SQLITE_BUSY_SNAPSHOT ignores the busy timeout).
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # wrote in between (SQLITE_BUSY_SNAPSHOT ignores the busy timeout). A transaction that only
+        # reads never upgrades: a plain BEGIN reads a WAL snapshot while writers go on, so readers
+        # (every task's record look-up, the portal's lists) do not queue behind the single writer.
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def _new_engine(url: URL) -> Engine:

@@ -89,7 +89,12 @@ def lease_expired(expires_at: datetime | None, holder: str | None, updated_at: d
 class Heartbeat:
     """Renew a lease every ``interval`` seconds in a daemon thread while a block runs.
 
-    :param renew: the call that renews (returns False once the lease is lost: the heartbeat stops)
+    A block may start before there is a lease to renew (a create checks its plan, which can take a while on a slow
+    cloud, before it registers the deployment): until the first renewal succeeds, a refused one is tried again at
+    the next beat. Once held, a refused renewal means the lease was lost (another actor took the action over): the
+    heartbeat stops.
+
+    :param renew: the call that renews (returns False when there is no lease of this actor to renew)
     :param interval: seconds between renewals
     """
 
@@ -99,9 +104,12 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name="cloud-paas-lease", daemon=True)
 
     def _run(self) -> None:
+        held = False
         while not self._stop.wait(self._interval):
             try:
-                if not self._renew():
+                if self._renew():
+                    held = True
+                elif held:
                     log.warning("Lost the lease on the deployment's action: stopped renewing it")
                     return
             except Exception:  # a store hiccup: try again at the next beat, the lease still has time

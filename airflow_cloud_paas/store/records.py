@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from airflow_cloud_paas.store.status import DeploymentStatus
 
@@ -15,6 +16,23 @@ def _iso(value: datetime | None) -> str | None:
 
 def _parse(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value is not None else None
+
+
+class ResourceUpdate(NamedTuple):
+    """What to record of one instance (see :meth:`~airflow_cloud_paas.store.DeploymentStore.upsert_resources`).
+
+    :param node_name: the node template
+    :param index: the instance index within the node's group
+    :param resource_id: the backend's id of the resource
+    :param state: its normalized state (a ResourceState or its value)
+    :param attributes: what the backend reported (JSON-serializable)
+    """
+
+    node_name: str
+    index: int
+    resource_id: str | None
+    state: Any
+    attributes: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,12 @@ from airflow_cloud_paas.exceptions import (
     DeploymentNotFoundError,
     InvalidStatusTransitionError,
 )
-from airflow_cloud_paas.store.engine import get_engine, mask_url, serial_lock, to_url
+from airflow_cloud_paas.store.engine import READ_ONLY, get_engine, mask_url, serial_lock, to_url
 from airflow_cloud_paas.store.errors import DeploymentConflictError, DeploymentStoreError
 from airflow_cloud_paas.store.lease import LEASE_S, STEP_GAP_S, lease_expired, this_process
 from airflow_cloud_paas.store.masking import mask_secret_inputs
 from airflow_cloud_paas.store.models import DeploymentRow, EventRow, ResourceRow, utcnow
-from airflow_cloud_paas.store.records import DeploymentRecord, Event, ResourceRecord
+from airflow_cloud_paas.store.records import DeploymentRecord, Event, ResourceRecord, ResourceUpdate
 from airflow_cloud_paas.store.status import (
     Action,
     DeploymentStatus,
@@ -153,6 +153,7 @@ class DeploymentStore:
                 "(the cloud_paas connection), that the server runs and that the database exists"
             ) from None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._readers = sessionmaker(self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
         #: seconds a working process's lease on a running action lasts without renewal
         self.lease_s = LEASE_S
         #: seconds a run's action stays held between two of its tasks
@@ -169,6 +170,12 @@ class DeploymentStore:
     @contextmanager
     def _tx(self) -> Iterator[Session]:
         with serial_lock(self.engine), self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        """Open a transaction that only reads: on SQLite a snapshot that waits for no writer (see engine)."""
+        with serial_lock(self.engine), self._readers.begin() as session:
             yield session
 
     # ---------------------------------------------------------------- deployments
@@ -263,7 +270,7 @@ class DeploymentStore:
 
         :param id: the deployment id
         """
-        with self._tx() as s:
+        with self._read() as s:
             return self._load(s, self._row(s, id))
 
     def list(
@@ -294,7 +301,7 @@ class DeploymentStore:
             wanted = [status] if isinstance(status, str | DeploymentStatus) else list(status)
             query = query.where(DeploymentRow.status.in_([as_status(v).value for v in wanted]))
         query = query.order_by(DeploymentRow.created_at.desc(), DeploymentRow.id).limit(int(limit))
-        with self._tx() as s:
+        with self._read() as s:
             rows = s.scalars(query).all()
             by_deployment: dict[str, list[ResourceRecord]] = defaultdict(list)
             if rows:
@@ -315,7 +322,7 @@ class DeploymentStore:
         """
         query = (select(DeploymentRow).where(DeploymentRow.outputs_checked.is_(None))
                  .order_by(DeploymentRow.created_at, DeploymentRow.id).limit(int(limit)))
-        with self._tx() as s:
+        with self._read() as s:
             return [_deployment(r, ()) for r in s.scalars(query).all()]
 
     def mark_outputs_checked(self, id: str) -> None:
@@ -330,7 +337,7 @@ class DeploymentStore:
 
     def count(self) -> int:
         """Return how many deployments the store holds."""
-        with self._tx() as s:
+        with self._read() as s:
             return s.scalar(select(func.count()).select_from(DeploymentRow)) or 0
 
     def delete_record(self, id: str, force: bool = False) -> None:
@@ -448,7 +455,7 @@ class DeploymentStore:
         """Return the actions in progress that no process works on now: held for their run's next task."""
         in_progress = [st.value for st in DeploymentStatus if st.in_progress]
         now = utcnow()
-        with self._tx() as s:
+        with self._read() as s:
             rows = s.scalars(select(DeploymentRow).where(DeploymentRow.status.in_(in_progress))
                              .where(DeploymentRow.lease_holder.is_(None)).where(DeploymentRow.lease_expires_at > now))
             return [self._load(s, r) for r in rows]
@@ -460,7 +467,7 @@ class DeploymentStore:
         list resource rows.
         """
         in_progress = [st.value for st in DeploymentStatus if st.in_progress]
-        with self._tx() as s:
+        with self._read() as s:
             rows = list(s.scalars(select(DeploymentRow).where(DeploymentRow.status.in_(in_progress))))
             gap = self.step_gap_s
             stuck = [r for r in rows if lease_expired(r.lease_expires_at, r.lease_holder, r.updated_at, gap=gap)]
@@ -603,56 +610,55 @@ class DeploymentStore:
         :param state: its normalized state (a ResourceState or its value)
         :param attributes: what the backend reported (JSON-serializable)
         """
-        state_value = _status_value(state)
-        attrs = _jsonable(dict(attributes or {}), f"attributes of {id}/{node_name}[{index}]")
-        index = int(index)
+        return self.upsert_resources(id, [ResourceUpdate(node_name, index, resource_id, state, attributes)])[0]
+
+    def upsert_resources(self, id: str, updates: Iterable[ResourceUpdate]) -> list[ResourceRecord]:
+        """Record (or update) many instances of a deployment in one transaction; log each one that changed.
+
+        One transaction whatever the count, so recording a node of a hundred instances costs one write, not a
+        hundred (concurrent deployments on SQLite otherwise queue on its single writer lock).
+
+        :param id: the deployment id
+        :param updates: what a backend reported, one entry per (node, index)
+        """
+        wanted: dict[tuple[str, int], tuple[str | None, str, Any]] = {}
+        for u in updates:
+            key = (u.node_name, int(u.index))
+            attrs = _jsonable(dict(u.attributes or {}), f"attributes of {id}/{u.node_name}[{u.index}]")
+            wanted[key] = (u.resource_id, _status_value(u.state), attrs)
+        if not wanted:
+            return []
+        nodes = sorted({node for node, _ in wanted})
         for _attempt in range(_RACE_RETRIES):
             try:
                 with self._tx() as s:
                     self._row(s, id)
-                    row = s.scalars(
-                        select(ResourceRow).where(
-                            ResourceRow.deployment_id == id,
-                            ResourceRow.node_name == node_name,
-                            ResourceRow.index == index,
-                        )
-                    ).one_or_none()
-                    data = {
-                        "node": node_name,
-                        "index": index,
-                        "resource_id": resource_id,
-                        "state": state_value,
-                    }
-                    if row is None:
-                        row = ResourceRow(
-                            deployment_id=id,
-                            node_name=node_name,
-                            index=index,
-                            resource_id=resource_id,
-                            state=state_value,
-                            attributes=attrs,
-                            updated_at=utcnow(),
-                        )
-                        s.add(row)
-                        s.flush()
-                        self._log_event(s, id, "resource", f"{node_name}[{index}] {state_value} ({resource_id})", data)
-                    elif (row.resource_id, row.state, row.attributes) != (resource_id, state_value, attrs):
-                        data["previous_state"] = row.state
-                        row.resource_id, row.state, row.attributes = resource_id, state_value, attrs
-                        row.updated_at = utcnow()
-                        s.flush()
-                        self._log_event(
-                            s,
-                            id,
-                            "resource",
-                            f"{node_name}[{index}] {data['previous_state']} -> {state_value}",
-                            data,
-                        )
-                    return _resource(row)
+                    rows = {(r.node_name, r.index): r for r in s.scalars(select(ResourceRow).where(
+                        ResourceRow.deployment_id == id, ResourceRow.node_name.in_(nodes)))}
+                    done = []
+                    for (node_name, index), (resource_id, state_value, attrs) in wanted.items():
+                        row = rows.get((node_name, index))
+                        data = {"node": node_name, "index": index, "resource_id": resource_id, "state": state_value}
+                        if row is None:
+                            row = ResourceRow(deployment_id=id, node_name=node_name, index=index,
+                                              resource_id=resource_id, state=state_value, attributes=attrs,
+                                              updated_at=utcnow())
+                            s.add(row)
+                            self._log_event(s, id, "resource", f"{node_name}[{index}] {state_value} ({resource_id})",
+                                            data)
+                        elif (row.resource_id, row.state, row.attributes) != (resource_id, state_value, attrs):
+                            data["previous_state"] = row.state
+                            row.resource_id, row.state, row.attributes = resource_id, state_value, attrs
+                            row.updated_at = utcnow()
+                            self._log_event(s, id, "resource",
+                                            f"{node_name}[{index}] {data['previous_state']} -> {state_value}", data)
+                        done.append(row)
+                    s.flush()
+                    return [_resource(row) for row in done]
             except IntegrityError:
-                # The same instance was inserted concurrently (or the deployment vanished): look again.
-                log.debug("resource %s/%s[%s] changed concurrently; retrying", id, node_name, index)
-        raise DeploymentBusyError(f"resource {id}/{node_name}[{index}] keeps changing concurrently; retry later")
+                # an instance was inserted concurrently (or the deployment vanished): look again
+                log.debug("resources of %s changed concurrently; retrying", id)
+        raise DeploymentBusyError(f"the resources of {id} keep changing concurrently; retry later")
 
     def remove_resource(self, id: str, node_name: str, index: int) -> bool:
         """Forget one instance of one node; return whether it was recorded.
@@ -661,31 +667,39 @@ class DeploymentStore:
         :param node_name: the node template
         :param index: the instance index
         """
+        return bool(self.remove_resources(id, [(node_name, index)]))
+
+    def remove_resources(self, id: str, instances: Iterable[tuple[str, int]]) -> int:
+        """Forget many instances of a deployment in one transaction; return how many were recorded.
+
+        :param id: the deployment id
+        :param instances: (node name, index) pairs
+        """
+        wanted = sorted({(node, int(index)) for node, index in instances})
+        if not wanted:
+            return 0
         with self._tx() as s:
             self._row(s, id)
-            result = s.execute(
-                delete(ResourceRow).where(
-                    ResourceRow.deployment_id == id,
-                    ResourceRow.node_name == node_name,
-                    ResourceRow.index == int(index),
-                )
-            )
-            if result.rowcount:
-                self._log_event(
-                    s,
-                    id,
-                    "resource_removed",
-                    f"{node_name}[{index}] removed",
-                    {"node": node_name, "index": int(index)},
-                )
-            return bool(result.rowcount)
+            rows = {(r.node_name, r.index): r for r in s.scalars(select(ResourceRow).where(
+                ResourceRow.deployment_id == id, ResourceRow.node_name.in_(sorted({n for n, _ in wanted}))))}
+            removed = 0
+            for node_name, index in wanted:
+                row = rows.get((node_name, index))
+                if row is None:
+                    continue
+                s.delete(row)
+                removed += 1
+                self._log_event(s, id, "resource_removed", f"{node_name}[{index}] removed",
+                                {"node": node_name, "index": index})
+            s.flush()
+            return removed
 
     def resources(self, id: str) -> list[ResourceRecord]:
         """Return a deployment's resources by node name and index.
 
         :param id: the deployment id
         """
-        with self._tx() as s:
+        with self._read() as s:
             self._row(s, id)
             return self._resources(s, id)
 
@@ -707,7 +721,7 @@ class DeploymentStore:
 
         :param id: the deployment id
         """
-        with self._tx() as s:
+        with self._read() as s:
             self._row(s, id)
             return self._events(s, id)
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from airflow_cloud_paas.services.condor import placement as runtime_rank
 from airflow_cloud_paas.services.condor.errors import CondorConfigError
 
 ROLES = ("central_manager", "submit", "execute")
@@ -77,7 +78,16 @@ CHECKED_PARAMS = (
     "STARTD_ATTRS",
     "CloudPaaSDeployment",
     "MACHINE_RESOURCE_INVENTORY_GPUs",
+    "NEGOTIATOR_PRE_JOB_RANK",
+    "STARTD_JOB_ATTRS",
+    "STARTD_PARTITIONABLE_SLOT_ATTRS",
+    "CLAIM_WORKLIFE",
+    runtime_rank.EXPECTED_END,
+    runtime_rank.JOBS_END,
 )
+#: how the negotiator places jobs: ``fcfs`` (HTCondor's own ranking) or ``pack`` (by expected runtime, see
+#: :mod:`.placement`)
+PLACEMENTS = ("fcfs", "pack")
 
 
 @dataclass(frozen=True)
@@ -97,6 +107,8 @@ class CondorPoolSettings:
     :param admin_user: the user (``<admin_user>@<trust_domain>``) given ADMINISTRATOR rights, i.e.
         Airflow's identity, which drains and retires execute nodes; None: nobody more than the defaults
     :param deployment_id: published by execute nodes as the ``CloudPaaSDeployment`` machine attribute
+    :param placement: ``fcfs`` (HTCondor's default ranking) or ``pack``: execute nodes publish when their jobs
+        are expected to end and the negotiator ranks slots by it (:mod:`.placement`)
     """
 
     central_manager: str
@@ -109,6 +121,7 @@ class CondorPoolSettings:
     execute_gpus: bool = False
     admin_user: str | None = "airflow"
     deployment_id: str | None = None
+    placement: str = "fcfs"
 
     def __post_init__(self) -> None:
         if not isinstance(self.central_manager, str) or not _HOST.match(self.central_manager):
@@ -145,6 +158,9 @@ class CondorPoolSettings:
         if self.deployment_id is not None and not _NAME.match(self.deployment_id):
             raise CondorConfigError(f"deployment_id {self.deployment_id!r} has characters a ClassAd string "
                                     "must not hold", what="deployment_id")
+        if self.placement not in PLACEMENTS:
+            raise CondorConfigError(f"placement {self.placement!r} is not one of {', '.join(PLACEMENTS)}",
+                                    what="placement")
 
     @property
     def collector_address(self) -> str:
@@ -196,6 +212,10 @@ def render_config(settings: CondorPoolSettings, role: str, *, container: bool = 
         if settings.deployment_id:
             lines += [f'CloudPaaSDeployment = "{settings.deployment_id}"',
                       "STARTD_ATTRS = $(STARTD_ATTRS) CloudPaaSDeployment"]
+        if settings.placement == "pack":
+            lines += runtime_rank.execute_config_lines()
+    if role == "central_manager" and settings.placement == "pack":
+        lines += runtime_rank.central_manager_config_lines()
     return "\n".join(lines) + "\n"
 
 
@@ -363,6 +383,31 @@ def _compare(params: Mapping[str, Any], settings: CondorPoolSettings, role: str)
             want("CloudPaaSDeployment", f'"{settings.deployment_id}"')
             if "CloudPaaSDeployment" not in (params.get("STARTD_ATTRS") or "").split():
                 problems.append("STARTD_ATTRS does not publish CloudPaaSDeployment")
+    if settings.placement == "pack":
+        problems += _compare_placement(params, role)
+    return problems
+
+
+def _compare_placement(params: Mapping[str, Any], role: str) -> list[str]:
+    """Return what a ``pack`` placement's configuration lacks in what the bindings read back."""
+    problems = []
+    if role == "central_manager" and params.get("NEGOTIATOR_PRE_JOB_RANK") != runtime_rank.negotiator_pre_job_rank():
+        problems.append(f"NEGOTIATOR_PRE_JOB_RANK is {params.get('NEGOTIATOR_PRE_JOB_RANK')!r}, not the packing "
+                        "rank (placement=pack)")
+    if role == "execute":
+        lists = {"STARTD_JOB_ATTRS": runtime_rank.RUNTIME_ATTRS,
+                 "STARTD_PARTITIONABLE_SLOT_ATTRS": (runtime_rank.EXPECTED_END,),
+                 "STARTD_ATTRS": (runtime_rank.EXPECTED_END, runtime_rank.JOBS_END)}
+        for name, wanted in lists.items():
+            missing = [a for a in wanted if a.upper() not in _words(params.get(name))]
+            if missing:
+                problems.append(f"{name} lacks {', '.join(missing)} (placement=pack)")
+        for name, expression in ((runtime_rank.EXPECTED_END, runtime_rank.expected_end_expression()),
+                                 (runtime_rank.JOBS_END, runtime_rank.jobs_end_expression())):
+            if params.get(name) != expression:
+                problems.append(f"{name} is {params.get(name)!r}, expected {expression!r} (placement=pack)")
+        if str(params.get("CLAIM_WORKLIFE")) != "0":
+            problems.append(f"CLAIM_WORKLIFE is {params.get('CLAIM_WORKLIFE')!r}, expected 0 (placement=pack)")
     return problems
 
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_cloud_paas.scaling.policy import QueuedJob, WorkerState
 from airflow_cloud_paas.scaling.probe import ClusterProbe, Observation, WorkerView
+from airflow_cloud_paas.services.condor.errors import CondorConfigError
 
 if TYPE_CHECKING:
     from airflow_cloud_paas.backends.base import Resource
@@ -29,11 +30,16 @@ class HTCondorProbe(ClusterProbe):
 
     :param htcondor_conn_id: the pool's ``htcondor`` connection
     :param hook: a hook to use instead (tests give one bound to the stand-in)
+    :param placement: ``pack`` (each round writes idle jobs' expected runtimes, see :meth:`place`) or ``fcfs``
     """
 
     service = "htcondor"
 
-    def __init__(self, htcondor_conn_id: str = "htcondor_default", hook: Any = None) -> None:
+    def __init__(self, htcondor_conn_id: str = "htcondor_default", hook: Any = None, placement: str = "fcfs") -> None:
+        if placement not in ("pack", "fcfs"):
+            raise CondorConfigError(f"the elastic scaler's HTCondor placement {placement!r} is not pack or fcfs",
+                                    what="placement")
+        self.placement = placement
         if hook is None:
             from airflow_cloud_paas.hooks.htcondor import HTCondorHook
 
@@ -69,6 +75,22 @@ class HTCondorProbe(ClusterProbe):
         queued = tuple(QueuedJob(cpus=max(1, job.request_cpus), submitted_s=now - job.wait_s)
                        for job in stats.idle_jobs)
         return Observation(queued, views)
+
+    def place(self, now: float) -> dict[str, Any] | None:
+        """Write each idle job's expected runtime, as the simulator's ``pack`` placement learns it, into the job.
+
+        The negotiator of a pool configured with ``placement="pack"`` ranks slots by it (see
+        :mod:`airflow_cloud_paas.services.condor.placement`); this round only corrects the requests.
+
+        :param now: the current time (epoch seconds)
+        :returns: how many finished jobs it learned from, the runtimes written and the edits refused; None with
+            ``placement="fcfs"``
+        """
+        from airflow_cloud_paas.services.condor.placement import annotate_expected_runtimes
+
+        if self.placement != "pack":
+            return None
+        return annotate_expected_runtimes(self.hook.schedd, now)
 
     def drain(self, worker: Resource) -> None:
         """Drain the execute node (graceful: running jobs finish, no new one starts) before it is deleted.

@@ -263,7 +263,16 @@ class GalaxyClient:
         """
         history_id = self._call(f"create history {name!r}", self.gi.histories.create_history, name)["id"]
         if tags:
-            self._call(f"tag history {name!r}", self.gi.histories.update_history, history_id, tags=list(tags))
+            try:
+                self._call(f"tag history {name!r}", self.gi.histories.update_history, history_id, tags=list(tags))
+            except GalaxyAPIError:
+                # untagged, a retry would not find it and make another: the empty history goes, the cause is raised
+                try:
+                    self._call(f"delete untagged history {name!r}", self.gi.histories.delete_history, history_id,
+                               purge=True)
+                except GalaxyAPIError as cleanup:
+                    log.warning("Could not delete the history %s that could not be tagged: %s", history_id, cleanup)
+                raise
         return history_id
 
     def find_history(self, name: str, *, tag: str) -> str | None:

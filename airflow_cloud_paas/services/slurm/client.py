@@ -59,6 +59,7 @@ class SlurmJob:
     :param array_job_id: the array's id, None outside an array
     :param array_task_id: the task's index, None outside an array
     :param comment: the job's comment (``sbatch --comment``; the submit operator marks its jobs with it)
+    :param ended_s: when it ended (epoch seconds); while it runs, when its time limit ends it; None if unknown
     """
 
     job_id: str
@@ -74,6 +75,7 @@ class SlurmJob:
     array_job_id: int | None = None
     array_task_id: int | None = None
     comment: str | None = None
+    ended_s: float | None = None
 
     @property
     def finished(self) -> bool:
@@ -113,6 +115,7 @@ class SlurmNode:
     :param alloc_cpus: CPUs allocated to jobs
     :param reason: why it is drained or down
     :param partitions: the partitions it is in
+    :param weight: its scheduling weight (SLURM gives a job the lowest-weight nodes that fit it), None if not shown
     """
 
     name: str
@@ -122,6 +125,7 @@ class SlurmNode:
     alloc_cpus: int
     reason: str | None
     partitions: tuple[str, ...] = ()
+    weight: int | None = None
 
     @property
     def draining(self) -> bool:
@@ -208,7 +212,7 @@ def parse_jobs(document: Mapping[str, Any]) -> list[SlurmJob]:
                 time_limit_min=_limit(raw.get("time_limit")), submitted_s=_when(raw.get("submit_time")),
                 started_s=_when(raw.get("start_time")), nodes=tuple(n for n in nodes.split(",") if n),
                 exit_code=_exit_code(raw.get("exit_code")), array_job_id=array_id, array_task_id=task,
-                comment=str(raw.get("comment")) if raw.get("comment") else None,
+                comment=str(raw.get("comment")) if raw.get("comment") else None, ended_s=_when(raw.get("end_time")),
             ))
     return jobs
 
@@ -231,7 +235,7 @@ def parse_nodes(document: Mapping[str, Any]) -> list[SlurmNode]:
         nodes[name] = SlurmNode(
             name=name, state=str(state or "unknown").lower(), flags=tuple(flags), cpus=_int(raw.get("cpus")) or 0,
             alloc_cpus=_int(raw.get("alloc_cpus")) or 0, reason=str(raw.get("reason") or "") or None,
-            partitions=tuple(raw.get("partitions") or ()),
+            partitions=tuple(raw.get("partitions") or ()), weight=_int(raw.get("weight")),
         )
     return list(nodes.values())
 
@@ -462,6 +466,20 @@ class SlurmClient:
         if reason:
             args.append(f"reason={reason}")
         self.run("scontrol", *args)
+
+    def set_weight(self, name: str, weight: int) -> None:
+        """Set a node's scheduling weight (``scontrol update nodename=... weight=...``): lower weights are used first.
+
+        The weight lasts until slurmctld restarts without its state or reads slurm.conf again (``scontrol
+        reconfig``): the elastic engine sets it again every round.
+
+        :param name: the node
+        :param weight: 1 to 4294967294 (SLURM's 32-bit weights, INFINITE excluded)
+        """
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight < 0xFFFFFFFF:
+            raise SlurmConfigError("a node weight is a whole number from 1 to 4294967294", field="weight",
+                                   value=weight)
+        self.run("scontrol", "update", f"nodename={validate_node_name(name)}", f"weight={weight}")
 
     def drain(self, name: str, reason: str = "drained by cloud-paas") -> None:
         """Drain a node: its running jobs finish, no new one starts there.

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_cloud_paas.scaling.policy import QueuedJob, WorkerState
 from airflow_cloud_paas.scaling.probe import ClusterProbe, Observation, WorkerView
 from airflow_cloud_paas.services.slurm.client import SlurmClient
+from airflow_cloud_paas.services.slurm.errors import SlurmConfigError
 
 if TYPE_CHECKING:
     from airflow_cloud_paas.backends.base import Resource
@@ -44,11 +45,17 @@ class SlurmProbe(ClusterProbe):
     :param slurm_conn_id: the cluster's ``slurm`` connection, or the absolute path of its slurm.conf (a cluster on
         this machine, e.g. on the local backend: its ``slurm_conf`` output)
     :param hook: a hook (or :class:`~airflow_cloud_paas.services.slurm.client.SlurmClient`) to use instead
+    :param placement: ``pack`` (each round sets node weights so that jobs pack by expected runtime, see
+        :meth:`place`) or ``fcfs`` (the weights are left to slurm.conf)
     """
 
     service = "slurm"
 
-    def __init__(self, slurm_conn_id: str = "slurm_default", hook: Any = None) -> None:
+    def __init__(self, slurm_conn_id: str = "slurm_default", hook: Any = None, placement: str = "fcfs") -> None:
+        if placement not in ("pack", "fcfs"):
+            raise SlurmConfigError("the elastic scaler's SLURM placement is pack or fcfs", field="placement",
+                                   value=placement)
+        self.placement = placement
         if hook is None and os.path.isabs(slurm_conn_id):
             hook = SlurmClient(slurm_conn_id)
         elif hook is None:
@@ -84,6 +91,22 @@ class SlurmProbe(ClusterProbe):
             if view is not None:
                 views[resource.index] = view
         return Observation(queued, views)
+
+    def place(self, now: float) -> dict[str, Any] | None:
+        """Set the node weights that make SLURM pack jobs by expected runtime; return what was decided.
+
+        See :mod:`airflow_cloud_paas.services.slurm.placement`: the oldest job that can start next goes to the node
+        whose jobs are expected to end closest after it, as the simulator's ``pack`` placement would place it.
+
+        :param now: the current time (epoch seconds)
+        :returns: the weights, the job they were chosen for and what changed; None with ``placement="fcfs"``
+        """
+        from airflow_cloud_paas.services.slurm.placement import apply_weights
+
+        if self.placement != "pack":
+            return None
+        client = self.hook if isinstance(self.hook, SlurmClient) else self.hook.get_conn()
+        return apply_weights(client, now).to_dict()
 
     def drain(self, worker: Resource) -> None:
         """Drain the worker's node (its running jobs finish, no new one starts) before it is deleted.

@@ -208,3 +208,44 @@ def test_deferrable_node_tasks_request_then_record(airflow_db, store_url):
     assert record.status == "DELETE_COMPLETE"
     created = [e for e in record.events if e.kind == "node_created"]
     assert {e.data["node"] for e in created} == {"head", "workers"} and all(e.data["deferred"] for e in created)
+
+
+def test_a_compact_dag_deploys_and_deletes_in_one_task_each(airflow_db, store_url):
+    """node_tasks=False: two task processes make and delete the whole deployment, outputs still in XCom."""
+    deployment_id = f"compact-{uuid.uuid4().hex[:8]}"
+    dag = _bag().dags["test_compact_deployment"]
+    assert sorted(t.task_id for t in dag.tasks) == ["deployment.create", "deployment.delete", "use"]
+    run = dag.test(run_conf={"deployment_id": deployment_id, "host_count": 2})
+    states = _states(run)
+    assert run.state == "success", states
+    record = _store(store_url).get(deployment_id)
+    assert record.status == "DELETE_COMPLETE" and record.resources == ()
+    created = {e.data["node"]: e.data["count"] for e in record.events if e.kind == "node_created"}
+    deleted = [e.data["node"] for e in record.events if e.kind == "node_deleted"]
+    assert created == {"head": 1, "workers": 2}
+    assert deleted.index("workers") < deleted.index("head")  # dependents first, as the per-node tasks do
+    used = run.get_task_instance("use").xcom_pull(task_ids="use")
+    assert used and used == record.outputs["head_address"]
+
+
+def test_the_task_shape_follows_node_tasks_and_a_compact_dag_cannot_defer():
+    from airflow_cloud_paas import ToscaDag
+
+    template = os.path.join(os.environ["AIRFLOW__CORE__DAGS_FOLDER"], "templates", "hosts_only.yaml")
+    per_node = {"deployment.create", "deployment.deploy_head", "deployment.deploy_workers", "deployment.outputs",
+                "deployment.delete_workers", "deployment.delete_head", "deployment.delete"}
+    shapes = {
+        (): per_node,
+        (("node_tasks", False),): {"deployment.create", "deployment.delete"},
+        (("providers", ("local",)),): {"deployment.create", "deployment.delete_workers", "deployment.delete_head",
+                                       "deployment.delete"},
+        (("providers", ("local",)), ("node_tasks", False)): {"deployment.create", "deployment.delete"},
+    }
+    for options, tasks in shapes.items():
+        dag = ToscaDag(template, dag_id="shape", schedule=None, **dict(options))
+        assert {t.task_id for t in dag.tasks} == tasks, options
+    with pytest.raises(ValueError, match="deferrable=True needs node_tasks=True"):
+        ToscaDag(template, dag_id="compact_deferred", schedule=None, node_tasks=False, deferrable=True)
+    with pytest.raises(ValueError, match="node_converters and node_delete_converters need node_tasks=True"):
+        ToscaDag(template, dag_id="compact_converted", schedule=None, node_tasks=False,
+                 node_converters={"tosca.nodes.Compute": lambda node, task_id, common: None})

@@ -14,17 +14,23 @@ security groups, virtual networks (with inline subnets) and managed disks: PUT a
 ``Azure-AsyncOperation``, provisioningState Creating -> Succeeded after ``build_seconds``), GET, list
 per resource group, DELETE as an LRO (202 + ``Azure-AsyncOperation`` and ``Location``) refusing what
 is still in use like ARM does (NicInUse, InUseNetworkSecurityGroupCannotBeDeleted,
-PublicIPAddressCannotBeDeleted, InUseSubnetCannotBeDeleted, attached disk); VM ``$expand=instanceView``
-with ProvisioningState/PowerState statuses, ``start``/``deallocate``/``powerOff``; OS disks made and
-deleted with their VM (``deleteOption``); data disks attached/detached by VM PUT; VM sizes and
-marketplace image versions of a location. Fault injection, named as such: ``quota_cores`` (409
-OperationNotAllowed, as a regional vCPU quota does), ``allocation_failures`` (sizes whose VMs end in
-provisioningState Failed with AllocationFailed), ``deallocate_behind_backend``.
+PublicIPAddressCannotBeDeleted, InUseSubnetCannotBeDeleted, attached disk); a NIC PUT naming a public IP
+or network security group not yet Succeeded is refused (400 ReferencedResourceNotProvisioned, as the
+network RP does); VM ``$expand=instanceView`` (on GET and on the list) with ProvisioningState/PowerState
+statuses, a failed VM's ``ProvisioningState/failed/<code>`` status (level Error, with the message),
+``start``/``deallocate``/``powerOff``; OS disks made and deleted with their VM (``deleteOption``); data
+disks attached/detached by VM PUT; VM sizes and marketplace image versions of a location. Requests are
+served concurrently (one thread each) and go through the state one at a time, under :attr:`lock`.
+Fault injection, named as such: ``quota_cores`` (409 OperationNotAllowed at the VM's PUT, as a regional
+vCPU quota does: counted per VM, so of concurrent PUTs those past the quota are refused),
+``allocation_failures`` (sizes whose VMs end in provisioningState Failed with AllocationFailed),
+``allocation_capacity`` (size -> how many more VMs of it can be allocated: the VMs past that end Failed
+with AllocationFailed, as a region running out of a size mid-batch does), ``deallocate_behind_backend``.
 
 What it does not: paging (``nextLink``), ETags, RBAC, zones, extensions, role assignments, PATCH,
-resource locks, Retry-After, the many api-versions real ARM accepts (others get 400
-InvalidApiVersionParameter, so a changed SDK default shows up here), image versions other than
-``latest``'s list, IP allocation beyond a counter.
+resource locks, Retry-After, ARM's request throttling (its 429s and per-subscription read/write limits),
+the many api-versions real ARM accepts (others get 400 InvalidApiVersionParameter, so a changed SDK
+default shows up here), image versions other than ``latest``'s list, IP allocation beyond a counter.
 """
 
 from __future__ import annotations
@@ -94,6 +100,10 @@ _TYPES = {
     "microsoft.network/virtualnetworks": ("Microsoft.Network/virtualNetworks", API_NETWORK),
 }
 
+#: the network RP's name of the PUT that made a resource, for ReferencedResourceNotProvisioned
+_PUT_OPERATIONS = {"Microsoft.Network/publicIPAddresses": "PutPublicIpAddressOperation",
+                   "Microsoft.Network/networkSecurityGroups": "PutNetworkSecurityGroupOperation"}
+
 
 class ArmError(Exception):
     """An ARM error answer: ``{"error": {"code", "message"}}``."""
@@ -157,6 +167,8 @@ class AzureStandIn:
         # fault injection
         self.quota_cores: int | None = None
         self.allocation_failures: set[str] = set()
+        #: size -> how many more VMs of it the region can allocate; the VMs past that end Failed (AllocationFailed)
+        self.allocation_capacity: dict[str, int] = {}
         self._ips = itertools.count(4)
         self._tmp = tempfile.TemporaryDirectory(prefix="azure-stand-in-")
         self.ca_bundle, self._key = make_certificate(Path(self._tmp.name))
@@ -294,19 +306,22 @@ class AzureStandIn:
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         length = int(handler.headers.get("Content-Length") or 0)
         raw = handler.rfile.read(length) if length else b""
+        status, body, headers = 500, None, {}
+        # one request at a time through the state (the server answers each in its own thread): concurrent PUTs,
+        # lists and probes see each other whole, as ARM's own consistency would have them; the bodies answered are
+        # copies, so the slow part (TLS, sending) runs outside the lock
         with self.lock:
             self.requests.append((handler.command, parts.path))
-        status, body, headers = 500, None, {}
-        try:
-            self._tick()
-            if "/oauth2/" in parts.path or "/.well-known/" in parts.path:
-                status, body = self._identity(handler.command, parts.path, raw)
-            else:
-                self._authorize(handler.headers.get("Authorization"))
-                status, body, headers = self._arm(handler.command, parts.path, query,
-                                                  json.loads(raw) if raw else None)
-        except ArmError as err:
-            status, body = err.status, err.body
+            try:
+                self._tick()
+                if "/oauth2/" in parts.path or "/.well-known/" in parts.path:
+                    status, body = self._identity(handler.command, parts.path, raw)
+                else:
+                    self._authorize(handler.headers.get("Authorization"))
+                    status, body, headers = self._arm(handler.command, parts.path, query,
+                                                      json.loads(raw) if raw else None)
+            except ArmError as err:
+                status, body = err.status, err.body
         payload = b"" if body is None else json.dumps(body).encode()
         handler.send_response(status)
         handler.send_header("Content-Type", "application/json; charset=utf-8")
@@ -530,14 +545,24 @@ class AzureStandIn:
             if res.get("_power") and res["properties"]["provisioningState"] != "Failed":
                 statuses.append({"code": f"PowerState/{res['_power']}", "level": "Info",
                                  "displayStatus": f"VM {res['_power']}"})
+            if res["properties"]["provisioningState"] == "Failed" and res.get("_fail"):
+                # what failed, as the instance view says it: ProvisioningState/failed/<code>, level Error
+                statuses[0] = {"code": f"ProvisioningState/failed/{res['_fail']['code']}", "level": "Error",
+                               "displayStatus": "Provisioning failed", "message": res["_fail"]["message"]}
             body["properties"]["instanceView"] = {"statuses": statuses}
         return body
 
-    def _ref(self, ref: Any, what: str, rid: str) -> dict[str, Any]:
+    def _ref(self, ref: Any, what: str, rid: str, *, provisioned: bool = False) -> dict[str, Any]:
         target = self.resources.get(str((ref or {}).get("id", "")).lower())
         if target is None:
             raise ArmError(400, "InvalidResourceReference", f"Resource {(ref or {}).get('id')} referenced by "
                                                             f"resource {rid} was not found ({what}).")
+        state = target["properties"].get("provisioningState")
+        if provisioned and state != "Succeeded":  # the network RP refuses to use what is still being made
+            raise ArmError(400, "ReferencedResourceNotProvisioned", (
+                f"Cannot proceed with operation because resource {target['id']} used by resource {rid} is not in "
+                f"Succeeded state. Resource is in {state} state and the last operation that updated/is updating the "
+                f"resource is {_PUT_OPERATIONS.get(target['type'], 'PutOperation')}."))
         return target
 
     def _put(self, type_key: str, rid: str, group: str, name: str, body: Any,
@@ -633,7 +658,10 @@ class AzureStandIn:
         res["_ready_at"] = time.monotonic() + self.build_seconds
         if existing is None:
             res["_power"] = "starting"
-            if size in self.allocation_failures:
+            capacity = self.allocation_capacity.get(size)
+            if capacity is not None:  # each VM of the size takes one of what is left; past that, none is made
+                self.allocation_capacity[size] = max(0, capacity - 1)
+            if size in self.allocation_failures or capacity == 0:
                 res["_fail"] = {"code": "AllocationFailed", "message": (
                     "Allocation failed. We do not have sufficient capacity for the requested VM size in this region. "
                     "Read more about improving likelihood of allocation success at http://aka.ms/allocation-guidance")}
@@ -652,13 +680,13 @@ class AzureStandIn:
             cprops["privateIPAllocationMethod"] = "Dynamic"
             cprops["provisioningState"] = "Succeeded"
             if cprops.get("publicIPAddress"):
-                pip = self._ref(cprops["publicIPAddress"], "public IP address", res["id"])
+                pip = self._ref(cprops["publicIPAddress"], "public IP address", res["id"], provisioned=True)
                 owner = pip["properties"].get("ipConfiguration")
                 if owner and owner["_nic"] != res["id"].lower():
                     raise ArmError(400, "PublicIPAddressInUse", f"Resource {pip['id']} is in use by {owner['id']}")
                 pip["properties"]["ipConfiguration"] = {"id": conf["id"], "_nic": res["id"].lower()}
         if props.get("networkSecurityGroup"):
-            nsg = self._ref(props["networkSecurityGroup"], "network security group", res["id"])
+            nsg = self._ref(props["networkSecurityGroup"], "network security group", res["id"], provisioned=True)
             nsg.setdefault("_nics", set()).add(res["id"].lower())
         if existing is not None and existing["properties"].get("virtualMachine"):
             props["virtualMachine"] = existing["properties"]["virtualMachine"]

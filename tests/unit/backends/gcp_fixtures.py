@@ -13,13 +13,22 @@ DONE over time, errors with ``httpErrorStatusCode``), machine types (with accele
 deprecated one), public images per image project (families, ``getFromFamily``, a deprecated image),
 firewall rules, zonal persistent disks (``users``, refusing deletion while attached), list filters
 (``(labels.k = "v") (labels.k2 = "v2")`` and ``name eq "regex"``) and ``maxResults``/``pageToken``
-paging. Fault injection, named as such: ``quota_cpus`` (the insert operation ends in QUOTA_EXCEEDED),
-``exhausted_machine_types`` (ZONE_RESOURCE_POOL_EXHAUSTED), ``stuck_machine_types`` (instances
-never leave STAGING).
+paging. ``instances.bulkInsert`` (zonal): ``count``, ``minCount`` (default ``count``), names from
+``perInstanceProperties`` keys and/or ``namePattern``, one ``instanceProperties`` for all (``machineType`` a
+bare name: a URL ends in INTERNAL_ERROR, as the API documents), validated up front (400 invalid, 409
+alreadyExists); quota and capacity are checked per instance up front: when fewer than ``minCount`` fit the
+request is refused at once (403 quotaExceeded, 503 insufficientCapacity) and nothing is made, otherwise the
+operation makes as many as fit (the first names as the request lists them: a JSON map, whose order the
+client does not keep, so which ones is not to be relied on) and reports ``instancesBulkInsertOperationMetadata``
+(``perLocationStatus`` counts). Fault injection, named as such: ``quota_cpus`` (the insert operation ends in
+QUOTA_EXCEEDED; a bulk insert fits the free vCPUs), ``exhausted_machine_types`` (ZONE_RESOURCE_POOL_EXHAUSTED;
+none fits a bulk insert), ``stuck_machine_types`` (instances never leave STAGING, bulk-made ones too).
 
 What it does not: authentication (the client sends no token with anonymous credentials), IAM,
 networks and subnetworks as resources (any network URL is accepted), instance metadata/labels
-setters, fingerprints checking, regional resources, requestId de-duplication, the ``:`` and ``ne``
+setters, fingerprints checking, regional resources (and regional bulkInsert, locationPolicy, instance
+flexibility), bulkInsert's sourceInstanceTemplate, per-instance hostnames, a bulk operation that fails half-way
+and rolls back (its failures are all decided up front), requestId de-duplication, the ``:`` and ``ne``
 filter operators beyond a plain comparison, aggregated lists.
 """
 
@@ -41,6 +50,8 @@ from urllib.parse import parse_qs, urlsplit
 PROJECT = "paas-test-project"
 ZONE = "europe-west1-b"
 REGION = "europe-west1"
+#: the most instances one instances.bulkInsert request may create
+MAX_BULK_COUNT = 5000
 BASE = "https://www.googleapis.com/compute/v1/"
 
 #: machine types as machineTypes.list returns them (memoryMb in MiB); a2 carries its A100
@@ -172,6 +183,7 @@ class ComputeEngineStandIn:
         self.state = StandInState()
         self.lock = threading.RLock()
         self.requests: list[tuple[str, str]] = []
+        self.bulk_requests: list[dict[str, Any]] = []  # the BulkInsertInstanceResource bodies, as sent
         self._ids = itertools.count(4_000_000_000_000_000_001)
         self._ips = itertools.count(2)
         # fault injection
@@ -435,6 +447,8 @@ class ComputeEngineStandIn:
                                   f"projects/{PROJECT}/zones/{ZONE}/instances")
             if method == "POST":
                 return self._insert_instance(body)
+        if parts == ["bulkInsert"] and method == "POST":
+            return self._bulk_insert(body)
         name = parts[0]
         inst = table.get(name)
         if inst is None:
@@ -513,6 +527,92 @@ class ComputeEngineStandIn:
             self._create_instance(body, mtype, path)
 
         return self._public(self._operation("zone", "insert", path, create, error))
+
+    def _bulk_insert(self, body: dict[str, Any]) -> dict[str, Any]:
+        """instances.bulkInsert: validated and checked for quota and capacity up front, made when the operation ends.
+
+        ``minCount`` (default ``count``) instances must fit, else the request is refused at once (403 quotaExceeded,
+        503 insufficientCapacity) and nothing is made; otherwise the operation makes as many as fit, the first names
+        as listed, and reports the counts in ``instancesBulkInsertOperationMetadata``.
+        """
+        self.bulk_requests.append(body)
+        count = int(body.get("count") or 0)
+        min_count = int(body.get("minCount") or count)
+        props = body.get("instanceProperties") or {}
+        per_instance = body.get("perInstanceProperties") or {}
+        pattern = body.get("namePattern")
+        if body.get("sourceInstanceTemplate"):
+            raise ApiError(400, "invalid", "the stand-in does not emulate sourceInstanceTemplate")
+        if not props:
+            raise ApiError(400, "invalid", "Invalid value for field 'resource.instanceProperties': it is required.")
+        if not 1 <= count <= MAX_BULK_COUNT:
+            raise ApiError(400, "invalid", f"Invalid value for field 'resource.count': '{count}'. "
+                                           f"Must be between 1 and {MAX_BULK_COUNT}.")
+        if not 1 <= min_count <= count:
+            raise ApiError(400, "invalid", f"Invalid value for field 'resource.minCount': '{min_count}'. "
+                                           "Must be between 1 and count.")
+        names = list(per_instance)
+        if len(names) > count:
+            raise ApiError(400, "invalid", "perInstanceProperties has more entries than count.")
+        if len(names) < count:
+            if not pattern:
+                raise ApiError(400, "invalid", f"count is {count} but perInstanceProperties names {len(names)} "
+                                               "instances: give namePattern for the others.")
+            names += self._pattern_names(pattern, count - len(names), names)
+        for name in names:
+            if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", name):
+                raise ApiError(400, "invalid", f"Invalid value for field 'resource.perInstanceProperties': '{name}'.")
+            if name in self.state.instances:
+                raise ApiError(409, "alreadyExists", f"The resource '{self._instance_path(name)}' already exists")
+        for key, value in (props.get("labels") or {}).items():
+            if not re.fullmatch(r"[a-z][a-z0-9_-]{0,62}", key) or not re.fullmatch(r"[a-z0-9_-]{0,63}", value):
+                raise ApiError(400, "invalid", f"Invalid value for field 'resource.labels': '{key}={value}'.")
+        path = f"projects/{PROJECT}/zones/{ZONE}/instances/bulkInsert"
+        mref = props.get("machineType") or ""
+        error = None
+        boot = next((d for d in props.get("disks") or [] if d.get("boot")), None)
+        image_ref = ((boot or {}).get("initializeParams") or {}).get("sourceImage") or ""
+        if "/" in mref:  # the bulk API takes a bare machine type name; a URL ends in INTERNAL_ERROR
+            error = {"code": "INTERNAL_ERROR", "status": 500, "status_message": "INTERNAL SERVER ERROR",
+                     "message": f"Internal error: machineType '{mref}' is not a machine type name."}
+        elif not boot or self._resolve_image(image_ref) is None:
+            error = {"code": "RESOURCE_NOT_FOUND", "status": 404, "status_message": "NOT FOUND",
+                     "message": f"The resource '{image_ref}' was not found"}
+        fits, mtype = count, None
+        if error is None:
+            mtype = self._machine_type(mref)
+            if mtype["name"] in self.exhausted_machine_types:  # per instance: none fits, so minCount (>= 1) cannot
+                raise ApiError(503, "insufficientCapacity",
+                               f"The zone 'projects/{PROJECT}/zones/{ZONE}' does not have enough resources "
+                               f"available to fulfill the request of {min_count} instance(s) of {mtype['name']}.")
+            if self.quota_cpus is not None:  # per instance: as many as the free vCPUs hold
+                used = sum(self._machine_type(i["machineType"])["guestCpus"] for i in self.state.instances.values()
+                           if i["_gone_at"] is None)
+                fits = min(fits, max(0, self.quota_cpus - used) // mtype["guestCpus"])
+                if fits < min_count:
+                    raise ApiError(403, "quotaExceeded",
+                                   f"Quota 'CPUS' exceeded.  Limit: {float(self.quota_cpus)} in region {REGION}.")
+
+        def create() -> None:
+            for name in names[:fits]:
+                self._create_instance({**props, "name": name}, mtype, self._instance_path(name))
+            op["instancesBulkInsertOperationMetadata"] = {"perLocationStatus": {f"zones/{ZONE}": {
+                "status": "DONE", "targetVmCount": count, "createdVmCount": fits,
+                "failedToCreateVmCount": count - fits, "deletedVmCount": 0}}}
+
+        op = self._operation("zone", "bulkInsert", path, create, error)
+        return self._public(op)
+
+    def _pattern_names(self, pattern: str, how_many: int, taken: list[str]) -> list[str]:
+        """Return names from a namePattern: the ``#`` run numbered after the biggest existing number."""
+        match = re.fullmatch(r"([^#]*)(#{1,18})([^#]*)", pattern)
+        if not match:
+            raise ApiError(400, "invalid", f"Invalid value for field 'resource.namePattern': '{pattern}'.")
+        head, hashes, tail = match.groups()
+        number = re.compile(re.escape(head) + rf"(\d{{{len(hashes)}}})" + re.escape(tail))
+        used = [int(m.group(1)) for n in [*self.state.instances, *taken] if (m := number.fullmatch(n))]
+        start = max(used, default=0) + 1
+        return [f"{head}{str(n).zfill(len(hashes))}{tail}" for n in range(start, start + how_many)]
 
     def _create_instance(self, body: dict[str, Any], mtype: dict[str, Any], path: str) -> None:
         name = body["name"]

@@ -11,12 +11,23 @@ ACTIVE after ``build_seconds``; deletion takes ``delete_seconds``; os-start/os-s
 attachments; a Nova-made port per server on its network), networks, security groups and rules (in
 use -> 409), ports, floating IPs, Neutron ``tags`` filters and tags at creation, volumes
 (creating -> available, in-use while attached, refusing deletion when attached), quotas on instances
-(403 or 413). Fault injection, named as such: ``error_images`` (servers booted from them go to
-ERROR with a fault), ``quota_instances``, ``quota_status``, ``reject_auth``.
+(403 or 413). Nova's multiple create as the api-ref and ``nova.compute.api`` describe it: ``min_count`` /
+``max_count`` in POST /servers make between the two (as many as the instance quota allows; fewer than
+``min_count`` fit: the quota error and nothing made), every server with the request's metadata, named by
+``multi_instance_name_template`` (Nova's default ``%(name)s-%(count)d``, count from 1) when more than one is
+made, the answer holding the first server only (or ``{"reservation_id": ...}`` with
+``return_reservation_id``); the ``reservation_id`` and ``name`` (regex) list filters; server metadata
+POST/PUT/GET, refused (409) while the server builds, as Nova's ``update_instance_metadata`` is. Fault
+injection, named as such: ``error_images`` (servers booted from them go to ERROR with a fault),
+``quota_instances`` (also what makes a multiple create short of ``max_count``), ``quota_status``,
+``multi_instance_name_template`` (a cloud whose operator changed the template), ``reject_auth``.
 
 What it does not: pagination markers, policy/roles, microversion-dependent bodies (it always answers
-in the newest shape), server-side metadata filters, routers, subnets' IP allocation beyond a counter,
-Glance uploads, Cinder snapshots/types, Keystone catalog scoping by region beyond a single region.
+in the newest shape), server-side metadata filters, the admin-only extended attributes of a
+multiple create (``OS-EXT-SRV-ATTR:launch_index``/``reservation_id``: hidden, as from a project member),
+scheduling (a multiple create that does not fit a host puts all its servers in ERROR on Nova), routers,
+subnets' IP allocation beyond a counter, Glance uploads, Cinder snapshots/types, Keystone catalog scoping
+by region beyond a single region.
 """
 
 from __future__ import annotations
@@ -140,6 +151,7 @@ class OpenStackStandIn:
         }
         self.quota_instances: int | None = None
         self.quota_status = 403
+        self.multi_instance_name_template = "%(name)s-%(count)d"
         self.requests: list[tuple[str, str]] = []
         self._ips = itertools.count(10)
         self._httpd: ThreadingHTTPServer | None = None
@@ -271,6 +283,9 @@ class OpenStackStandIn:
             ("GET", f"/compute/v2.1/servers/{uid}", self._get_server, True),
             ("DELETE", f"/compute/v2.1/servers/{uid}", self._delete_server, True),
             ("POST", f"/compute/v2.1/servers/{uid}/action", self._server_action, True),
+            ("GET", f"/compute/v2.1/servers/{uid}/metadata", self._get_metadata, True),
+            ("POST", f"/compute/v2.1/servers/{uid}/metadata", self._update_metadata, True),
+            ("PUT", f"/compute/v2.1/servers/{uid}/metadata", self._update_metadata, True),
             ("GET", f"/compute/v2.1/servers/{uid}/os-volume_attachments", self._list_attachments, True),
             ("POST", f"/compute/v2.1/servers/{uid}/os-volume_attachments", self._attach_volume, True),
             ("DELETE", f"/compute/v2.1/servers/{uid}/os-volume_attachments/{uid}", self._detach_volume, True),
@@ -451,6 +466,8 @@ class OpenStackStandIn:
             servers = [s for s in servers if re.search(req.q("name"), s["name"])]
         if req.q("status"):
             servers = [s for s in servers if s["status"] == req.q("status")]
+        if req.q("reservation_id"):
+            servers = [s for s in servers if s["_reservation_id"] == req.q("reservation_id")]
         return 200, {"servers": [self._server_doc(s) for s in servers]}
 
     def _server(self, server_id: str) -> dict[str, Any]:
@@ -466,9 +483,20 @@ class OpenStackStandIn:
         spec = (req.body or {}).get("server")
         if not isinstance(spec, dict) or not spec.get("name"):
             raise nova_error(400, "Invalid input for field/attribute server.")
-        if self.quota_instances is not None and len(self.state.servers) >= self.quota_instances:
-            raise nova_error(self.quota_status, "Quota exceeded for instances: Requested 1, but already used "
-                             f"{len(self.state.servers)} of {self.quota_instances} instances")
+        counts = {key: spec.get(key, 1) for key in ("min_count", "max_count")}
+        for key, value in counts.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise nova_error(400, f"Invalid input for field/attribute {key}. Value: {value}. "
+                                 f"{value!r} is less than the minimum of 1")
+        low, high = counts["min_count"], counts["max_count"]
+        if low > high:
+            raise nova_error(400, f"min_count ({low}) must be <= max_count ({high})")
+        if self.quota_instances is not None:  # nova.compute.api._check_num_instances_quota: as many as fit
+            room = self.quota_instances - len(self.state.servers)
+            if room < low:
+                raise nova_error(self.quota_status, f"Quota exceeded for instances: Requested {high}, but already "
+                                 f"used {len(self.state.servers)} of {self.quota_instances} instances")
+            high = min(high, room)
         flavor = next((f for f in FLAVORS if f["id"] == spec.get("flavorRef")), None)
         if flavor is None:
             raise nova_error(400, f"Flavor {spec.get('flavorRef')} could not be found.")
@@ -478,6 +506,9 @@ class OpenStackStandIn:
         networks = spec.get("networks") or "auto"
         if networks == "auto":
             networks = [{"uuid": PRIVATE_NET}]
+        for net in networks:
+            if net.get("uuid") not in self.state.networks:
+                raise nova_error(400, f"Network {net.get('uuid')} could not be found.")
         groups = []
         for group in spec.get("security_groups") or [{"name": "default"}]:
             wanted = group.get("name")
@@ -485,15 +516,31 @@ class OpenStackStandIn:
             if wanted != "default" and len(found) != 1:
                 raise nova_error(400, f"Security group {wanted} not found for project {PROJECT_ID}.")
             groups.append(found[0] if found else None)
-        server_id = str(uuid.uuid4())
+        reservation_id = f"r-{uuid.uuid4().hex[:8]}"
+        made = []
+        for launch_index in range(high):
+            server_id = str(uuid.uuid4())
+            name = spec["name"]
+            if high > 1:  # nova.compute.api._apply_instance_name_template, only when several are made
+                name = self.multi_instance_name_template % {"name": name, "count": launch_index + 1,
+                                                            "uuid": server_id}
+            self._make_server(server_id, name, spec, flavor, image, networks, groups, reservation_id, launch_index)
+            made.append(server_id)
+        if spec.get("return_reservation_id") or (req.body or {}).get("return_reservation_id"):
+            return 202, {"reservation_id": reservation_id}
+        first = self.state.servers[made[0]]
+        return 202, {"server": {"id": first["id"], "links": [], "OS-DCF:diskConfig": "AUTO", "adminPass": "x" * 12,
+                                "security_groups": first["security_groups"]}}
+
+    def _make_server(self, server_id: str, name: str, spec: dict[str, Any], flavor: dict[str, Any],
+                     image: dict[str, Any], networks: list[dict[str, Any]], groups: list[dict[str, Any] | None],
+                     reservation_id: str, launch_index: int) -> None:
         for net in networks:
-            if net.get("uuid") not in self.state.networks:
-                raise nova_error(400, f"Network {net.get('uuid')} could not be found.")
             port_id = str(uuid.uuid4())
             self.state.ports[port_id] = self._port_doc(port_id, net["uuid"], server_id,
                                                        [g["id"] for g in groups if g])
         self.state.servers[server_id] = {
-            "id": server_id, "name": spec["name"], "status": "BUILD", "tenant_id": PROJECT_ID, "user_id": USER_ID,
+            "id": server_id, "name": name, "status": "BUILD", "tenant_id": PROJECT_ID, "user_id": USER_ID,
             "metadata": dict(spec.get("metadata") or {}), "hostId": "", "host_status": "UP",
             "image": {"id": image["id"], "links": []},
             "flavor": {"vcpus": flavor["vcpus"], "ram": flavor["ram"], "disk": flavor["disk"], "ephemeral": 0,
@@ -507,9 +554,23 @@ class OpenStackStandIn:
             "security_groups": [{"name": g["name"] if g else "default"} for g in groups],
             "progress": 0, "locked": False, "description": None, "tags": [], "trusted_image_certificates": None,
             "_ready_at": time.monotonic() + self.build_seconds, "_gone_at": None,
+            # admin-only extended attributes (OS-EXT-SRV-ATTR:*): kept, not shown to a project member
+            "_reservation_id": reservation_id, "_launch_index": launch_index,
         }
-        return 202, {"server": {"id": server_id, "links": [], "OS-DCF:diskConfig": "AUTO", "adminPass": "x" * 12,
-                                "security_groups": self.state.servers[server_id]["security_groups"]}}
+
+    def _get_metadata(self, req: Request, server_id: str) -> tuple:
+        return 200, {"metadata": dict(self._server(server_id)["metadata"])}
+
+    def _update_metadata(self, req: Request, server_id: str) -> tuple:
+        server = self._server(server_id)
+        items = (req.body or {}).get("metadata")
+        if not isinstance(items, dict) or not all(isinstance(v, str) and len(v) <= 255 for v in items.values()):
+            raise nova_error(400, "Invalid input for field/attribute metadata.")
+        vm_state = server["OS-EXT-STS:vm_state"]
+        if vm_state not in ("active", "paused", "suspended", "stopped") or server["_gone_at"] is not None:
+            raise nova_error(409, f"Cannot 'update_metadata' instance {server_id} while it is in vm_state {vm_state}")
+        server["metadata"] = {**(server["metadata"] if req.method == "POST" else {}), **items}
+        return 200, {"metadata": dict(server["metadata"])}
 
     def _port_doc(self, port_id: str, network_id: str, device_id: str, groups: list[str]) -> dict[str, Any]:
         n = next(self._ips)

@@ -46,6 +46,30 @@ def test_request_returns_at_launch_and_the_trigger_sees_the_instances_run(moto_s
     assert backend.describe(dep) == []
 
 
+def test_a_deferred_node_is_launched_in_one_call_and_a_retry_launches_only_what_is_missing(
+        moto_server: MotoServer):  # noqa: F811
+    aws_connection(CONN_ID, moto_server.url)
+    backend = AWSBackend(CONN_ID, wait_timeout=30, poll_interval=0.05)
+    dep = f"defer-{uuid.uuid4().hex[:8]}"
+    try:
+        before = backend.api_calls()
+        launched = backend.request_group([_spec(dep, i) for i in (4, 0, 2, 1, 3)])
+        calls = {k: n - before.get(k, 0) for k, n in backend.api_calls().items() if n > before.get(k, 0)}
+        assert [r.index for r in launched] == [0, 1, 2, 3, 4]
+        assert {r.state for r in launched} <= {ResourceState.CREATING, ResourceState.RUNNING}
+        assert calls["RunInstances"] == 1 and calls["DescribeInstances"] == 2, calls  # what exists; the launch
+        backend.delete(dep, "vm", 3)  # lost behind the deployment's back
+        before = backend.api_calls()
+        again = backend.request_group([_spec(dep, i) for i in range(5)])
+        assert backend.api_calls()["RunInstances"] - before["RunInstances"] == 1
+        assert [r.resource_id for r in again if r.index != 3] == [r.resource_id for r in launched if r.index != 3]
+        assert again[3].resource_id != launched[3].resource_id
+        assert len({r.resource_id for r in backend.describe(dep, "vm")}) == 5
+    finally:
+        backend.delete(dep)
+    assert backend.describe(dep) == []
+
+
 LEASE_TEMPLATE = """\
 tosca_definitions_version: tosca_simple_yaml_1_0
 imports:

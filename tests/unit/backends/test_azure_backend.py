@@ -14,6 +14,7 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from azure.core.exceptions import HttpResponseError
 from unit.backends.azure_fixtures import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -28,8 +29,8 @@ from unit.backends.contract import BackendContract, Probe, SpecFactory
 from airflow_cloud_paas.backends import get_backend
 from airflow_cloud_paas.backends.azure import AzureBackend
 from airflow_cloud_paas.backends.base import TAG_DEPLOYMENT, TAG_INDEX, TAG_NODE, Resource, ResourceSpec, ResourceState
-from airflow_cloud_paas.exceptions import BackendError, ResourceCreateError, UnsupportedNodeError
-from airflow_cloud_paas.hooks.azure import AzureAuthenticationError
+from airflow_cloud_paas.exceptions import BackendError, ResourceCreateError, ResourceTimeoutError, UnsupportedNodeError
+from airflow_cloud_paas.hooks.azure import AzureAuthenticationError, arm_operation
 
 CONN_ID = "azure_test"
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTheStandInOnly cloud-paas@test"
@@ -417,3 +418,179 @@ def test_user_data_is_the_vms_custom_data(azure: AzureBackend, cloud: AzureStand
     resource = azure.create(compute("dep", "vm", user_data=user_data))
     custom = cloud.get(resource.resource_id)["properties"]["osProfile"]["customData"]
     assert base64.b64decode(custom).decode() == user_data
+
+
+# ---------------------------------------------------------------------- a node's VMs together
+def calls_since(backend: AzureBackend, before: dict[str, int]) -> dict[str, int]:
+    return {op: n - before.get(op, 0) for op, n in backend.api_calls().items() if n - before.get(op, 0)}
+
+
+def group_specs(deployment_id: str, node_name: str, indices, **kw) -> list[ResourceSpec]:
+    return [compute(deployment_id, node_name, index, **kw) for index in indices]
+
+
+def names_of(cloud: AzureStandIn, kind: str) -> set[str]:
+    return {r["name"] for r in cloud.find(kind) if r.get("_gone_at") is None}
+
+
+def puts_of(cloud: AzureStandIn, kind: str, since: int = 0) -> list[str]:
+    return sorted(p.rsplit("/", 1)[1] for m, p in cloud.requests[since:] if m == "PUT" and f"/{kind}/" in p)
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "operation"),
+    [("PUT", "/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/virtualMachines/vm-1",
+      "virtualMachines.createOrUpdate"),
+     ("GET", "/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/virtualMachines?$expand=instanceView",
+      "virtualMachines.list"),
+     ("POST", "/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/virtualMachines/vm-1/start",
+      "virtualMachines.start"),
+     ("GET", "/subscriptions/s/providers/Microsoft.Network/locations/westeurope/operations/42", "operations.get"),
+     ("GET", "/subscriptions/s/operationresults/42", "operations.get"),
+     ("HEAD", "/subscriptions/s/resourcegroups/g", "resourceGroups.checkExistence"),
+     ("GET", "/subscriptions/s/resourcegroups/g/resources", "resources.list")],
+)
+def test_each_arm_request_is_counted_as_its_operation(method: str, url: str, operation: str) -> None:
+    assert arm_operation(method, f"https://management.azure.com{url}") == operation
+
+
+def test_group_is_made_kind_by_kind_and_deleted_in_bulk(azure: AzureBackend, cloud: AzureStandIn) -> None:
+    cloud.build_seconds = cloud.resource_seconds = cloud.delete_seconds = 0  # each wait is one round
+    before = azure.api_calls()
+    made = azure.create_group([AzureSpecs().service("dep", "wn", i) for i in (5, 3, 1, 0, 2, 4)])
+    calls = calls_since(azure, before)
+    assert [r.index for r in made] == list(range(6)) and {r.state for r in made} == {ResourceState.RUNNING}
+    assert all(r.attributes["public_ip"] and r.attributes["private_ip"] for r in made)
+    # Azure has no bulk PUT of plain VMs: one PUT per index and kind, all started before any is waited for
+    for kind in ("virtualMachines", "networkInterfaces", "publicIPAddresses"):
+        assert calls[f"{kind}.createOrUpdate"] == 6, calls
+    # the node's shared resources are ensured once, before the launch
+    for kind in ("resourceGroups", "virtualNetworks", "networkSecurityGroups"):
+        assert calls[f"{kind}.createOrUpdate"] == 1, calls
+    # the waits are one list per round for all (find + one round + describe), not one status poll per resource;
+    # the only status polls are the shared network's and group's
+    assert calls["virtualMachines.list"] == 3 and calls["networkInterfaces.list"] == 2, calls
+    assert calls.get("operations.get", 0) <= 2 and "virtualMachines.get" not in calls, calls
+    assert len(names_of(cloud, "virtualMachines")) == 6 and len(names_of(cloud, "networkSecurityGroups")) == 1
+    (nsg,) = cloud.find("networkSecurityGroups")
+    assert {n["properties"]["networkSecurityGroup"]["id"] for n in cloud.find("networkInterfaces")} == {nsg["id"]}
+
+    before = azure.api_calls()
+    deleted = azure.delete("dep", "wn")
+    calls = calls_since(azure, before)
+    assert sorted(r.index for r in deleted) == list(range(6))
+    for kind in ("virtualMachines", "networkInterfaces", "publicIPAddresses"):
+        assert calls[f"{kind}.delete"] == 6, calls
+    # begun together, waited for together: one list per round of each kind, no per-resource status poll
+    assert calls["virtualMachines.list"] <= 3 and "operations.get" not in calls, calls
+    assert [r["type"] for r in cloud.resources.values()] == ["Microsoft.Network/virtualNetworks"]
+    azure.delete("dep")
+    assert cloud.resources == {} and cloud.groups == {}
+
+
+def test_group_rerun_makes_only_the_missing_indices(azure: AzureBackend, cloud: AzureStandIn) -> None:
+    first = azure.create_group(group_specs("dep", "wn", range(5)))
+    with cloud.lock:  # two VMs deleted in the portal (their NICs stay behind)
+        for index in (1, 3):
+            cloud.resources[first[index].resource_id.lower()]["_gone_at"] = 0
+    retry = make_backend()
+    seen = len(cloud.requests)
+    again = retry.create_group(group_specs("dep", "wn", range(5)))
+    calls = retry.api_calls()
+    assert puts_of(cloud, "virtualMachines", seen) == ["dep-wn-1", "dep-wn-3"]
+    assert puts_of(cloud, "networkInterfaces", seen) == ["dep-wn-1-nic", "dep-wn-3-nic"]
+    assert "networkSecurityGroups.createOrUpdate" not in calls and "virtualNetworks.createOrUpdate" not in calls
+    assert [r.index for r in again] == list(range(5))
+    assert [again[i].resource_id for i in (0, 2, 4)] == [first[i].resource_id for i in (0, 2, 4)]
+    assert {r.state for r in again} == {ResourceState.RUNNING} and len(names_of(cloud, "virtualMachines")) == 5
+    # a third run finds everything: nothing is made
+    third = make_backend()
+    assert [r.resource_id for r in third.create_group(group_specs("dep", "wn", range(5)))] == [
+        r.resource_id for r in again]
+    assert not [op for op in third.api_calls() if op.endswith(".createOrUpdate")]
+    azure.delete("dep")
+
+
+def test_group_short_of_capacity_reports_each_missing_index(azure: AzureBackend, cloud: AzureStandIn) -> None:
+    cloud.allocation_capacity["Standard_B1s"] = 3  # the region runs out of the size part-way through the node
+    cloud.resource_seconds = 0.2  # a NIC PUT before its IP is made would be refused (ReferencedResourceNotProvisioned)
+    with pytest.raises(ResourceCreateError) as err:
+        azure.create_group([AzureSpecs().service("dep", "wn", i) for i in range(5)])
+    running = sorted(r.index for r in azure.describe("dep", "wn"))
+    missing = sorted(set(range(5)) - set(running))
+    assert len(running) == 3 and len(missing) == 2  # which ones lost the race is the cloud's choice
+    assert err.value.provider == "azure" and err.value.resource == "dep/wn"
+    assert f"VM(s) {missing} of node 'wn'" in str(err.value)
+    assert f"#{missing[0]}, #{missing[1]}: the VM went to ProvisioningState/failed: AllocationFailed" in str(err.value)
+    assert "try another size" in str(err.value) and f"running VM(s) {running} are kept" in str(err.value)
+    # nothing of the failed indices is left; the running ones keep their parts and the node's group
+    for index in missing:
+        assert not {f"dep-wn-{index}", f"dep-wn-{index}-nic", f"dep-wn-{index}-pip"} & (
+            names_of(cloud, "virtualMachines") | names_of(cloud, "networkInterfaces")
+            | names_of(cloud, "publicIPAddresses"))
+    assert len(names_of(cloud, "networkInterfaces")) == len(names_of(cloud, "publicIPAddresses")) == 3
+    assert len(names_of(cloud, "networkSecurityGroups")) == 1
+    # capacity back: a retry makes exactly the missing ones
+    cloud.allocation_capacity.clear()
+    seen = len(cloud.requests)
+    made = azure.create_group([AzureSpecs().service("dep", "wn", i) for i in range(5)])
+    assert puts_of(cloud, "virtualMachines", seen) == [f"dep-wn-{i}" for i in missing]
+    assert [r.index for r in made] == list(range(5))
+    azure.delete("dep")
+    assert cloud.resources == {} and cloud.groups == {}
+
+
+def test_group_over_quota_names_the_refused_vms(azure: AzureBackend, cloud: AzureStandIn) -> None:
+    cloud.quota_cores = 2  # two 1-core VMs fit: of four concurrent PUTs, two are refused (409)
+    with pytest.raises(ResourceCreateError) as err:
+        azure.create_group(group_specs("dep", "wn", range(4)))
+    running = sorted(r.index for r in azure.describe("dep", "wn"))
+    missing = sorted(set(range(4)) - set(running))
+    assert len(running) == 2 and f"VM(s) {missing} of node 'wn'" in str(err.value)
+    assert "HTTP 409 OperationNotAllowed" in str(err.value) and "request a quota increase" in str(err.value)
+    assert names_of(cloud, "networkInterfaces") == {f"dep-wn-{i}-nic" for i in running}
+    azure.delete("dep")
+
+
+def test_group_refused_entirely_leaves_nothing(azure: AzureBackend, cloud: AzureStandIn) -> None:
+    cloud.quota_cores = 0
+    with pytest.raises(ResourceCreateError) as err:
+        azure.create_group([AzureSpecs().service("dep", "wn", i) for i in range(3)])
+    assert "VM(s) [0, 1, 2] of node 'wn'" in str(err.value) and "OperationNotAllowed" in str(err.value)
+    assert "has been removed" in str(err.value) and "cleanup also failed" not in str(err.value)
+    assert sum(1 for m, p in cloud.requests if m == "PUT" and "/virtualMachines/" in p) == 3
+    # the IPs, NICs, node's group, network and resource group this call made are gone with them
+    assert cloud.resources == {} and cloud.groups == {}
+
+
+def test_group_past_the_deadline_times_out_and_is_removed(azure: AzureBackend, cloud: AzureStandIn) -> None:
+    import time
+
+    kept = azure.create(compute("dep", "fast"))
+    cloud.build_seconds = 30  # create_timeout is 10 s: only the deadline can end the wait in time
+    started = time.monotonic()
+    with pytest.raises(ResourceTimeoutError) as err:
+        azure.create_group(group_specs("dep", "wn", range(4)), deadline=time.monotonic() + 0.5)
+    assert time.monotonic() - started < 8, "the wait outlived the deadline"
+    assert "provider_timeout_mins" in str(err.value) and "VM(s) [0, 1, 2, 3] of node 'wn'" in str(err.value)
+    assert "4 VM(s) ready: not done" in str(err.value) and "last seen: PowerState/starting 4" in str(err.value)
+    assert "has been removed" in str(err.value)
+    assert [r.resource_id for r in azure.describe("dep")] == [kept.resource_id]
+    assert not [n for n in names_of(cloud, "networkInterfaces") | names_of(cloud, "networkSecurityGroups")
+                if n.startswith("dep-wn")]
+    azure.delete("dep")
+    assert cloud.resources == {} and cloud.groups == {}
+
+
+def test_stand_in_refuses_a_nic_on_an_ip_still_being_made(azure: AzureBackend, cloud: AzureStandIn) -> None:
+    # why a group makes its IPs, then its NICs: ARM's network RP refuses to use what is not Succeeded yet
+    azure.create_group(group_specs("dep", "wn", range(2)))  # the group, network and node's NSG
+    cloud.resource_seconds = 5
+    network = azure.hook.network
+    pip = network.public_ip_addresses.begin_create_or_update(
+        "cloud-paas-dep", "early-pip", {"location": LOCATION, "properties": {}}, polling=False).result()
+    subnet = next(iter(cloud.find("virtualNetworks")))["properties"]["subnets"][0]["id"]
+    body = {"location": LOCATION, "properties": {"ipConfigurations": [{"name": "c", "properties": {
+        "subnet": {"id": subnet}, "publicIPAddress": {"id": pip.id}}}]}}
+    with pytest.raises(HttpResponseError, match="ReferencedResourceNotProvisioned"):
+        network.network_interfaces.begin_create_or_update("cloud-paas-dep", "early-nic", body, polling=False)

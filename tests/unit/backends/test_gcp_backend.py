@@ -410,3 +410,196 @@ def test_user_data_goes_to_the_user_data_metadata_key(gcp: GcpBackend, cloud: Co
     assert items["user-data"] == user_data
     assert items[TAG_DEPLOYMENT] == "dep"  # the exact tags are still there
     assert {r.resource_id for r in gcp.describe("dep", "vm")} == {resource.resource_id}
+
+
+# ---------------------------------------------------------------------- a node's instances together (bulkInsert)
+def _bulk_posts(cloud: ComputeEngineStandIn) -> list[str]:
+    return [p for m, p in cloud.requests if m == "POST" and p.endswith("/instances/bulkInsert")]
+
+
+def _since(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {op: n - before.get(op, 0) for op, n in after.items() if n != before.get(op, 0)}
+
+
+def test_group_launches_in_one_bulk_insert_and_deletes_in_bulk(cloud: ComputeEngineStandIn) -> None:
+    from airflow_cloud_paas.backends.gcp import index_from_name, instance_name
+
+    # polls slower than the stand-in boots: the rounds of the wait do not depend on how many instances there are
+    backend = GcpBackend(CONN_ID, create_timeout=10, delete_timeout=10, poll_interval=0.1)
+    specs = [compute("dep", "web", i, endpoint=PUBLIC_HTTP) for i in range(6)]
+    backend.check(specs[0])  # the catalogue is read once per backend, not per launch: left out of the count
+    before = backend.api_calls()
+    made = backend.create_group(specs)
+    calls = _since(before, backend.api_calls())
+    assert [r.index for r in made] == list(range(6))
+    assert [r.resource_id for r in made] == [instance_name(s) for s in specs]
+    assert all(r.state == ResourceState.RUNNING and StandInProbe(cloud).exists(r) for r in made)
+    # one bulk insert, one firewall rule, no per-instance insert or get; lists bounded whatever the count
+    assert len(_bulk_posts(cloud)) == 1 and len(cloud.state.firewalls) == 1
+    (body,) = cloud.bulk_requests
+    assert (int(body["count"]), int(body["minCount"])) == (6, 6)  # all or none (int64: strings in JSON)
+    assert sorted(body["perInstanceProperties"]) == sorted(instance_name(s) for s in specs)
+    assert body["instanceProperties"]["machineType"] == "e2-micro"  # a bare name, as bulkInsert wants it
+    assert calls["instances.bulkInsert"] == 1 and calls["firewalls.insert"] == 1
+    assert "instances.insert" not in calls and "instances.get" not in calls
+    assert calls["instances.list"] <= 5, calls
+    # the shared properties carry deployment and node; the index is read back from the hashed name
+    inst = cloud.state.instances[made[3].resource_id]
+    assert "cloud_paas_index" not in inst["labels"] and inst["labels"]["cloud_paas_node"] == "web"
+    assert TAG_INDEX not in {i["key"] for i in inst["metadata"]["items"]}
+    assert index_from_name(made[3].resource_id, "dep", "web") == 3
+    assert index_from_name(made[3].resource_id, "dep", "other") is None
+    assert index_from_name(made[3].resource_id.replace("-3-", "-03-"), "dep", "web") is None
+    assert [(r.node_name, r.index) for r in make_backend().describe("dep")] == [("web", i) for i in range(6)]
+    # a per-index create (a fresh backend) finds a bulk-made instance: nothing is inserted
+    assert make_backend().create(specs[4]).resource_id == made[4].resource_id
+    assert len(cloud.state.instances) == 6
+
+    # delete: six deletes back to back, then one list per round until all are gone; no operation is waited for
+    before = backend.api_calls()
+    assert sorted(r.index for r in backend.delete("dep", "web", 5)) == [5]
+    assert sorted(r.index for r in backend.delete("dep")) == list(range(5))
+    calls = _since(before, backend.api_calls())
+    assert calls["instances.delete"] == 6 and calls["firewalls.delete"] == 1
+    assert "zoneOperations.wait" not in calls and "zoneOperations.get" not in calls
+    assert cloud.owned("dep") == []
+
+
+def test_group_rerun_launches_only_the_missing_indices(gcp: GcpBackend, cloud: ComputeEngineStandIn) -> None:
+    from airflow_cloud_paas.backends.gcp import instance_name
+
+    specs = [compute("dep", "w", i) for i in range(4)]
+    made = gcp.create_group(specs)
+    ids = {r.index: cloud.state.instances[r.resource_id]["id"] for r in made}
+    with cloud.lock:  # index 2 deleted in the console
+        cloud.state.instances[made[2].resource_id]["_gone_at"] = 0
+    assert [r.index for r in gcp.describe("dep")] == [0, 1, 3]
+    again = make_backend().create_group(specs)
+    assert [r.index for r in again] == [0, 1, 2, 3]
+    assert len(cloud.bulk_requests) == 2
+    rerun = cloud.bulk_requests[-1]
+    assert list(rerun["perInstanceProperties"]) == [instance_name(specs[2])] and int(rerun["count"]) == 1
+    for index in (0, 1, 3):  # the same instances, untouched
+        assert cloud.state.instances[again[index].resource_id]["id"] == ids[index]
+    assert cloud.state.instances[again[2].resource_id]["id"] != ids[2]
+    # a re-run with nothing missing launches nothing
+    assert [r.resource_id for r in gcp.create_group(specs)] == [r.resource_id for r in again]
+    assert len(cloud.bulk_requests) == 2
+    gcp.delete("dep")
+    assert cloud.owned("dep") == []
+
+
+@pytest.mark.parametrize("fault", ["quota", "capacity"])
+def test_group_refused_up_front_names_each_index_and_keeps_what_ran(
+    gcp: GcpBackend, cloud: ComputeEngineStandIn, fault: str
+) -> None:
+    def spec(index: int) -> ResourceSpec:
+        return compute("dep", "w", index, host={"instance_type": "e2-standard-2"}, endpoint=PUBLIC_HTTP)
+
+    first = gcp.create_group([spec(0), spec(1)])
+    if fault == "quota":
+        cloud.quota_cpus = 6  # 2 vCPUs each: room for one more, not the two asked (all or none)
+    else:
+        cloud.exhausted_machine_types.add("e2-standard-2")
+    with pytest.raises(ResourceCreateError) as err:
+        gcp.create_group([spec(i) for i in range(4)])
+    message = str(err.value)
+    assert err.value.provider == "gcp" and err.value.resource == "dep/w"
+    assert "cannot create instance(s) [2, 3] of node 'w': #2, #3:" in message
+    if fault == "quota":
+        assert "Quota 'CPUS' exceeded" in message and "raise the project's quota" in message
+    else:
+        assert "does not have enough resources" in message and "use another zone or size" in message
+    assert "running instance(s) [0, 1] are kept" in message
+    # refused at once: nothing was made for #2 and #3; #0 and #1 and their firewall rule stay
+    assert [(r.index, r.resource_id) for r in gcp.describe("dep")] == [(r.index, r.resource_id) for r in first]
+    assert len(cloud.state.instances) == 2 and len(cloud.state.firewalls) == 1
+    assert mutations(cloud)[-1][1].endswith("/instances/bulkInsert")  # the refused launch was the last change
+    gcp.delete("dep")
+    assert cloud.owned("dep") == []
+
+
+def test_group_refused_whole_leaves_nothing(gcp: GcpBackend, cloud: ComputeEngineStandIn) -> None:
+    with pytest.raises(ResourceCreateError, match=r"cannot create instance\(s\) \[0, 1, 2\] of node 'svc'"):
+        gcp.create_group([GcpSpecs().failing("dep", "svc", i) for i in range(3)])  # n2-standard-8: no capacity
+    assert cloud.owned("dep") == []  # the node's firewall rule, made before the launch, is gone too
+    assert len(_bulk_posts(cloud)) == 1
+
+
+def test_partial_group_keeps_what_the_quota_allowed_and_names_the_rest(cloud: ComputeEngineStandIn) -> None:
+    backend = make_backend(partial_groups=True)
+    cloud.quota_cpus = 4  # e2-micro has 2 vCPUs: two of the four fit
+    with pytest.raises(ResourceCreateError) as err:
+        backend.create_group([compute("dep", "w", i, endpoint=PUBLIC_HTTP) for i in range(4)])
+    assert int(cloud.bulk_requests[-1]["minCount"]) == 1  # what capacity allows
+    # which two Compute Engine makes is its choice: the error names the others, whichever they are
+    kept = backend.describe("dep")
+    assert len(kept) == 2 and {r.state for r in kept} == {ResourceState.RUNNING}
+    running = [r.index for r in kept]
+    missing = sorted(set(range(4)) - set(running))
+    message = str(err.value)
+    assert f"cannot create instance(s) {missing} of node 'w'" in message
+    assert "the bulk insert made 2 of the 4 instances asked" in message
+    assert f"running instance(s) {running} are kept" in message
+    assert sorted(cloud.state.instances) == sorted(r.resource_id for r in kept) and len(cloud.state.firewalls) == 1
+    # with room again, a retry launches only the two missing
+    cloud.quota_cpus = None
+    again = backend.create_group([compute("dep", "w", i, endpoint=PUBLIC_HTTP) for i in range(4)])
+    assert [r.index for r in again] == [0, 1, 2, 3] and int(cloud.bulk_requests[-1]["count"]) == 2
+    backend.delete("dep")
+    assert cloud.owned("dep") == []
+
+
+def test_group_booting_past_the_deadline_times_out_and_is_deleted(
+    gcp: GcpBackend, cloud: ComputeEngineStandIn
+) -> None:
+    def spec(index: int) -> ResourceSpec:
+        return compute("dep", "w", index, host={"instance_type": "e2-standard-2"})
+
+    first = gcp.create_group([spec(0), spec(1)])
+    cloud.stuck_machine_types.add("e2-standard-2")  # what is made from now on never leaves STAGING
+    with pytest.raises(ResourceTimeoutError) as err:
+        gcp.create_group([spec(i) for i in range(4)], deadline=time.monotonic() + 0.5)
+    message = str(err.value)
+    assert err.value.provider == "gcp" and "provider_timeout_mins" in message
+    assert "instance(s) [2, 3] of node 'w' not running by then" in message and "STAGING 2" in message
+    assert "the running ones [0, 1] are kept" in message
+    # what this call launched is deleted (not just asked to be); what ran before stays
+    assert sorted(cloud.state.instances) == sorted(r.resource_id for r in first)
+    assert [r.index for r in gcp.describe("dep")] == [0, 1]
+    gcp.delete("dep")
+    assert cloud.owned("dep") == []
+
+
+def test_bulk_insert_follows_the_api(gcp: GcpBackend, cloud: ComputeEngineStandIn) -> None:
+    """The stand-in's bulkInsert, through the real client: what the backend relies on, and what it must avoid."""
+    from airflow_cloud_paas.backends.gcp import GceApiError
+
+    plan = gcp._instance_plan(compute("dep", "n"))
+    properties = gcp._instance_properties(compute("dep", "n"), {TAG_DEPLOYMENT: "dep", TAG_NODE: "n"}, *plan,
+                                          public=False)
+    hook = gcp.hook
+
+    def bulk(names: list[str], min_count: int, **override) -> dict:
+        op = hook.bulk_insert_instances_nowait(project_id=PROJECT, zone=ZONE, properties={**properties, **override},
+                                               names=names, min_count=min_count, request_id="0d8ab7c3-bulk")
+        return hook.wait_zone_operation(project_id=PROJECT, zone=ZONE, name=op)
+
+    # a machine type URL: the operation ends in INTERNAL_ERROR, nothing is made
+    done = bulk(["a-1"], 1, machine_type=f"zones/{ZONE}/machineTypes/e2-micro")
+    assert done["error"]["errors"][0]["code"] == "INTERNAL_ERROR" and cloud.state.instances == {}
+    # minCount below count: what fits is made, and the operation says how many
+    cloud.quota_cpus = 4
+    done = bulk(["a-1", "a-2", "a-3"], 1)
+    status = done["instances_bulk_insert_operation_metadata"]["per_location_status"][f"zones/{ZONE}"]
+    assert (status["target_vm_count"], status["created_vm_count"]) == (3, 2) and "error" not in done
+    made = sorted(cloud.state.instances)
+    assert len(made) == 2 and set(made) < {"a-1", "a-2", "a-3"}
+    # minCount not reachable: refused at once; a taken name: refused at once
+    with pytest.raises(GceApiError) as err:
+        bulk(["b-1", "b-2"], 1)
+    assert (err.value.status_code, err.value.reason) == (403, "quotaExceeded")
+    cloud.quota_cpus = None
+    with pytest.raises(GceApiError) as err:
+        bulk([made[0], "b-1"], 2)
+    assert err.value.status_code == 409 and sorted(cloud.state.instances) == made

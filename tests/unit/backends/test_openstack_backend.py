@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -23,7 +25,12 @@ from unit.backends.openstack_fixtures import (
 from airflow_cloud_paas.backends import get_backend
 from airflow_cloud_paas.backends.base import TAG_DEPLOYMENT, TAG_INDEX, TAG_NODE, Resource, ResourceSpec, ResourceState
 from airflow_cloud_paas.backends.openstack import OpenStackBackend
-from airflow_cloud_paas.exceptions import BackendError, ResourceCreateError, UnsupportedNodeError
+from airflow_cloud_paas.exceptions import (
+    BackendError,
+    ResourceCreateError,
+    ResourceTimeoutError,
+    UnsupportedNodeError,
+)
 from airflow_cloud_paas.hooks.openstack import OpenStackAuthenticationError
 
 pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # openstacksdk's own
@@ -365,3 +372,184 @@ def test_user_data_reaches_nova_base64_encoded(openstack: OpenStackBackend, clou
     with pytest.raises(UnsupportedNodeError, match="over openstack's limit of 65535"):
         openstack.create(compute("dep", "big", user_data=too_big))
     assert len(cloud.state.servers) == servers
+
+
+# ---------------------------------------------------------------------- a node's servers (Nova multiple create)
+def group(deployment_id: str, node_name: str, indices, **kw) -> list[ResourceSpec]:
+    return [compute(deployment_id, node_name, index, **kw) for index in indices]
+
+
+def calls_since(backend: OpenStackBackend, before: dict[str, int]) -> Counter:
+    return Counter(backend.api_calls()) - Counter(before)
+
+
+def live_servers(cloud: OpenStackStandIn, deployment_id: str) -> list[dict]:
+    cloud.tagged("")  # let time pass in the stand-in
+    with cloud.lock:
+        return [dict(s) for s in cloud.state.servers.values()
+                if s["metadata"].get(TAG_DEPLOYMENT) == deployment_id and s["_gone_at"] is None]
+
+
+def test_group_launches_in_one_multiple_create_and_deletes_in_bulk(openstack: OpenStackBackend,
+                                                                   cloud: OpenStackStandIn) -> None:
+    openstack.check(compute("dep", "wn"))  # flavors, images, networks: read once per backend, not the node's cost
+    cloud.build_seconds = 0  # ACTIVE at the first look: the wait takes one round, whatever the machine's speed
+    before = openstack.api_calls()
+    made = openstack.create_group(group("dep", "wn", range(6), endpoint=PUBLIC_HTTP))
+    calls = calls_since(openstack, before)
+    assert calls["POST servers"] == 1, calls
+    assert calls["GET security-groups"] == calls["POST security-groups"] == 1, "the group is ensured once"
+    # one look for what exists, one to find the launch's servers, one wait round, one after the floating IPs
+    assert calls["GET servers/detail"] == 4, calls
+    assert calls["GET ports"] == calls["GET floatingips"] == 1 and calls["POST floatingips"] == 6, calls
+    assert "POST servers/{id}/metadata" not in calls, "the index comes from the name, at no cost"
+    assert [r.index for r in made] == list(range(6)) and {r.state for r in made} == {ResourceState.RUNNING}
+    assert len({r.resource_id for r in made}) == 6 and all(r.attributes["public_ip"] for r in made)
+    # the stand-in saw one POST /servers asking for six, and made six
+    assert [(m, p) for m, p in cloud.requests if p.endswith("/servers")] == [("POST", "/compute/v2.1/servers")]
+    raw = {s["id"]: s for s in live_servers(cloud, "dep")}
+    assert sorted(s["name"] for s in raw.values()) == [f"dep-wn-launch-{n}" for n in range(1, 7)]
+    (launch,) = {s["metadata"]["cloud-paas-launch"].split(":")[1] for s in raw.values()}
+    assert launch == "0-5" and all(TAG_INDEX not in s["metadata"] for s in raw.values())
+    # the index is the n-th of the launch's list (n from Nova's name), read back the same by another backend
+    assert {r.resource_id: r.index for r in made} == {i: int(s["name"].rsplit("-", 1)[1]) - 1 for i, s in raw.items()}
+    other = make_backend()
+    assert [(r.index, r.resource_id) for r in other.describe("dep", "wn")] == [(r.index, r.resource_id) for r in made]
+    (sg,) = cloud.state.security_groups.values()
+    assert {g for p in cloud.state.ports.values() for g in p["security_groups"]} == {sg["id"]}
+    # one instance by index, through the single path, is the same one; deleting it deletes only it
+    assert openstack.create(compute("dep", "wn", 4, endpoint=PUBLIC_HTTP)).resource_id == made[4].resource_id
+    openstack.delete("dep", "wn", 4)
+    assert sorted(r.index for r in openstack.describe("dep", "wn")) == [0, 1, 2, 3, 5]
+    assert len(cloud.state.floating_ips) == 5
+
+    cloud.delete_seconds = 0  # gone at the first look: the wait takes one round
+    before = openstack.api_calls()
+    deleted = openstack.delete("dep")
+    calls = calls_since(openstack, before)
+    assert calls["DELETE servers/{id}"] == 5 and "GET servers/{id}" not in calls, calls  # no wait per server
+    assert calls["GET servers/detail"] == 3, calls  # the listing, one wait round, the group's check
+    assert sorted(r.index for r in deleted) == [0, 1, 2, 3, 5]
+    assert cloud.tagged("dep") == [] and cloud.state.ports == {}
+
+
+def test_group_rerun_launches_only_the_missing_indices(openstack: OpenStackBackend, cloud: OpenStackStandIn) -> None:
+    first = openstack.create_group(group("dep", "wn", range(5)))
+    with cloud.lock:  # two servers vanish behind the backend's back (deleted in the dashboard)
+        for index in (1, 3):
+            cloud.state.servers[first[index].resource_id]["_gone_at"] = 0
+    retry = make_backend()
+    again = retry.create_group(group("dep", "wn", range(5)))
+    calls = retry.api_calls()
+    assert calls["POST servers"] == 1 and "POST security-groups" not in calls, calls
+    assert [r.index for r in again] == list(range(5))
+    assert [again[i].resource_id for i in (0, 2, 4)] == [first[i].resource_id for i in (0, 2, 4)]
+    assert {again[1].resource_id, again[3].resource_id}.isdisjoint({r.resource_id for r in first})
+    relaunched = [s for s in live_servers(cloud, "dep") if s["id"] in (again[1].resource_id, again[3].resource_id)]
+    assert {s["metadata"]["cloud-paas-launch"].split(":")[1] for s in relaunched} == {"1,3"}
+    assert len(live_servers(cloud, "dep")) == 5
+    # a third run finds everything: no launch at all; one missing index is booted alone, named by its index
+    third = make_backend()
+    assert [r.resource_id for r in third.create_group(group("dep", "wn", range(5)))] == [r.resource_id for r in again]
+    assert "POST servers" not in third.api_calls()
+    grown = third.create_group(group("dep", "wn", range(6)))
+    assert cloud.state.servers[grown[5].resource_id]["name"] == "dep-wn-5"
+    assert cloud.state.servers[grown[5].resource_id]["metadata"][TAG_INDEX] == "5"
+    openstack.delete("dep")
+    assert cloud.tagged("dep") == []
+
+
+@pytest.mark.parametrize("status", [403, 413])
+def test_group_short_of_quota_reports_each_missing_index(openstack: OpenStackBackend, cloud: OpenStackStandIn,
+                                                         status: int) -> None:
+    cloud.quota_instances, cloud.quota_status = 2, status
+    with pytest.raises(ResourceCreateError) as err:
+        openstack.create_group(group("dep", "wn", range(5), endpoint=PUBLIC_HTTP))
+    assert err.value.provider == "openstack" and err.value.resource == "dep/wn"
+    assert "server(s) [2, 3, 4] of node 'wn'" in str(err.value)
+    assert "#2, #3, #4: Nova made 2 of the 5 servers asked" in str(err.value)
+    # the two Nova made are kept (with their floating IPs) for a retry, or the attempt's cleanup
+    assert sorted(r.index for r in openstack.describe("dep", "wn")) == [0, 1]
+    assert len(cloud.state.floating_ips) == 2 and len(cloud.state.security_groups) == 1
+    cloud.quota_instances = None
+    before = openstack.api_calls()
+    made = openstack.create_group(group("dep", "wn", range(5), endpoint=PUBLIC_HTTP))
+    assert calls_since(openstack, before)["POST servers"] == 1
+    assert [r.index for r in made] == list(range(5)) and len(live_servers(cloud, "dep")) == 5
+    openstack.delete("dep")
+    assert cloud.tagged("dep") == []
+
+
+def test_group_launch_refused_leaves_nothing(openstack: OpenStackBackend, cloud: OpenStackStandIn) -> None:
+    cloud.quota_instances, cloud.quota_status = 0, 413  # not even min_count (1) fits: Nova makes nothing
+    with pytest.raises(ResourceCreateError) as err:
+        openstack.create_group(group("dep", "wn", range(3), endpoint=PUBLIC_HTTP))
+    assert "server(s) [0, 1, 2]" in str(err.value) and "HTTP 413" in str(err.value)
+    assert "Quota exceeded for instances" in str(err.value) and "raise the project's quota" in str(err.value)
+    assert openstack.api_calls()["POST servers"] == 1
+    assert cloud.tagged("dep") == [], "the node's security group was left"
+
+
+def test_group_servers_in_error_are_removed_and_named(openstack: OpenStackBackend, cloud: OpenStackStandIn) -> None:
+    with pytest.raises(ResourceCreateError) as err:
+        openstack.create_group(group("dep", "bad", range(3), os={"image": "broken-image"}))
+    assert "server(s) [0, 1, 2] of node 'bad'" in str(err.value) and "went to ERROR: No valid host" in str(err.value)
+    assert cloud.tagged("dep") == [] and cloud.state.ports == {}
+
+
+def test_group_booting_past_the_deadline_times_out_and_is_removed(openstack: OpenStackBackend,
+                                                                  cloud: OpenStackStandIn) -> None:
+    cloud.build_seconds = 30  # the servers stay in BUILD
+    started = time.monotonic()
+    with pytest.raises(ResourceTimeoutError) as err:
+        openstack.create_group(group("dep", "wn", range(4)), deadline=time.monotonic() + 0.5)
+    assert time.monotonic() - started < 9, "the wait outlived the deadline (create_timeout is 10 s)"
+    assert "provider_timeout_mins" in str(err.value) and "[0, 1, 2, 3]" in str(err.value)
+    assert "BUILD 4" in str(err.value)
+    assert cloud.tagged("dep") == [], "the timed-out servers or their group were left behind"
+
+
+def test_group_on_a_cloud_whose_names_carry_no_count_sets_the_index(openstack: OpenStackBackend,
+                                                                    cloud: OpenStackStandIn) -> None:
+    cloud.multi_instance_name_template = "%(name)s-%(uuid)s"  # an operator's template, as Nova before Juno
+    made = openstack.create_group(group("dep", "wn", range(3)))
+    calls = openstack.api_calls()
+    assert calls["POST servers"] == 1 and calls["POST servers/{id}/metadata"] == 3, calls
+    assert [r.index for r in made] == [0, 1, 2]
+    assert {s["id"]: s["metadata"][TAG_INDEX] for s in live_servers(cloud, "dep")} == {
+        r.resource_id: str(r.index) for r in made}
+    assert [(r.index, r.resource_id) for r in make_backend().describe("dep")] == [(r.index, r.resource_id)
+                                                                                   for r in made]
+    openstack.delete("dep")
+    assert cloud.tagged("dep") == []
+
+
+def test_a_launch_cut_short_before_its_index_was_set_is_found_and_removed(openstack: OpenStackBackend,
+                                                                          cloud: OpenStackStandIn) -> None:
+    cloud.multi_instance_name_template = "%(name)s"  # every server of a launch has the same name
+    openstack.create_group(group("dep", "wn", range(3)))
+    with cloud.lock:  # as if the worker died before it set the index: nothing tells the servers apart
+        for server in cloud.state.servers.values():
+            server["metadata"].pop(TAG_INDEX)
+    left = {s["id"] for s in live_servers(cloud, "dep")}
+    assert openstack.describe("dep") == [] and len(left) == 3
+    retry = make_backend()
+    again = retry.create_group(group("dep", "wn", range(3)))
+    assert retry.api_calls()["DELETE servers/{id}"] == 3 and retry.api_calls()["POST servers"] == 1
+    assert [r.index for r in again] == [0, 1, 2] and len(live_servers(cloud, "dep")) == 3
+    assert left.isdisjoint(r.resource_id for r in again), "the servers without an index were kept"
+    with cloud.lock:
+        for server in cloud.state.servers.values():
+            server["metadata"].pop(TAG_INDEX)
+    openstack.delete("dep")
+    assert cloud.tagged("dep") == []
+
+
+def test_group_of_which_nova_made_one_gets_its_index_as_metadata(openstack: OpenStackBackend,
+                                                                 cloud: OpenStackStandIn) -> None:
+    cloud.quota_instances = 1  # Nova names a lone server of a multiple create without the count
+    with pytest.raises(ResourceCreateError, match=r"server\(s\) \[1, 2, 3\].*Nova made 1 of the 4"):
+        openstack.create_group(group("dep", "wn", range(4)))
+    (server,) = live_servers(cloud, "dep")
+    assert server["name"] == "dep-wn-launch" and server["metadata"][TAG_INDEX] == "0"
+    assert [(r.index, r.resource_id) for r in make_backend().describe("dep")] == [(0, server["id"])]

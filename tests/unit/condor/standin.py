@@ -13,7 +13,8 @@ Everything else is the real thing:
 - every job writes a real job event log (the classic format) that ``htcondor2.JobEventLog`` reads;
 - given the pool's signing key, tokens are checked as a daemon would (signature, issuer = trust domain),
   and administrator commands (drain, peaceful shutdown) need an administrator identity;
-- daemon commands are decoded by their wire code (``condor_commands.h``), not by the Python enum's name.
+- daemon commands are decoded by their wire code (``condor_commands.h``), not by the Python enum's name;
+- ``Schedd.edit`` sets job attributes as ClassAd expressions, for the job's owner only.
 
 What it does NOT emulate: networking, the shadow and the starter (a job's executable is never run; it
 "runs" for ``run_ticks`` calls of :meth:`StandInPool.tick`, then exits with ``MY.StandInExitCode``, 0 by
@@ -663,6 +664,27 @@ class StandInSchedd:
         for key, value in result.items():
             ad[key] = value
         return ad
+
+    def edit(self, job_spec: Any, attr: str, value: str | classad2.ExprTree, flags: Any = 0) -> int:
+        """Set an attribute of the jobs ``job_spec`` selects (``Schedd.edit``); return how many were edited.
+
+        As a schedd does, only a job's owner may edit it (queue super users are not emulated).
+
+        :param job_spec: a cluster id, ``"cluster.proc"`` ids, a list of them, or a constraint
+        :param attr: the attribute
+        :param value: its new value, a ClassAd expression (text or ``ExprTree``)
+        :param flags: ignored
+        """
+        owner = (self._pool.identity or "nobody").split("@")[0]
+        with self._pool.lock:
+            jobs = self._select(job_spec)
+            for job in jobs:
+                if job.ad.get("Owner") != owner:
+                    raise _fail(f"PERMISSION DENIED to {owner} to edit job {job.ad['ClusterId']}.{job.ad['ProcId']} "
+                                f"of {job.ad.get('Owner')}")
+            for job in jobs:
+                job.ad[attr] = value if isinstance(value, classad2.ExprTree) else self._expression(str(value), attr)
+        return len(jobs)
 
     # ------------------------------------------------------------------ pool-side helpers
     def idle_jobs(self) -> list[_Job]:

@@ -180,3 +180,53 @@ def test_workflow_files_are_read_bounded_and_named(tmp_path) -> None:
         workflow_name({"class": "GalaxyWorkflow", "steps": {}})
     # the content tag follows the content, not the key order
     assert content_tag({"a": 1, "b": [2]}) == content_tag({"b": [2], "a": 1}) != content_tag({"a": 2, "b": [2]})
+
+
+class TagRefusingGalaxy(BaseHTTPRequestHandler):
+    """Stand-in for Galaxy's history API: creates a history, refuses to tag it (a 500), deletes on request.
+
+    Every request is logged as ``(verb, path)`` in :attr:`requests`; :attr:`histories` holds the live ones.
+    """
+
+    requests: list[tuple[str, str]] = []
+    histories: set[str] = set()
+
+    def _send(self, status: int, payload: object) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _answer(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        path = self.path.split("?")[0]
+        type(self).requests.append((self.command, path))
+        if self.command == "POST" and path == "/api/histories":
+            type(self).histories.add("h0001")
+            self._send(200, {"id": "h0001", "name": "run", "tags": []})
+        elif self.command == "PUT" and path == "/api/histories/h0001":
+            self._send(500, {"err_msg": "tag service down", "err_code": 500001})
+        elif self.command == "DELETE" and path == "/api/histories/h0001":
+            type(self).histories.discard("h0001")
+            self._send(200, {"id": "h0001", "deleted": True, "purged": True})
+        else:
+            self._send(404, {"err_msg": f"no {path}", "err_code": 404001})
+
+    do_GET = do_POST = do_PUT = do_DELETE = _answer  # noqa: N815 - http.server's names
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_history_that_cannot_be_tagged_is_deleted_not_left_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Untagged, a retry would not find the history and would make a second one: it goes, the cause is raised."""
+    TagRefusingGalaxy.requests, TagRefusingGalaxy.histories = [], set()
+    with serve(TagRefusingGalaxy) as url:
+        set_conn(monkeypatch, "gx_tags", host=url, password=KEY)
+        with pytest.raises(GalaxyAPIError, match="tag history 'run'.*tag service down"):
+            GalaxyHook("gx_tags").create_history("run", tags=["task:abc"])
+    assert TagRefusingGalaxy.histories == set()
+    assert [r for r in TagRefusingGalaxy.requests if r[0] != "GET"] == [
+        ("POST", "/api/histories"), ("PUT", "/api/histories/h0001"), ("DELETE", "/api/histories/h0001")]

@@ -51,7 +51,9 @@ def deploy_tasks(**kwargs):
     return {t.task_id: t.deferrable for t in dag.tasks if t.task_id.startswith("deployment.deploy_")}
 
 
-print(json.dumps({"defaults": defaults, "by_default": deploy_tasks(), "said_false": deploy_tasks(deferrable=False)}))
+compact = ToscaDag(template, dag_id="default_deferrable_compact", schedule=None, node_tasks=False)
+print(json.dumps({"defaults": defaults, "by_default": deploy_tasks(), "said_false": deploy_tasks(deferrable=False),
+                  "compact": sorted(t.task_id for t in compact.tasks)}))
 """
 
 
@@ -93,6 +95,8 @@ def test_default_deferrable_true_makes_every_wait_deferrable() -> None:
     assert result["by_default"] and all(result["by_default"].values())
     # an explicit False wins over the setting, down to the deploy-node tasks
     assert result["said_false"].keys() == result["by_default"].keys() and not any(result["said_false"].values())
+    # a DAG without node tasks has nothing the setting applies to: it is built, not refused
+    assert result["compact"] == ["deployment.create", "deployment.delete"]
 
 
 def test_default_deferrable_false_keeps_waits_in_the_worker() -> None:

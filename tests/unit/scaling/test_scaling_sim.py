@@ -107,6 +107,17 @@ def test_load_trace_reads_any_column_order_and_sorts(tmp_path):
     assert load_trace(trace) == [Job(3, 7.5, 1), Job(50.5, 10, 2)]
 
 
+def test_load_trace_reads_the_campaign_and_the_requested_wall_time_when_present(tmp_path):
+    # gen_job_trace.py --with-estimates: the first three columns as without, then group,estimate_s
+    trace = tmp_path / "t.csv"
+    trace.write_text("submit_s,runtime_s,cpus,group,estimate_s\n0.5,100,1,c0-1,900\n2,50,2,bg,\n3,60,1,,1800\n")
+    assert load_trace(trace) == [
+        Job(0.5, 100, 1, "c0-1", 900.0), Job(2, 50, 2, "bg", None), Job(3, 60, 1, None, 1800.0)]
+    plain = tmp_path / "p.csv"
+    plain.write_text("submit_s,runtime_s,cpus\n0.5,100,1\n")
+    assert load_trace(plain) == [Job(0.5, 100, 1)] and load_trace(plain)[0].estimate_s is None
+
+
 @pytest.mark.parametrize(
     ("text", "where"),
     [
@@ -118,6 +129,8 @@ def test_load_trace_reads_any_column_order_and_sorts(tmp_path):
         ("submit_s,runtime_s,cpus\n1,2,1.5\n", r"t\.csv:2, column 'cpus': '1\.5' must be a whole number"),
         ("submit_s,runtime_s,cpus\n1,2,0\n", r"t\.csv:2, column 'cpus'"),
         ("submit_s,runtime_s,cpus\n1,2\n", r"t\.csv:2: 2 field\(s\), expected 3"),
+        ("submit_s,runtime_s,cpus,estimate_s\n1,2,1,soon\n", r"t\.csv:2, column 'estimate_s': 'soon' is not a number"),
+        ("submit_s,runtime_s,cpus,estimate_s\n1,2,1,-5\n", r"t\.csv:2, column 'estimate_s': '-5' must be a finite"),
     ],
 )
 def test_bad_traces_name_file_line_and_column(tmp_path, text, where):

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import event, inspect, text
 
 from airflow_cloud_paas.store import (
     TRANSITIONS,
@@ -27,6 +27,7 @@ from airflow_cloud_paas.store import (
     DeploymentStatus,
     DeploymentStore,
     InvalidStatusTransitionError,
+    ResourceUpdate,
     dispose_engines,
 )
 
@@ -415,6 +416,31 @@ class StoreContract:
                 {"d": dep, "n": "vm"},
             ).scalar()
         assert count == 1
+
+    def test_a_node_of_many_instances_is_recorded_and_forgotten_in_one_transaction_each(
+            self, store: DeploymentStore) -> None:
+        dep = create(store).id
+        store.upsert_resource(dep, "vm", 0, "i-0", "RUNNING", {"i": 0})
+        commits: list[int] = []
+        listener = lambda _conn: commits.append(1)  # noqa: E731
+        event.listen(store.engine, "commit", listener)
+        try:
+            made = store.upsert_resources(dep, [ResourceUpdate("vm", i, f"i-{i}", "RUNNING", {"i": i})
+                                                for i in range(100)])
+            recorded = len(commits)
+            assert store.remove_resources(dep, [("vm", i) for i in range(50, 100)] + [("vm", 500)]) == 50
+            removed = len(commits) - recorded
+        finally:
+            event.remove(store.engine, "commit", listener)
+        assert (recorded, removed) == (1, 1)
+        assert [r.index for r in made] == list(range(100)) and made[7].attributes == {"i": 7}
+        assert [r.index for r in store.resources(dep)] == list(range(50))
+        kinds = [(e.kind, e.data["index"]) for e in store.events(dep) if e.kind.startswith("resource")]
+        # index 0 was recorded before and did not change: no second event for it
+        assert kinds == [("resource", i) for i in range(100)] + [("resource_removed", i) for i in range(50, 100)]
+        assert store.upsert_resources(dep, []) == [] and store.remove_resources(dep, []) == 0
+        with pytest.raises(DeploymentNotFoundError):
+            store.upsert_resources("no-such-deployment", [ResourceUpdate("vm", 0, "i-0", "RUNNING")])
 
     def test_concurrent_upserts_of_one_instance_make_one_row(self, store: DeploymentStore) -> None:
         dep = create(store).id

@@ -84,3 +84,28 @@ def test_a_store_made_before_leases_gets_their_columns_and_keeps_its_records(sql
     assert record.id not in {r.id for r in reopened.stale()}
     reopened.step_gap_s = 0
     assert record.id in {r.id for r in reopened.stale()}
+
+
+def test_reads_do_not_queue_behind_a_writer(sqlite_url: str) -> None:
+    """A transaction that only reads takes no write lock: it reads the last commit while another process writes."""
+    import sqlite3
+    import threading
+
+    store = DeploymentStore(sqlite_url)
+    dep = store.create_deployment("d-read", "t: 1", "h1", {}, owner="me", backend="local").id
+    store.upsert_resource(dep, "vm", 0, "i-0", "RUNNING", {})
+    writer = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process in the middle of a write
+    writer.execute("UPDATE resources SET state = 'ERROR'")
+    try:
+        read: dict = {}
+        reader = threading.Thread(target=lambda: read.update(
+            record=store.get(dep), resources=store.resources(dep), listed=store.list(owner="me"), count=store.count()))
+        reader.start()
+        reader.join(timeout=20)  # the busy timeout is 30 s: a read that took the write lock would still wait
+        assert not reader.is_alive(), "a read waited for the writer's lock"
+        assert [r.state for r in read["resources"]] == ["RUNNING"] and read["count"] == 1  # the last commit
+        assert read["record"].id == dep and [d.id for d in read["listed"]] == [dep]
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
